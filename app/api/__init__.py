@@ -1,0 +1,1 @@
+"""The GraphQL layer: Strawberry types, per-request loaders, root queries, errors and limits."""

@@ -1,0 +1,23 @@
+"""GraphQL errors a client caused (shown as they are) and the masking of everything else.
+
+Bad filters, cursors and page sizes are refused with `UserInputError`, whose message says what was
+wrong and whose `extensions.code` is machine-readable. Any other exception is logged and masked as
+"Unexpected error." so no internals leak.
+"""
+
+from __future__ import annotations
+
+from graphql import GraphQLError
+
+
+class UserInputError(GraphQLError):
+    """A request the client must change; `code` goes to `extensions.code`."""
+
+    def __init__(self, message: str, code: str = "BAD_USER_INPUT") -> None:
+        super().__init__(message, extensions={"code": code})
+
+
+def should_mask_error(error: GraphQLError) -> bool:
+    """Mask exceptions raised by our code unless they are deliberate GraphQL errors (validation, input)."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)

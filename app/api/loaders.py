@@ -1,0 +1,70 @@
+"""Per-request dataloaders: every nested lookup is batched into one `find` per collection per tick.
+
+One generic loader class serves all seven collections (`ById`), keyed by the seed id stored in `_id`;
+`Loaders` holds one instance of each for a single request (or a single subscription event), so no
+cache ever outlives the request that filled it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiodataloader import DataLoader
+
+from app.store import collections as c
+from app.store.collections import CollectionSpec
+from app.store.repository import Document, Store
+
+
+class DocumentByIdLoader(DataLoader[Any, Document | None]):
+    """Documents of one collection by seed id, in key order, None for a missing id."""
+
+    def __init__(self, store: Store, spec: CollectionSpec) -> None:
+        super().__init__()
+        self.store = store
+        self.spec = spec
+
+    async def batch_load_fn(self, keys: list[Any]) -> list[Document | None]:
+        found = await self.store.find_by_ids(self.spec, keys)
+        return [found.get(key) for key in keys]
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """The loaders of one request, one per collection."""
+
+    meta_task: DocumentByIdLoader
+    sub_task: DocumentByIdLoader
+    behavior_task: DocumentByIdLoader
+    task_output: DocumentByIdLoader
+    sub_task_output: DocumentByIdLoader
+    behavior_task_output: DocumentByIdLoader
+    state: DocumentByIdLoader
+
+    @classmethod
+    def create(cls, store: Store) -> Loaders:
+        return cls(
+            meta_task=DocumentByIdLoader(store, c.META_WORKFLOW_TASKS),
+            sub_task=DocumentByIdLoader(store, c.SUB_TASKS),
+            behavior_task=DocumentByIdLoader(store, c.BEHAVIOR_TASKS),
+            task_output=DocumentByIdLoader(store, c.TASK_OUTPUTS),
+            sub_task_output=DocumentByIdLoader(store, c.SUB_TASK_OUTPUTS),
+            behavior_task_output=DocumentByIdLoader(store, c.BEHAVIOR_TASK_OUTPUTS),
+            state=DocumentByIdLoader(store, c.AGENT_TASK_STATES),
+        )
+
+    def by_collection(self, spec: CollectionSpec) -> DocumentByIdLoader:
+        """The loader for `spec`'s collection."""
+        for loader in (
+            self.meta_task,
+            self.sub_task,
+            self.behavior_task,
+            self.task_output,
+            self.sub_task_output,
+            self.behavior_task_output,
+            self.state,
+        ):
+            if loader.spec is spec:
+                return loader
+        raise KeyError(spec.name)

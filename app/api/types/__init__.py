@@ -1,0 +1,1 @@
+"""Strawberry object types mirroring the stored documents."""

@@ -1,0 +1,234 @@
+"""The task hierarchy (meta workflow → sub-task → behavior task), the `Task` interface and execution states.
+
+These types reference one another (a state's dependency points at a task, a task has a state), so they
+live in one module. Stored fields are plain attributes (cheap to resolve); relations are async resolvers
+that go through the request's loaders, so a whole tree costs one query per collection per level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import ClassVar
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
+from app.api.types.fetch import load_many, load_one
+from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
+from app.api.types.progress import WorkflowProgress, workflow_progress
+from app.store import collections as c
+from app.store.collections import CollectionSpec
+
+
+@strawberry.interface(description="Anything in the task hierarchy: it has an id and an execution state.")
+class Task:
+    id: strawberry.ID = strawberry.field(description="The task's id (its seed id, also its `_id`).")
+
+    @strawberry.field(description="The execution state of this task (agent, status, progress, attempts…).")
+    async def state(self, info: strawberry.Info) -> AgentTaskState | None:
+        return await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.id)
+
+
+@strawberry.type(description="A meta workflow task: the top of a workflow tree (seed 002 MetaWorkflowTask).")
+class MetaWorkflowTask(Task):
+    spec: ClassVar[CollectionSpec] = c.META_WORKFLOW_TASKS
+
+    task_id: strawberry.ID = strawberry.field(
+        description="Unique id of the meta workflow task (same as `id`)."
+    )
+    meta_workflow_id: str = strawberry.field(default="", description="Id of the high-level workflow.")
+    dsl_workflow_id: str = strawberry.field(default="", description="Id of the associated DSL workflow.")
+    sub_task_ids: list[str] = strawberry.field(
+        default_factory=list, description="Ids of the sub-tasks under this meta task, in order."
+    )
+    meta_workflow_graph: JSON = strawberry.field(default_factory=dict, description="Workflow graph topology.")
+    personality_workflow_id: str = strawberry.field(
+        default="", description="Id of the associated personality workflow."
+    )
+    personality_type: str = strawberry.field(default="", description="Category or type of the personality.")
+    is_finalized: bool = strawberry.field(default=False, description="Whether the task has been finalized.")
+
+    @strawberry.field(description="The sub-tasks, in `subTaskIds` order.")
+    async def sub_tasks(self, info: strawberry.Info) -> list[SubTask]:
+        return await load_many(info, SubTask, c.SUB_TASKS, self.sub_task_ids)
+
+    @strawberry.field(description="The output document of this meta task, if any.")
+    async def output(self, info: strawberry.Info) -> TaskOutput | None:
+        return await load_one(info, TaskOutput, c.TASK_OUTPUTS, self.id)
+
+    @strawberry.field(description="Roll-up of the whole tree below: task counts per status and a percentage.")
+    async def progress(self, info: strawberry.Info) -> WorkflowProgress:
+        return await workflow_progress(info.context.loaders, self.id, self.sub_task_ids)
+
+
+@strawberry.type(description="A sub-task: one logical step of a meta workflow (seed 002 SubTaskDefinition).")
+class SubTask(Task):
+    spec: ClassVar[CollectionSpec] = c.SUB_TASKS
+
+    sub_task_id: strawberry.ID = strawberry.field(description="Unique id of the sub-task (same as `id`).")
+    personality_workflow_id: str = strawberry.field(default="", description="Personality workflow id.")
+    personality_type: str = strawberry.field(default="", description="Type of personality behavior.")
+    behavior_workflow_id: str = strawberry.field(default="", description="Id of the behavior workflow.")
+    behavior_task_ids: list[str] = strawberry.field(
+        default_factory=list, description="Ids of the behavior tasks of this sub-task, in order."
+    )
+    behavior_dag_data: JSON = strawberry.field(
+        default_factory=dict, description="DAG of the behavior tasks inside this sub-task."
+    )
+    task_id: str = strawberry.field(default="", description="Id of the parent meta workflow task.")
+    prev_sub_task_id: str | None = strawberry.field(
+        default=None, description="Id of the previous sub-task in the chain, if any."
+    )
+    is_finalized: bool = strawberry.field(default=False, description="Whether the sub-task is finalized.")
+
+    @strawberry.field(description="The parent meta workflow task.")
+    async def meta_task(self, info: strawberry.Info) -> MetaWorkflowTask | None:
+        return await load_one(info, MetaWorkflowTask, c.META_WORKFLOW_TASKS, self.task_id or None)
+
+    @strawberry.field(description="The previous sub-task in the chain (`prevSubTaskId`), if any.")
+    async def previous_sub_task(self, info: strawberry.Info) -> SubTask | None:
+        return await load_one(info, SubTask, c.SUB_TASKS, self.prev_sub_task_id)
+
+    @strawberry.field(description="The behavior tasks, in `behaviorTaskIds` order.")
+    async def behavior_tasks(self, info: strawberry.Info) -> list[BehaviorTask]:
+        return await load_many(info, BehaviorTask, c.BEHAVIOR_TASKS, self.behavior_task_ids)
+
+    @strawberry.field(description="The output document of this sub-task, if any.")
+    async def output(self, info: strawberry.Info) -> SubTaskOutput | None:
+        return await load_one(info, SubTaskOutput, c.SUB_TASK_OUTPUTS, self.id)
+
+
+@strawberry.type(
+    description="A behavior task: one atomic action of a sub-task (seed 002 BehaviorTaskDefinition)."
+)
+class BehaviorTask(Task):
+    spec: ClassVar[CollectionSpec] = c.BEHAVIOR_TASKS
+
+    behavior_task_id: strawberry.ID = strawberry.field(
+        description="Unique id of the behavior task (same as `id`)."
+    )
+    sub_task_id: str = strawberry.field(default="", description="Id of the parent sub-task.")
+    action_id: str = strawberry.field(default="", description="Id of the action.")
+    action_type: str = strawberry.field(default="", description="Main type of the action.")
+    action_sub_type: str = strawberry.field(default="", description="Detailed subtype of the action.")
+    is_finalized: bool = strawberry.field(default=False, description="Whether the task has been finalized.")
+
+    @strawberry.field(description="The parent sub-task.")
+    async def sub_task(self, info: strawberry.Info) -> SubTask | None:
+        return await load_one(info, SubTask, c.SUB_TASKS, self.sub_task_id or None)
+
+    @strawberry.field(description="The output document of this behavior task, if any.")
+    async def output(self, info: strawberry.Info) -> BehaviorTaskOutput | None:
+        return await load_one(info, BehaviorTaskOutput, c.BEHAVIOR_TASK_OUTPUTS, self.id)
+
+
+#: Which GraphQL type and collection holds a task of each kind.
+TASK_TYPES: dict[str, type[MetaWorkflowTask] | type[SubTask] | type[BehaviorTask]] = {
+    "meta_workflow": MetaWorkflowTask,
+    "sub_task": SubTask,
+    "behavior_task": BehaviorTask,
+}
+
+
+async def load_task(info: strawberry.Info, task_id: str, kind: TaskKind | None) -> Task | None:
+    """The hierarchy task with this id; looked up in the collection its kind names, else in all three.
+
+    States written by other programs carry no kind, so the fallback asks the three loaders at once
+    (still one batched query per collection).
+    """
+    if kind is TaskKind.STANDALONE:
+        return None
+    kinds = [kind.value] if kind is not None else list(TASK_TYPES)
+    found = await asyncio.gather(*(load_one(info, TASK_TYPES[k], TASK_TYPES[k].spec, task_id) for k in kinds))
+    return next((task for task in found if task is not None), None)
+
+
+@strawberry.type(description="The last error a task met (seed 000 `last_error`).")
+class LastError:
+    timestamp: dt.datetime | None = strawberry.field(default=None, description="When the error happened.")
+    message: str = strawberry.field(default="", description="What went wrong.")
+    details: str | None = strawberry.field(default=None, description="More detail, e.g. a stack trace.")
+
+
+@strawberry.type(description="A dependency of a task: another task that must reach a given status first.")
+class TaskDependency:
+    task_id: strawberry.ID = strawberry.field(description="Id of the task depended on.")
+    status_expected: str = strawberry.field(
+        default="completed", description="Status the task depended on must reach (e.g. `completed`)."
+    )
+
+    @strawberry.field(description="The execution state of the task depended on.")
+    async def state(self, info: strawberry.Info) -> AgentTaskState | None:
+        return await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.task_id)
+
+    @strawberry.field(
+        description="The hierarchy task depended on (null for a standalone task or a dangling id)."
+    )
+    async def task(self, info: strawberry.Info) -> Task | None:
+        state = await self.state(info)
+        return await load_task(info, self.task_id, state.task_kind if state else None)
+
+    @strawberry.field(description="Whether the task depended on has reached `statusExpected`.")
+    async def satisfied(self, info: strawberry.Info) -> bool:
+        state = await self.state(info)
+        return state is not None and state.status.value == self.status_expected.lower()
+
+
+@strawberry.type(
+    description="Execution state of one task run by one agent (seed 000, with seed 001's extras)."
+)
+class AgentTaskState:
+    spec: ClassVar[CollectionSpec] = c.AGENT_TASK_STATES
+
+    id: strawberry.ID = strawberry.field(description="Id of the task this state belongs to.")
+    task_id: strawberry.ID = strawberry.field(description="Id of the task (same as `id`).")
+    agent_name: str = strawberry.field(default="", description="Agent processing this task.")
+    triggering_event_id: str | None = strawberry.field(
+        default=None, description="Id of the event that triggered this task (API request, previous task…)."
+    )
+    input_parameters: JSON = strawberry.field(
+        default_factory=dict, description="Parameters given to the agent."
+    )
+    status: TaskStatus = strawberry.field(default=TaskStatus.PENDING, description="Execution status.")
+    progress_percentage: int = strawberry.field(default=0, description="Estimated progress, 0–100.")
+    current_step: str | None = strawberry.field(default=None, description="The step being processed now.")
+    attempts: int = strawberry.field(default=0, description="How many times this task has been attempted.")
+    last_error: LastError | None = strawberry.field(default=None, description="The last error, if any.")
+    output_references: JSON = strawberry.field(
+        default_factory=dict, description="References to the outputs this task generated."
+    )
+    dependencies: list[TaskDependency] = strawberry.field(
+        default_factory=list, description="Tasks that must reach a given status before this one may start."
+    )
+    created_at: dt.datetime | None = strawberry.field(default=None, description="When the state was created.")
+    updated_at: dt.datetime | None = strawberry.field(default=None, description="When it last changed.")
+    expires_at: dt.datetime | None = strawberry.field(
+        default=None, description="When the task times out if not finished (optional)."
+    )
+    name: str | None = strawberry.field(default=None, description="Human-readable task name (seed 001).")
+    description: str | None = strawberry.field(default=None, description="What the task is about (seed 001).")
+    priority: TaskPriority = strawberry.field(default=TaskPriority.MEDIUM, description="Urgency (seed 001).")
+    started_at: dt.datetime | None = strawberry.field(
+        default=None, description="When the last attempt started."
+    )
+    completed_at: dt.datetime | None = strawberry.field(default=None, description="When it completed.")
+    execution_time_seconds: float | None = strawberry.field(
+        default=None, description="How long the successful attempt took, in seconds."
+    )
+    parent_task_id: str | None = strawberry.field(default=None, description="Parent task id (seed 001).")
+    max_attempts: int | None = strawberry.field(
+        default=None, description="Attempts allowed before a non-final failure becomes final."
+    )
+    task_kind: TaskKind | None = strawberry.field(
+        default=None, description="Which kind of task this state belongs to (unknown for foreign documents)."
+    )
+    workflow_id: str | None = strawberry.field(
+        default=None, description="Id of the meta workflow task whose tree holds this task, if any."
+    )
+    version: int = strawberry.field(default=0, description="Change counter, for compare-and-set updates.")
+
+    @strawberry.field(description="The hierarchy task this state belongs to (null for a standalone task).")
+    async def task(self, info: strawberry.Info) -> Task | None:
+        return await load_task(info, self.id, self.task_kind)

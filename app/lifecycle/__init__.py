@@ -1,0 +1,1 @@
+"""The rules of the task lifecycle: state machine, dependencies, roll-ups. No GraphQL, no HTTP."""

@@ -1,0 +1,1 @@
+"""MongoDB: the client, the embedded mongod and the indexes."""

@@ -1,0 +1,26 @@
+"""Creating the collections and indexes of DESIGN.md §2, idempotently, at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import CollectionInvalid
+
+from app.store import collections
+
+
+async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
+    """Create every collection and its secondary indexes; safe to run on each start and from many processes.
+
+    Collections are created up front because MongoDB cannot create one inside a multi-document
+    transaction on 6.0 when another transaction races on it.
+    """
+    existing = set(await db.list_collection_names())
+    for spec in collections.ALL:
+        if spec.name not in existing:
+            with contextlib.suppress(CollectionInvalid):  # another process created it first
+                await db.create_collection(spec.name)
+        for index in spec.indexes:
+            await db[spec.name].create_index(list(index.keys), name=index.name, unique=index.unique)

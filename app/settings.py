@@ -1,0 +1,47 @@
+"""The one typed settings object, read from the environment (and an optional `.env` file).
+
+Every setting, its environment variable and its default is listed in the README. Nothing here does
+I/O at import time: `Settings()` is built by the CLI or by a test and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server configuration. Environment variables use the field name in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    mongodb_uri: str | None = Field(
+        default=None,
+        description="MongoDB connection string (a replica set or Atlas). Unset: start the embedded mongod.",
+    )
+    mongodb_db: str = Field(default="agent_tasks", description="Database name.")
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port.")
+    data_dir: Path = Field(default=Path(".data"), description="Where the embedded mongod keeps its data.")
+    embedded_mongo_port: int = Field(
+        default=27117, ge=0, le=65535, description="Port of the embedded mongod (0: pick a free one)."
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="Log level of the server and of uvicorn."
+    )
+    max_page_size: int = Field(default=100, ge=1, le=10_000, description="Largest `first` a list accepts.")
+    default_page_size: int = Field(default=20, ge=1, description="Page size when `first` is not given.")
+    max_filter_depth: int = Field(default=6, ge=1, description="Deepest nesting a `filter` may have.")
+    max_filter_nodes: int = Field(default=200, ge=1, description="Most keys and values a `filter` may hold.")
+    cursor_secret: str | None = Field(
+        default=None,
+        description="Key that signs pagination cursors. Unset: one is generated once and kept in the"
+        " database, so every server process on that database shares it.",
+    )
+    load_demo: bool = Field(
+        default=False, description="Load the demo workflow at start-up (`make run` does)."
+    )
+    max_query_depth: int = Field(default=12, ge=1, description="Deepest GraphQL selection a query may have.")

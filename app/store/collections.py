@@ -1,0 +1,256 @@
+"""What each MongoDB collection holds: its name, its seed id field (stored as `_id`), its fields and indexes.
+
+One `CollectionSpec` per seed entity drives everything generic in the store: the filter allow-list,
+the sortable fields, index creation and the id mapping. The field names are the seeds' own (snake_case).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class FieldKind(StrEnum):
+    """The type of a stored field, as far as filters and sorting need to know it."""
+
+    STRING = "string"
+    BOOL = "bool"
+    INT = "int"
+    FLOAT = "float"
+    DATETIME = "datetime"
+    STRING_LIST = "string_list"
+    #: A free-form dict: any dotted sub-path below it may be filtered on.
+    JSON = "json"
+    #: A sub-document or list of sub-documents whose known sub-fields are listed separately.
+    OBJECT = "object"
+    OBJECT_LIST = "object_list"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """One secondary index: its keys in order, and whether it is unique."""
+
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+
+    @property
+    def name(self) -> str:
+        return "_".join(f"{k}_{d}" for k, d in self.keys)
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection: `fields` maps every filterable path (dotted for known sub-fields) to its kind."""
+
+    name: str
+    id_field: str
+    fields: dict[str, FieldKind]
+    indexes: tuple[IndexSpec, ...] = ()
+    sort_fields: tuple[str, ...] = ()
+    id_kind: FieldKind = FieldKind.STRING
+    #: Fields the server adds for itself; documents written by other programs may lack them.
+    server_fields: frozenset[str] = field(default_factory=frozenset)
+
+    def kind_of(self, path: str) -> FieldKind | None:
+        """The kind of a filter path, or None when the path is not allowed on this collection.
+
+        The seed id field and `_id` are the same thing. Any dotted path below a JSON field is allowed
+        (its kind is then unknown, so JSON is returned).
+        """
+        if path in (self.id_field, "_id"):
+            return self.id_kind
+        if path in self.fields:
+            return self.fields[path]
+        head, _, rest = path.partition(".")
+        if rest and self.fields.get(head) is FieldKind.JSON:
+            return FieldKind.JSON
+        return None
+
+    def storage_path(self, path: str) -> str:
+        """The path as stored in MongoDB: the seed id field lives in `_id`."""
+        return "_id" if path == self.id_field else path
+
+
+def _idx(*keys: str | tuple[str, int], unique: bool = False) -> IndexSpec:
+    return IndexSpec(tuple((k, 1) if isinstance(k, str) else k for k in keys), unique=unique)
+
+
+S, B, INT, F, DT = FieldKind.STRING, FieldKind.BOOL, FieldKind.INT, FieldKind.FLOAT, FieldKind.DATETIME
+SL, J, OBJ, OL = FieldKind.STRING_LIST, FieldKind.JSON, FieldKind.OBJECT, FieldKind.OBJECT_LIST
+
+META_WORKFLOW_TASKS = CollectionSpec(
+    name="meta_workflow_tasks",
+    id_field="task_id",
+    fields={
+        "meta_workflow_id": S,
+        "dsl_workflow_id": S,
+        "sub_task_ids": SL,
+        "meta_workflow_graph": J,
+        "personality_workflow_id": S,
+        "personality_type": S,
+        "is_finalized": B,
+    },
+    indexes=(_idx("meta_workflow_id"), _idx("dsl_workflow_id")),
+    sort_fields=("task_id", "meta_workflow_id", "dsl_workflow_id", "personality_type"),
+)
+
+SUB_TASKS = CollectionSpec(
+    name="sub_tasks",
+    id_field="sub_task_id",
+    fields={
+        "personality_workflow_id": S,
+        "personality_type": S,
+        "behavior_workflow_id": S,
+        "behavior_task_ids": SL,
+        "behavior_dag_data": J,
+        "task_id": S,
+        "prev_sub_task_id": S,
+        "is_finalized": B,
+    },
+    indexes=(_idx("task_id"), _idx("prev_sub_task_id")),
+    sort_fields=("sub_task_id", "task_id", "behavior_workflow_id", "personality_type"),
+)
+
+BEHAVIOR_TASKS = CollectionSpec(
+    name="behavior_tasks",
+    id_field="behavior_task_id",
+    fields={
+        "sub_task_id": S,
+        "action_id": S,
+        "action_type": S,
+        "action_sub_type": S,
+        "is_finalized": B,
+    },
+    indexes=(_idx("sub_task_id"), _idx("action_type")),
+    sort_fields=("behavior_task_id", "sub_task_id", "action_id", "action_type", "action_sub_type"),
+)
+
+TASK_OUTPUTS = CollectionSpec(
+    name="task_outputs",
+    id_field="task_id",
+    fields={
+        "output_framedb_ptr": J,
+        "finalized_sub_task_ids": SL,
+        "task_data_ptr": J,
+    },
+    sort_fields=("task_id",),
+)
+
+SUB_TASK_OUTPUTS = CollectionSpec(
+    name="sub_task_outputs",
+    id_field="sub_task_id",
+    fields={
+        "output_framedb_ptr": J,
+        "processor_subject_ids": SL,
+        "processor_subjects_graph": J,
+        "is_finalized_step": B,
+        "sub_task_data_ptr": J,
+        "prev_sub_task_id": S,
+    },
+    sort_fields=("sub_task_id",),
+)
+
+BEHAVIOR_TASK_OUTPUTS = CollectionSpec(
+    name="behavior_task_outputs",
+    id_field="behavior_task_id",
+    fields={
+        "output_framedb_ptr": J,
+        "processor_subject_ids": SL,
+        "processor_subjects_graph": J,
+        "processor_modules_graph": J,
+        "is_finalized_step": B,
+        "behavior_data_ptr": J,
+    },
+    indexes=(_idx("processor_subject_ids"),),
+    sort_fields=("behavior_task_id",),
+)
+
+AGENT_TASK_STATES = CollectionSpec(
+    name="agent_task_states",
+    id_field="task_id",
+    fields={
+        # seed 000
+        "agent_name": S,
+        "triggering_event_id": S,
+        "input_parameters": J,
+        "status": S,
+        "progress_percentage": INT,
+        "current_step": S,
+        "attempts": INT,
+        "last_error": OBJ,
+        "last_error.timestamp": DT,
+        "last_error.message": S,
+        "last_error.details": S,
+        "output_references": J,
+        "dependencies": OL,
+        "dependencies.task_id": S,
+        "dependencies.status_expected": S,
+        "created_at": DT,
+        "updated_at": DT,
+        "expires_at": DT,
+        # seed 001 extras
+        "name": S,
+        "description": S,
+        "priority": S,
+        "started_at": DT,
+        "completed_at": DT,
+        "execution_time_seconds": F,
+        "parent_task_id": S,
+        # added by the server
+        "max_attempts": INT,
+        "task_kind": S,
+        "workflow_id": S,
+        "version": INT,
+    },
+    indexes=(
+        _idx("agent_name"),
+        _idx("status"),
+        _idx("created_at"),
+        _idx("triggering_event_id"),
+        _idx("parent_task_id"),
+        _idx("dependencies.task_id"),
+        # claimTask: the most urgent, oldest ready task of an agent.
+        _idx("agent_name", "status", ("priority_rank", -1), "created_at"),
+    ),
+    sort_fields=(
+        "task_id",
+        "created_at",
+        "updated_at",
+        "status",
+        "agent_name",
+        "priority",
+        "progress_percentage",
+        "expires_at",
+    ),
+    server_fields=frozenset({"version", "task_kind", "workflow_id", "max_attempts", "priority_rank"}),
+)
+
+TASK_EVENTS = CollectionSpec(
+    name="task_events",
+    id_field="_id",
+    fields={
+        "type": S,
+        "task_id": S,
+        "workflow_id": S,
+        "agent_id": S,
+        "timestamp": DT,
+        "payload": J,
+    },
+    indexes=(
+        _idx("task_id", "_id"),
+        _idx("workflow_id", "_id"),
+        _idx("agent_id", "_id"),
+    ),
+)
+
+#: Every collection, in the order the hierarchy reads.
+ALL: tuple[CollectionSpec, ...] = (
+    META_WORKFLOW_TASKS,
+    SUB_TASKS,
+    BEHAVIOR_TASKS,
+    TASK_OUTPUTS,
+    SUB_TASK_OUTPUTS,
+    BEHAVIOR_TASK_OUTPUTS,
+    AGENT_TASK_STATES,
+    TASK_EVENTS,
+)

@@ -1,0 +1,121 @@
+"""Test fixtures: one real mongod per session (a one-node replica set), a fresh database per test, and
+the app running with its lifespan behind an httpx client. No mocks of the database or the driver."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
+
+from app.mongo.embedded import EmbeddedMongod
+from app.server import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class CommandLog(CommandListener):
+    """Records the MongoDB commands sent to one database (command monitoring, not a fake)."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.commands: list[tuple[str, str]] = []
+        self.active = True
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if self.active and event.database_name == self.database:
+            name = event.command_name
+            self.commands.append((name, str(event.command.get(name, ""))))
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+    def clear(self) -> None:
+        self.commands.clear()
+
+    def reads(self) -> list[tuple[str, str]]:
+        """(command, collection) of every read, in the order sent."""
+        return [c for c in self.commands if c[0] in ("find", "aggregate", "count", "getMore")]
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real mongod for the whole session, started by the same code the server uses."""
+    mongod = EmbeddedMongod(tmp_path_factory.mktemp("mongod"), port=0)
+    yield mongod.start()
+    mongod.stop()
+
+
+@pytest.fixture
+def settings(mongo_uri: str) -> Settings:
+    """Settings for a fresh database; the environment and any .env file are ignored."""
+    return Settings(_env_file=None, mongodb_uri=mongo_uri, mongodb_db=f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Any]:
+    """A direct handle on the test's database, to check what was stored; dropped afterwards."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    yield client[settings.mongodb_db]
+    await client.drop_database(settings.mongodb_db)
+    await client.close()
+
+
+@pytest.fixture
+def command_log(settings: Settings) -> CommandLog:
+    return CommandLog(settings.mongodb_db)
+
+
+@pytest.fixture
+async def client(settings: Settings, command_log: CommandLog, db: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app, with the app's lifespan running (indexes created, client open)."""
+    app = create_app(settings, mongo_listeners=[command_log])
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
+    ):
+        yield http
+
+
+class GraphQLClient:
+    """Posts GraphQL over HTTP and returns the decoded answer."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        response = await self.http.post("/graphql", json={"query": query, "variables": variables or {}, **kw})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `data` of an answer that must have no errors."""
+        body = await self(query, variables)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    async def error(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The single error of an answer that must fail."""
+        body = await self(query, variables)
+        assert body.get("errors"), body
+        return body["errors"][0]
+
+
+@pytest.fixture
+def gql(client: httpx.AsyncClient) -> GraphQLClient:
+    return GraphQLClient(client)
+
+
+def read_query(name: str) -> str:
+    return (ROOT / "queries" / name).read_text(encoding="utf-8")
