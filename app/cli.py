@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from app.settings import Settings
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _serve(settings: Settings) -> int:
@@ -29,11 +34,17 @@ def _serve(settings: Settings) -> int:
             return 1
         settings = settings.model_copy(update={"mongodb_uri": uri})
         print(f"agent-tasks: embedded MongoDB ready at {uri} (data in {settings.data_dir})", file=sys.stderr)
+    # uvicorn drains gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was in
+    # place before it; turning that into SystemExit lets the `finally` below stop mongod afterwards.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
     try:
         print(f"agent-tasks: GraphiQL at http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
         uvicorn.run(
             create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
         )
+    except SystemExit:
+        pass
     finally:
         if embedded is not None:
             embedded.stop()

@@ -1,0 +1,482 @@
+"""The task lifecycle as a state machine of pure functions: no I/O, no GraphQL, no clock.
+
+Each action takes the task's current `agent_task_states` document (a mapping, never mutated) and `now`,
+and returns a `Transition`: the fields to `$set` and the events to write with them. A forbidden action
+raises `TransitionRefused` (naming the current status); a bad argument raises `InvalidInput`. The caller
+applies the transition with compare-and-set on `version`, which is why `set_fields` never includes it.
+
+| action   | from                                   | to                                              |
+|----------|----------------------------------------|-------------------------------------------------|
+| start    | pending, retrying                      | in_progress (attempts + 1, started_at = now)    |
+| progress | in_progress                            | in_progress (progress_percentage, current_step) |
+| complete | in_progress                            | completed (completed_at, execution time, 100 %) |
+| fail     | in_progress, pending, retrying         | retrying; failed if final or attempts exhausted |
+| retry    | failed, cancelled                      | retrying (grants one more attempt if exhausted) |
+| cancel   | any active status                      | cancelled                                       |
+| expire   | any active status, once expires_at     | failed (last_error says it expired)             |
+| release  | awaiting_dependency                    | pending (its dependencies are met)              |
+| block    | pending, retrying                      | awaiting_dependency (its dependencies are not)  |
+
+Terminal statuses: completed, failed, cancelled; every other status is active. `start` is also refused
+from awaiting_dependency, once the task has expired, and once `attempts >= max_attempts` (the state's
+`max_attempts`, else `DEFAULT_MAX_ATTEMPTS`).
+
+Events, in order: a status change first emits `("STATUS_CHANGED", {task_id, from_status, to_status})`,
+then the seed 003 event where there is one — `TASK_PROGRESS` {task_id, status, progress (0.0-1.0),
+details}, `TASK_COMPLETED` {task_id, status, result}, `TASK_FAILED` {task_id, status, error, is_final,
+details}. Payloads are JSON-friendly (no datetimes).
+
+Documents written by other programs are read tolerantly: a missing status is "pending", "In Progress"
+reads as "in_progress", missing or malformed attempts read as 0, and a missing or non-positive
+max_attempts reads as the default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_STEP_LENGTH = 1_000
+MAX_ERROR_LENGTH = 10_000
+
+STATUSES: tuple[str, ...] = (
+    "pending",
+    "in_progress",
+    "awaiting_dependency",
+    "completed",
+    "failed",
+    "retrying",
+    "cancelled",
+)
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+ACTIVE: frozenset[str] = frozenset(STATUSES) - TERMINAL
+
+# Spellings seen in documents from other programs that are not a mere case/space difference.
+_ALIASES = {
+    "canceled": "cancelled",
+    "inprogress": "in_progress",
+    "awaiting_dependencies": "awaiting_dependency",
+}
+
+
+class TransitionRefused(Exception):
+    """The action is not allowed from the task's current status (or its attempts/expiry forbid it)."""
+
+    def __init__(self, action: str, current_status: str, message: str) -> None:
+        super().__init__(message)
+        self.action = action
+        self.current_status = current_status
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(Exception):
+    """An argument of the action is malformed or out of range; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What an action does: the fields to `$set` on the state document and the events to record."""
+
+    action: str
+    from_status: str
+    to_status: str
+    set_fields: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def changes_status(self) -> bool:
+        return self.from_status != self.to_status
+
+
+# --- reading a state document tolerantly -------------------------------------------------------------
+
+
+def normalise_status(value: Any) -> str:
+    """The canonical status for a stored value: None/"" → "pending", "In Progress" → "in_progress".
+
+    An unknown status is returned normalised but otherwise unchanged, so every action refuses it.
+    """
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None:
+        return "pending"
+    text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+    while "__" in text:
+        text = text.replace("__", "_")
+    if not text:
+        return "pending"
+    return _ALIASES.get(text, text)
+
+
+def _task_id(state: Mapping[str, Any]) -> Any:
+    return state.get("_id", state.get("task_id"))
+
+
+def _int_or(value: Any, default: int) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return default
+    return default
+
+
+def _attempts(state: Mapping[str, Any]) -> int:
+    return max(0, _int_or(state.get("attempts"), 0))
+
+
+def _max_attempts(state: Mapping[str, Any]) -> int:
+    value = _int_or(state.get("max_attempts"), DEFAULT_MAX_ATTEMPTS)
+    return value if value > 0 else DEFAULT_MAX_ATTEMPTS
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """A datetime (aware, or naive meaning UTC) or an ISO-8601 string as an aware UTC datetime."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _now(now: datetime) -> datetime:
+    if not isinstance(now, datetime):
+        raise InvalidInput("now", f"now must be a datetime, got {type(now).__name__}")
+    return now
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- building transitions -----------------------------------------------------------------------------
+
+
+def _refuse(action: str, status: str, message: str) -> TransitionRefused:
+    return TransitionRefused(action, status, message)
+
+
+def _require(action: str, verb: str, status: str, allowed: frozenset[str] | set[str]) -> None:
+    if status not in allowed:
+        raise _refuse(action, status, f"cannot {verb} a task that is {status}")
+
+
+def _transition(
+    action: str,
+    state: Mapping[str, Any],
+    from_status: str,
+    to_status: str,
+    now: datetime,
+    fields: dict[str, Any],
+    event: tuple[str, dict[str, Any]] | None = None,
+) -> Transition:
+    set_fields: dict[str, Any] = {**fields, "status": to_status, "updated_at": now}
+    events: list[tuple[str, dict[str, Any]]] = []
+    if from_status != to_status:
+        events.append(
+            (
+                "STATUS_CHANGED",
+                {"task_id": _task_id(state), "from_status": from_status, "to_status": to_status},
+            )
+        )
+    if event is not None:
+        events.append(event)
+    return Transition(action, from_status, to_status, set_fields, events)
+
+
+def start(state: Mapping[str, Any], now: datetime) -> Transition:
+    """pending/retrying → in_progress: one more attempt, a fresh start time, progress back to 0."""
+    now = _now(now)
+    status = normalise_status(state.get("status"))
+    if status == "awaiting_dependency":
+        raise _refuse(
+            "start",
+            status,
+            f"task {_task_id(state)} cannot start: its dependencies are not met (status {status})",
+        )
+    _require("start", "start", status, {"pending", "retrying"})
+    if is_expired(state, now):
+        expires_at = _as_utc(state.get("expires_at"))
+        when = expires_at.isoformat() if expires_at else state.get("expires_at")
+        raise _refuse("start", status, f"cannot start: task has expired (expires_at {when})")
+    attempts, max_attempts = _attempts(state), _max_attempts(state)
+    if attempts >= max_attempts:
+        raise _refuse(
+            "start",
+            status,
+            f"cannot start: no attempts left ({attempts} of {max_attempts} used)",
+        )
+    fields = {
+        "attempts": attempts + 1,
+        "started_at": now,
+        "completed_at": None,
+        "execution_time_seconds": None,
+        "progress_percentage": 0,
+        "current_step": None,
+    }
+    return _transition("start", state, status, "in_progress", now, fields)
+
+
+def report_progress(
+    state: Mapping[str, Any],
+    now: datetime,
+    percentage: int | float,
+    current_step: str | None = None,
+) -> Transition:
+    """in_progress → in_progress with a new percentage (0-100, stored as an int) and optional step.
+
+    A `current_step` of None leaves the stored step unchanged.
+    """
+    now = _now(now)
+    if not _is_number(percentage):
+        raise InvalidInput("percentage", f"progress must be a number, got {type(percentage).__name__}")
+    if not math.isfinite(percentage) or not 0 <= percentage <= 100:
+        raise InvalidInput("percentage", f"progress must be between 0 and 100, got {percentage}")
+    if current_step is not None:
+        if not isinstance(current_step, str):
+            raise InvalidInput("current_step", "current step must be a string")
+        if len(current_step) > MAX_STEP_LENGTH:
+            raise InvalidInput(
+                "current_step",
+                f"current step must be at most {MAX_STEP_LENGTH} characters, got {len(current_step)}",
+            )
+    status = normalise_status(state.get("status"))
+    _require("progress", "report progress on", status, {"in_progress"})
+    fields: dict[str, Any] = {"progress_percentage": round(percentage)}
+    if current_step is not None:
+        fields["current_step"] = current_step
+    payload = {
+        "task_id": _task_id(state),
+        "status": "in_progress",
+        "progress": float(percentage) / 100,
+        "details": current_step,
+    }
+    return _transition("progress", state, status, "in_progress", now, fields, ("TASK_PROGRESS", payload))
+
+
+def complete(
+    state: Mapping[str, Any],
+    now: datetime,
+    result: dict[str, Any] | None = None,
+    execution_time_seconds: float | None = None,
+    output_references: dict[str, Any] | None = None,
+) -> Transition:
+    """in_progress → completed: completed_at, execution time (given, or since started_at), 100 %."""
+    now = _now(now)
+    if result is not None and not isinstance(result, dict):
+        raise InvalidInput("result", f"result must be an object, got {type(result).__name__}")
+    if output_references is not None and not isinstance(output_references, dict):
+        raise InvalidInput(
+            "output_references",
+            f"output references must be an object, got {type(output_references).__name__}",
+        )
+    if execution_time_seconds is not None:
+        if not _is_number(execution_time_seconds) or not math.isfinite(execution_time_seconds):
+            raise InvalidInput(
+                "execution_time_seconds",
+                f"execution time must be a finite number, got {execution_time_seconds!r}",
+            )
+        if execution_time_seconds < 0:
+            raise InvalidInput(
+                "execution_time_seconds", f"execution time cannot be negative, got {execution_time_seconds}"
+            )
+    status = normalise_status(state.get("status"))
+    _require("complete", "complete", status, {"in_progress"})
+    if execution_time_seconds is not None:
+        elapsed: float | None = float(execution_time_seconds)
+    else:
+        started_at = _as_utc(state.get("started_at"))
+        now_utc = _as_utc(now)
+        elapsed = max(0.0, (now_utc - started_at).total_seconds()) if started_at and now_utc else None
+    fields: dict[str, Any] = {
+        "completed_at": now,
+        "progress_percentage": 100,
+        "execution_time_seconds": elapsed,
+    }
+    if output_references is not None:
+        old = state.get("output_references")
+        fields["output_references"] = {**(old if isinstance(old, Mapping) else {}), **output_references}
+    payload = {"task_id": _task_id(state), "status": "completed", "result": result or {}}
+    return _transition("complete", state, status, "completed", now, fields, ("TASK_COMPLETED", payload))
+
+
+def _check_text(name: str, value: Any, *, required: bool) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise InvalidInput(name, f"{name} must be a string")
+    if required and not value.strip():
+        raise InvalidInput(name, f"{name} cannot be empty")
+    if len(value) > MAX_ERROR_LENGTH:
+        raise InvalidInput(name, f"{name} must be at most {MAX_ERROR_LENGTH} characters, got {len(value)}")
+
+
+def fail(
+    state: Mapping[str, Any],
+    now: datetime,
+    error: str,
+    details: str | None = None,
+    is_final: bool = False,
+) -> Transition:
+    """in_progress/pending/retrying → retrying, or → failed when final or the attempts are used up."""
+    now = _now(now)
+    _check_text("error", error, required=True)
+    _check_text("details", details, required=False)
+    if not isinstance(is_final, bool):
+        raise InvalidInput("is_final", "is_final must be a boolean")
+    status = normalise_status(state.get("status"))
+    _require("fail", "fail", status, {"in_progress", "pending", "retrying"})
+    final = is_final or _attempts(state) >= _max_attempts(state)
+    to_status = "failed" if final else "retrying"
+    fields = {"last_error": {"timestamp": now, "message": error, "details": details}}
+    payload = {
+        "task_id": _task_id(state),
+        "status": to_status,
+        "error": error,
+        "is_final": final,
+        "details": details,
+    }
+    return _transition("fail", state, status, to_status, now, fields, ("TASK_FAILED", payload))
+
+
+def retry(state: Mapping[str, Any], now: datetime) -> Transition:
+    """failed/cancelled → retrying; when the attempts are used up, allows exactly one more."""
+    now = _now(now)
+    status = normalise_status(state.get("status"))
+    _require("retry", "retry", status, {"failed", "cancelled"})
+    attempts = _attempts(state)
+    fields: dict[str, Any] = {}
+    if attempts >= _max_attempts(state):
+        fields["max_attempts"] = attempts + 1
+    return _transition("retry", state, status, "retrying", now, fields)
+
+
+def cancel(state: Mapping[str, Any], now: datetime, reason: str | None = None) -> Transition:
+    """Any active status → cancelled; a reason is kept in current_step as "cancelled: <reason>"."""
+    now = _now(now)
+    if reason is not None:
+        if not isinstance(reason, str):
+            raise InvalidInput("reason", "reason must be a string")
+        limit = MAX_STEP_LENGTH - len("cancelled: ")
+        if len(reason) > limit:
+            raise InvalidInput("reason", f"reason must be at most {limit} characters, got {len(reason)}")
+    status = normalise_status(state.get("status"))
+    _require("cancel", "cancel", status, ACTIVE)
+    fields: dict[str, Any] = {}
+    if reason:
+        fields["current_step"] = f"cancelled: {reason}"
+    return _transition("cancel", state, status, "cancelled", now, fields)
+
+
+def expire(state: Mapping[str, Any], now: datetime) -> Transition:
+    """Any active status → failed, once expires_at has passed; the failure is final."""
+    now = _now(now)
+    status = normalise_status(state.get("status"))
+    _require("expire", "expire", status, ACTIVE)
+    expires_at = _as_utc(state.get("expires_at"))
+    if expires_at is None or not is_expired(state, now):
+        when = expires_at.isoformat() if expires_at else "not set"
+        raise _refuse("expire", status, f"cannot expire a task that has not expired (expires_at {when})")
+    message = f"task expired at {expires_at.isoformat()}"
+    details = "expires_at passed before the task finished"
+    fields = {"last_error": {"timestamp": now, "message": message, "details": details}}
+    payload = {
+        "task_id": _task_id(state),
+        "status": "failed",
+        "error": message,
+        "is_final": True,
+        "details": details,
+    }
+    return _transition("expire", state, status, "failed", now, fields, ("TASK_FAILED", payload))
+
+
+def release(state: Mapping[str, Any], now: datetime) -> Transition:
+    """awaiting_dependency → pending, once its dependencies are met (the caller checks them)."""
+    now = _now(now)
+    status = normalise_status(state.get("status"))
+    _require("release", "release", status, {"awaiting_dependency"})
+    return _transition("release", state, status, "pending", now, {})
+
+
+def block(state: Mapping[str, Any], now: datetime) -> Transition:
+    """pending/retrying → awaiting_dependency, when its dependencies are not met (the caller checks)."""
+    now = _now(now)
+    status = normalise_status(state.get("status"))
+    _require("block", "block", status, {"pending", "retrying"})
+    return _transition("block", state, status, "awaiting_dependency", now, {})
+
+
+# --- predicates ---------------------------------------------------------------------------------------
+
+
+def is_expired(state: Mapping[str, Any], now: datetime) -> bool:
+    """True when the task is active and its expires_at (datetime, naive = UTC, or ISO string) <= now.
+
+    An unreadable expires_at counts as not set.
+    """
+    if normalise_status(state.get("status")) not in ACTIVE:
+        return False
+    expires_at = _as_utc(state.get("expires_at"))
+    now_utc = _as_utc(now)
+    return expires_at is not None and now_utc is not None and expires_at <= now_utc
+
+
+def _deps_met(dependencies: Any, statuses_by_id: Mapping[str, str | None]) -> bool:
+    if not dependencies:
+        return True
+    if not isinstance(dependencies, Sequence) or isinstance(dependencies, str | bytes):
+        return False
+    for dep in dependencies:
+        # A malformed dependency can never be satisfied; a task is never started on a guess.
+        if not isinstance(dep, Mapping) or dep.get("task_id") is None:
+            return False
+        try:
+            current = statuses_by_id.get(dep["task_id"])
+        except TypeError:  # an unhashable id from a foreign document
+            return False
+        if current is None:
+            return False
+        expected = dep.get("status_expected") or "completed"
+        if normalise_status(current) != normalise_status(expected):
+            return False
+    return True
+
+
+def dependencies_met(state: Mapping[str, Any], statuses_by_id: Mapping[str, str | None]) -> bool:
+    """Whether every dependency's current status equals its status_expected (default "completed").
+
+    `statuses_by_id` maps dependency ids to their stored status; a missing id (or None) is not met.
+    """
+    return _deps_met(state.get("dependencies"), statuses_by_id)
+
+
+def initial_status(dependencies: Sequence[Any] | None, statuses_by_id: Mapping[str, str | None]) -> str:
+    """The status of a new task: "pending" if it has no dependencies or all are met, else awaiting."""
+    return "pending" if _deps_met(dependencies, statuses_by_id) else "awaiting_dependency"

@@ -1,0 +1,88 @@
+"""Documents another program wrote straight into the collections, in the seeds' own shape (no server
+fields such as `version`, timestamps as ISO strings, a capitalised status) read like the server's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import GraphQLClient
+
+SEED_000_EXAMPLE = {
+    "_id": "task_agent_snippet_abc123",
+    "task_id": "task_agent_snippet_abc123",
+    "agent_name": "SnippetCraftAgent",
+    "triggering_event_id": "api_req_xyz789",
+    "input_parameters": {"topic_id": "tech_ai_ethics"},
+    "status": "in_progress",
+    "progress_percentage": 40,
+    "current_step": "Querying LLM for snippet text",
+    "attempts": 1,
+    "last_error": None,
+    "output_references": {},
+    "dependencies": [],
+    "created_at": "2023-10-26T14:00:00Z",
+    "updated_at": "2023-10-26T14:05:00Z",
+}
+
+
+async def test_seed_000_example_reads_as_is(gql: GraphQLClient, db: Any) -> None:
+    await db.agent_task_states.insert_one(dict(SEED_000_EXAMPLE))
+    state = (
+        await gql.data(
+            """{ agentTask(id: "task_agent_snippet_abc123") {
+                id taskId agentName status progressPercentage currentStep attempts lastError { message }
+                inputParameters outputReferences dependencies { taskId } createdAt updatedAt expiresAt
+                version priority taskKind task { id } } }"""
+        )
+    )["agentTask"]
+    assert state == {
+        "id": "task_agent_snippet_abc123",
+        "taskId": "task_agent_snippet_abc123",
+        "agentName": "SnippetCraftAgent",
+        "status": "IN_PROGRESS",
+        "progressPercentage": 40,
+        "currentStep": "Querying LLM for snippet text",
+        "attempts": 1,
+        "lastError": None,
+        "inputParameters": {"topic_id": "tech_ai_ethics"},
+        "outputReferences": {},
+        "dependencies": [],
+        "createdAt": "2023-10-26T14:00:00+00:00",
+        "updatedAt": "2023-10-26T14:05:00+00:00",
+        "expiresAt": None,
+        "version": 0,
+        "priority": "MEDIUM",
+        "taskKind": None,
+        "task": None,
+    }
+
+
+async def test_seed_002_documents_without_optional_fields(gql: GraphQLClient, db: Any) -> None:
+    await db.meta_workflow_tasks.insert_one({"_id": "m1", "task_id": "m1", "sub_task_ids": ["s1"]})
+    await db.sub_tasks.insert_one(
+        {
+            "_id": "s1",
+            "sub_task_id": "s1",
+            "task_id": "m1",
+            "behavior_task_ids": ["b1"],
+            "prev_sub_task_id": None,
+        }
+    )
+    await db.behavior_tasks.insert_one({"_id": "b1", "sub_task_id": "s1", "action_type": None})
+    await db.agent_task_states.insert_one({"_id": "b1", "agent_name": "X", "status": "Completed"})
+    tree = (
+        await gql.data(
+            """{ metaWorkflowTask(id: "m1") { metaWorkflowId isFinalized metaWorkflowGraph
+                 progress { total percentage completed }
+                 subTasks { id prevSubTaskId behaviorTasks { id actionType state { status task { __typename } } } } } }"""
+        )
+    )["metaWorkflowTask"]
+    assert tree["metaWorkflowId"] == "" and tree["isFinalized"] is False and tree["metaWorkflowGraph"] == {}
+    behavior = tree["subTasks"][0]["behaviorTasks"][0]
+    # no task_kind on the state: the task is found by looking in the three collections
+    assert behavior == {
+        "id": "b1",
+        "actionType": "",
+        "state": {"status": "COMPLETED", "task": {"__typename": "BehaviorTask"}},
+    }
+    assert tree["progress"] == {"total": 2, "percentage": 100.0, "completed": 1}
