@@ -63,7 +63,7 @@ def test_constants() -> None:
         "cancelled",
     }
     assert frozenset({"completed", "failed", "cancelled"}) == sm.TERMINAL
-    assert sm.ACTIVE == frozenset(sm.STATUSES) - sm.TERMINAL
+    assert frozenset(sm.STATUSES) - sm.TERMINAL == sm.ACTIVE
     assert sm.DEFAULT_MAX_ATTEMPTS == 3
 
 

@@ -1,0 +1,13 @@
+# agent-tasks: the GraphQL API server. Point it at a MongoDB replica set with MONGODB_URI
+# (the embedded mongod is meant for development; in a container, use a real replica set or Atlas).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000
+WORKDIR /srv
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip install --no-cache-dir . && useradd --create-home agent
+USER agent
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request,os;urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz')"
+CMD ["agent-tasks", "serve"]
