@@ -16,12 +16,12 @@ run: $(STAMP)
 	$(BIN)/agent-tasks serve --demo
 
 test: $(STAMP)
-	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 schema: $(STAMP)
 	$(BIN)/agent-tasks export-schema > schema/schema.graphql

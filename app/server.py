@@ -22,6 +22,7 @@ from strawberry.asgi import GraphQL
 
 from app.api.context import AppState, Context
 from app.api.schema import build_schema
+from app.lifecycle.transitions import Lifecycle
 from app.mongo.client import make_client, shared_secret
 from app.mongo.embedded import EmbeddedMongod
 from app.mongo.indexes import ensure_indexes
@@ -56,7 +57,7 @@ async def open_resources(
         secret = (
             settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
         )
-        state = AppState(settings=settings, store=Store(db, CursorCodec(secret)))
+        state = AppState(settings=settings, store=Store(db, CursorCodec(secret)), lifecycle=Lifecycle(db))
         if settings.load_demo:
             from app.demo import load_demo
 

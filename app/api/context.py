@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from app.api.loaders import Loaders
+from app.lifecycle.transitions import Lifecycle
 from app.settings import Settings
 from app.store.repository import Store
 
@@ -20,6 +21,7 @@ class AppState:
 
     settings: Settings
     store: Store
+    lifecycle: Lifecycle
     extras: dict[str, Any] = field(default_factory=dict)
 
 

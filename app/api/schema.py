@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.extensions import MaskErrors, QueryDepthLimiter
+from strawberry.tools import merge_types
 
 from app.api.errors import should_mask_error
+from app.api.mutations.lifecycle import LifecycleMutation
 from app.api.queries import Query
+from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
+
+Mutation = merge_types("Mutation", (LifecycleMutation,))
 
 
 def build_schema(max_query_depth: int = 12) -> strawberry.Schema:
     """The schema served at /graphql. Extensions do not change the SDL, only how requests run."""
     return strawberry.Schema(
         query=Query,
-        types=[MetaWorkflowTask, SubTask, BehaviorTask],
+        mutation=Mutation,
+        types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
             lambda: QueryDepthLimiter(max_depth=max_query_depth),
             lambda: MaskErrors(should_mask_error=should_mask_error),

@@ -23,4 +23,11 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
             with contextlib.suppress(CollectionInvalid):  # another process created it first
                 await db.create_collection(spec.name)
         for index in spec.indexes:
-            await db[spec.name].create_index(list(index.keys), name=index.name, unique=index.unique)
+            options = (
+                {}
+                if index.expire_after_seconds is None
+                else {"expireAfterSeconds": index.expire_after_seconds}
+            )
+            await db[spec.name].create_index(
+                list(index.keys), name=index.name, unique=index.unique, **options
+            )

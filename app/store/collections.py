@@ -32,6 +32,8 @@ class IndexSpec:
 
     keys: tuple[tuple[str, int], ...]
     unique: bool = False
+    #: For a TTL index: documents are removed this many seconds after the indexed date.
+    expire_after_seconds: int | None = None
 
     @property
     def name(self) -> str:
@@ -71,8 +73,10 @@ class CollectionSpec:
         return "_id" if path == self.id_field else path
 
 
-def _idx(*keys: str | tuple[str, int], unique: bool = False) -> IndexSpec:
-    return IndexSpec(tuple((k, 1) if isinstance(k, str) else k for k in keys), unique=unique)
+def _idx(*keys: str | tuple[str, int], unique: bool = False, ttl: int | None = None) -> IndexSpec:
+    return IndexSpec(
+        tuple((k, 1) if isinstance(k, str) else k for k in keys), unique=unique, expire_after_seconds=ttl
+    )
 
 
 S, B, INT, F, DT = FieldKind.STRING, FieldKind.BOOL, FieldKind.INT, FieldKind.FLOAT, FieldKind.DATETIME
@@ -243,6 +247,14 @@ TASK_EVENTS = CollectionSpec(
     ),
 )
 
+#: Answers of mutations sent with an idempotency key, kept a day so a retried request gets the first answer.
+IDEMPOTENCY_KEYS = CollectionSpec(
+    name="idempotency_keys",
+    id_field="_id",
+    fields={"operation": S, "created_at": DT},
+    indexes=(_idx("created_at", ttl=24 * 3600),),
+)
+
 #: Every collection, in the order the hierarchy reads.
 ALL: tuple[CollectionSpec, ...] = (
     META_WORKFLOW_TASKS,
@@ -253,4 +265,5 @@ ALL: tuple[CollectionSpec, ...] = (
     BEHAVIOR_TASK_OUTPUTS,
     AGENT_TASK_STATES,
     TASK_EVENTS,
+    IDEMPOTENCY_KEYS,
 )

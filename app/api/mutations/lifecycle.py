@@ -1,0 +1,190 @@
+"""Lifecycle mutations: claim, start, progress, complete, fail, retry, cancel. Thin: each binds the state
+machine action to its arguments and lets the `Lifecycle` service apply it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable
+from typing import Annotated
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.api.results import (
+    ConflictError,
+    NotFoundError,
+    NothingToClaim,
+    TaskTransitionSuccess,
+    TransitionError,
+    ValidationError,
+    error_from,
+    transition_success,
+)
+from app.api.types.enums import TaskKind
+from app.lifecycle import state_machine as sm
+from app.lifecycle.errors import ServiceError
+from app.lifecycle.transitions import Action, Applied
+
+TaskTransitionResult = Annotated[
+    TaskTransitionSuccess | NotFoundError | TransitionError | ConflictError | ValidationError,
+    strawberry.union("TaskTransitionResult", description="Outcome of a lifecycle mutation."),
+]
+ClaimTaskResult = Annotated[
+    TaskTransitionSuccess | NothingToClaim | ConflictError | ValidationError,
+    strawberry.union(
+        "ClaimTaskResult", description="Outcome of claimTask: a started task, or nothing to claim."
+    ),
+]
+
+Id = Annotated[strawberry.ID, strawberry.argument(description="Id of the task.")]
+ExpectedVersion = Annotated[
+    int | None,
+    strawberry.argument(description="Apply only if the task is still at this version (compare-and-set)."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    strawberry.argument(
+        description="A retried request with the same key returns the first answer, applying nothing twice."
+    ),
+]
+
+
+async def _outcome(work: Awaitable[Applied | None]) -> object:
+    try:
+        applied = await work
+    except ServiceError as exc:
+        return error_from(exc)
+    if applied is None:
+        return NothingToClaim(message="no pending task with its dependencies met is waiting for this agent")
+    return transition_success(applied.state, applied.events)
+
+
+async def _transition(
+    info: strawberry.Info, operation: str, task_id: str, action: Action, version: int | None, key: str | None
+) -> object:
+    lifecycle = info.context.app.lifecycle
+    return await _outcome(
+        lifecycle.transition(operation, task_id, action, expected_version=version, idempotency_key=key)
+    )
+
+
+@strawberry.type(description="Moving tasks through their lifecycle.")
+class LifecycleMutation:
+    @strawberry.mutation(
+        description="Atomically start the most urgent, oldest pending task of an agent, its dependencies met."
+    )
+    async def claim_task(
+        self,
+        info: strawberry.Info,
+        agent_name: Annotated[str, strawberry.argument(description="The agent asking for work.")],
+        workflow_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Only tasks of this workflow.")
+        ] = None,
+        task_kinds: Annotated[
+            list[TaskKind] | None, strawberry.argument(description="Only tasks of these kinds.")
+        ] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ClaimTaskResult:
+        kinds = [k.value for k in task_kinds] if task_kinds else None
+        lifecycle = info.context.app.lifecycle
+        return await _outcome(
+            lifecycle.claim(
+                agent_name, workflow_id=workflow_id, task_kinds=kinds, idempotency_key=idempotency_key
+            )
+        )
+
+    @strawberry.mutation(description="Start a pending or retrying task: attempts + 1, startedAt = now.")
+    async def start_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        expected_version: ExpectedVersion = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        return await _transition(info, "startTask", id, sm.start, expected_version, idempotency_key)
+
+    @strawberry.mutation(description="Report progress (0–100) and the current step of a task in progress.")
+    async def report_progress(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        percentage: Annotated[float, strawberry.argument(description="Progress between 0 and 100.")],
+        current_step: Annotated[
+            str | None, strawberry.argument(description="What the agent is doing now.")
+        ] = None,
+        expected_version: ExpectedVersion = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        action = functools.partial(sm.report_progress, percentage=percentage, current_step=current_step)
+        return await _transition(info, "reportProgress", id, action, expected_version, idempotency_key)
+
+    @strawberry.mutation(
+        description="Complete a task in progress; releases the tasks that were waiting for it."
+    )
+    async def complete_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        result: Annotated[
+            JSON | None, strawberry.argument(description="Result data (TASK_COMPLETED.result).")
+        ] = None,
+        execution_time_seconds: Annotated[
+            float | None,
+            strawberry.argument(description="Duration; default: now − startedAt. Never negative."),
+        ] = None,
+        output_references: Annotated[
+            JSON | None,
+            strawberry.argument(description="References to outputs, merged into outputReferences."),
+        ] = None,
+        expected_version: ExpectedVersion = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        action = functools.partial(
+            sm.complete,
+            result=result,
+            execution_time_seconds=execution_time_seconds,
+            output_references=output_references,
+        )
+        return await _transition(info, "completeTask", id, action, expected_version, idempotency_key)
+
+    @strawberry.mutation(
+        description="Record a failure: final → failed; otherwise retrying, until max attempts make it failed."
+    )
+    async def fail_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        error: Annotated[str, strawberry.argument(description="What went wrong.")],
+        details: Annotated[
+            str | None, strawberry.argument(description="More detail, e.g. a stack trace.")
+        ] = None,
+        is_final: Annotated[bool, strawberry.argument(description="No retry should follow.")] = False,
+        expected_version: ExpectedVersion = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        action = functools.partial(sm.fail, error=error, details=details, is_final=is_final)
+        return await _transition(info, "failTask", id, action, expected_version, idempotency_key)
+
+    @strawberry.mutation(
+        description="Retry a failed or cancelled task (→ retrying; grants one more attempt if used up)."
+    )
+    async def retry_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        expected_version: ExpectedVersion = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        return await _transition(info, "retryTask", id, sm.retry, expected_version, idempotency_key)
+
+    @strawberry.mutation(description="Cancel a task that has not finished.")
+    async def cancel_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        reason: Annotated[str | None, strawberry.argument(description="Why, kept in currentStep.")] = None,
+        expected_version: ExpectedVersion = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        action = functools.partial(sm.cancel, reason=reason)
+        return await _transition(info, "cancelTask", id, action, expected_version, idempotency_key)

@@ -1,0 +1,166 @@
+"""The `TaskEvent` interface and one concrete type per event payload (seed 003, plus lifecycle events).
+
+An event's `cursor` is its ObjectId in hex: events are ordered by it, and a client resumes a stream or
+a list exactly after the last cursor it saw.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.api.types.convert import as_datetime
+from app.api.types.enums import TaskStatus
+from app.lifecycle.events import EventType as StoredEventType
+
+EventType = strawberry.enum(StoredEventType, description="Kinds of task events.")
+
+
+@strawberry.interface(description="Something that happened to a task, in commit order.")
+class TaskEvent:
+    id: strawberry.ID = strawberry.field(description="Id of the event (same as `cursor`).")
+    cursor: str = strawberry.field(
+        description="Position of the event; pass it as `after` to resume after it."
+    )
+    type: EventType = strawberry.field(description="Kind of event.")
+    task_id: strawberry.ID = strawberry.field(description="Id of the task the event is about.")
+    workflow_id: strawberry.ID | None = strawberry.field(
+        description="Id of the meta workflow task whose tree holds the task (null for standalone tasks)."
+    )
+    agent_id: str | None = strawberry.field(description="The agent the event concerns or that reported it.")
+    timestamp: dt.datetime = strawberry.field(description="When the change committed.")
+
+
+@strawberry.type(description="A task was created.")
+class TaskCreatedEvent(TaskEvent):
+    task_kind: str | None = strawberry.field(
+        description="meta_workflow, sub_task, behavior_task or standalone."
+    )
+    status: TaskStatus | None = strawberry.field(description="Its initial status.")
+
+
+@strawberry.type(description="Stored fields of a task were edited.")
+class TaskUpdatedEvent(TaskEvent):
+    fields: list[str] = strawberry.field(description="Names of the fields that were set.")
+
+
+@strawberry.type(description="A task was deleted (with its subtree when `cascade`).")
+class TaskDeletedEvent(TaskEvent):
+    deleted_ids: list[str] = strawberry.field(description="Ids of every task removed.")
+
+
+@strawberry.type(description="A task was finalized (one-way).")
+class TaskFinalizedEvent(TaskEvent):
+    task_kind: str | None = strawberry.field(description="Which level was finalized.")
+
+
+@strawberry.type(description="A task's status changed.")
+class StatusChangedEvent(TaskEvent):
+    from_status: TaskStatus = strawberry.field(description="Status before the change.")
+    to_status: TaskStatus = strawberry.field(description="Status after the change.")
+
+
+@strawberry.type(description="Progress was reported (seed 003 TASK_PROGRESS).")
+class TaskProgressEvent(TaskEvent):
+    status: TaskStatus = strawberry.field(description="Status of the task (in progress).")
+    progress: float = strawberry.field(description="Progress between 0.0 and 1.0.")
+    details: str | None = strawberry.field(description="The current step, if reported.")
+
+
+@strawberry.type(description="A task completed (seed 003 TASK_COMPLETED).")
+class TaskCompletedEvent(TaskEvent):
+    status: TaskStatus = strawberry.field(description="Status of the task (completed).")
+    result: JSON = strawberry.field(description="The task's result data.")
+
+
+@strawberry.type(description="A task failed (seed 003 TASK_FAILED).")
+class TaskFailedEvent(TaskEvent):
+    status: TaskStatus = strawberry.field(description="Status after the failure: retrying or failed.")
+    error: str = strawberry.field(description="Why it failed.")
+    is_final: bool = strawberry.field(description="True when the failure is final (no retry will follow).")
+    details: str | None = strawberry.field(description="More detail, e.g. a stack trace.")
+
+
+@strawberry.type(description="An agent invoked a tool (seed 003 TOOL_CALL).")
+class ToolCallEvent(TaskEvent):
+    tool_name: str = strawberry.field(description="Name of the tool called.")
+    tool_args: JSON = strawberry.field(description="Arguments passed to the tool.")
+    correlation_id: str | None = strawberry.field(description="Links this call to its result or request.")
+
+
+@strawberry.type(description="A tool reported its outcome (seed 003 TOOL_RESULT).")
+class ToolResultEvent(TaskEvent):
+    tool_name: str = strawberry.field(description="Name of the tool that was called.")
+    status: str = strawberry.field(description="Outcome: SUCCESS, FAILURE or ERROR.")
+    result: JSON | None = strawberry.field(description="The tool's result data.")
+    error_message: str | None = strawberry.field(description="What went wrong, if it failed.")
+    correlation_id: str | None = strawberry.field(description="Links back to the TOOL_CALL.")
+
+
+@strawberry.type(description="An operation on agent or system memory (seed 003 MEMORY_OPERATION).")
+class MemoryOperationEvent(TaskEvent):
+    operation: str = strawberry.field(description="set, get, delete, query…")
+    key_or_query: str = strawberry.field(description="The key accessed or the query used.")
+    status: str = strawberry.field(description="SUCCESS or FAILURE.")
+    message: str | None = strawberry.field(description="Optional details or error message.")
+
+
+_TYPES: dict[str, type[TaskEvent]] = {
+    "TASK_CREATED": TaskCreatedEvent,
+    "TASK_UPDATED": TaskUpdatedEvent,
+    "TASK_DELETED": TaskDeletedEvent,
+    "TASK_FINALIZED": TaskFinalizedEvent,
+    "STATUS_CHANGED": StatusChangedEvent,
+    "TASK_PROGRESS": TaskProgressEvent,
+    "TASK_COMPLETED": TaskCompletedEvent,
+    "TASK_FAILED": TaskFailedEvent,
+    "TOOL_CALL": ToolCallEvent,
+    "TOOL_RESULT": ToolResultEvent,
+    "MEMORY_OPERATION": MemoryOperationEvent,
+}
+
+
+def _status(value: Any) -> TaskStatus | None:
+    try:
+        return TaskStatus(str(value).lower())
+    except ValueError:
+        return None
+
+
+def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
+    """The concrete event type for a stored event; payload fields become its fields."""
+    cls = _TYPES[doc["type"]]
+    payload = doc.get("payload") or {}
+    kwargs: dict[str, Any] = {}
+    for name in cls.__dataclass_fields__:
+        if name in ("id", "cursor", "type", "task_id", "workflow_id", "agent_id", "timestamp"):
+            continue
+        value = payload.get(name)
+        if name in ("status", "from_status", "to_status") and cls not in (
+            ToolResultEvent,
+            MemoryOperationEvent,
+        ):
+            value = _status(value)
+        elif name in ("result", "tool_args") and value is None and cls is not ToolResultEvent:
+            value = {}
+        elif name in ("fields", "deleted_ids") and value is None:
+            value = []
+        kwargs[name] = value
+    hex_id = str(doc["_id"])
+    return cls(
+        id=hex_id,
+        cursor=hex_id,
+        type=StoredEventType(doc["type"]),
+        task_id=doc.get("task_id", ""),
+        workflow_id=doc.get("workflow_id"),
+        agent_id=doc.get("agent_id"),
+        timestamp=as_datetime(doc.get("timestamp")) or doc["_id"].generation_time,
+        **kwargs,
+    )
+
+
+ALL_EVENT_TYPES: list[type[TaskEvent]] = list(_TYPES.values())

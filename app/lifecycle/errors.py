@@ -1,0 +1,43 @@
+"""Expected refusals raised by the services; the GraphQL layer turns each into an error type as data."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the services refuse; `str()` is one sentence saying what was wrong. Nothing was written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ServiceError):
+    """The id names no document."""
+
+    def __init__(self, message: str, *, id: str | None = None) -> None:
+        super().__init__(message)
+        self.id = id
+
+
+class Refused(ServiceError):
+    """A forbidden lifecycle transition, or an edit of a finalized task; names the current status."""
+
+    def __init__(self, message: str, *, current_status: str | None = None) -> None:
+        super().__init__(message)
+        self.current_status = current_status
+
+
+class Conflict(ServiceError):
+    """A compare-and-set failed (`expectedVersion` is stale) or a rule such as "has children" refused it."""
+
+    def __init__(self, message: str, *, current_version: int | None = None) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
+class Invalid(ServiceError):
+    """A bad argument: `field` names it (a dotted input path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -1,0 +1,50 @@
+"""The `task_events` outbox: event types and how an event document is shaped.
+
+Every change writes its event in the same transaction as the change, so an event exists exactly when
+its change committed. The event's ObjectId `_id` orders events and is the cursor clients resume from.
+Seed 003's payloads are kept under `payload` with their own field names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from bson import ObjectId
+
+
+class EventType(StrEnum):
+    """Every kind of event; the seed 003 ones keep their names."""
+
+    TASK_CREATED = "TASK_CREATED"
+    TASK_UPDATED = "TASK_UPDATED"
+    TASK_DELETED = "TASK_DELETED"
+    TASK_FINALIZED = "TASK_FINALIZED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+    TASK_PROGRESS = "TASK_PROGRESS"
+    TASK_COMPLETED = "TASK_COMPLETED"
+    TASK_FAILED = "TASK_FAILED"
+    TOOL_CALL = "TOOL_CALL"
+    TOOL_RESULT = "TOOL_RESULT"
+    MEMORY_OPERATION = "MEMORY_OPERATION"
+
+
+def event_doc(
+    type: EventType | str,
+    task_id: str,
+    workflow_id: str | None,
+    agent_id: str | None,
+    payload: dict[str, Any],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """An event document ready to insert. `_id` is set here so the caller knows the ids it wrote."""
+    return {
+        "_id": ObjectId(),
+        "type": str(type),
+        "task_id": task_id,
+        "workflow_id": workflow_id,
+        "agent_id": agent_id,
+        "timestamp": now,
+        "payload": payload,
+    }

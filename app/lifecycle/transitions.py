@@ -1,0 +1,231 @@
+"""Applying lifecycle transitions to MongoDB: compare-and-set on `version`, the events in the same
+transaction, and the release of dependents when a task reaches the status they wait for.
+
+`state_machine` decides; this module reads, writes and retries. Every public function runs one
+transaction and returns the new state document with the events it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from app.lifecycle import idempotency
+from app.lifecycle import state_machine as sm
+from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused
+from app.lifecycle.events import event_doc
+from app.store import collections as c
+from app.store.transactions import in_transaction
+
+Doc = dict[str, Any]
+#: A state-machine action bound to its arguments: (state, now) -> Transition.
+Action = Callable[[Mapping[str, Any], dt.datetime], sm.Transition]
+
+
+def utcnow() -> dt.datetime:
+    # BSON dates have millisecond precision; truncating here keeps what we return equal to what we store.
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The state after a change and the events written with it (dependents released included)."""
+
+    state: Doc
+    events: list[Doc]
+
+
+def version_of(state: Mapping[str, Any]) -> int:
+    """Documents written by other programs have no version: they are at version 0."""
+    value = state.get("version")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _version_filter(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"version": state["version"]} if "version" in state else {"version": {"$exists": False}}
+
+
+class Lifecycle:
+    """Lifecycle operations over one database."""
+
+    def __init__(self, db: AsyncDatabase[Doc], clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.db = db
+        self.clock = clock
+        self.states = db[c.AGENT_TASK_STATES.name]
+        self.events = db[c.TASK_EVENTS.name]
+
+    # ----------------------------------------------------------------- public operations
+
+    async def transition(
+        self,
+        operation: str,
+        task_id: str,
+        action: Action,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Applied:
+        """Apply `action` to the task's state, atomically with its events and the dependents it releases."""
+        idempotency.check_key(idempotency_key)
+
+        async def work(session: AsyncClientSession) -> Applied:
+            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
+            if remembered is not None:
+                return await self._replay(session, remembered)
+            now = self.clock()
+            state = await self.states.find_one({"_id": task_id}, session=session)
+            if state is None:
+                raise NotFound(f"no task with id '{task_id}'", id=task_id)
+            if expected_version is not None and version_of(state) != expected_version:
+                raise Conflict(
+                    f"task '{task_id}' is at version {version_of(state)}, not {expected_version}",
+                    current_version=version_of(state),
+                )
+            applied = await self._apply(session, state, _decide(action, state, now), now)
+            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(applied), now)
+            return applied
+
+        return await in_transaction(self.db, work)
+
+    async def claim(
+        self,
+        agent_name: str,
+        *,
+        workflow_id: str | None = None,
+        task_kinds: list[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Applied | None:
+        """Start the most urgent, oldest pending task of `agent_name` whose dependencies are met.
+
+        None when there is nothing to claim. Pending means released: a task with unmet dependencies is
+        `awaiting_dependency`, never `pending`. Two concurrent claimers pick the same candidate; the
+        transaction's write conflict makes the loser retry, and it then picks the next one.
+        """
+        if not agent_name:
+            raise Invalid("agentName", "agentName must not be empty")
+        idempotency.check_key(idempotency_key)
+        operation = f"claimTask:{agent_name}"
+
+        async def work(session: AsyncClientSession) -> Applied | None:
+            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
+            if remembered is not None:
+                return await self._replay(session, remembered)
+            now = self.clock()
+            query: dict[str, Any] = {
+                "agent_name": agent_name,
+                "status": "pending",
+                "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}],
+            }
+            if workflow_id is not None:
+                query["workflow_id"] = workflow_id
+            if task_kinds:
+                query["task_kind"] = {"$in": task_kinds}
+            state = await self.states.find_one(
+                query,
+                sort=[("priority_rank", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+                session=session,
+            )
+            if state is None:
+                return None
+            applied = await self._apply(session, state, _decide(sm.start, state, now), now)
+            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(applied), now)
+            return applied
+
+        return await in_transaction(self.db, work)
+
+    # ----------------------------------------------------------------- inside a transaction
+
+    async def _apply(
+        self, session: AsyncClientSession, state: Doc, transition: sm.Transition, now: dt.datetime
+    ) -> Applied:
+        """Write `transition` with compare-and-set, its events, and release the dependents it unblocks."""
+        new_version = version_of(state) + 1
+        updated = await self.states.find_one_and_update(
+            {"_id": state["_id"], **_version_filter(state)},
+            {"$set": {**transition.set_fields, "version": new_version}},
+            session=session,
+            return_document=True,
+        )
+        if updated is None:  # changed since we read it (outside a transaction, e.g. by another program)
+            raise Conflict(f"task '{state['_id']}' changed concurrently; read it again and retry")
+        workflow_id = await self.workflow_id(session, updated)
+        events = [
+            event_doc(kind, updated["_id"], workflow_id, updated.get("agent_name"), payload, now)
+            for kind, payload in transition.events
+        ]
+        if events:
+            await self.events.insert_many(events, session=session)
+        if transition.changes_status:
+            events += await self.release_dependents(session, updated["_id"], now)
+        return Applied(state=updated, events=events)
+
+    async def release_dependents(
+        self, session: AsyncClientSession, task_id: str, now: dt.datetime
+    ) -> list[Doc]:
+        """Move to `pending` every task awaiting `task_id` whose dependencies are now all met."""
+        waiting = [
+            doc
+            async for doc in self.states.find(
+                {"dependencies.task_id": task_id, "status": "awaiting_dependency"}, session=session
+            )
+        ]
+        if not waiting:
+            return []
+        dep_ids = {
+            d.get("task_id") for doc in waiting for d in doc.get("dependencies") or [] if isinstance(d, dict)
+        }
+        statuses = {
+            doc["_id"]: doc.get("status")
+            async for doc in self.states.find({"_id": {"$in": list(dep_ids)}}, {"status": 1}, session=session)
+        }
+        events: list[Doc] = []
+        for doc in waiting:
+            if sm.dependencies_met(doc, statuses):
+                applied = await self._apply(session, doc, sm.release(doc, now), now)
+                events += applied.events
+        return events
+
+    async def workflow_id(self, session: AsyncClientSession | None, state: Mapping[str, Any]) -> str | None:
+        """The meta task whose tree holds this task: stored on states we wrote, looked up for foreign ones."""
+        if state.get("workflow_id") or state.get("task_kind") == "standalone":
+            return state.get("workflow_id")
+        task_id = state["_id"]
+        if await self.db[c.META_WORKFLOW_TASKS.name].find_one({"_id": task_id}, {"_id": 1}, session=session):
+            return task_id
+        sub = await self.db[c.SUB_TASKS.name].find_one({"_id": task_id}, {"task_id": 1}, session=session)
+        if sub is None:
+            behavior = await self.db[c.BEHAVIOR_TASKS.name].find_one(
+                {"_id": task_id}, {"sub_task_id": 1}, session=session
+            )
+            if behavior is not None:
+                sub = await self.db[c.SUB_TASKS.name].find_one(
+                    {"_id": behavior.get("sub_task_id")}, {"task_id": 1}, session=session
+                )
+        return sub.get("task_id") if sub else None
+
+    async def _replay(self, session: AsyncClientSession, answer: Mapping[str, Any]) -> Applied:
+        """The first answer of an idempotent request: the state as it was then, and the same events."""
+        events = [e async for e in self.events.find({"_id": {"$in": answer["event_ids"]}}, session=session)]
+        events.sort(key=lambda e: answer["event_ids"].index(e["_id"]))
+        return Applied(state=answer["state"], events=events)
+
+
+def _decide(action: Action, state: Mapping[str, Any], now: dt.datetime) -> sm.Transition:
+    """Run the pure state machine and turn its refusals into service errors."""
+    try:
+        return action(state, now)
+    except sm.TransitionRefused as exc:
+        raise Refused(exc.message, current_status=exc.current_status) from exc
+    except sm.InvalidInput as exc:
+        raise Invalid(exc.field, exc.message) from exc
+
+
+def _answer(applied: Applied) -> dict[str, Any]:
+    return {"state": applied.state, "event_ids": [e["_id"] for e in applied.events]}
