@@ -13,6 +13,7 @@ from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
 
 Mutation = merge_types("Mutation", (LifecycleMutation,))
+Mutation.__strawberry_definition__.description = "Changing tasks: lifecycle, CRUD, finalization, events."
 
 
 def build_schema(max_query_depth: int = 12) -> strawberry.Schema:
