@@ -22,6 +22,8 @@ from strawberry.asgi import GraphQL
 
 from app.api.context import AppState, Context
 from app.api.schema import build_schema
+from app.lifecycle.expiry import ExpirySweeper
+from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.transitions import Lifecycle
 from app.mongo.client import make_client, shared_secret
 from app.mongo.embedded import EmbeddedMongod
@@ -51,19 +53,30 @@ async def open_resources(
         embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
         uri = await asyncio.to_thread(embedded.start)
     client = make_client(uri, listeners)
+    sweeper: ExpirySweeper | None = None
     try:
         db = client[settings.mongodb_db]
         await ensure_indexes(db)
         secret = (
             settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
         )
-        state = AppState(settings=settings, store=Store(db, CursorCodec(secret)), lifecycle=Lifecycle(db))
+        lifecycle = Lifecycle(db)
+        state = AppState(
+            settings=settings,
+            store=Store(db, CursorCodec(secret)),
+            lifecycle=lifecycle,
+            hierarchy=Hierarchy(db, lifecycle),
+        )
+        sweeper = ExpirySweeper(state.lifecycle, settings.expiry_sweep_seconds)
+        sweeper.start()
         if settings.load_demo:
             from app.demo import load_demo
 
             await load_demo(db)
         yield state
     finally:
+        if sweeper is not None:  # stopped before the client closes: it may be mid-transaction
+            await sweeper.stop()
         await client.close()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

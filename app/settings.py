@@ -45,3 +45,8 @@ class Settings(BaseSettings):
         default=False, description="Load the demo workflow at start-up (`make run` does)."
     )
     max_query_depth: int = Field(default=12, ge=1, description="Deepest GraphQL selection a query may have.")
+    expiry_sweep_seconds: float = Field(
+        default=5.0,
+        ge=0.05,
+        description="Seconds between two sweeps that fail the active tasks past their `expires_at`.",
+    )

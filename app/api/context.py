@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from app.api.loaders import Loaders
+from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.transitions import Lifecycle
 from app.settings import Settings
 from app.store.repository import Store
@@ -22,6 +23,7 @@ class AppState:
     settings: Settings
     store: Store
     lifecycle: Lifecycle
+    hierarchy: Hierarchy
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,12 +1,16 @@
 """Per-request dataloaders: every nested lookup is batched into one `find` per collection per tick.
 
 One generic loader class serves all seven collections (`ById`), keyed by the seed id stored in `_id`;
-`Loaders` holds one instance of each for a single request (or a single subscription event), so no
-cache ever outlives the request that filled it.
+`EventsByTaskLoader` batches the nested `events` fields of many tasks into one `aggregate`. `Loaders`
+holds one instance of each for a single request (or a single subscription event), so no cache ever
+outlives the request that filled it.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +18,7 @@ from aiodataloader import DataLoader
 
 from app.store import collections as c
 from app.store.collections import CollectionSpec
+from app.store.events import first_events_of_tasks
 from app.store.repository import Document, Store
 
 
@@ -30,6 +35,40 @@ class DocumentByIdLoader(DataLoader[Any, Document | None]):
         return [found.get(key) for key in keys]
 
 
+#: (task id, event types or None for all, how many): one nested `events` field of one task.
+EventsKey = tuple[str, tuple[str, ...] | None, int]
+
+
+class EventsByTaskLoader(DataLoader[EventsKey, list[Document]]):
+    """The oldest `first` events of a task (of the given types), plural: a list per key, [] for none.
+
+    Keys that share their types and `first` (normally all of a batch: the same field at one level of a
+    tree) cost one `aggregate` together; a batch mixing several argument sets costs one per set.
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    @staticmethod
+    def key(task_id: str, types: Iterable[str] | None, first: int) -> EventsKey:
+        """The key for these arguments; the types are normalised so equal filters share the cache."""
+        return (task_id, None if types is None else tuple(sorted({str(t) for t in types})), first)
+
+    async def batch_load_fn(self, keys: list[EventsKey]) -> list[list[Document]]:
+        groups: dict[tuple[tuple[str, ...] | None, int], list[str]] = defaultdict(list)
+        for task_id, types, first in keys:
+            groups[(types, first)].append(task_id)
+        answers = await asyncio.gather(
+            *(
+                first_events_of_tasks(self.store.db, ids, types=types, first=first)
+                for (types, first), ids in groups.items()
+            )
+        )
+        found = dict(zip(groups, answers, strict=True))
+        return [found[(types, first)].get(task_id, []) for task_id, types, first in keys]
+
+
 @dataclass(frozen=True)
 class Loaders:
     """The loaders of one request, one per collection."""
@@ -41,6 +80,7 @@ class Loaders:
     sub_task_output: DocumentByIdLoader
     behavior_task_output: DocumentByIdLoader
     state: DocumentByIdLoader
+    events_by_task: EventsByTaskLoader
 
     @classmethod
     def create(cls, store: Store) -> Loaders:
@@ -52,6 +92,7 @@ class Loaders:
             sub_task_output=DocumentByIdLoader(store, c.SUB_TASK_OUTPUTS),
             behavior_task_output=DocumentByIdLoader(store, c.BEHAVIOR_TASK_OUTPUTS),
             state=DocumentByIdLoader(store, c.AGENT_TASK_STATES),
+            events_by_task=EventsByTaskLoader(store),
         )
 
     def by_collection(self, spec: CollectionSpec) -> DocumentByIdLoader:

@@ -7,12 +7,28 @@ from strawberry.extensions import MaskErrors, QueryDepthLimiter
 from strawberry.tools import merge_types
 
 from app.api.errors import should_mask_error
+from app.api.event_queries import EventQuery
+from app.api.mutations.events import EventMutation
+from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
-from app.api.queries import Query
+from app.api.queries import Query as ReadQuery
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
 
-Mutation = merge_types("Mutation", (LifecycleMutation,))
+Query = merge_types("Query", (ReadQuery, EventQuery))
+Query.__strawberry_definition__.description = (
+    "Reading the task hierarchy, its outputs, its execution states and its events."
+)
+
+Mutation = merge_types(
+    "Mutation",
+    (
+        LifecycleMutation,
+        EventMutation,
+        HierarchyMutation,
+        AgentTaskMutation,
+    ),
+)
 Mutation.__strawberry_definition__.description = "Changing tasks: lifecycle, CRUD, finalization, events."
 
 

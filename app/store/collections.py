@@ -213,6 +213,8 @@ AGENT_TASK_STATES = CollectionSpec(
         _idx("triggering_event_id"),
         _idx("parent_task_id"),
         _idx("dependencies.task_id"),
+        # the expiry sweeper: active tasks whose expires_at has passed.
+        _idx("expires_at"),
         # claimTask: the most urgent, oldest ready task of an agent.
         _idx("agent_name", "status", ("priority_rank", -1), "created_at"),
     ),

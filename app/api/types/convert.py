@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
-from app.store.collections import CollectionSpec
+from app.lifecycle.expiry import present
+from app.store.collections import AGENT_TASK_STATES, CollectionSpec
 
 T = TypeVar("T")
 
@@ -101,7 +102,13 @@ def from_subdoc(cls: type[T], doc: Mapping[str, Any]) -> T:
 
 
 def from_doc(cls: type[T], spec: CollectionSpec | None, doc: Mapping[str, Any], **extra: Any) -> T:
-    """Build `cls` from `doc`: `id` and the seed id field come from `_id`; absent or null → the default."""
+    """Build `cls` from `doc`: `id` and the seed id field come from `_id`; absent or null → the default.
+
+    A task state past its `expires_at` reads as expired (failed) even before the sweeper has written it.
+    """
+    if spec is AGENT_TASK_STATES:
+        # The one place every read of a state goes through (by id, batched, lists, mutation results).
+        doc = present(doc)
     kwargs: dict[str, Any] = {}
     for name, default_on_null, coerce in _plan(cls):
         if name in extra:

@@ -8,7 +8,9 @@ import strawberry
 
 from app.api.loaders import Loaders
 from app.api.types.enums import TaskStatus
+from app.lifecycle.expiry import present
 from app.lifecycle.rollup import rollup
+from app.lifecycle.transitions import utcnow
 
 
 @strawberry.type(description="How many tasks of a workflow are in one status.")
@@ -47,7 +49,12 @@ async def workflow_progress(
         d["_id"] for d in sub_docs if d["_id"] not in with_children
     }
     states = await loaders.state.load_many([workflow_id, *descendant_ids])
-    by_id = dict(zip([workflow_id, *descendant_ids], states, strict=True))
+    now = utcnow()
+    # Overdue tasks count as failed, as they read everywhere else (see `present`).
+    by_id = {
+        task_id: None if doc is None else present(doc, now)
+        for task_id, doc in zip([workflow_id, *descendant_ids], states, strict=True)
+    }
     result = rollup(
         [by_id[i] for i in descendant_ids],
         [by_id[i] for i in descendant_ids if i in leaf_ids],

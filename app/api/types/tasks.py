@@ -9,17 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import strawberry
 from strawberry.scalars import JSON
 
+from app.api.errors import UserInputError
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
+from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.fetch import load_many, load_one
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.progress import WorkflowProgress, workflow_progress
 from app.store import collections as c
 from app.store.collections import CollectionSpec
+
+NESTED_EVENTS = (
+    "The first events of this task, oldest first (at most `first`). This field does not page: to read "
+    "further, use the root `taskEvents(taskId: ..., after: <cursor of the last event here>)`."
+)
+EventTypes = Annotated[
+    list[EventType] | None,
+    strawberry.argument(description="Only events of these types (an empty list matches none)."),
+]
+EventsFirst = Annotated[
+    int | None,
+    strawberry.argument(description="How many events at most (0 to the server's maximum page size)."),
+]
+NESTED_EVENTS_DEFAULT = 20
+
+
+async def load_events(
+    info: strawberry.Info, task_id: str, types: list[EventType] | None, first: int | None
+) -> list[TaskEvent]:
+    """The first events of a task through the request's loader, so a whole tree costs one `aggregate`."""
+    first = NESTED_EVENTS_DEFAULT if first is None else first
+    limit = info.context.settings.max_page_size
+    if not 0 <= first <= limit:
+        raise UserInputError(f"`first` must be between 0 and {limit}, got {first}.", "PAGE_SIZE_OUT_OF_RANGE")
+    loader = info.context.loaders.events_by_task
+    docs = await loader.load(loader.key(task_id, types, first))
+    return [event_from_doc(doc) for doc in docs]
 
 
 @strawberry.interface(description="Anything in the task hierarchy: it has an id and an execution state.")
@@ -29,6 +58,12 @@ class Task:
     @strawberry.field(description="The execution state of this task (agent, status, progress, attempts…).")
     async def state(self, info: strawberry.Info) -> AgentTaskState | None:
         return await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.id)
+
+    @strawberry.field(description=NESTED_EVENTS)
+    async def events(
+        self, info: strawberry.Info, types: EventTypes = None, first: EventsFirst = NESTED_EVENTS_DEFAULT
+    ) -> list[TaskEvent]:
+        return await load_events(info, self.id, types, first)
 
 
 @strawberry.type(description="A meta workflow task: the top of a workflow tree (seed 002 MetaWorkflowTask).")
@@ -232,3 +267,9 @@ class AgentTaskState:
     @strawberry.field(description="The hierarchy task this state belongs to (null for a standalone task).")
     async def task(self, info: strawberry.Info) -> Task | None:
         return await load_task(info, self.id, self.task_kind)
+
+    @strawberry.field(description=NESTED_EVENTS)
+    async def events(
+        self, info: strawberry.Info, types: EventTypes = None, first: EventsFirst = NESTED_EVENTS_DEFAULT
+    ) -> list[TaskEvent]:
+        return await load_events(info, self.id, types, first)

@@ -1,0 +1,138 @@
+"""Expiry: an active task whose `expires_at` has passed is failed, by a sweeper and on every read.
+
+`expire_overdue` finds the active states past their `expires_at` and applies `state_machine.expire` to
+each through `Lifecycle.transition`: one compare-and-set transaction per task, writing STATUS_CHANGED and
+TASK_FAILED with it. Dependents are not released (failed is not completed). `ExpirySweeper` runs it every
+`expiry_sweep_seconds` inside the server's lifespan.
+
+Several server processes may sweep the same database at once, and a sweep may race with a request that
+finishes the task: that is safe. Each expiry is its own transaction that re-reads the state and decides
+afresh; two writers of one task conflict, the loser retries, finds the task already terminal and is
+refused — which the sweeper skips silently. So every task is expired at most once, with one set of events.
+
+Between the deadline and the next sweep the stored document still says it is running. `present` applies
+the same expiry to a document being read, so the API never shows an expired task as still active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from app.lifecycle import state_machine as sm
+from app.lifecycle.errors import Conflict, NotFound, Refused
+from app.lifecycle.transitions import Action, Lifecycle, utcnow
+
+logger = logging.getLogger("agent_tasks.expiry")
+
+Doc = dict[str, Any]
+
+
+def present(doc: Mapping[str, Any], now: dt.datetime | None = None) -> Mapping[str, Any]:
+    """The state as a read should show it: failed with an "expired" `last_error` once it is overdue.
+
+    Exactly the fields `state_machine.expire` would set (the version is left as stored, since nothing
+    was written). Any other document is returned unchanged; `doc` is never mutated (loaders cache it).
+    """
+    now = utcnow() if now is None else now
+    if not sm.is_expired(doc, now):
+        return doc
+    return {**doc, **sm.expire(doc, now).set_fields}
+
+
+def _overdue_query(now: dt.datetime) -> dict[str, Any]:
+    # Terminal statuses are excluded in the server's spelling only; foreign spellings ("Completed") and
+    # ISO-string deadlines written by other programs are sorted out by `sm.is_expired` afterwards, so the
+    # sweeper agrees exactly with `present`.
+    return {
+        "status": {"$nin": sorted(sm.TERMINAL)},
+        "$or": [{"expires_at": {"$lte": now}}, {"expires_at": {"$type": "string"}}],
+    }
+
+
+async def expire_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, batch: int = 100) -> list[str]:
+    """Fail up to `batch` active tasks whose `expires_at` <= `now` (default: the lifecycle's clock).
+
+    Returns the ids expired by this call. A task finished (or expired) concurrently by someone else is
+    skipped silently.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    at = lifecycle.clock() if now is None else now
+    # With an explicit `now`, the decision inside the transaction uses it too (so a caller may ask "as of
+    # then"); otherwise the transaction reads the clock afresh, like every other operation.
+    action: Action = sm.expire if now is None else (lambda state, _now: sm.expire(state, at))
+    due: list[str] = []
+    cursor = lifecycle.states.find(
+        _overdue_query(at), {"status": 1, "expires_at": 1}, sort=[("expires_at", 1), ("_id", 1)]
+    )
+    async for doc in cursor:
+        if sm.is_expired(doc, at):
+            due.append(doc["_id"])
+            if len(due) >= batch:
+                break
+    await cursor.close()
+    expired: list[str] = []
+    for task_id in due:
+        try:
+            await lifecycle.transition("expire", task_id, action)
+        except (Refused, Conflict, NotFound):
+            continue  # finished, expired or deleted by someone else since we looked: nothing to do
+        expired.append(task_id)
+    return expired
+
+
+class ExpirySweeper:
+    """Runs `expire_overdue` every `interval` seconds as an asyncio task, until stopped.
+
+    Errors (a MongoDB hiccup, say) are logged and the loop carries on at the next tick.
+    """
+
+    def __init__(self, lifecycle: Lifecycle, interval: float, batch: int = 100) -> None:
+        self.lifecycle = lifecycle
+        self.interval = interval
+        self.batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start sweeping in the background (at once, then every `interval` seconds)."""
+        if self.running:
+            return
+        self._task = asyncio.create_task(self._run(), name="expiry-sweeper")
+
+    async def stop(self) -> None:
+        """Stop the loop and wait for it to end; an expiry in flight is abandoned (its transaction aborts)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        # Awaiting the cancelled task is what keeps it from being garbage-collected while pending.
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def sweep(self) -> list[str]:
+        """One sweep: expire batches until a short one shows nothing more is overdue."""
+        expired: list[str] = []
+        while True:
+            ids = await expire_overdue(self.lifecycle, batch=self.batch)
+            expired += ids
+            if len(ids) < self.batch:
+                return expired
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                expired = await self.sweep()
+                if expired:
+                    logger.info("expired %d overdue task(s): %s", len(expired), ", ".join(expired))
+            except Exception:
+                logger.exception("expiry sweep failed; retrying in %s s", self.interval)
+            await asyncio.sleep(self.interval)

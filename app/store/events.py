@@ -1,0 +1,93 @@
+"""Reads of the `task_events` outbox: a filtered list in commit order resumed after a cursor, and the first
+events of many tasks at once (for the nested `events` fields, batched by a dataloader).
+
+Events are ordered by their ObjectId `_id`, and an event's cursor is that ObjectId in hex: a client resumes
+exactly after the last event it saw. Every read here is served by one of the `(task_id, _id)`,
+`(workflow_id, _id)` or `(agent_id, _id)` indexes (or `_id` itself when no filter is given), so a page costs
+the same however far the client has read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from app.store.collections import TASK_EVENTS
+from app.store.cursors import NOT_OURS, CursorError
+
+Document = dict[str, Any]
+
+
+def decode_event_cursor(cursor: str) -> ObjectId:
+    """The ObjectId an event cursor stands for; anything but 24 hex digits is not one of ours."""
+    # ObjectId.is_valid also accepts 12-byte strings, which are never cursors we hand out.
+    if len(cursor) != 24 or not ObjectId.is_valid(cursor):
+        raise CursorError(NOT_OURS)
+    return ObjectId(cursor)
+
+
+def events_filter(
+    *,
+    task_id: str | None = None,
+    workflow_id: str | None = None,
+    agent_id: str | None = None,
+    types: Iterable[str] | None = None,
+) -> Document:
+    """The MongoDB filter for the events matching every criterion given (None: no criterion).
+
+    An empty `types` matches no event, like the `[...]` list arguments of the other list fields.
+    """
+    query: Document = {}
+    if task_id is not None:
+        query["task_id"] = task_id
+    if workflow_id is not None:
+        query["workflow_id"] = workflow_id
+    if agent_id is not None:
+        query["agent_id"] = agent_id
+    if types is not None:
+        query["type"] = {"$in": sorted({str(t) for t in types})}
+    return query
+
+
+async def find_events(
+    db: AsyncDatabase[Document], query: Mapping[str, Any], *, after: ObjectId | None, limit: int
+) -> list[Document]:
+    """Up to `limit` events matching `query`, oldest first, strictly after the event `after`."""
+    mongo_filter: Document = dict(query)
+    if after is not None:
+        mongo_filter["_id"] = {"$gt": after}
+    # limit = batch size: the whole answer comes in the first batch, never a getMore round trip.
+    cursor = db[TASK_EVENTS.name].find(mongo_filter, sort=[("_id", 1)], limit=limit, batch_size=limit)
+    return [doc async for doc in cursor]
+
+
+async def first_events_of_tasks(
+    db: AsyncDatabase[Document], task_ids: Sequence[str], *, types: Iterable[str] | None, first: int
+) -> dict[str, list[Document]]:
+    """The `first` oldest events of each task (of `types`, when given), in ONE `aggregate`.
+
+    A `find` cannot limit per task, so the events are grouped by task and `$topN` keeps each task's
+    oldest `first`; it holds at most `first` events per task in memory, unlike `$push` + `$slice`.
+    Tasks without events are absent from the answer.
+    """
+    ids = list(dict.fromkeys(task_ids))
+    if not ids or first <= 0:
+        return {}
+    match = events_filter(types=types)
+    match["task_id"] = {"$in": ids}
+    pipeline: list[Document] = [
+        {"$match": match},
+        # Walks the (task_id, _id) index in order, so no blocking sort is needed before grouping.
+        {"$sort": {"task_id": 1, "_id": 1}},
+        {
+            "$group": {
+                "_id": "$task_id",
+                "events": {"$topN": {"n": first, "sortBy": {"_id": 1}, "output": "$$ROOT"}},
+            }
+        },
+    ]
+    cursor = await db[TASK_EVENTS.name].aggregate(pipeline)
+    return {group["_id"]: group["events"] async for group in cursor}
