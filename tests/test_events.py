@@ -199,7 +199,7 @@ async def test_page_size_out_of_range_is_refused(gql: GraphQLClient, db: Any, fi
     assert error["message"] == f"`first` must be between 0 and 100, got {first}."
     assert error["extensions"]["code"] == "PAGE_SIZE_OUT_OF_RANGE"
     await db.sub_tasks.insert_one({"_id": "s", "task_id": "m"})
-    error = await gql.error('{ subTask(id: "s") { events(first: %d) { id } } }' % first)
+    error = await gql.error(f'{{ subTask(id: "s") {{ events(first: {first}) {{ id }} }} }}')
     assert error["extensions"]["code"] == "PAGE_SIZE_OUT_OF_RANGE"
 
 

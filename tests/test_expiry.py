@@ -261,3 +261,19 @@ async def test_start_of_an_expired_pending_task_is_refused_and_changes_nothing(
     claimed = await quiet_gql.data('mutation { r: claimTask(agentName: "AgentA") { __typename } }')
     assert claimed["r"]["__typename"] == "NothingToClaim"
     assert await snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "args"), [("completeTask", ""), ("reportProgress", "percentage: 50"), ("failTask", 'error: "x"')]
+)
+async def test_an_expired_task_refuses_every_change_before_the_sweep(
+    quiet_gql: GraphQLClient, db: Any, name: str, args: str
+) -> None:
+    await db.agent_task_states.insert_one(
+        task("t1", "in_progress", attempts=1, expires_at=utcnow() - dt.timedelta(seconds=1))
+    )
+    before = await snapshot(db)
+    r = (await quiet_gql.data(mutation(name, f'id: "t1" {args}')))["r"]
+    assert r["__typename"] == "TransitionError"
+    assert r["currentStatus"] == "FAILED" and "has expired" in r["message"]
+    assert await snapshot(db) == before

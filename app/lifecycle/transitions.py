@@ -88,6 +88,12 @@ class Lifecycle:
                     f"task '{task_id}' is at version {version_of(state)}, not {expected_version}",
                     current_version=version_of(state),
                 )
+            if operation != "expire" and sm.is_expired(state, now):
+                # Reads already show it failed; the sweeper records the failure and its events.
+                raise Refused(
+                    f"task '{task_id}' has expired (expires_at {state.get('expires_at')}); it is failed",
+                    current_status="failed",
+                )
             applied = await self._apply(session, state, _decide(action, state, now), now)
             await idempotency.remember(self.db, session, idempotency_key, operation, _answer(applied), now)
             return applied
