@@ -8,10 +8,10 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from bson import ObjectId
 
 from app.demo import DEMO_WORKFLOW_ID, load_demo, synthetic_tree, write_documents
 from app.lifecycle.events import EventType, event_doc
+from app.store.events import append_events
 from tests.conftest import CommandLog, GraphQLClient, read_query
 from tests.lifecycle_helpers import mutation, snapshot, task
 
@@ -137,7 +137,7 @@ async def test_pages_resume_exactly_after_the_cursor(gql: GraphQLClient, db: Any
         for i in range(7)
     ]
     other = event_doc(EventType.TOOL_CALL, "elsewhere", "other_workflow", "A", {"tool_name": "x"}, T0)
-    await db.task_events.insert_many([*docs[:4], other, *docs[4:]])
+    await append_events(db, None, [*docs[:4], other, *docs[4:]])
     expected = [str(d["_id"]) for d in docs]
 
     seen: list[str] = []
@@ -161,7 +161,7 @@ async def test_pages_resume_exactly_after_the_cursor(gql: GraphQLClient, db: Any
     late = event_doc(
         EventType.TOOL_CALL, "beh_write_script", DEMO_WORKFLOW_ID, "A", {"tool_name": "late"}, T0
     )
-    await db.task_events.insert_one(late)
+    await append_events(db, None, [late])
     page = (await gql.data(TASK_EVENTS, {"workflowId": DEMO_WORKFLOW_ID, "after": after}))["taskEvents"]
     assert [e["cursor"] for e in page["edges"]] == [str(late["_id"])]
     empty = await events_page(gql, workflowId=DEMO_WORKFLOW_ID, after=str(late["_id"]))
@@ -170,13 +170,13 @@ async def test_pages_resume_exactly_after_the_cursor(gql: GraphQLClient, db: Any
 
 
 async def test_page_size_zero_says_whether_events_exist(gql: GraphQLClient, db: Any) -> None:
-    await db.task_events.insert_one(event_doc(EventType.TOOL_CALL, "t", None, "A", {"tool_name": "x"}, T0))
+    await append_events(db, None, [event_doc(EventType.TOOL_CALL, "t", None, "A", {"tool_name": "x"}, T0)])
     page = await events_page(gql, first=0)
     assert page["edges"] == [] and page["pageInfo"]["hasNextPage"] is True and page["totalCount"] == 1
 
 
 @pytest.mark.parametrize(
-    "after", ["HEAD", "nope", "zzzzzzzzzzzzzzzzzzzzzzzz", "0123456789ab", "6650f0c2a1b2c3d4e5f6a7b8ff", ""]
+    "after", ["HEAD", "nope", "0", "-5", "1.5", "0123456789ab", "6650f0c2a1b2c3d4e5f6a7b8ff", "9" * 40, ""]
 )
 async def test_a_cursor_not_issued_by_the_server_is_refused(gql: GraphQLClient, db: Any, after: str) -> None:
     error = await gql.error(EVENTS, {"after": after})
@@ -265,12 +265,14 @@ async def test_nested_events_cost_does_not_grow_with_the_tree(
     for workflow_id, size in (("small", (2, 2)), ("large", (5, 4))):
         docs = synthetic_tree(workflow_id, *size)
         await write_documents(db, docs)
-        await db.task_events.insert_many(
+        await append_events(
+            db,
+            None,
             [
                 event_doc(EventType.TOOL_CALL, state["_id"], workflow_id, "A", {"tool_name": f"t{i}"}, T0)
                 for state in docs["agent_task_states"]
                 for i in range(3)
-            ]
+            ],
         )
         command_log.clear()
         tree = (await gql.data(NESTED, {"id": workflow_id}))["metaWorkflowTask"]
@@ -300,7 +302,7 @@ async def test_record_tool_call_stores_the_seed_payload(gql: GraphQLClient, db: 
     r = (await gql.data(RECORD_TOOL_CALL, variables))["recordToolCall"]
     assert r["__typename"] == "RecordEventSuccess"
     event = r["event"]
-    stored = await db.task_events.find_one({"_id": ObjectId(event["id"])})
+    stored = await db.task_events.find_one({"_id": int(event["id"])})
     assert stored["type"] == "TOOL_CALL" and stored["task_id"] == "beh_write_script"
     assert stored["workflow_id"] == DEMO_WORKFLOW_ID
     assert stored["agent_id"] == "PodcastScriptWeaverAgent"  # the task's agent, by default
@@ -330,7 +332,7 @@ async def test_record_tool_call_stores_the_seed_payload(gql: GraphQLClient, db: 
     await db.agent_task_states.insert_one(task("solo", "pending"))
     r = (await gql.data(RECORD_CALL, {"taskId": "solo", "toolName": "calc", "agentId": "Helper"}))["r"]
     assert r["event"]["toolArgs"] == {} and r["event"]["agentId"] == "Helper"
-    stored = await db.task_events.find_one({"_id": ObjectId(r["event"]["id"])})
+    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
     assert stored["workflow_id"] is None and stored["agent_id"] == "Helper"
     assert stored["payload"] == {
         "tool_name": "calc",
@@ -341,7 +343,7 @@ async def test_record_tool_call_stores_the_seed_payload(gql: GraphQLClient, db: 
     odd = {"q": {"$where": "sleep(1)", "a.b": 1}}
     r = (await gql.data(RECORD_CALL, {"taskId": "solo", "toolName": "calc", "toolArgs": odd}))["r"]
     assert r["event"]["toolArgs"] == odd
-    assert (await db.task_events.find_one({"_id": ObjectId(r["event"]["id"])}))["payload"]["tool_args"] == odd
+    assert (await db.task_events.find_one({"_id": int(r["event"]["id"])}))["payload"]["tool_args"] == odd
 
 
 async def test_record_tool_result_stores_the_seed_payload(gql: GraphQLClient, db: Any) -> None:
@@ -360,7 +362,7 @@ async def test_record_tool_result_stores_the_seed_payload(gql: GraphQLClient, db
     assert (
         r["event"]["result"] == [{"title": "partial"}, 3, None] and r["event"]["errorMessage"] == "HTTP 503"
     )
-    stored = await db.task_events.find_one({"_id": ObjectId(r["event"]["id"])})
+    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
     assert (stored["type"], stored["task_id"], stored["agent_id"]) == ("TOOL_RESULT", "t1", "AgentA")
     assert stored["payload"] == {
         "tool_name": "web_search",
@@ -371,7 +373,7 @@ async def test_record_tool_result_stores_the_seed_payload(gql: GraphQLClient, db
         "correlation_id": "call-1",
     }
     r = (await gql.data(RECORD_TOOL_RESULT, {"taskId": "t1", "toolName": "calc", "status": "Success"}))["r"]
-    stored = await db.task_events.find_one({"_id": ObjectId(r["event"]["id"])})
+    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
     assert stored["payload"] == {
         "tool_name": "calc",
         "status": "SUCCESS",
@@ -399,7 +401,7 @@ async def test_record_memory_operation_stores_the_seed_payload(gql: GraphQLClien
         "episodes about AI ethics",
         "SUCCESS",
     )
-    stored = await db.task_events.find_one({"_id": ObjectId(r["event"]["id"])})
+    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
     assert (stored["type"], stored["agent_id"]) == ("MEMORY_OPERATION", "MemoryAgent")
     assert stored["payload"] == {
         "agent_id": "MemoryAgent",
@@ -541,3 +543,39 @@ async def test_idempotency_key_records_once_and_returns_the_first_event(gql: Gra
     )["r"]
     assert r["__typename"] == "ValidationError" and r["field"] == "idempotencyKey"
     assert await snapshot(db) == before
+
+
+async def test_event_numbers_follow_commit_order(db: Any) -> None:
+    """A transaction that appended events first but commits last must not leave a later-numbered event
+    visible before it: a reader that resumed past the later number would skip it forever."""
+    import asyncio
+
+    from app.mongo.indexes import ensure_indexes
+    from app.store.transactions import in_transaction
+
+    await ensure_indexes(db)
+    a_appended = asyncio.Event()
+    order: list[str] = []
+
+    async def slow(session: Any) -> int:
+        event = event_doc(EventType.TOOL_CALL, "a", None, "A", {"tool_name": "slow"}, T0)
+        await append_events(db, session, [event])
+        a_appended.set()
+        await asyncio.sleep(0.3)  # still uncommitted while the other transaction runs
+        order.append("a")
+        return event["_id"]
+
+    async def fast(session: Any) -> int:
+        event = event_doc(EventType.TOOL_CALL, "b", None, "B", {"tool_name": "fast"}, T0)
+        await append_events(db, session, [event])
+        order.append("b")
+        return event["_id"]
+
+    slow_task = asyncio.create_task(in_transaction(db, slow))
+    await a_appended.wait()
+    fast_id = await in_transaction(db, fast)
+    slow_id = await slow_task
+    # The fast transaction could only take its number once the slow one had committed.
+    assert order[0] == "a" and slow_id < fast_id
+    numbers = [e["_id"] async for e in db.task_events.find().sort("_id", 1)]
+    assert numbers == [slow_id, fast_id]

@@ -1,7 +1,7 @@
 """The root `taskEvents` field: the `task_events` outbox as a connection, oldest first, resumable.
 
 A client reads a task's, a workflow's or an agent's events a page at a time and resumes exactly after
-the last cursor it saw (an event's cursor is its ObjectId in hex), with no duplicate and no gap. The
+the last cursor it saw (an event's cursor is its number, in commit order), with no duplicate and no gap. The
 nested `events` fields of the task types only give a task's first events; this is the field to page with.
 """
 

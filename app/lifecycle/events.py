@@ -1,7 +1,8 @@
 """The `task_events` outbox: event types and how an event document is shaped.
 
 Every change writes its event in the same transaction as the change, so an event exists exactly when
-its change committed. The event's ObjectId `_id` orders events and is the cursor clients resume from.
+its change committed. An event's `_id` is a sequence number given when it is appended (in commit order,
+see `app.store.events.append_events`); it orders events and is the cursor clients resume from.
 Seed 003's payloads are kept under `payload` with their own field names.
 """
 
@@ -10,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 from typing import Any
-
-from bson import ObjectId
 
 
 class EventType(StrEnum):
@@ -38,9 +37,8 @@ def event_doc(
     payload: dict[str, Any],
     now: dt.datetime,
 ) -> dict[str, Any]:
-    """An event document ready to insert. `_id` is set here so the caller knows the ids it wrote."""
+    """An event document ready to append (`append_events` gives it its `_id`)."""
     return {
-        "_id": ObjectId(),
         "type": str(type),
         "task_id": task_id,
         "workflow_id": workflow_id,

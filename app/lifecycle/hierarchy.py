@@ -31,6 +31,7 @@ from app.lifecycle.events import EventType, event_doc
 from app.lifecycle.transitions import Lifecycle, version_of
 from app.store import collections as c
 from app.store.collections import CollectionSpec
+from app.store.events import append_events
 from app.store.transactions import in_transaction
 
 Doc = dict[str, Any]
@@ -238,7 +239,7 @@ class Hierarchy:
             )
             for s in states
         ]
-        await self.events.insert_many(events, session=session)
+        await append_events(self.db, session, events)
         return Written(doc=flat[0][2], states=states, events=events)
 
     def _flatten(
@@ -339,7 +340,7 @@ class Hierarchy:
                     now,
                 )
             ]
-            await self.events.insert_many(events, session=session)
+            await append_events(self.db, session, events)
             written = Written(doc=updated, states=[state] if state else [], events=events)
             await idempotency.remember(self.db, session, idempotency_key, operation, _answer(written), now)
             return written
@@ -429,7 +430,7 @@ class Hierarchy:
                     now,
                 )
             ]
-            await self.events.insert_many(events, session=session)
+            await append_events(self.db, session, events)
             return Written(doc=doc, states=[], events=events, deleted_ids=ids)
 
         return await in_transaction(self.db, work)
@@ -496,7 +497,7 @@ class Hierarchy:
                     now,
                 )
             ]
-            await self.events.insert_many(events, session=session)
+            await append_events(self.db, session, events)
             written = Written(
                 doc={**doc, "is_finalized": True}, states=[state] if state else [], events=events
             )
@@ -582,7 +583,7 @@ class Hierarchy:
                     now,
                 )
             ]
-            await self.events.insert_many(events, session=session)
+            await append_events(self.db, session, events)
             written = Written(doc=doc, states=[doc], events=events)
             await idempotency.remember(self.db, session, idempotency_key, operation, _answer(written), now)
             return written
@@ -681,7 +682,7 @@ class Hierarchy:
                     now,
                 )
             )
-            await self.events.insert_many(events, session=session)
+            await append_events(self.db, session, events)
             written = Written(doc=updated, states=[updated], events=events)
             await idempotency.remember(self.db, session, idempotency_key, operation, _answer(written), now)
             return written
@@ -722,7 +723,7 @@ class Hierarchy:
                     now,
                 )
             ]
-            await self.events.insert_many(events, session=session)
+            await append_events(self.db, session, events)
             return Written(doc=state, states=[], events=events, deleted_ids=[task_id])
 
         return await in_transaction(self.db, work)

@@ -23,6 +23,7 @@ from app.lifecycle.errors import Invalid, NotFound
 from app.lifecycle.events import EventType, event_doc
 from app.lifecycle.transitions import Lifecycle, utcnow
 from app.store import collections as c
+from app.store.events import append_events
 from app.store.transactions import in_transaction
 
 Doc = dict[str, Any]
@@ -204,7 +205,7 @@ class Recorder:
                 {**payload, "agent_id": agent_id},
                 self.clock(),
             )
-            await self.events.insert_one(event, session=session)
+            await append_events(self.db, session, [event])
             answer = {"event_ids": [event["_id"]]}
             await idempotency.remember(
                 self.db, session, idempotency_key, operation, answer, event["timestamp"]

@@ -21,6 +21,7 @@ from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused
 from app.lifecycle.events import event_doc
 from app.store import collections as c
+from app.store.events import append_events
 from app.store.transactions import in_transaction
 
 Doc = dict[str, Any]
@@ -167,7 +168,7 @@ class Lifecycle:
             for kind, payload in transition.events
         ]
         if events:
-            await self.events.insert_many(events, session=session)
+            await append_events(self.db, session, events)
         if transition.changes_status:
             events += await self.release_dependents(session, updated["_id"], now)
         return Applied(state=updated, events=events)

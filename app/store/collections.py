@@ -234,6 +234,7 @@ AGENT_TASK_STATES = CollectionSpec(
 TASK_EVENTS = CollectionSpec(
     name="task_events",
     id_field="_id",
+    id_kind=INT,
     fields={
         "type": S,
         "task_id": S,
@@ -257,6 +258,9 @@ IDEMPOTENCY_KEYS = CollectionSpec(
     indexes=(_idx("created_at", ttl=24 * 3600),),
 )
 
+#: Sequence counters; `task_events` numbers events in commit order (see app/store/events.py).
+COUNTERS = CollectionSpec(name="counters", id_field="_id", fields={"value": INT})
+
 #: Every collection, in the order the hierarchy reads.
 ALL: tuple[CollectionSpec, ...] = (
     META_WORKFLOW_TASKS,
@@ -268,4 +272,5 @@ ALL: tuple[CollectionSpec, ...] = (
     AGENT_TASK_STATES,
     TASK_EVENTS,
     IDEMPOTENCY_KEYS,
+    COUNTERS,
 )

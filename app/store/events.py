@@ -1,8 +1,12 @@
 """Reads of the `task_events` outbox: a filtered list in commit order resumed after a cursor, and the first
 events of many tasks at once (for the nested `events` fields, batched by a dataloader).
 
-Events are ordered by their ObjectId `_id`, and an event's cursor is that ObjectId in hex: a client resumes
-exactly after the last event it saw. Every read here is served by one of the `(task_id, _id)`,
+Events are numbered in commit order: `append_events` takes their `_id`s from a counter incremented inside
+the writing transaction. Two transactions that both append events conflict on that counter, so the one
+that commits second always gets the larger numbers, and a client resuming after the last `_id` it saw
+never skips an event that committed late. (ObjectIds would not do: they are made when a transaction
+runs, not when it commits.) An event's cursor is its number in decimal; a client resumes exactly after
+the last event it saw. Every read here is served by one of the `(task_id, _id)`,
 `(workflow_id, _id)` or `(agent_id, _id)` indexes (or `_id` itself when no filter is given), so a page costs
 the same however far the client has read.
 """
@@ -12,21 +16,44 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.store.collections import TASK_EVENTS
+from app.store.collections import COUNTERS, TASK_EVENTS
 from app.store.cursors import NOT_OURS, CursorError
 
 Document = dict[str, Any]
 
 
-def decode_event_cursor(cursor: str) -> ObjectId:
-    """The ObjectId an event cursor stands for; anything but 24 hex digits is not one of ours."""
-    # ObjectId.is_valid also accepts 12-byte strings, which are never cursors we hand out.
-    if len(cursor) != 24 or not ObjectId.is_valid(cursor):
+async def append_events(
+    db: AsyncDatabase[Document], session: AsyncClientSession | None, events: list[Document]
+) -> None:
+    """Number `events` in order and insert them, in the caller's transaction. Sets each event's `_id`.
+
+    The counter is incremented last-but-one, just before the insert, so a transaction holds it (and makes
+    concurrent appenders wait and retry) for as short a time as possible.
+    """
+    if not events:
+        return
+    counter = await db[COUNTERS.name].find_one_and_update(
+        {"_id": TASK_EVENTS.name},
+        {"$inc": {"value": len(events)}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+        session=session,
+    )
+    first = counter["value"] - len(events) + 1
+    for n, event in enumerate(events):
+        event["_id"] = first + n
+    await db[TASK_EVENTS.name].insert_many(events, session=session)
+
+
+def decode_event_cursor(cursor: str) -> int:
+    """The event number a cursor stands for; anything but a positive decimal number is not one of ours."""
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18 or int(cursor) < 1:
         raise CursorError(NOT_OURS)
-    return ObjectId(cursor)
+    return int(cursor)
 
 
 def events_filter(
@@ -53,7 +80,7 @@ def events_filter(
 
 
 async def find_events(
-    db: AsyncDatabase[Document], query: Mapping[str, Any], *, after: ObjectId | None, limit: int
+    db: AsyncDatabase[Document], query: Mapping[str, Any], *, after: int | None, limit: int
 ) -> list[Document]:
     """Up to `limit` events matching `query`, oldest first, strictly after the event `after`."""
     mongo_filter: Document = dict(query)

@@ -1,6 +1,6 @@
 """The `TaskEvent` interface and one concrete type per event payload (seed 003, plus lifecycle events).
 
-An event's `cursor` is its ObjectId in hex: events are ordered by it, and a client resumes a stream or
+An event's `cursor` is its number in commit order: events are ordered by it, and a client resumes a stream or
 a list exactly after the last cursor it saw.
 """
 
@@ -150,15 +150,15 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
         elif name in ("fields", "deleted_ids") and value is None:
             value = []
         kwargs[name] = value
-    hex_id = str(doc["_id"])
+    number = str(doc["_id"])
     return cls(
-        id=hex_id,
-        cursor=hex_id,
+        id=number,
+        cursor=number,
         type=StoredEventType(doc["type"]),
         task_id=doc.get("task_id", ""),
         workflow_id=doc.get("workflow_id"),
         agent_id=doc.get("agent_id"),
-        timestamp=as_datetime(doc.get("timestamp")) or doc["_id"].generation_time,
+        timestamp=as_datetime(doc.get("timestamp")) or dt.datetime.fromtimestamp(0, dt.UTC),
         **kwargs,
     )
 
