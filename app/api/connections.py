@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from strawberry.scalars import JSON
 
-from app.api.errors import UserInputError
+from app.api.errors import UserInputError, page_size
 from app.api.types.convert import from_doc
 from app.api.types.enums import SortDirection
 from app.store.collections import CollectionSpec
@@ -90,11 +90,7 @@ async def list_page(
     spec: CollectionSpec = cls.spec  # type: ignore[attr-defined]
     settings = info.context.settings
     limits = FilterLimits(max_depth=settings.max_filter_depth, max_nodes=settings.max_filter_nodes)
-    size = settings.default_page_size if first is None else first
-    if not 0 <= size <= settings.max_page_size:
-        raise UserInputError(
-            f"`first` must be between 0 and {settings.max_page_size}, got {size}.", "PAGE_SIZE_OUT_OF_RANGE"
-        )
+    size = page_size(first, settings.default_page_size, settings.max_page_size)
     conditions = {k: _condition(v) for k, v in typed.items() if v is not None}
     try:
         user = compile_filter(spec, filter, limits)

@@ -17,6 +17,16 @@ class UserInputError(GraphQLError):
         super().__init__(message, extensions={"code": code})
 
 
+def page_size(first: int | None, default: int, maximum: int) -> int:
+    """The page size asked for (`default` when not given), refused outside 0..`maximum`."""
+    size = default if first is None else first
+    if not 0 <= size <= maximum:
+        raise UserInputError(
+            f"`first` must be between 0 and {maximum}, got {size}.", "PAGE_SIZE_OUT_OF_RANGE"
+        )
+    return size
+
+
 def should_mask_error(error: GraphQLError) -> bool:
     """Mask exceptions raised by our code unless they are deliberate GraphQL errors (validation, input)."""
     original = error.original_error

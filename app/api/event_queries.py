@@ -12,7 +12,7 @@ from typing import Annotated
 import strawberry
 
 from app.api.connections import Connection, Edge, PageInfo
-from app.api.errors import UserInputError
+from app.api.errors import UserInputError, page_size
 from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.store.collections import TASK_EVENTS
 from app.store.cursors import CursorError
@@ -56,12 +56,7 @@ class EventQuery:
         ] = None,
     ) -> Connection[TaskEvent]:
         settings = info.context.settings
-        size = settings.default_page_size if first is None else first
-        if not 0 <= size <= settings.max_page_size:
-            raise UserInputError(
-                f"`first` must be between 0 and {settings.max_page_size}, got {size}.",
-                "PAGE_SIZE_OUT_OF_RANGE",
-            )
+        size = page_size(first, settings.default_page_size, settings.max_page_size)
         try:
             after_id = None if after is None else decode_event_cursor(after)
         except CursorError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from app.lifecycle import idempotency
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused
 from app.lifecycle.events import EventType, event_doc
-from app.lifecycle.transitions import Lifecycle, version_of
+from app.lifecycle.transitions import Lifecycle, check_version, version_filter, version_of
 from app.store import collections as c
 from app.store.collections import CollectionSpec
 from app.store.events import append_events
@@ -127,7 +127,6 @@ class Hierarchy:
         self.db = db
         self.lifecycle = lifecycle
         self.states = db[c.AGENT_TASK_STATES.name]
-        self.events = db[c.TASK_EVENTS.name]
 
     def _coll(self, spec: CollectionSpec):  # -> AsyncCollection
         return self.db[spec.name]
@@ -138,20 +137,13 @@ class Hierarchy:
         self, new: NewTask, *, idempotency_key: str | None = None, operation: str | None = None
     ) -> Written:
         """Create a task (with its state and optional output), or a whole tree when it has children."""
-        idempotency.check_key(idempotency_key)
         operation = operation or f"create:{new.kind}"
 
         async def work(session: AsyncClientSession) -> Written:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             written = await self._create_tree(session, new, self.lifecycle.clock())
-            await idempotency.remember(
-                self.db, session, idempotency_key, operation, _answer(written), self.lifecycle.clock()
-            )
             return written
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
     async def _create_tree(self, session: AsyncClientSession, root: NewTask, now: dt.datetime) -> Written:
         level = LEVELS[root.kind]
@@ -300,13 +292,9 @@ class Hierarchy:
     ) -> Written:
         """Set the given seed fields of a task; a new parent id moves it (both id lists updated)."""
         level = LEVELS[kind]
-        idempotency.check_key(idempotency_key)
         operation = f"update:{kind}:{task_id}"
 
         async def work(session: AsyncClientSession) -> Written:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             now = self.lifecycle.clock()
             doc = await self._load(session, level, task_id, "id")
             self._refuse_finalized(level, doc, "edit")
@@ -342,10 +330,9 @@ class Hierarchy:
             ]
             await append_events(self.db, session, events)
             written = Written(doc=updated, states=[state] if state else [], events=events)
-            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(written), now)
             return written
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
     async def _move(self, session: AsyncClientSession, level: Level, doc: Doc, new_parent_id: str) -> None:
         parent_level = LEVELS[level.parent_kind]  # type: ignore[index]
@@ -465,13 +452,9 @@ class Hierarchy:
     async def finalize(self, kind: str, task_id: str, *, idempotency_key: str | None = None) -> Written:
         """Mark a task finalized (one-way); a sub-task is also recorded in its meta task's output."""
         level = LEVELS[kind]
-        idempotency.check_key(idempotency_key)
         operation = f"finalize:{kind}:{task_id}"
 
         async def work(session: AsyncClientSession) -> Written:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             now = self.lifecycle.clock()
             doc = await self._load(session, level, task_id, "id")
             if doc.get("is_finalized"):
@@ -501,10 +484,9 @@ class Hierarchy:
             written = Written(
                 doc={**doc, "is_finalized": True}, states=[state] if state else [], events=events
             )
-            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(written), now)
             return written
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
     # ------------------------------------------------------------------ outputs
 
@@ -552,13 +534,9 @@ class Hierarchy:
         self, task_id: str | None, state: Doc, *, idempotency_key: str | None = None
     ) -> Written:
         """A task outside the hierarchy (seed 000/001): only its state document."""
-        idempotency.check_key(idempotency_key)
         operation = "createAgentTask"
 
         async def work(session: AsyncClientSession) -> Written:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             now = self.lifecycle.clock()
             tid = _check_id(task_id, "input.id") if task_id is not None else str(uuid.uuid4())
             if await self.states.find_one({"_id": tid}, {"_id": 1}, session=session):
@@ -585,10 +563,9 @@ class Hierarchy:
             ]
             await append_events(self.db, session, events)
             written = Written(doc=doc, states=[doc], events=events)
-            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(written), now)
             return written
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
     async def update_state(
         self,
@@ -599,22 +576,14 @@ class Hierarchy:
         idempotency_key: str | None = None,
     ) -> Written:
         """Edit the descriptive fields of any task's state (not its status: that is the lifecycle's)."""
-        idempotency.check_key(idempotency_key)
         operation = f"updateAgentTask:{task_id}"
 
         async def work(session: AsyncClientSession) -> Written:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             now = self.lifecycle.clock()
             state = await self.states.find_one({"_id": task_id}, session=session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
-            if expected_version is not None and version_of(state) != expected_version:
-                raise Conflict(
-                    f"task '{task_id}' is at version {version_of(state)}, not {expected_version}",
-                    current_version=version_of(state),
-                )
+            check_version(state, expected_version)
             changes = state_fields(patch)
             if not changes:
                 raise Invalid("input", "nothing to update")
@@ -642,14 +611,7 @@ class Hierarchy:
             changes["updated_at"] = now
             _check_size({**state, **changes}, "input")
             updated = await self.states.find_one_and_update(
-                {
-                    "_id": task_id,
-                    **(
-                        {"version": state["version"]}
-                        if "version" in state
-                        else {"version": {"$exists": False}}
-                    ),
-                },
+                {"_id": task_id, **version_filter(state)},
                 {"$set": {**changes, "version": version_of(state) + 1}},
                 return_document=True,
                 session=session,
@@ -684,10 +646,9 @@ class Hierarchy:
             )
             await append_events(self.db, session, events)
             written = Written(doc=updated, states=[updated], events=events)
-            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(written), now)
             return written
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
     async def delete_standalone(self, task_id: str) -> Written:
         async def work(session: AsyncClientSession) -> Written:
@@ -741,10 +702,19 @@ class Hierarchy:
         if doc.get("is_finalized"):
             raise Refused(f"cannot {verb} {level.label} '{doc['_id']}': it is finalized")
 
-    async def _replay(self, session: AsyncClientSession, answer: Mapping[str, Any]) -> Written:
-        events = [e async for e in self.events.find({"_id": {"$in": answer["event_ids"]}}, session=session)]
-        events.sort(key=lambda e: answer["event_ids"].index(e["_id"]))
-        return Written(doc=answer["doc"], states=answer["states"], events=events)
+    async def _once(
+        self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Written]]
+    ) -> Written:
+        """Run `work` in a transaction, once per idempotency key; a replay answers what the first wrote."""
+        return await idempotency.run_once(
+            self.db,
+            key,
+            operation,
+            work,
+            encode=_answer,
+            decode=lambda answer, events: Written(doc=answer["doc"], states=answer["states"], events=events),
+            clock=self.lifecycle.clock,
+        )
 
 
 def _answer(written: Written) -> Doc:

@@ -9,13 +9,17 @@ nothing, so sending it again is harmless and is simply evaluated again.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.lifecycle.errors import Invalid
-from app.store.collections import IDEMPOTENCY_KEYS
+from app.store.collections import IDEMPOTENCY_KEYS, TASK_EVENTS
+from app.store.transactions import in_transaction
+
+T = TypeVar("T")
 
 MAX_KEY_LENGTH = 200
 
@@ -54,3 +58,37 @@ async def remember(
         await db[IDEMPOTENCY_KEYS.name].insert_one(
             {"_id": key, "operation": operation, "answer": answer, "created_at": now}, session=session
         )
+
+
+async def run_once(
+    db: AsyncDatabase[dict[str, Any]],
+    key: str | None,
+    operation: str,
+    work: Callable[[AsyncClientSession], Awaitable[T]],
+    *,
+    encode: Callable[[T], dict[str, Any] | None],
+    decode: Callable[[Mapping[str, Any], list[dict[str, Any]]], T],
+    clock: Callable[[], dt.datetime],
+) -> T:
+    """Run `work(session)` in one transaction, at most once per idempotency key.
+
+    `encode` turns the result into the answer to keep (it must list the ids of the events written under
+    `event_ids`; None keeps nothing, e.g. when nothing was applied); `decode` rebuilds the result from a
+    kept answer and those events, read back in order.
+    """
+    check_key(key)
+
+    async def transaction(session: AsyncClientSession) -> T:
+        remembered = await recall(db, session, key, operation)
+        if remembered is not None:
+            ids = remembered["event_ids"]
+            cursor = db[TASK_EVENTS.name].find({"_id": {"$in": ids}}, session=session)
+            found = {e["_id"]: e async for e in cursor}
+            return decode(remembered, [found[i] for i in ids if i in found])
+        result = await work(session)
+        answer = encode(result)
+        if answer is not None:
+            await remember(db, session, key, operation, answer, clock())
+        return result
+
+    return await in_transaction(db, transaction)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -24,7 +24,6 @@ from app.lifecycle.events import EventType, event_doc
 from app.lifecycle.transitions import Lifecycle, utcnow
 from app.store import collections as c
 from app.store.events import append_events
-from app.store.transactions import in_transaction
 
 Doc = dict[str, Any]
 
@@ -113,7 +112,6 @@ class Recorder:
         # lifecycle events do (stored on our states, looked up through the hierarchy for foreign ones).
         self._lifecycle = Lifecycle(db, clock)
         self.states = db[c.AGENT_TASK_STATES.name]
-        self.events = db[c.TASK_EVENTS.name]
 
     async def tool_call(
         self,
@@ -186,12 +184,8 @@ class Recorder:
         self, operation: str, kind: EventType, task_id: str, payload: Doc, idempotency_key: str | None
     ) -> Doc:
         """Append the event in a transaction that also checks the task and keeps the idempotent answer."""
-        idempotency.check_key(idempotency_key)
 
         async def work(session: AsyncClientSession) -> Doc:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             state = await self.states.find_one({"_id": task_id}, session=session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
@@ -206,21 +200,30 @@ class Recorder:
                 self.clock(),
             )
             await append_events(self.db, session, [event])
-            answer = {"event_ids": [event["_id"]]}
-            await idempotency.remember(
-                self.db, session, idempotency_key, operation, answer, event["timestamp"]
-            )
             return event
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
-    async def _replay(self, session: AsyncClientSession, answer: Mapping[str, Any]) -> Doc:
-        """The event the first request with this idempotency key recorded."""
-        (event_id,) = answer["event_ids"]
-        event = await self.events.find_one({"_id": event_id}, session=session)
-        if event is None:  # removed by hand since: say so rather than record the report a second time
-            raise NotFound(f"the event recorded under this idempotency key ({event_id}) no longer exists")
-        return event
+    async def _once(
+        self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Doc]]
+    ) -> Doc:
+        """Run `work` in a transaction, once per idempotency key; a replay answers the same event."""
+
+        def decode(answer: Mapping[str, Any], events: list[Doc]) -> Doc:
+            if not events:  # removed by hand since: say so rather than record the report a second time
+                event_id = answer["event_ids"][0]
+                raise NotFound(f"the event recorded under this idempotency key ({event_id}) no longer exists")
+            return events[0]
+
+        return await idempotency.run_once(
+            self.db,
+            key,
+            operation,
+            work,
+            encode=lambda event: {"event_ids": [event["_id"]]},
+            decode=decode,
+            clock=self.clock,
+        )
 
 
 def _agent_of(state: Mapping[str, Any]) -> str | None:

@@ -8,7 +8,7 @@ transaction and returns the new state document with the events it wrote.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,6 @@ from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused
 from app.lifecycle.events import event_doc
 from app.store import collections as c
 from app.store.events import append_events
-from app.store.transactions import in_transaction
 
 Doc = dict[str, Any]
 #: A state-machine action bound to its arguments: (state, now) -> Transition.
@@ -49,8 +48,18 @@ def version_of(state: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _version_filter(state: Mapping[str, Any]) -> dict[str, Any]:
+def version_filter(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The compare-and-set condition: still at the version read (or still without one, if foreign)."""
     return {"version": state["version"]} if "version" in state else {"version": {"$exists": False}}
+
+
+def check_version(state: Mapping[str, Any], expected: int | None) -> None:
+    """Refuse with a Conflict when the client's `expectedVersion` is not the stored one."""
+    if expected is not None and version_of(state) != expected:
+        raise Conflict(
+            f"task '{state['_id']}' is at version {version_of(state)}, not {expected}",
+            current_version=version_of(state),
+        )
 
 
 class Lifecycle:
@@ -60,7 +69,6 @@ class Lifecycle:
         self.db = db
         self.clock = clock
         self.states = db[c.AGENT_TASK_STATES.name]
-        self.events = db[c.TASK_EVENTS.name]
 
     # ----------------------------------------------------------------- public operations
 
@@ -74,21 +82,13 @@ class Lifecycle:
         idempotency_key: str | None = None,
     ) -> Applied:
         """Apply `action` to the task's state, atomically with its events and the dependents it releases."""
-        idempotency.check_key(idempotency_key)
 
         async def work(session: AsyncClientSession) -> Applied:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             now = self.clock()
             state = await self.states.find_one({"_id": task_id}, session=session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
-            if expected_version is not None and version_of(state) != expected_version:
-                raise Conflict(
-                    f"task '{task_id}' is at version {version_of(state)}, not {expected_version}",
-                    current_version=version_of(state),
-                )
+            check_version(state, expected_version)
             if operation != "expire" and sm.is_expired(state, now):
                 # Reads already show it failed; the sweeper records the failure and its events.
                 raise Refused(
@@ -96,10 +96,9 @@ class Lifecycle:
                     current_status="failed",
                 )
             applied = await self._apply(session, state, _decide(action, state, now), now)
-            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(applied), now)
             return applied
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
     async def claim(
         self,
@@ -117,13 +116,9 @@ class Lifecycle:
         """
         if not agent_name:
             raise Invalid("agentName", "agentName must not be empty")
-        idempotency.check_key(idempotency_key)
         operation = f"claimTask:{agent_name}"
 
         async def work(session: AsyncClientSession) -> Applied | None:
-            remembered = await idempotency.recall(self.db, session, idempotency_key, operation)
-            if remembered is not None:
-                return await self._replay(session, remembered)
             now = self.clock()
             query: dict[str, Any] = {
                 "agent_name": agent_name,
@@ -142,10 +137,9 @@ class Lifecycle:
             if state is None:
                 return None
             applied = await self._apply(session, state, _decide(sm.start, state, now), now)
-            await idempotency.remember(self.db, session, idempotency_key, operation, _answer(applied), now)
             return applied
 
-        return await in_transaction(self.db, work)
+        return await self._once(idempotency_key, operation, work)
 
     # ----------------------------------------------------------------- inside a transaction
 
@@ -155,7 +149,7 @@ class Lifecycle:
         """Write `transition` with compare-and-set, its events, and release the dependents it unblocks."""
         new_version = version_of(state) + 1
         updated = await self.states.find_one_and_update(
-            {"_id": state["_id"], **_version_filter(state)},
+            {"_id": state["_id"], **version_filter(state)},
             {"$set": {**transition.set_fields, "version": new_version}},
             session=session,
             return_document=True,
@@ -217,11 +211,19 @@ class Lifecycle:
                 )
         return sub.get("task_id") if sub else None
 
-    async def _replay(self, session: AsyncClientSession, answer: Mapping[str, Any]) -> Applied:
-        """The first answer of an idempotent request: the state as it was then, and the same events."""
-        events = [e async for e in self.events.find({"_id": {"$in": answer["event_ids"]}}, session=session)]
-        events.sort(key=lambda e: answer["event_ids"].index(e["_id"]))
-        return Applied(state=answer["state"], events=events)
+    async def _once(
+        self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Any]]
+    ) -> Any:
+        """Run `work` in a transaction, once per idempotency key; a replay answers the state as it was."""
+        return await idempotency.run_once(
+            self.db,
+            key,
+            operation,
+            work,
+            encode=lambda applied: None if applied is None else _answer(applied),
+            decode=lambda answer, events: Applied(state=answer["state"], events=events),
+            clock=self.clock,
+        )
 
 
 def _decide(action: Action, state: Mapping[str, Any], now: dt.datetime) -> sm.Transition:

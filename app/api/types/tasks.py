@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar
 import strawberry
 from strawberry.scalars import JSON
 
-from app.api.errors import UserInputError
+from app.api.errors import page_size
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
 from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.fetch import load_many, load_one
@@ -42,10 +42,7 @@ async def load_events(
     info: strawberry.Info, task_id: str, types: list[EventType] | None, first: int | None
 ) -> list[TaskEvent]:
     """The first events of a task through the request's loader, so a whole tree costs one `aggregate`."""
-    first = NESTED_EVENTS_DEFAULT if first is None else first
-    limit = info.context.settings.max_page_size
-    if not 0 <= first <= limit:
-        raise UserInputError(f"`first` must be between 0 and {limit}, got {first}.", "PAGE_SIZE_OUT_OF_RANGE")
+    first = page_size(first, NESTED_EVENTS_DEFAULT, info.context.settings.max_page_size)
     loader = info.context.loaders.events_by_task
     docs = await loader.load(loader.key(task_id, types, first))
     return [event_from_doc(doc) for doc in docs]
