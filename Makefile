@@ -31,6 +31,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.tree
+	$(BIN)/python -m bench.subscribers
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from pymongo.monitoring import CommandListener
@@ -19,15 +20,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import AppState, Context
 from app.api.schema import build_schema
 from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.transitions import Lifecycle
+from app.live.hub import EventHub
 from app.mongo.client import make_client, shared_secret
 from app.mongo.embedded import EmbeddedMongod
 from app.mongo.indexes import ensure_indexes
+from app.rest import rest_routes
 from app.settings import Settings
 from app.store.cursors import CursorCodec
 from app.store.repository import Store
@@ -54,6 +58,7 @@ async def open_resources(
         uri = await asyncio.to_thread(embedded.start)
     client = make_client(uri, listeners)
     sweeper: ExpirySweeper | None = None
+    hub: EventHub | None = None
     try:
         db = client[settings.mongodb_db]
         await ensure_indexes(db)
@@ -61,11 +66,14 @@ async def open_resources(
             settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
         )
         lifecycle = Lifecycle(db)
+        hub = EventHub(db, queue_size=settings.subscription_queue_size)
+        await hub.start()
         state = AppState(
             settings=settings,
             store=Store(db, CursorCodec(secret)),
             lifecycle=lifecycle,
             hierarchy=Hierarchy(db, lifecycle),
+            hub=hub,
         )
         sweeper = ExpirySweeper(state.lifecycle, settings.expiry_sweep_seconds)
         sweeper.start()
@@ -77,21 +85,41 @@ async def open_resources(
     finally:
         if sweeper is not None:  # stopped before the client closes: it may be mid-transaction
             await sweeper.stop()
+        if hub is not None:
+            await hub.stop()
         await client.close()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
 
 
 async def health(request: Request) -> JSONResponse:
-    """Liveness and readiness: answers 200 once MongoDB answers a ping."""
+    """Liveness and readiness: 200 once MongoDB answers a ping; also how the live event hub is doing."""
     state: AppState = request.app.state.agent_tasks
     await state.store.db.command("ping")
-    return JSONResponse({"status": "ok"})
+    hub = state.hub
+    return JSONResponse(
+        {
+            "status": "ok",
+            "event_hub": {
+                "running": hub.running,
+                "subscribers": hub.subscriber_count,
+                "restarts": hub.restarts,
+                "last_event_id": hub.last_event_id,
+            },
+        }
+    )
 
 
 def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener] = ()) -> Starlette:
     """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands."""
-    graphql_app = AgentTasksGraphQL(build_schema(settings.max_query_depth))
+    graphql_app = AgentTasksGraphQL(
+        build_schema(settings.max_query_depth),
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
+        connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+        keep_alive=True,
+        keep_alive_interval=15,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -104,6 +132,8 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", health),
+            # Seed 002's REST API and its OpenAPI document, over the same store and services.
+            *rest_routes(),
         ],
         lifespan=lifespan,
     )

@@ -45,6 +45,17 @@ class Settings(BaseSettings):
         default=False, description="Load the demo workflow at start-up (`make run` does)."
     )
     max_query_depth: int = Field(default=12, ge=1, description="Deepest GraphQL selection a query may have.")
+    subscription_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Events a subscriber may fall behind before it is disconnected as too slow.",
+    )
+    max_subscriptions_per_connection: int = Field(
+        default=100, ge=1, description="Subscriptions one WebSocket connection may hold at once."
+    )
+    connection_init_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a WebSocket client has to send `connection_init`."
+    )
     expiry_sweep_seconds: float = Field(
         default=5.0,
         ge=0.05,

@@ -12,6 +12,7 @@ from starlette.websockets import WebSocket
 from app.api.loaders import Loaders
 from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.transitions import Lifecycle
+from app.live.hub import EventHub
 from app.settings import Settings
 from app.store.repository import Store
 
@@ -24,6 +25,7 @@ class AppState:
     store: Store
     lifecycle: Lifecycle
     hierarchy: Hierarchy
+    hub: EventHub
     extras: dict[str, Any] = field(default_factory=dict)
 
 

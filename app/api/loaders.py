@@ -1,14 +1,16 @@
 """Per-request dataloaders: every nested lookup is batched into one `find` per collection per tick.
 
 One generic loader class serves all seven collections (`ById`), keyed by the seed id stored in `_id`;
-`EventsByTaskLoader` batches the nested `events` fields of many tasks into one `aggregate`. `Loaders`
-holds one instance of each for a single request (or a single subscription event), so no cache ever
-outlives the request that filled it.
+`EventsByTaskLoader` batches the nested `events` fields of many tasks into one `aggregate`, and
+`StatesByParentLoader` the `subtasks` of many task states into one `find`. `Loaders` holds one instance
+of each for a single request (or a single subscription event), so no cache ever outlives the request
+that filled it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 
 from aiodataloader import DataLoader
 
+from app.api.types.convert import as_datetime
 from app.store import collections as c
 from app.store.collections import CollectionSpec
 from app.store.events import first_events_of_tasks
@@ -69,6 +72,35 @@ class EventsByTaskLoader(DataLoader[EventsKey, list[Document]]):
         return [found[(types, first)].get(task_id, []) for task_id, types, first in keys]
 
 
+class StatesByParentLoader(DataLoader[str, list[Document]]):
+    """The states naming a task as their `parent_task_id` (seed 001 sub-tasks), plural: [] for none.
+
+    One `find` with `parent_task_id: {$in: [...]}` per batch (on the `parent_task_id` index). Each list
+    is sorted by created_at, then id, here rather than by MongoDB: states written by other programs may
+    hold ISO-string timestamps, which MongoDB would sort before every date.
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    async def batch_load_fn(self, keys: list[str]) -> list[list[Document]]:
+        found: dict[str, list[Document]] = defaultdict(list)
+        for doc in await self.store.find_by_field(c.AGENT_TASK_STATES, "parent_task_id", keys):
+            found[doc["parent_task_id"]].append(doc)
+        for children in found.values():
+            children.sort(key=_created_then_id)
+        return [found.get(key, []) for key in keys]
+
+
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _created_then_id(doc: Document) -> tuple[dt.datetime, str]:
+    # An unreadable created_at sorts first, like a missing one.
+    return (as_datetime(doc.get("created_at")) or _EARLIEST, str(doc["_id"]))
+
+
 @dataclass(frozen=True)
 class Loaders:
     """The loaders of one request, one per collection."""
@@ -81,6 +113,7 @@ class Loaders:
     behavior_task_output: DocumentByIdLoader
     state: DocumentByIdLoader
     events_by_task: EventsByTaskLoader
+    states_by_parent: StatesByParentLoader
 
     @classmethod
     def create(cls, store: Store) -> Loaders:
@@ -93,6 +126,7 @@ class Loaders:
             behavior_task_output=DocumentByIdLoader(store, c.BEHAVIOR_TASK_OUTPUTS),
             state=DocumentByIdLoader(store, c.AGENT_TASK_STATES),
             events_by_task=EventsByTaskLoader(store),
+            states_by_parent=StatesByParentLoader(store),
         )
 
     def by_collection(self, spec: CollectionSpec) -> DocumentByIdLoader:

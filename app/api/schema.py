@@ -6,16 +6,25 @@ import strawberry
 from strawberry.extensions import MaskErrors, QueryDepthLimiter
 from strawberry.tools import merge_types
 
+from app.api.analytics import AnalyticsQuery
 from app.api.errors import should_mask_error
 from app.api.event_queries import EventQuery
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
 from app.api.queries import Query as ReadQuery
+from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
 
-Query = merge_types("Query", (ReadQuery, EventQuery))
+Query = merge_types(
+    "Query",
+    (
+        ReadQuery,
+        EventQuery,
+        AnalyticsQuery,
+    ),
+)
 Query.__strawberry_definition__.description = (
     "Reading the task hierarchy, its outputs, its execution states and its events."
 )
@@ -37,6 +46,7 @@ def build_schema(max_query_depth: int = 12) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
             lambda: QueryDepthLimiter(max_depth=max_query_depth),

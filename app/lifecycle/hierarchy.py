@@ -531,10 +531,27 @@ class Hierarchy:
     # ------------------------------------------------------------------ standalone tasks and states
 
     async def create_standalone(
-        self, task_id: str | None, state: Doc, *, idempotency_key: str | None = None
+        self,
+        task_id: str | None,
+        state: Doc,
+        *,
+        idempotency_key: str | None = None,
+        parent_id: str | None = None,
     ) -> Written:
-        """A task outside the hierarchy (seed 000/001): only its state document."""
-        operation = "createAgentTask"
+        """A task outside the hierarchy (seed 000/001): only its state document.
+
+        With `parent_id` (seed 001 `add_subtask`) the task is created under that parent: the parent is
+        the subject of the request, so an unknown one is NotFound rather than an invalid input field,
+        and an input naming another parent is refused.
+        """
+        operation = "createAgentTask" if parent_id is None else f"addSubtask:{parent_id}"
+        if parent_id is not None:
+            named = state.get("parent_task_id")
+            if named is not None and named != parent_id:
+                raise Invalid(
+                    "input.parentTaskId", f"a sub-task of '{parent_id}' cannot name '{named}' as parent"
+                )
+            state = {**state, "parent_task_id": parent_id}
 
         async def work(session: AsyncClientSession) -> Written:
             now = self.lifecycle.clock()
@@ -545,6 +562,8 @@ class Hierarchy:
             if parent is not None and not await self.states.find_one(
                 {"_id": parent}, {"_id": 1}, session=session
             ):
+                if parent_id is not None:
+                    raise NotFound(f"no parent task with id '{parent}'", id=parent)
                 raise Invalid("input.parentTaskId", f"unknown parent task '{parent}'")
             deps = deps_rules.normalise(state.get("dependencies") or [], "input.dependencies", tid)
             statuses = await deps_rules.check_graph(self.states, session, {tid: deps}, {tid: "input"})

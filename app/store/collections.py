@@ -217,6 +217,8 @@ AGENT_TASK_STATES = CollectionSpec(
         _idx("expires_at"),
         # claimTask: the most urgent, oldest ready task of an agent.
         _idx("agent_name", "status", ("priority_rank", -1), "created_at"),
+        # agentStats: one agent's states created since a date (app/store/analytics.py).
+        _idx("agent_name", "created_at"),
     ),
     sort_fields=(
         "task_id",

@@ -118,3 +118,9 @@ async def first_events_of_tasks(
     ]
     cursor = await db[TASK_EVENTS.name].aggregate(pipeline)
     return {group["_id"]: group["events"] async for group in cursor}
+
+
+async def latest_event_id(db: AsyncDatabase[Document]) -> int:
+    """The number of the newest committed event (0 when there is none)."""
+    doc = await db[TASK_EVENTS.name].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+    return doc["_id"] if doc else 0

@@ -280,6 +280,28 @@ class AgentTaskMutation:
         return await _answer(work, _state_success)
 
     @strawberry.mutation(
+        description=(
+            "Create a standalone task under a parent (seed 001 `add_subtask`): `createAgentTask` with "
+            "`parentTaskId` set. An unknown parent is a NotFoundError."
+        )
+    )
+    async def add_subtask(
+        self,
+        info: strawberry.Info,
+        parent_id: Annotated[strawberry.ID, strawberry.argument(description="The parent task's id.")],
+        input: Annotated[
+            i.CreateAgentTaskInput,
+            strawberry.argument(description="The new task; a `parentTaskId` in it must be `parentId`."),
+        ],
+        idempotency_key: IdempotencyKey = None,
+    ) -> AgentTaskResult:
+        data = i.to_fields(input)
+        work = info.context.app.hierarchy.create_standalone(
+            data.pop("id", None), data, idempotency_key=idempotency_key, parent_id=parent_id
+        )
+        return await _answer(work, _state_success)
+
+    @strawberry.mutation(
         description="Change the descriptive state fields of any task (agent, priority, dependencies…)."
     )
     async def update_agent_task(

@@ -15,6 +15,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.api.errors import page_size
+from app.api.types.convert import from_doc
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
 from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.fetch import load_many, load_one
@@ -264,6 +265,17 @@ class AgentTaskState:
     @strawberry.field(description="The hierarchy task this state belongs to (null for a standalone task).")
     async def task(self, info: strawberry.Info) -> Task | None:
         return await load_task(info, self.id, self.task_kind)
+
+    @strawberry.field(description="The parent task's state (`parentTaskId`, seed 001), if any.")
+    async def parent(self, info: strawberry.Info) -> AgentTaskState | None:
+        return await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.parent_task_id)
+
+    @strawberry.field(
+        description="The tasks naming this one as their parent (seed 001 sub-tasks), oldest first."
+    )
+    async def subtasks(self, info: strawberry.Info) -> list[AgentTaskState]:
+        docs = await info.context.loaders.states_by_parent.load(self.id)
+        return [from_doc(AgentTaskState, c.AGENT_TASK_STATES, doc) for doc in docs]
 
     @strawberry.field(description=NESTED_EVENTS)
     async def events(

@@ -1,0 +1,184 @@
+"""Root subscription fields: live events, task states and workflow progress, fed by the process's event hub.
+
+Each subscription registers with the hub *before* reading history, then replays stored events after
+the client's cursor, then tails live ones; events carry commit-ordered numbers, so anything seen twice
+at the hand-over is dropped by number and nothing falls in between. Subscriptions are async generators:
+leaving them (client gone, error, server shutting down) unregisters them in `finally`.
+
+Nested fields of a subscription result resolve through loaders made fresh for every event (never a cache
+as old as the socket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Annotated, Any
+
+import strawberry
+
+from app.api.errors import UserInputError
+from app.api.loaders import Loaders
+from app.api.types.convert import from_doc
+from app.api.types.events import EventType, TaskEvent, event_from_doc
+from app.api.types.progress import WorkflowProgress, workflow_progress
+from app.api.types.tasks import AgentTaskState
+from app.live.hub import ALL, GAP, Key, SlowConsumer, Subscriber
+from app.store import collections as c
+from app.store.cursors import CursorError
+from app.store.events import decode_event_cursor, events_filter, find_events, latest_event_id
+
+#: Events replayed per read when a subscriber catches up from a cursor.
+REPLAY_BATCH = 500
+#: Events that never change a task's state or a workflow's progress.
+NOT_STATE_CHANGES = frozenset({"TOOL_CALL", "TOOL_RESULT", "MEMORY_OPERATION"})
+
+
+def _key(task_id: str | None, workflow_id: str | None, agent_id: str | None) -> Key:
+    """The most selective routing key, so the hub only asks the subscribers that may want an event."""
+    if task_id is not None:
+        return ("task", task_id)
+    if workflow_id is not None:
+        return ("workflow", workflow_id)
+    if agent_id is not None:
+        return ("agent", agent_id)
+    return ALL
+
+
+def _predicate(query: Mapping[str, Any]) -> Any:
+    """The hub-side test equivalent to `events_filter(...)` for one event document."""
+    wanted = {k: v for k, v in query.items() if k != "type"}
+    types = set(query["type"]["$in"]) if "type" in query else None
+
+    def accepts(event: Mapping[str, Any]) -> bool:
+        return all(event.get(k) == v for k, v in wanted.items()) and (types is None or event["type"] in types)
+
+    return accepts
+
+
+def _slow(exc: SlowConsumer) -> UserInputError:
+    return UserInputError(str(exc), "SLOW_CONSUMER")
+
+
+def _fresh_loaders(info: strawberry.Info) -> None:
+    info.context.loaders = Loaders.create(info.context.store)
+
+
+async def _changes(subscriber: Subscriber) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """Batches of live events: everything buffered at once, so a burst is handled as one change."""
+    while True:
+        try:
+            first = await subscriber.next()
+        except SlowConsumer as exc:
+            raise _slow(exc) from exc
+        yield [first, *subscriber.drain()]
+
+
+@strawberry.type(description="Watching tasks live (WebSocket: graphql-transport-ws or graphql-ws; or SSE).")
+class Subscription:
+    @strawberry.subscription(
+        description=(
+            "Task events in commit order: first every stored event after `after` (all of them when omitted,"
+            ' none with `after: "HEAD"`), then live ones, with no gap and no duplicate at the hand-over.'
+            " Reconnect with the last cursor you received to get exactly what you missed."
+        )
+    )
+    async def task_events(
+        self,
+        info: strawberry.Info,
+        task_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Only this task's events.")
+        ] = None,
+        workflow_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Only the events of this workflow's tasks.")
+        ] = None,
+        agent_id: Annotated[str | None, strawberry.argument(description="Only this agent's events.")] = None,
+        types: Annotated[
+            list[EventType] | None, strawberry.argument(description="Only events of these types.")
+        ] = None,
+        after: Annotated[
+            str | None,
+            strawberry.argument(description='Resume after this event cursor; "HEAD" for live events only.'),
+        ] = None,
+    ) -> AsyncGenerator[TaskEvent, None]:
+        db = info.context.store.db
+        query = events_filter(task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, types=types)
+        try:
+            last = 0 if after in (None, "HEAD") else decode_event_cursor(after)
+        except CursorError as exc:
+            raise UserInputError(str(exc), "BAD_CURSOR") from exc
+        hub = info.context.app.hub
+        async with hub.subscribe(_key(task_id, workflow_id, agent_id), _predicate(query)) as subscriber:
+            # Registered first: whatever commits from now on is buffered, so the replay below can't miss it.
+            replay = after != "HEAD"
+            if not replay:
+                last = await latest_event_id(db)
+            while True:
+                while replay:  # catch up from the collection, a batch at a time
+                    docs = await find_events(db, query, after=last, limit=REPLAY_BATCH)
+                    for doc in docs:
+                        last = doc["_id"]
+                        yield event_from_doc(doc)
+                    replay = len(docs) == REPLAY_BATCH
+                try:
+                    event = await subscriber.next()
+                except SlowConsumer as exc:
+                    raise _slow(exc) from exc
+                if event is GAP:  # the hub may have missed events: read them from the collection
+                    replay = True
+                elif event["_id"] > last:  # seen already during the replay otherwise
+                    last = event["_id"]
+                    yield event_from_doc(event)
+
+    @strawberry.subscription(
+        description="A task's execution state after each change to it (or to any task of a workflow)."
+    )
+    async def task_state_changed(
+        self,
+        info: strawberry.Info,
+        task_id: Annotated[strawberry.ID | None, strawberry.argument(description="Watch this task.")] = None,
+        workflow_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Watch every task of this workflow.")
+        ] = None,
+    ) -> AsyncGenerator[AgentTaskState, None]:
+        if task_id is None and workflow_id is None:
+            raise UserInputError("give `taskId` or `workflowId`", "BAD_USER_INPUT")
+        query = events_filter(task_id=task_id, workflow_id=workflow_id)
+        accepts = _predicate(query)
+        hub = info.context.app.hub
+        async with hub.subscribe(_key(task_id, workflow_id, None), accepts) as subscriber:
+            async for batch in _changes(subscriber):
+                # Tasks changed in this burst, in commit order; a gap means "any may have changed".
+                changed = list(
+                    dict.fromkeys(
+                        e["task_id"] for e in batch if e is not GAP and e["type"] not in NOT_STATE_CHANGES
+                    )
+                )
+                if any(e is GAP for e in batch) and task_id is not None:
+                    changed = [task_id]
+                _fresh_loaders(info)
+                for tid in changed:
+                    doc = await info.context.loaders.state.load(tid)
+                    if doc is not None:
+                        yield from_doc(AgentTaskState, c.AGENT_TASK_STATES, doc)
+
+    @strawberry.subscription(description="A workflow's progress roll-up after each change in its tree.")
+    async def workflow_progress(
+        self,
+        info: strawberry.Info,
+        workflow_id: Annotated[
+            strawberry.ID, strawberry.argument(description="Id of the meta workflow task.")
+        ],
+    ) -> AsyncGenerator[WorkflowProgress, None]:
+        query = events_filter(workflow_id=workflow_id)
+        hub = info.context.app.hub
+        async with hub.subscribe(("workflow", workflow_id), _predicate(query)) as subscriber:
+            async for batch in _changes(subscriber):
+                if all(e is not GAP and e["type"] in NOT_STATE_CHANGES for e in batch):
+                    continue
+                _fresh_loaders(info)
+                meta = await info.context.loaders.meta_task.load(workflow_id)
+                if meta is None:  # deleted: nothing left to report
+                    return
+                yield await workflow_progress(
+                    info.context.loaders, workflow_id, meta.get("sub_task_ids") or []
+                )

@@ -1,0 +1,71 @@
+"""Reading a REST request body: size cap, JSON parsing, and the checks that keep a value storable.
+
+A body must be JSON (`NaN`/`Infinity` refused, as for filters) and at most `MAX_BODY_BYTES`. Before any
+model sees it, `check_storable` walks it once and refuses what BSON cannot hold — integers outside
+64 bits, strings with lone surrogates, keys with NUL, nesting deeper than MongoDB allows — so such a
+value is a 400 naming where it is, never a driver error at write time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from app.rest.errors import ApiError
+from app.store.filters import FilterError, parse_filter_json
+
+MAX_BODY_BYTES = 1024 * 1024
+#: MongoDB refuses documents nested deeper than 100 levels; a request body stays well below that.
+MAX_BODY_DEPTH = 32
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+async def read_json(request: Request) -> Any:
+    """The parsed body, or `None` when the body is empty."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        return None
+    try:
+        value = parse_filter_json(raw)
+    except FilterError as exc:
+        # parse_filter_json words it for filters; for a body the problem is the body.
+        raise ApiError("bad_json", str(exc).replace("filter is not", "the body is not", 1)) from exc
+    check_storable(value)
+    return value
+
+
+def check_storable(value: Any, path: str = "body") -> None:
+    """Refuse a JSON value MongoDB could not store (see the module docstring); iterative, so never deep."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            raise ApiError("bad_json", f"the body is nested deeper than {MAX_BODY_DEPTH} levels at {where}")
+        if isinstance(item, str):
+            _check_text(item, where)
+        elif isinstance(item, bool) or item is None or isinstance(item, float):
+            continue
+        elif isinstance(item, int):
+            if not _INT64_MIN <= item <= _INT64_MAX:
+                raise ApiError("bad_json", f"integer out of the 64-bit range at {where}", field=where)
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                _check_text(key, where)
+                if "\x00" in key:
+                    raise ApiError("bad_json", f"object keys must not contain NUL at {where}", field=where)
+                stack.append((v, f"{where}.{key}", depth + 1))
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError("bad_json", f"text with an unpaired surrogate at {where}", field=where) from exc

@@ -1,0 +1,108 @@
+"""REST errors: the one place where a refusal becomes an HTTP status and a JSON error body.
+
+Every REST answer that is not a success is `{"error": {"code": ..., "message": ..., ...}}`. The services'
+refusals (`app/lifecycle/errors.py`), refused filters and cursors, and the REST layer's own checks of
+bodies and parameters (`ApiError`) are all mapped here, so a status code is decided once:
+
+| refusal | status | code |
+|---|---|---|
+| `NotFound` | 404 | `not_found` |
+| `Refused` (finalized task, forbidden transition) | 409 | `refused` |
+| `Conflict` (has children, stale version, depended on) | 409 | `conflict` |
+| `Invalid` (a value the services refuse) | 422 | `invalid` |
+| `FilterError` | 400 | `bad_filter` |
+| `CursorError` | 400 | `bad_cursor` |
+| `ApiError` | its own | its own (`bad_json`, `unknown_field`, `page_size_out_of_range`, …) |
+
+Anything else is logged and answered 500 `internal`, without internals.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused, ServiceError
+from app.rest.documents import RestJSONResponse
+from app.store.cursors import CursorError
+from app.store.filters import FilterError
+
+logger = logging.getLogger("agent_tasks.rest")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: Every error code the REST API answers with, and its status (the OpenAPI document lists them).
+ERROR_CODES: dict[str, int] = {
+    "bad_json": 400,
+    "bad_filter": 400,
+    "bad_cursor": 400,
+    "bad_parameter": 400,
+    "page_size_out_of_range": 400,
+    "not_found": 404,
+    "refused": 409,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "invalid": 422,
+    "unknown_field": 422,
+    "internal": 500,
+}
+
+
+class ApiError(Exception):
+    """A request the REST layer refuses before calling a service; `extra` goes into the error body."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = ERROR_CODES[code]
+        self.code = code
+        self.message = message
+        self.extra = {k: v for k, v in extra.items() if v is not None}
+
+
+def as_api_error(exc: Exception) -> ApiError | None:
+    """The `ApiError` for an expected refusal, or None for a bug."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, NotFound):
+        return ApiError("not_found", exc.message, id=exc.id)
+    if isinstance(exc, Refused):
+        return ApiError("refused", exc.message, current_status=exc.current_status)
+    if isinstance(exc, Conflict):
+        return ApiError("conflict", exc.message, current_version=exc.current_version)
+    if isinstance(exc, Invalid):
+        return ApiError("invalid", exc.message, field=exc.field)
+    if isinstance(exc, ServiceError):  # pragma: no cover - every ServiceError is one of the above
+        return ApiError("invalid", exc.message)
+    if isinstance(exc, FilterError):
+        return ApiError("bad_filter", str(exc), field=exc.path)
+    if isinstance(exc, CursorError):
+        return ApiError("bad_cursor", str(exc), field="after")
+    return None
+
+
+def error_response(error: ApiError) -> Response:
+    return RestJSONResponse(
+        {"error": {"code": error.code, "message": error.message, **error.extra}}, status_code=error.status
+    )
+
+
+def json_errors(handler: Handler) -> Handler:
+    """Wrap a route handler so that every refusal, and every bug, answers with a JSON error body."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            error = as_api_error(exc)
+            if error is None:
+                logger.exception("unexpected error in %s %s", request.method, request.url.path)
+                error = ApiError("internal", "Unexpected error.")
+            return error_response(error)
+
+    return wrapped

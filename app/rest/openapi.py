@@ -1,0 +1,222 @@
+"""The OpenAPI 3.1 document of the REST API, generated from the route table and the pydantic models.
+
+Every path and method comes from `routes.ROUTES` (the same table the Starlette routes are built from);
+every schema comes from `models` (themselves derived from the `CollectionSpec`s), so the document cannot
+drift from what the server accepts and answers. Page-size limits come from the running settings.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.rest.documents import RestJSONResponse
+from app.rest.entities import Entity, Kind
+from app.rest.models import MODELS, Deleted, ErrorResponse
+from app.rest.routes import OPENAPI_PATH, ROUTES, RestRoute
+from app.settings import Settings
+
+_REF = "#/components/schemas/{model}"
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    400: "Bad JSON, filter, cursor or parameter",
+    404: "Unknown id",
+    409: "Refused by a rule (children without cascade, finalized, version conflict, dependents)",
+    413: "Body too large",
+    422: "Invalid body (unknown field, wrong type, or a value the services refuse)",
+    500: "Unexpected error",
+}
+_SEED_FILTERS = {
+    "meta-tasks": {"meta_workflow_id": "mw1"},
+    "sub-tasks": {"task_id": "meta123"},
+    "behavior-tasks": {"sub_task_id": "sub123"},
+    "task-outputs": {"task_id": "meta123"},
+    "sub-task-outputs": {"is_finalized_step": True},
+    "behavior-task-outputs": {"processor_subject_ids": {"$in": ["agent1"]}},
+    "agent-tasks": {"status": {"$in": ["pending", "in_progress"]}},
+}
+
+
+@functools.cache
+def _schemas() -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
+    """(refs by (entity path or "", role), components.schemas), computed once."""
+    wanted: list[tuple[str, str, type[BaseModel], str]] = []
+    for path, models in MODELS.items():
+        wanted += [
+            (path, "document", models.document, "serialization"),
+            (path, "page", models.page, "serialization"),
+            (path, "create", models.create, "validation"),
+            (path, "update", models.update, "validation"),
+        ]
+    wanted += [("", "error", ErrorResponse, "serialization"), ("", "deleted", Deleted, "serialization")]
+    key_map, top = models_json_schema([(m, mode) for _, _, m, mode in wanted], ref_template=_REF)  # type: ignore[arg-type]
+    refs = {(path, role): key_map[(model, mode)] for path, role, model, mode in wanted}  # type: ignore[index]
+    return refs, top.get("$defs", {})
+
+
+def _json(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema, **extra}}}
+
+
+def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
+    entity, op = route.entity, route.operation.name
+    params: list[dict[str, Any]] = []
+    if "{id}" in route.path:
+        params.append(
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "description": f"The {entity.label}'s id (`{entity.spec.id_field}`).",
+                "schema": {"type": "string", "minLength": 1},
+            }
+        )
+    if op == "delete" and entity.kind is Kind.TASK:
+        params.append(
+            {
+                "name": "cascade",
+                "in": "query",
+                "description": "Also delete every task below it, with their outputs and states. Without it,"
+                " a task with children is refused with 409.",
+                "schema": {"type": "boolean", "default": False},
+            }
+        )
+    if op == "query":
+        sortable = list(entity.spec.sort_fields)
+        params += [
+            {
+                "name": "limit",
+                "in": "query",
+                "description": f"Page size (default {settings.default_page_size}); more than"
+                f" {settings.max_page_size} is refused with 400.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": settings.max_page_size},
+            },
+            {
+                "name": "after",
+                "in": "query",
+                "description": "The `next_cursor` of the previous page (same filter and sort).",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "sort",
+                "in": "query",
+                "description": "Field to sort by, `-field` for descending; ties are broken by id.",
+                "schema": {"type": "string", "enum": sortable + [f"-{f}" for f in sortable]},
+            },
+        ]
+    if entity.kind is not Kind.OUTPUT and op in ("create", "update", "finalize"):
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "description": "A retried request with the same key gets the first answer and applies"
+                " nothing twice (kept 24 hours).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+            }
+        )
+    if op == "update" and entity.kind is Kind.AGENT_TASK:
+        params.append(
+            {
+                "name": "If-Match",
+                "in": "header",
+                "description": 'Apply only at this version (the ETag, e.g. `"3"`); 409 if it changed.',
+                "schema": {"type": "string"},
+            }
+        )
+    return params
+
+
+def _request_body(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any] | None:
+    entity, op = route.entity, route.operation.name
+    if op in ("create", "update"):
+        return {"required": True, **_json(refs[(entity.path, op)])}
+    if op == "query":
+        allowed = [entity.spec.id_field, *(f for f in entity.spec.fields if "." not in f)]
+        return {
+            "required": False,
+            "description": "A MongoDB-style filter over the stored field names (the seed's), sent as the"
+            f" whole body; empty means everything. Fields: {', '.join(allowed)} (and dotted paths into"
+            " free-form objects). Operators: $eq $ne $gt $gte $lt $lte $in $nin $exists $regex $options"
+            " $not $all $size $elemMatch $type $and $or $nor; anything else ($where, $function, $expr, …)"
+            " is refused with 400.",
+            **_json({"type": "object"}, example=_SEED_FILTERS[entity.path]),
+        }
+    return None
+
+
+def _responses(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    entity, op = route.entity, route.operation
+    success = {
+        "get": refs[(entity.path, "document")],
+        "create": refs[(entity.path, "document")],
+        "update": refs[(entity.path, "document")],
+        "finalize": refs[(entity.path, "document")],
+        "delete": refs[("", "deleted")],
+        "query": refs[(entity.path, "page")],
+    }[op.name]
+    answer: dict[str, Any] = {"description": _STATUS_TEXT[op.success], **_json(success)}
+    headers: dict[str, Any] = {}
+    if op.name == "create":
+        headers["Location"] = {"description": "URL of the new document.", "schema": {"type": "string"}}
+    if entity.kind is Kind.AGENT_TASK and op.name in ("get", "create", "update"):
+        headers["ETag"] = {"description": "The task's version, for If-Match.", "schema": {"type": "string"}}
+    if headers:
+        answer["headers"] = headers
+    out = {str(op.success): answer}
+    for status in (*op.errors, 500):
+        out[str(status)] = {"description": _STATUS_TEXT[status], **_json(refs[("", "error")])}
+    return out
+
+
+def _operation(route: RestRoute, settings: Settings, refs: dict[tuple[str, str], dict[str, Any]]) -> Any:
+    entity: Entity = route.entity
+    operation: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": route.operation.summary.format(label=entity.label),
+        "tags": [entity.name],
+        "parameters": _parameters(route, settings),
+        "responses": _responses(route, refs),
+    }
+    body = _request_body(route, refs)
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The whole document, for these settings' page sizes."""
+    refs, schemas = _schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.operation.method.lower()] = _operation(route, settings, refs)
+    paths[OPENAPI_PATH] = {
+        "get": {
+            "operationId": "getOpenApi",
+            "summary": "This document.",
+            "tags": ["meta"],
+            "responses": {"200": {"description": "OK", **_json({"type": "object"})}},
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Agent Local Tasks DB — REST (seed 002)",
+            "version": "1.0.0",
+            "description": "CRUD and MongoDB-style queries over the task hierarchy (meta workflow →"
+            " sub-task → behavior task), their outputs and agent task states, with the seed's field"
+            ' names. Errors are `{"error": {"code", "message", …}}`. The same data is served by'
+            " GraphQL at /graphql.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return RestJSONResponse(openapi_document(request.app.state.agent_tasks.settings))

@@ -1,0 +1,207 @@
+"""Subscription benchmark: N WebSocket subscribers over M workflows while a writer applies transitions at a
+steady rate. Prints commit-to-receipt latency (p50, p99, max), events lost and duplicated (must be 0), and
+the server process's memory.
+
+    python -m bench.subscribers [--subscribers 1000] [--workflows 50] [--rate 20] [--seconds 30]
+
+It starts its own embedded mongod (unless MONGODB_URI is set) and its own `agent-tasks serve` process.
+Latency is measured from the event's `timestamp` (taken in the writing transaction just before it
+commits, so it slightly over-states the latency) to the moment the client decoded the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+
+from app.mongo.embedded import EmbeddedMongod
+from tests.servers import serve
+
+SUBSCRIPTION = (
+    """subscription($w: ID!) { taskEvents(workflowId: $w, after: "HEAD") { cursor type timestamp taskId } }"""
+)
+CREATE = "mutation($i: CreateMetaWorkflowTaskInput!) { createWorkflow(input: $i) { __typename } }"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Subscriber:
+    def __init__(self, url: str, workflow_id: str) -> None:
+        self.url = url
+        self.workflow_id = workflow_id
+        self.cursors: list[int] = []
+        self.latencies: list[float] = []
+        self.errors: list[Any] = []
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with connect(self.url, subprotocols=["graphql-transport-ws"], proxy=None, max_queue=None) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            payload = {"query": SUBSCRIPTION, "variables": {"w": self.workflow_id}}
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+            self.ready.set()
+            while not stop.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                received = time.time()
+                message = json.loads(raw)
+                if message["type"] != "next" or "errors" in message["payload"]:
+                    self.errors.append(message)
+                    continue
+                event = message["payload"]["data"]["taskEvents"]
+                self.cursors.append(int(event["cursor"]))
+                committed = dt.datetime.fromisoformat(event["timestamp"]).timestamp()
+                self.latencies.append(received - committed)
+
+
+async def writer(url: str, tasks: list[str], rate: float, seconds: float) -> int:
+    """Cycle start → progress → complete → retry-able fail… over the tasks at `rate` mutations per second."""
+    plan = ["startTask", "reportProgress", "failTask", "startTask", "reportProgress", "completeTask"]
+    args = {"reportProgress": ", percentage: 50", "failTask": ', error: "transient"'}
+    sent = 0
+    interval = 1 / rate
+    start = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        step = 0
+        while time.monotonic() - start < seconds:
+            task = tasks[step % len(tasks)]
+            name = plan[(step // len(tasks)) % len(plan)]
+            query = f'mutation {{ r: {name}(id: "{task}" {args.get(name, "")}) {{ __typename }} }}'
+            await http.post("/graphql", json={"query": query})
+            sent += 1
+            step += 1
+            await asyncio.sleep(max(0.0, start + step * interval - time.monotonic()))
+    return sent
+
+
+async def main(args: argparse.Namespace) -> None:
+    uri = os.environ.get("MONGODB_URI")
+    mongod = None
+    if uri is None:
+        mongod = EmbeddedMongod(Path(tempfile.mkdtemp(prefix="bench-mongod-")), port=0)
+        uri = mongod.start()
+    db_name = f"bench_{uuid.uuid4().hex[:8]}"
+    env = {
+        "MONGODB_URI": uri,
+        "MONGODB_DB": db_name,
+        "LOG_LEVEL": "warning",
+        "SUBSCRIPTION_QUEUE_SIZE": str(args.queue),
+        "MAX_SUBSCRIPTIONS_PER_CONNECTION": "10",
+    }
+    try:
+        with serve(env) as server:
+            base_rss = rss_mb(server.process.pid)
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                workflows = [f"bw{i}" for i in range(args.workflows)]
+                for wid in workflows:
+                    sub_tasks = [
+                        {"id": f"{wid}_s{j}", "state": {"agentName": "BenchAgent", "maxAttempts": 100000}}
+                        for j in range(2)
+                    ]
+                    body = {"query": CREATE, "variables": {"i": {"id": wid, "subTasks": sub_tasks}}}
+                    assert (await http.post("/graphql", json=body)).json()["data"]["createWorkflow"][
+                        "__typename"
+                    ] == "MetaWorkflowTaskSuccess"
+            ws_url = server.url.replace("http", "ws", 1) + "/graphql"
+            subscribers = [Subscriber(ws_url, workflows[i % len(workflows)]) for i in range(args.subscribers)]
+            stop = asyncio.Event()
+            connect_start = time.monotonic()
+            runners = []
+            for chunk in range(0, len(subscribers), 100):  # connect in waves: no SYN flood on loopback
+                batch = subscribers[chunk : chunk + 100]
+                runners += [asyncio.create_task(s.run(stop)) for s in batch]
+                await asyncio.gather(*(s.ready.wait() for s in batch))
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                while (await http.get("/healthz")).json()["event_hub"]["subscribers"] < len(subscribers):
+                    await asyncio.sleep(0.1)
+            connected_in = time.monotonic() - connect_start
+            idle_rss = rss_mb(server.process.pid)
+            tasks = [f"{w}_s0" for w in workflows]
+            sent = await writer(server.url, tasks, args.rate, args.seconds)
+            loaded_rss = rss_mb(server.process.pid)
+            await asyncio.sleep(2)  # let the last deliveries arrive
+            stop.set()
+            await asyncio.gather(*runners, return_exceptions=True)
+            # What each subscriber should have received: every stored event of its workflow after the start.
+            expected: dict[str, list[int]] = {}
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                for wid in workflows:
+                    cursors: list[int] = []
+                    after = None
+                    while True:
+                        q = "query($w: ID, $a: String) { taskEvents(workflowId: $w, after: $a, first: 100) { pageInfo { hasNextPage endCursor } edges { node { cursor type } } } }"
+                        page = (
+                            await http.post(
+                                "/graphql", json={"query": q, "variables": {"w": wid, "a": after}}
+                            )
+                        ).json()["data"]["taskEvents"]
+                        cursors += [
+                            int(e["node"]["cursor"])
+                            for e in page["edges"]
+                            if e["node"]["type"] != "TASK_CREATED"
+                        ]
+                        if not page["pageInfo"]["hasNextPage"]:
+                            break
+                        after = page["pageInfo"]["endCursor"]
+                    expected[wid] = cursors
+        lost = sum(len(set(expected[s.workflow_id]) - set(s.cursors)) for s in subscribers)
+        duplicated = sum(len(s.cursors) - len(set(s.cursors)) for s in subscribers)
+        out_of_order = sum(s.cursors != sorted(s.cursors) for s in subscribers)
+        latencies = sorted(x * 1000 for s in subscribers for x in s.latencies)
+        delivered = len(latencies)
+        print(
+            f"subscribers            {len(subscribers)} over {len(workflows)} workflows (connected in {connected_in:.1f} s)"
+        )
+        print(
+            f"writer                 {sent} mutations in {args.seconds:.0f} s ({sent / args.seconds:.1f}/s)"
+        )
+        print(
+            f"events delivered       {delivered} ({sum(len(v) for v in expected.values())} committed, fanned out)"
+        )
+        if latencies:
+            p50 = statistics.median(latencies)
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            print(f"latency commit→client  p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {latencies[-1]:.1f} ms")
+        print(
+            f"lost / duplicated      {lost} / {duplicated}   out of order: {out_of_order}   errors: {sum(len(s.errors) for s in subscribers)}"
+        )
+        print(
+            f"server memory (RSS)    {base_rss:.0f} MB idle, {idle_rss:.0f} MB with subscribers, {loaded_rss:.0f} MB under load"
+        )
+    finally:
+        if mongod is not None:
+            mongod.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--workflows", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=20.0, help="mutations per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--queue", type=int, default=1000, help="SUBSCRIPTION_QUEUE_SIZE of the server")
+    asyncio.run(main(parser.parse_args()))
+    sys.exit(0)

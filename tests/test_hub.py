@@ -1,0 +1,99 @@
+"""The event hub on a real change stream: fan-out by key, survival of a dropped stream (resume token),
+a lost resume token (GAP to every subscriber), and clean unsubscription."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from app.lifecycle.events import EventType, event_doc
+from app.live.hub import ALL, GAP, EventHub, SlowConsumer
+from app.mongo.indexes import ensure_indexes
+from app.store.events import append_events
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def tool_call(task_id: str, workflow_id: str | None = "wf") -> dict[str, Any]:
+    return event_doc(EventType.TOOL_CALL, task_id, workflow_id, "A", {"tool_name": "t"}, T0)
+
+
+async def started_hub(db: Any, **kw: Any) -> EventHub:
+    await ensure_indexes(db)
+    hub = EventHub(db, retry_seconds=0.05, **kw)
+    await hub.start()
+    return hub
+
+
+async def collect(subscriber: Any, count: int) -> list[Any]:
+    return [await asyncio.wait_for(subscriber.next(), 10) for _ in range(count)]
+
+
+async def test_fan_out_by_key_and_predicate(db: Any) -> None:
+    hub = await started_hub(db)
+    try:
+        async with (
+            hub.subscribe(("task", "a"), lambda e: True) as only_a,
+            hub.subscribe(("workflow", "wf"), lambda e: e["task_id"] != "b") as wf_not_b,
+            hub.subscribe(ALL, lambda e: True) as everything,
+        ):
+            assert hub.subscriber_count == 3
+            await append_events(db, None, [tool_call("a"), tool_call("b"), tool_call("c", "other")])
+            assert [e["task_id"] for e in await collect(everything, 3)] == ["a", "b", "c"]
+            assert [e["task_id"] for e in await collect(only_a, 1)] == ["a"]
+            assert [e["task_id"] for e in await collect(wf_not_b, 1)] == ["a"]
+            assert only_a.pending == 0 and wf_not_b.pending == 0
+        assert hub.subscriber_count == 0
+    finally:
+        await hub.stop()
+
+
+async def test_a_dropped_change_stream_resumes_without_loss(db: Any) -> None:
+    hub = await started_hub(db)
+    try:
+        async with hub.subscribe(ALL, lambda e: True) as sub:
+            await append_events(db, None, [tool_call("before")])
+            assert (await collect(sub, 1))[0]["task_id"] == "before"
+            await hub.interrupt()  # the stream goes away as on a network failure...
+            await append_events(
+                db, None, [tool_call(f"during{i}") for i in range(5)]
+            )  # ...while writes go on
+            got = await collect(sub, 5)
+            assert [e["task_id"] for e in got] == [f"during{i}" for i in range(5)]
+            assert hub.restarts >= 1 and hub.running
+    finally:
+        await hub.stop()
+
+
+async def test_a_lost_resume_token_tells_subscribers_to_reread(db: Any) -> None:
+    hub = await started_hub(db)
+    try:
+        async with hub.subscribe(ALL, lambda e: True) as sub:
+            # A resume token the server cannot find (as after the oplog rolled over).
+            hub.resume_token = {"_data": "82" + "00" * 40}
+            await hub.interrupt()
+            assert await asyncio.wait_for(sub.next(), 10) is GAP
+            await append_events(db, None, [tool_call("after")])
+            assert (await collect(sub, 1))[0]["task_id"] == "after"
+    finally:
+        await hub.stop()
+
+
+async def test_overflow_disconnects_only_the_slow_subscriber(db: Any) -> None:
+    hub = await started_hub(db, queue_size=3)
+    try:
+        async with (
+            hub.subscribe(ALL, lambda e: True) as slow,
+            hub.subscribe(ALL, lambda e: True, limit=100) as fast,
+        ):
+            await append_events(db, None, [tool_call(f"t{i}") for i in range(5)])
+            assert len(await collect(fast, 5)) == 5
+            try:
+                await asyncio.wait_for(slow.next(), 10)
+                raise AssertionError("the slow subscriber should have been cut off")
+            except SlowConsumer as exc:
+                assert "fell more than 3 events behind" in str(exc)
+            assert slow.pending == 0  # its buffer was released
+    finally:
+        await hub.stop()
