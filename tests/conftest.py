@@ -21,20 +21,37 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class CommandLog(CommandListener):
-    """Records the MongoDB commands sent to one database (command monitoring, not a fake)."""
+    """Records the MongoDB commands sent to one database (command monitoring, not a fake).
+
+    The app's own change stream (the event hub's `aggregate` with `$changeStream` and its getMores) is
+    left out: it runs on its own schedule, whatever request is being measured.
+    """
 
     def __init__(self, database: str) -> None:
         self.database = database
         self.commands: list[tuple[str, str]] = []
         self.active = True
+        self._stream_requests: set[int] = set()
+        self._stream_cursors: set[int] = set()
 
     def started(self, event: CommandStartedEvent) -> None:
-        if self.active and event.database_name == self.database:
-            name = event.command_name
-            self.commands.append((name, str(event.command.get(name, ""))))
+        if not self.active or event.database_name != self.database:
+            return
+        name = event.command_name
+        if name == "aggregate" and any(
+            "$changeStream" in stage for stage in event.command.get("pipeline", [])
+        ):
+            self._stream_requests.add(event.request_id)
+            return
+        if name == "getMore" and event.command.get("getMore") in self._stream_cursors:
+            return
+        # getMore names its cursor id first; its collection is what tells where it went.
+        target = event.command.get("collection") if name == "getMore" else event.command.get(name, "")
+        self.commands.append((name, str(target)))
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
-        pass
+        if event.request_id in self._stream_requests:
+            self._stream_cursors.add(event.reply.get("cursor", {}).get("id"))
 
     def failed(self, event: CommandFailedEvent) -> None:
         pass

@@ -131,7 +131,7 @@ async def test_existing_id_is_refused_and_nothing_written(gql: GraphQLClient, db
     await create_workflow(gql)
     before = await snapshot(db)
     result = await create_workflow(gql, {"id": "new", "subTasks": [{"id": "s1"}]})
-    assert result["__typename"] == "ValidationError" and "already exists" in result["message"]
+    assert result["__typename"] == "ConflictError" and "already exists" in result["message"]
     assert await snapshot(db) == before
 
 
@@ -356,3 +356,35 @@ async def test_agent_runtime_operations_from_queries_dir(gql: GraphQLClient, db:
     claim = await run("Claim", {"agentName": "SnippetCraftAgent"})
     failed = await run("Fail", {"id": claim["state"]["id"], "error": "boom", "isFinal": True})
     assert failed["state"]["status"] == "FAILED" and failed["state"]["lastError"] == {"message": "boom"}
+
+
+async def test_a_child_cannot_be_left_without_a_parent(gql: GraphQLClient, db: Any) -> None:
+    await create_workflow(gql)
+    before = await snapshot(db)
+    r = (
+        await gql.data(f'mutation {{ r: updateSubTask(id: "s2", input: {{taskId: null}}) {{ {RESULT} }} }}')
+    )["r"]
+    assert r == {
+        "__typename": "ValidationError",
+        "message": "a sub-task needs a parent; give another id to move it",
+        "field": "input.taskId",
+    }
+    assert await snapshot(db) == before
+
+
+async def test_null_dependencies_clear_them(gql: GraphQLClient, db: Any) -> None:
+    await create_workflow(gql)
+    r = (
+        await gql.data(
+            f'mutation {{ r: updateAgentTask(id: "s2", input: {{dependencies: null}}) {{ {AGENT_TASK} }} }}'
+        )
+    )["r"]
+    assert (
+        r["state"]["dependencies"] == [] and r["state"]["status"] == "PENDING"
+    )  # released: nothing to wait for
+
+
+async def test_a_taken_id_is_a_conflict_over_rest_too(gql: GraphQLClient, client: Any, db: Any) -> None:
+    await create_workflow(gql)
+    answer = await client.post("/sub-tasks", json={"sub_task_id": "s1", "task_id": "wf1"})
+    assert answer.status_code == 409 and "already exists" in answer.json()["error"]["message"]

@@ -392,7 +392,7 @@ async def test_bodies_with_unknown_or_server_owned_fields_are_422(client: httpx.
     error_of(await client.patch("/meta-tasks/m1", json={"task_id": "m2"}), 422, "unknown_field")
     error_of(await client.patch("/meta-tasks/m1", json={"sub_task_ids": []}), 422, "unknown_field")
     error_of(await client.patch("/meta-tasks/m1", json={}), 422, "invalid")  # nothing to update
-    error_of(await client.post("/meta-tasks", json={"task_id": "m1"}), 422, "invalid")  # id taken
+    error_of(await client.post("/meta-tasks", json={"task_id": "m1"}), 409, "conflict")  # id taken
     error_of(
         await client.post("/task-outputs", json={"task_id": "m1", "finalized_sub_task_ids": []}),
         422,

@@ -272,7 +272,7 @@ class Hierarchy:
             )
         if taken:
             path = next(task.path for _, task, doc in flat if doc["_id"] == taken["_id"])
-            raise Invalid(f"{path}.id", f"a task with id '{taken['_id']}' already exists")
+            raise Conflict(f"a task with id '{taken['_id']}' already exists")
 
     def _check_prev_links(self, flat: list[tuple[Level, NewTask, Doc]], parent_doc: Doc | None) -> None:
         siblings = {doc["_id"] for lvl, _, doc in flat if lvl.kind == "sub_task"}
@@ -303,6 +303,12 @@ class Hierarchy:
             }
             if not changes:
                 raise Invalid("input", "nothing to update")
+            if level.parent_field in changes and not changes[level.parent_field]:
+                # A child always belongs to a parent: a null parent id would leave it dangling.
+                raise Invalid(
+                    f"input.{_camel(level.parent_field)}",
+                    f"a {level.label} needs a parent; give another id to move it",
+                )
             new_parent = changes.get(level.parent_field) if level.parent_field else None
             if new_parent is not None and new_parent != doc.get(level.parent_field):
                 await self._move(session, level, doc, new_parent)
@@ -557,7 +563,7 @@ class Hierarchy:
             now = self.lifecycle.clock()
             tid = _check_id(task_id, "input.id") if task_id is not None else str(uuid.uuid4())
             if await self.states.find_one({"_id": tid}, {"_id": 1}, session=session):
-                raise Invalid("input.id", f"a task with id '{tid}' already exists")
+                raise Conflict(f"a task with id '{tid}' already exists")
             parent = state.get("parent_task_id")
             if parent is not None and not await self.states.find_one(
                 {"_id": parent}, {"_id": 1}, session=session
@@ -608,7 +614,7 @@ class Hierarchy:
                 raise Invalid("input", "nothing to update")
             events: list[Doc] = []
             if "dependencies" in changes:
-                deps = deps_rules.normalise(changes["dependencies"], "input.dependencies", task_id)
+                deps = deps_rules.normalise(changes["dependencies"] or [], "input.dependencies", task_id)
                 statuses = await deps_rules.check_graph(
                     self.states, session, {task_id: deps}, {task_id: "input"}
                 )

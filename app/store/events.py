@@ -116,7 +116,9 @@ async def first_events_of_tasks(
             }
         },
     ]
-    cursor = await db[TASK_EVENTS.name].aggregate(pipeline)
+    # One group per task at most: a batch one larger than that lets the server answer everything in the
+    # first batch and close the cursor, so there is never a getMore round trip.
+    cursor = await db[TASK_EVENTS.name].aggregate(pipeline, batchSize=len(ids) + 1)
     return {group["_id"]: group["events"] async for group in cursor}
 
 
