@@ -272,7 +272,7 @@ class Hierarchy:
             )
         if taken:
             path = next(task.path for _, task, doc in flat if doc["_id"] == taken["_id"])
-            raise Conflict(f"a task with id '{taken['_id']}' already exists")
+            raise Conflict(f"a task with id '{taken['_id']}' already exists ({path})")
 
     def _check_prev_links(self, flat: list[tuple[Level, NewTask, Doc]], parent_doc: Doc | None) -> None:
         siblings = {doc["_id"] for lvl, _, doc in flat if lvl.kind == "sub_task"}
