@@ -29,13 +29,23 @@ class DocumentByIdLoader(DataLoader[Any, Document | None]):
     """Documents of one collection by seed id, in key order, None for a missing id."""
 
     def __init__(self, store: Store, spec: CollectionSpec) -> None:
-        super().__init__()
+        # Our own cache map, so `peek` can answer from it without awaiting. (Not `self.cache`: that is
+        # aiodataloader's on/off switch, and an empty dict there would turn caching off.)
+        self._futures: dict[Any, asyncio.Future[Document | None]] = {}
+        super().__init__(cache_map=self._futures)
         self.store = store
         self.spec = spec
 
     async def batch_load_fn(self, keys: list[Any]) -> list[Document | None]:
         found = await self.store.find_by_ids(self.spec, keys)
         return [found.get(key) for key in keys]
+
+    def peek(self, key: Any) -> tuple[bool, Document | None]:
+        """(True, document or None) when `key` was already loaded; (False, None) when it must be awaited."""
+        future = self._futures.get(key)
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return False, None
+        return True, future.result()
 
 
 #: (task id, event types or None for all, how many): one nested `events` field of one task.

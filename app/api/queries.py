@@ -12,7 +12,7 @@ from strawberry.scalars import JSON
 
 from app.api.connections import Connection, list_page, order_input
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
-from app.api.types.fetch import load_one
+from app.api.types.fetch import load_one, prefetch
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.tasks import AgentTaskState, BehaviorTask, MetaWorkflowTask, SubTask
 
@@ -41,7 +41,10 @@ After = Annotated[str | None, strawberry.argument(description=AFTER)]
 class Query:
     @strawberry.field(description="A meta workflow task by id.")
     async def meta_workflow_task(self, info: strawberry.Info, id: strawberry.ID) -> MetaWorkflowTask | None:
-        return await load_one(info, MetaWorkflowTask, MetaWorkflowTask.spec, id)
+        task = await load_one(info, MetaWorkflowTask, MetaWorkflowTask.spec, id)
+        if task is not None:
+            await prefetch(info, [task.id], TaskOutput.spec)
+        return task
 
     @strawberry.field(description="A sub-task by id.")
     async def sub_task(self, info: strawberry.Info, id: strawberry.ID) -> SubTask | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
+from collections.abc import Awaitable
 from typing import Annotated, ClassVar
 
 import strawberry
@@ -18,7 +20,7 @@ from app.api.errors import page_size
 from app.api.types.convert import from_doc
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
 from app.api.types.events import EventType, TaskEvent, event_from_doc
-from app.api.types.fetch import load_many, load_one
+from app.api.types.fetch import load_many, load_one, prefetch, resolve_one
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.progress import WorkflowProgress, workflow_progress
 from app.store import collections as c
@@ -54,8 +56,8 @@ class Task:
     id: strawberry.ID = strawberry.field(description="The task's id (its seed id, also its `_id`).")
 
     @strawberry.field(description="The execution state of this task (agent, status, progress, attempts…).")
-    async def state(self, info: strawberry.Info) -> AgentTaskState | None:
-        return await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.id)
+    def state(self, info: strawberry.Info) -> AgentTaskState | None:
+        return resolve_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.id)  # type: ignore[return-value]
 
     @strawberry.field(description=NESTED_EVENTS)
     async def events(
@@ -85,11 +87,13 @@ class MetaWorkflowTask(Task):
 
     @strawberry.field(description="The sub-tasks, in `subTaskIds` order.")
     async def sub_tasks(self, info: strawberry.Info) -> list[SubTask]:
-        return await load_many(info, SubTask, c.SUB_TASKS, self.sub_task_ids)
+        sub_tasks = await load_many(info, SubTask, c.SUB_TASKS, self.sub_task_ids)
+        await prefetch(info, [s.id for s in sub_tasks], c.SUB_TASK_OUTPUTS)
+        return sub_tasks
 
     @strawberry.field(description="The output document of this meta task, if any.")
-    async def output(self, info: strawberry.Info) -> TaskOutput | None:
-        return await load_one(info, TaskOutput, c.TASK_OUTPUTS, self.id)
+    def output(self, info: strawberry.Info) -> TaskOutput | None:
+        return resolve_one(info, TaskOutput, c.TASK_OUTPUTS, self.id)  # type: ignore[return-value]
 
     @strawberry.field(description="Roll-up of the whole tree below: task counts per status and a percentage.")
     async def progress(self, info: strawberry.Info) -> WorkflowProgress:
@@ -126,11 +130,13 @@ class SubTask(Task):
 
     @strawberry.field(description="The behavior tasks, in `behaviorTaskIds` order.")
     async def behavior_tasks(self, info: strawberry.Info) -> list[BehaviorTask]:
-        return await load_many(info, BehaviorTask, c.BEHAVIOR_TASKS, self.behavior_task_ids)
+        behavior_tasks = await load_many(info, BehaviorTask, c.BEHAVIOR_TASKS, self.behavior_task_ids)
+        await prefetch(info, [b.id for b in behavior_tasks], c.BEHAVIOR_TASK_OUTPUTS)
+        return behavior_tasks
 
     @strawberry.field(description="The output document of this sub-task, if any.")
-    async def output(self, info: strawberry.Info) -> SubTaskOutput | None:
-        return await load_one(info, SubTaskOutput, c.SUB_TASK_OUTPUTS, self.id)
+    def output(self, info: strawberry.Info) -> SubTaskOutput | None:
+        return resolve_one(info, SubTaskOutput, c.SUB_TASK_OUTPUTS, self.id)  # type: ignore[return-value]
 
 
 @strawberry.type(
@@ -153,8 +159,8 @@ class BehaviorTask(Task):
         return await load_one(info, SubTask, c.SUB_TASKS, self.sub_task_id or None)
 
     @strawberry.field(description="The output document of this behavior task, if any.")
-    async def output(self, info: strawberry.Info) -> BehaviorTaskOutput | None:
-        return await load_one(info, BehaviorTaskOutput, c.BEHAVIOR_TASK_OUTPUTS, self.id)
+    def output(self, info: strawberry.Info) -> BehaviorTaskOutput | None:
+        return resolve_one(info, BehaviorTaskOutput, c.BEHAVIOR_TASK_OUTPUTS, self.id)  # type: ignore[return-value]
 
 
 #: Which GraphQL type and collection holds a task of each kind.
@@ -193,20 +199,28 @@ class TaskDependency:
     )
 
     @strawberry.field(description="The execution state of the task depended on.")
-    async def state(self, info: strawberry.Info) -> AgentTaskState | None:
-        return await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.task_id)
+    def state(self, info: strawberry.Info) -> AgentTaskState | None:
+        return resolve_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.task_id)  # type: ignore[return-value]
 
     @strawberry.field(
         description="The hierarchy task depended on (null for a standalone task or a dangling id)."
     )
     async def task(self, info: strawberry.Info) -> Task | None:
-        state = await self.state(info)
+        state = await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.task_id)
         return await load_task(info, self.task_id, state.task_kind if state else None)
 
     @strawberry.field(description="Whether the task depended on has reached `statusExpected`.")
-    async def satisfied(self, info: strawberry.Info) -> bool:
-        state = await self.state(info)
+    def satisfied(self, info: strawberry.Info) -> bool:
+        state = self.state(info)
+        if inspect.isawaitable(state):
+            return self._met_later(state)  # type: ignore[return-value]
+        return self._met(state)  # type: ignore[arg-type]
+
+    def _met(self, state: AgentTaskState | None) -> bool:
         return state is not None and state.status.value == self.status_expected.lower()
+
+    async def _met_later(self, state: Awaitable[AgentTaskState | None]) -> bool:
+        return self._met(await state)
 
 
 @strawberry.type(
