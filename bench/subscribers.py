@@ -75,11 +75,12 @@ class Subscriber:
                 self.latencies.append(received - committed)
 
 
-async def writer(url: str, tasks: list[str], rate: float, seconds: float) -> int:
-    """Cycle start → progress → complete → retry-able fail… over the tasks at `rate` mutations per second."""
-    plan = ["startTask", "reportProgress", "failTask", "startTask", "reportProgress", "completeTask"]
+async def writer(url: str, tasks: list[str], rate: float, seconds: float) -> tuple[int, int]:
+    """Cycle start → progress → (non-final) fail over the tasks at `rate` mutations per second; every one
+    commits events (the tasks allow unlimited attempts). Returns (mutations sent, mutations refused)."""
+    plan = ["startTask", "reportProgress", "failTask"]
     args = {"reportProgress": ", percentage: 50", "failTask": ', error: "transient"'}
-    sent = 0
+    sent = refused = 0
     interval = 1 / rate
     start = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -88,11 +89,12 @@ async def writer(url: str, tasks: list[str], rate: float, seconds: float) -> int
             task = tasks[step % len(tasks)]
             name = plan[(step // len(tasks)) % len(plan)]
             query = f'mutation {{ r: {name}(id: "{task}" {args.get(name, "")}) {{ __typename }} }}'
-            await http.post("/graphql", json={"query": query})
+            answer = (await http.post("/graphql", json={"query": query})).json()
+            refused += answer.get("data", {}).get("r", {}).get("__typename") != "TaskTransitionSuccess"
             sent += 1
             step += 1
             await asyncio.sleep(max(0.0, start + step * interval - time.monotonic()))
-    return sent
+    return sent, refused
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -138,7 +140,7 @@ async def main(args: argparse.Namespace) -> None:
             connected_in = time.monotonic() - connect_start
             idle_rss = rss_mb(server.process.pid)
             tasks = [f"{w}_s0" for w in workflows]
-            sent = await writer(server.url, tasks, args.rate, args.seconds)
+            sent, refused = await writer(server.url, tasks, args.rate, args.seconds)
             loaded_rss = rss_mb(server.process.pid)
             await asyncio.sleep(2)  # let the last deliveries arrive
             stop.set()
@@ -174,7 +176,7 @@ async def main(args: argparse.Namespace) -> None:
             f"subscribers            {len(subscribers)} over {len(workflows)} workflows (connected in {connected_in:.1f} s)"
         )
         print(
-            f"writer                 {sent} mutations in {args.seconds:.0f} s ({sent / args.seconds:.1f}/s)"
+            f"writer                 {sent} mutations in {args.seconds:.0f} s ({sent / args.seconds:.1f}/s, {refused} refused)"
         )
         print(
             f"events delivered       {delivered} ({sum(len(v) for v in expected.values())} committed, fanned out)"
