@@ -579,3 +579,19 @@ async def test_event_numbers_follow_commit_order(db: Any) -> None:
     assert order[0] == "a" and slow_id < fast_id
     numbers = [e["_id"] async for e in db.task_events.find().sort("_id", 1)]
     assert numbers == [slow_id, fast_id]
+
+
+async def test_an_event_of_an_unknown_type_reads_as_other(gql: GraphQLClient, db: Any) -> None:
+    """Another program wrote an event type this server does not know: lists still read, as OtherEvent."""
+    await append_events(db, None, [event_doc("AGENT_HEARTBEAT", "t", "wf", "A", {"beat": 1}, T0)])
+    await append_events(db, None, [event_doc(EventType.TOOL_CALL, "t", "wf", "A", {"tool_name": "x"}, T0)])
+    page = (
+        await gql.data(
+            """{ taskEvents(taskId: "t") { edges { node { __typename type
+                 ... on OtherEvent { rawType payload } ... on ToolCallEvent { toolName } } } } }"""
+        )
+    )["taskEvents"]
+    assert [e["node"] for e in page["edges"]] == [
+        {"__typename": "OtherEvent", "type": "OTHER", "rawType": "AGENT_HEARTBEAT", "payload": {"beat": 1}},
+        {"__typename": "ToolCallEvent", "type": "TOOL_CALL", "toolName": "x"},
+    ]

@@ -86,3 +86,18 @@ async def test_seed_002_documents_without_optional_fields(gql: GraphQLClient, db
         "state": {"status": "COMPLETED", "task": {"__typename": "BehaviorTask"}},
     }
     assert tree["progress"] == {"total": 2, "percentage": 100.0, "completed": 1}
+
+
+async def test_progress_reads_capitalised_statuses(gql: GraphQLClient, db: Any) -> None:
+    await db.meta_workflow_tasks.insert_one({"_id": "m1", "sub_task_ids": ["s1", "s2"]})
+    await db.sub_tasks.insert_many([{"_id": "s1", "task_id": "m1"}, {"_id": "s2", "task_id": "m1"}])
+    await db.agent_task_states.insert_many(
+        [
+            {"_id": "s1", "status": "In Progress", "progress_percentage": 40},
+            {"_id": "s2", "status": "Completed"},
+        ]
+    )
+    progress = await gql.data(
+        '{ metaWorkflowTask(id: "m1") { progress { inProgress completed percentage } } }'
+    )
+    assert progress["metaWorkflowTask"]["progress"] == {"inProgress": 1, "completed": 1, "percentage": 70.0}

@@ -97,3 +97,34 @@ async def test_overflow_disconnects_only_the_slow_subscriber(db: Any) -> None:
             assert slow.pending == 0  # its buffer was released
     finally:
         await hub.stop()
+
+
+async def test_after_a_gap_subscriptions_reread_what_the_stream_missed(settings: Any, db: Any) -> None:
+    """The hub lost its resume token while events were written: `taskEvents` re-reads them from the
+    collection by number, so the client still gets every event once, in order."""
+    from app.api.context import Context
+    from app.api.schema import build_schema
+    from app.server import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        state = app.state.agent_tasks
+        stream = await build_schema().subscribe(
+            'subscription { taskEvents(workflowId: "wf", after: "HEAD") { cursor taskId } }',
+            context_value=Context(app=state),
+        )
+        first = asyncio.create_task(anext(stream))
+        while state.hub.subscriber_count == 0:
+            await asyncio.sleep(0.01)
+        await append_events(db, None, [tool_call("a")])
+        assert (await asyncio.wait_for(first, 10)).data["taskEvents"]["taskId"] == "a"
+
+        await state.hub.stop()  # the stream is down while two events commit...
+        await append_events(db, None, [tool_call("b"), tool_call("c")])
+        state.hub.resume_token = {"_data": "82" + "00" * 40}  # ...and its token is lost
+        await state.hub.start()
+        await append_events(db, None, [tool_call("d")])
+        got = [(await asyncio.wait_for(anext(stream), 10)).data["taskEvents"]["taskId"] for _ in range(3)]
+        assert got == ["b", "c", "d"]
+        await stream.aclose()
+        assert state.hub.subscriber_count == 0

@@ -73,6 +73,15 @@ async def _changes(subscriber: Subscriber) -> AsyncGenerator[list[dict[str, Any]
         yield [first, *subscriber.drain()]
 
 
+async def _states_after_gap(
+    info: strawberry.Info, task_id: str | None, workflow_id: str | None
+) -> list[dict[str, Any] | None]:
+    """After the hub lost track (GAP), any watched task may have changed: send them all as they are now."""
+    if task_id is not None:
+        return [await info.context.loaders.state.load(task_id)]
+    return await info.context.store.find_by_field(c.AGENT_TASK_STATES, "workflow_id", [workflow_id])
+
+
 @strawberry.type(description="Watching tasks live (WebSocket: graphql-transport-ws or graphql-ws; or SSE).")
 class Subscription:
     @strawberry.subscription(
@@ -153,11 +162,12 @@ class Subscription:
                         e["task_id"] for e in batch if e is not GAP and e["type"] not in NOT_STATE_CHANGES
                     )
                 )
-                if any(e is GAP for e in batch) and task_id is not None:
-                    changed = [task_id]
                 _fresh_loaders(info)
-                for tid in changed:
-                    doc = await info.context.loaders.state.load(tid)
+                if any(e is GAP for e in batch):
+                    docs = await _states_after_gap(info, task_id, workflow_id)
+                else:
+                    docs = await info.context.loaders.state.load_many(changed)  # one find per burst
+                for doc in docs:
                     if doc is not None:
                         yield from_doc(AgentTaskState, c.AGENT_TASK_STATES, doc)
 

@@ -27,6 +27,8 @@ class EventType(StrEnum):
     TOOL_CALL = "TOOL_CALL"
     TOOL_RESULT = "TOOL_RESULT"
     MEMORY_OPERATION = "MEMORY_OPERATION"
+    #: Read side only: an event of a type this server does not know (written by another program).
+    OTHER = "OTHER"
 
 
 def event_doc(

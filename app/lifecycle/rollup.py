@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.lifecycle.state_machine import normalise_status
+
 #: Every status, in lifecycle order; the roll-up reports each of them, zero counts included.
 STATUSES = ("pending", "awaiting_dependency", "in_progress", "retrying", "completed", "failed", "cancelled")
 
@@ -29,7 +31,7 @@ class Rollup:
 
 
 def _status(state: Mapping[str, Any] | None) -> str:
-    status = str((state or {}).get("status") or "pending").lower()
+    status = normalise_status((state or {}).get("status") or "pending")  # "In Progress" → in_progress
     return status if status in STATUSES else "pending"
 
 

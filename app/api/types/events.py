@@ -109,6 +109,12 @@ class MemoryOperationEvent(TaskEvent):
     message: str | None = strawberry.field(description="Optional details or error message.")
 
 
+@strawberry.type(description="An event of a type this server does not know, written by another program.")
+class OtherEvent(TaskEvent):
+    raw_type: str = strawberry.field(description="The type as stored.")
+    payload: JSON = strawberry.field(description="The payload as stored.")
+
+
 _TYPES: dict[str, type[TaskEvent]] = {
     "TASK_CREATED": TaskCreatedEvent,
     "TASK_UPDATED": TaskUpdatedEvent,
@@ -133,8 +139,12 @@ def _status(value: Any) -> TaskStatus | None:
 
 def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
     """The concrete event type for a stored event; payload fields become its fields."""
-    cls = _TYPES[doc["type"]]
     payload = doc.get("payload") or {}
+    cls = _TYPES.get(doc.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        return OtherEvent(
+            **_common(doc, StoredEventType.OTHER), raw_type=str(doc.get("type")), payload=payload
+        )
     kwargs: dict[str, Any] = {}
     for name in cls.__dataclass_fields__:
         if name in ("id", "cursor", "type", "task_id", "workflow_id", "agent_id", "timestamp"):
@@ -150,17 +160,21 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
         elif name in ("fields", "deleted_ids") and value is None:
             value = []
         kwargs[name] = value
+    return cls(**_common(doc, StoredEventType(doc["type"])), **kwargs)
+
+
+def _common(doc: Mapping[str, Any], kind: StoredEventType) -> dict[str, Any]:
+    """The `TaskEvent` interface fields of a stored event."""
     number = str(doc["_id"])
-    return cls(
-        id=number,
-        cursor=number,
-        type=StoredEventType(doc["type"]),
-        task_id=doc.get("task_id", ""),
-        workflow_id=doc.get("workflow_id"),
-        agent_id=doc.get("agent_id"),
-        timestamp=as_datetime(doc.get("timestamp")) or dt.datetime.fromtimestamp(0, dt.UTC),
-        **kwargs,
-    )
+    return {
+        "id": number,
+        "cursor": number,
+        "type": kind,
+        "task_id": doc.get("task_id", ""),
+        "workflow_id": doc.get("workflow_id"),
+        "agent_id": doc.get("agent_id"),
+        "timestamp": as_datetime(doc.get("timestamp")) or dt.datetime.fromtimestamp(0, dt.UTC),
+    }
 
 
-ALL_EVENT_TYPES: list[type[TaskEvent]] = list(_TYPES.values())
+ALL_EVENT_TYPES: list[type[TaskEvent]] = [*_TYPES.values(), OtherEvent]
