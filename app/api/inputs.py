@@ -127,69 +127,6 @@ class BehaviorTaskOutputInput:
     behavior_data_ptr: JSON | None = strawberry.field(default=UNSET, description="Additional output.")
 
 
-@strawberry.input(description="A behavior task to create, with its state and optional output.")
-class CreateBehaviorTaskInput:
-    id: strawberry.ID | None = strawberry.field(default=None, description="Id; generated (uuid4) if omitted.")
-    sub_task_id: strawberry.ID | None = strawberry.field(
-        default=UNSET, description="Parent sub-task (required unless nested in a sub-task input)."
-    )
-    action_id: str | None = strawberry.field(default=UNSET, description="Id of the action.")
-    action_type: str | None = strawberry.field(default=UNSET, description="Main type of the action.")
-    action_sub_type: str | None = strawberry.field(default=UNSET, description="Detailed subtype.")
-    state: TaskStateInput | None = strawberry.field(default=None, description="Its execution state.")
-    output: BehaviorTaskOutputInput | None = strawberry.field(
-        default=None, description="Its output, if known."
-    )
-
-
-@strawberry.input(description="A sub-task to create, with its state, optional output and behavior tasks.")
-class CreateSubTaskInput:
-    id: strawberry.ID | None = strawberry.field(default=None, description="Id; generated (uuid4) if omitted.")
-    task_id: strawberry.ID | None = strawberry.field(
-        default=UNSET, description="Parent meta task (required unless nested in a workflow input)."
-    )
-    personality_workflow_id: str | None = strawberry.field(
-        default=UNSET, description="Personality workflow id."
-    )
-    personality_type: str | None = strawberry.field(
-        default=UNSET, description="Type of personality behavior."
-    )
-    behavior_workflow_id: str | None = strawberry.field(
-        default=UNSET, description="Id of the behavior workflow."
-    )
-    behavior_dag_data: JSON | None = strawberry.field(default=UNSET, description="DAG of the behavior tasks.")
-    prev_sub_task_id: str | None = strawberry.field(
-        default=UNSET, description="Previous sub-task; inside a workflow, defaults to the one listed before."
-    )
-    state: TaskStateInput | None = strawberry.field(default=None, description="Its execution state.")
-    output: SubTaskOutputInput | None = strawberry.field(default=None, description="Its output, if known.")
-    behavior_tasks: list[CreateBehaviorTaskInput] | None = strawberry.field(
-        default=None, description="Behavior tasks to create under it, in order."
-    )
-
-
-@strawberry.input(
-    description="A meta workflow task to create, with its whole tree if given (one transaction)."
-)
-class CreateMetaWorkflowTaskInput:
-    id: strawberry.ID | None = strawberry.field(default=None, description="Id; generated (uuid4) if omitted.")
-    meta_workflow_id: str | None = strawberry.field(
-        default=UNSET, description="Id of the high-level workflow."
-    )
-    dsl_workflow_id: str | None = strawberry.field(default=UNSET, description="Associated DSL workflow id.")
-    meta_workflow_graph: JSON | None = strawberry.field(default=UNSET, description="Workflow graph topology.")
-    personality_workflow_id: str | None = strawberry.field(
-        default=UNSET, description="Personality workflow id."
-    )
-    personality_type: str | None = strawberry.field(default=UNSET, description="Category of the personality.")
-    state: TaskStateInput | None = strawberry.field(default=None, description="Its execution state.")
-    output: TaskOutputInput | None = strawberry.field(default=None, description="Its output, if known.")
-    sub_tasks: list[CreateSubTaskInput] | None = strawberry.field(
-        default=None,
-        description="Sub-tasks to create under it, in order (chained by prevSubTaskId by default).",
-    )
-
-
 @strawberry.input(
     description="Fields of a meta workflow task to change; omitted fields are left as they are."
 )
@@ -231,3 +168,49 @@ class UpdateBehaviorTaskInput:
     action_id: str | None = strawberry.field(default=UNSET, description="Id of the action.")
     action_type: str | None = strawberry.field(default=UNSET, description="Main type of the action.")
     action_sub_type: str | None = strawberry.field(default=UNSET, description="Detailed subtype.")
+
+
+# The create inputs are the update inputs (the same seed fields) plus an optional id, the task's state,
+# its output and, for the upper levels, the children to create with it; only the parent field's
+# meaning differs, so it is restated.
+
+
+@strawberry.input(description="A behavior task to create, with its state and optional output.")
+class CreateBehaviorTaskInput(UpdateBehaviorTaskInput):
+    sub_task_id: strawberry.ID | None = strawberry.field(
+        default=UNSET, description="Parent sub-task (required unless nested in a sub-task input)."
+    )
+    id: strawberry.ID | None = strawberry.field(default=None, description="Id; generated (uuid4) if omitted.")
+    state: TaskStateInput | None = strawberry.field(default=None, description="Its execution state.")
+    output: BehaviorTaskOutputInput | None = strawberry.field(
+        default=None, description="Its output, if known."
+    )
+
+
+@strawberry.input(description="A sub-task to create, with its state, optional output and behavior tasks.")
+class CreateSubTaskInput(UpdateSubTaskInput):
+    task_id: strawberry.ID | None = strawberry.field(
+        default=UNSET, description="Parent meta task (required unless nested in a workflow input)."
+    )
+    prev_sub_task_id: str | None = strawberry.field(
+        default=UNSET, description="Previous sub-task; inside a workflow, defaults to the one listed before."
+    )
+    id: strawberry.ID | None = strawberry.field(default=None, description="Id; generated (uuid4) if omitted.")
+    state: TaskStateInput | None = strawberry.field(default=None, description="Its execution state.")
+    output: SubTaskOutputInput | None = strawberry.field(default=None, description="Its output, if known.")
+    behavior_tasks: list[CreateBehaviorTaskInput] | None = strawberry.field(
+        default=None, description="Behavior tasks to create under it, in order."
+    )
+
+
+@strawberry.input(
+    description="A meta workflow task to create, with its whole tree if given (one transaction)."
+)
+class CreateMetaWorkflowTaskInput(UpdateMetaWorkflowTaskInput):
+    id: strawberry.ID | None = strawberry.field(default=None, description="Id; generated (uuid4) if omitted.")
+    state: TaskStateInput | None = strawberry.field(default=None, description="Its execution state.")
+    output: TaskOutputInput | None = strawberry.field(default=None, description="Its output, if known.")
+    sub_tasks: list[CreateSubTaskInput] | None = strawberry.field(
+        default=None,
+        description="Sub-tasks to create under it, in order (chained by prevSubTaskId by default).",
+    )
