@@ -51,12 +51,12 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-async def _load_demo(settings: Settings) -> None:
-    from app.demo import DEMO_WORKFLOW_ID
+async def _load_demo(settings: Settings, reset: bool) -> None:
+    from app.demo import DEMO_WORKFLOW_ID, load_demo
     from app.server import open_resources
 
-    async with open_resources(settings.model_copy(update={"load_demo": True})):
-        pass
+    async with open_resources(settings) as state:
+        await load_demo(state.store.db, reset=reset)
     print(f"agent-tasks: demo workflow {DEMO_WORKFLOW_ID!r} loaded into database {settings.mongodb_db!r}")
 
 
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="interface to bind (default from HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from PORT, else 8000)")
     serve.add_argument("--demo", action="store_true", help="load the demo workflow before serving")
-    commands.add_parser("demo", help="load the demo workflow into the database and exit")
+    demo = commands.add_parser("demo", help="load the demo workflow into the database and exit")
+    demo.add_argument("--reset", action="store_true", help="put the demo documents back as they were")
     export = commands.add_parser("export-schema", help="print the GraphQL SDL (schema/schema.graphql)")
     export.add_argument("--output", type=Path, help="write to this file instead of standard output")
     args = parser.parse_args(argv)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.mongo.embedded import EmbeddedMongoError
 
         try:
-            asyncio.run(_load_demo(settings))
+            asyncio.run(_load_demo(settings, args.reset))
         except EmbeddedMongoError as exc:
             print(f"agent-tasks: {exc}", file=sys.stderr)
             return 1

@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from pymongo import ReplaceOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.store import collections as c
@@ -320,16 +320,21 @@ def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Document
 
 
 async def write_documents(
-    db: AsyncDatabase[dict[str, Any]], docs: Mapping[str, list[dict[str, Any]]]
+    db: AsyncDatabase[dict[str, Any]], docs: Mapping[str, list[dict[str, Any]]], *, overwrite: bool = True
 ) -> None:
-    """Upsert the documents by `_id`, collection by collection."""
+    """Upsert the documents by `_id`, collection by collection (`overwrite=False`: only the missing ones)."""
     for name, items in docs.items():
         if items:
-            await db[name].bulk_write(
-                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in items], ordered=False
-            )
+            ops = [
+                ReplaceOne({"_id": d["_id"]}, d, upsert=True)
+                if overwrite
+                else UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True)
+                for d in items
+            ]
+            await db[name].bulk_write(ops, ordered=False)
 
 
-async def load_demo(db: AsyncDatabase[dict[str, Any]]) -> None:
-    """Load (or reload) the demo workflow."""
-    await write_documents(db, demo_documents())
+async def load_demo(db: AsyncDatabase[dict[str, Any]], *, reset: bool = False) -> None:
+    """Load the demo workflow. Without `reset`, documents already there are kept, so what a user did to
+    the demo in GraphiQL survives a restart of `make run`; with it, the demo is put back as it was."""
+    await write_documents(db, demo_documents(), overwrite=reset)

@@ -113,7 +113,7 @@ async def health(request: Request) -> JSONResponse:
 def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener] = ()) -> Starlette:
     """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands."""
     graphql_app = AgentTasksGraphQL(
-        build_schema(settings.max_query_depth),
+        build_schema(settings.max_query_depth, settings.max_query_aliases, settings.max_query_tokens),
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
         default=False, description="Load the demo workflow at start-up (`make run` does)."
     )
     max_query_depth: int = Field(default=12, ge=1, description="Deepest GraphQL selection a query may have.")
+    max_query_aliases: int = Field(default=50, ge=1, description="Most aliases one GraphQL document may use.")
+    max_query_tokens: int = Field(default=20_000, ge=100, description="Longest GraphQL document, in tokens.")
     subscription_queue_size: int = Field(
         default=1000,
         ge=1,

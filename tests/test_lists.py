@@ -184,3 +184,14 @@ async def test_cursor_survives_a_server_restart(gql: GraphQLClient, db: Any, set
         )
     second = answer.json()["data"]["agentTasks"]
     assert set(ids(first)).isdisjoint(ids(second)) and len(ids(second)) == 3
+
+
+async def test_hostile_documents_are_refused_before_they_run(gql: GraphQLClient, command_log: Any) -> None:
+    nested = "subTask { behaviorTasks { " * 7 + "id" + " } }" * 7
+    deep = await gql.error(f'{{ behaviorTask(id: "b") {{ {nested} }} }}')
+    assert "exceeds maximum operation depth of 12" in deep["message"]
+    aliases = " ".join(f'a{i}: agentTask(id: "x") {{ id }}' for i in range(51))
+    assert "aliases found" in (await gql.error(f"{{ {aliases} }}"))["message"]
+    tokens = " ".join(f"a{i}: __typename" for i in range(7000))
+    assert "token" in (await gql.error(f"{{ {tokens} }}"))["message"].lower()
+    assert command_log.reads() == []  # none of them reached MongoDB

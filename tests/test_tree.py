@@ -111,3 +111,12 @@ async def test_tree_cost_does_not_grow_with_the_tree(
         + [("find", "task_outputs"), ("find", "sub_tasks"), ("find", "sub_task_outputs")]
         + [("find", "behavior_tasks"), ("find", "behavior_task_outputs")]
     )
+
+
+async def test_loading_the_demo_again_keeps_what_was_changed(db: Any) -> None:
+    await load_demo(db)
+    await db.agent_task_states.update_one({"_id": "beh_write_script"}, {"$set": {"progress_percentage": 90}})
+    await load_demo(db)  # `make run` again
+    assert (await db.agent_task_states.find_one({"_id": "beh_write_script"}))["progress_percentage"] == 90
+    await load_demo(db, reset=True)
+    assert (await db.agent_task_states.find_one({"_id": "beh_write_script"}))["progress_percentage"] == 40

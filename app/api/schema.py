@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import MaskErrors, QueryDepthLimiter
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.tools import merge_types
 
 from app.api.analytics import AnalyticsQuery
@@ -41,15 +41,20 @@ Mutation = merge_types(
 Mutation.__strawberry_definition__.description = "Changing tasks: lifecycle, CRUD, finalization, events."
 
 
-def build_schema(max_query_depth: int = 12) -> strawberry.Schema:
-    """The schema served at /graphql. Extensions do not change the SDL, only how requests run."""
+def build_schema(
+    max_query_depth: int = 12, max_aliases: int = 50, max_tokens: int = 20_000
+) -> strawberry.Schema:
+    """The schema served at /graphql. Extensions do not change the SDL, only how requests run: the limits
+    refuse a hostile document (too deep, too many aliases of a costly field, too long) before it runs."""
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: QueryDepthLimiter(max_depth=max_query_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
             lambda: MaskErrors(should_mask_error=should_mask_error),
         ],
     )
