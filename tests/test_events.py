@@ -5,6 +5,7 @@ not-found, idempotency)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -515,6 +516,39 @@ async def test_deeply_nested_payload_is_refused(gql: GraphQLClient, db: Any) -> 
     assert (
         r["__typename"] == "ValidationError" and r["field"] == "toolArgs" and "nested deeper" in r["message"]
     )
+    assert await snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("variables", "field", "text"),
+    [
+        ({"toolArgs": {"a\x00b": 1}}, "toolArgs", "must not contain NUL"),
+        ({"toolArgs": {"a": "\ud800"}}, "toolArgs", "unpaired surrogate"),
+        ({"toolArgs": {"\udfff": 1}}, "toolArgs", "unpaired surrogate"),
+        ({"toolArgs": {"x": float("nan")}}, "toolArgs", "not finite"),
+        ({"toolArgs": {"x": [float("inf")]}}, "toolArgs", "not finite"),
+        ({"toolName": "calc\ud800"}, "toolName", "unpaired surrogate"),
+        ({"correlationId": "\udc00"}, "correlationId", "unpaired surrogate"),
+    ],
+)
+async def test_payloads_mongodb_or_json_cannot_hold_are_validation_errors(
+    client: Any, db: Any, variables: dict[str, Any], field: str, text: str
+) -> None:
+    """JSON lets a client send NUL in keys, lone surrogates and NaN: each must be refused as data, not
+    masked as an unexpected error (BSON cannot encode the first two) or stored (NaN would make every
+    later read of the event invalid JSON)."""
+    await db.agent_task_states.insert_one(task("t1", "in_progress"))
+    before = await snapshot(db)
+    body = {"query": RECORD_CALL, "variables": {"taskId": "t1", "toolName": "calc", **variables}}
+    # Python's json writes what httpx's encoder refuses (NaN, lone surrogates as \u escapes).
+    response = await client.post(
+        "/graphql", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    answer = response.json()
+    assert "errors" not in answer, answer["errors"]
+    r = answer["data"]["r"]
+    assert r["__typename"] == "ValidationError" and r["field"] == field, r
+    assert text in r["message"]
     assert await snapshot(db) == before
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 
 from app.demo import DEMO_WORKFLOW_ID, load_demo
 from app.lifecycle.expiry import ExpirySweeper, expire_overdue
@@ -191,6 +192,35 @@ async def test_sweeper_survives_errors_and_stops_promptly(
     await asyncio.wait_for(idle.stop(), timeout=2)  # cancels the long sleep
     assert not idle.running
     await idle.stop()  # stopping twice is harmless
+
+
+async def test_sweeper_logs_a_foreign_task_with_an_objectid_as_expired_not_as_a_failure(
+    db: Any, lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program inserted a state without `_id`: MongoDB gave it an ObjectId. Expiring it must be
+    reported as an expiry, not as a failed sweep."""
+    oid = ObjectId()
+    await db.agent_task_states.insert_one(
+        {"_id": oid, "agent_name": "X", "status": "in_progress", "expires_at": utcnow()}
+    )
+    sweeper = ExpirySweeper(lifecycle, interval=3600)
+    with caplog.at_level(logging.INFO, logger="agent_tasks.expiry"):
+        sweeper.start()
+        try:
+
+            async def swept() -> bool:
+                return (await db.agent_task_states.find_one({"_id": oid}))["status"] == "failed"
+
+            await wait_for(swept)
+            await wait_for(lambda: _logged(caplog, "expired 1 overdue task(s)"))
+        finally:
+            await sweeper.stop()
+    assert str(oid) in caplog.text
+    assert "expiry sweep failed" not in caplog.text
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return text in caplog.text
 
 
 async def test_reads_show_an_overdue_task_as_failed_before_the_sweep(

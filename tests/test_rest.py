@@ -400,6 +400,25 @@ async def test_bodies_with_unknown_or_server_owned_fields_are_422(client: httpx.
     )
 
 
+async def test_an_oversized_body_is_refused_without_reading_it_all(client: httpx.AsyncClient) -> None:
+    """A chunked body has no Content-Length: the cap must stop reading at the limit, not after buffering
+    everything the client cares to send."""
+    offered = 0
+
+    async def chunks() -> Any:
+        nonlocal offered
+        for _ in range(64):  # 16 MiB on offer
+            offered += 256 * 1024
+            yield b" " * (256 * 1024)
+
+    for path in ("/meta-tasks/query", "/meta-tasks"):
+        offered = 0
+        response = await client.post(path, content=chunks())
+        assert "content-length" not in response.request.headers
+        error_of(response, 413, "payload_too_large")
+        assert offered <= 2 * 1024 * 1024, offered  # stopped just past 1 MiB
+
+
 # --- writes ---------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 import strawberry
 
 from app.api.errors import UserInputError
-from app.api.types.convert import from_doc
+from app.api.types.convert import as_datetime, from_doc
 from app.api.types.enums import TaskPriority, TaskStatus
 from app.api.types.progress import StatusCount
 from app.api.types.tasks import AgentTaskState
@@ -114,13 +114,6 @@ def _size(name: str, value: int | None, default: int, maximum: int) -> int:
     return size
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    # A timestamp sent without an offset means UTC, as everywhere else in the API.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
-
-
 Since = Annotated[
     dt.datetime | None,
     strawberry.argument(description="Only tasks created at or after this time (default: all of them)."),
@@ -158,7 +151,7 @@ class AnalyticsQuery:
         data = await analytics.agent_stats(
             info.context.store.db,
             agent_name,
-            since=_utc(since),
+            since=as_datetime(since),
             now=utcnow(),
             pending_first=_size("pendingFirst", pending_first, DEFAULT_TASK_LIST, maximum),
             failed_first=_size("failedFirst", failed_first, DEFAULT_TASK_LIST, maximum),
@@ -187,7 +180,7 @@ class AnalyticsQuery:
         settings = info.context.settings
         found = await analytics.agents_stats(
             info.context.store.db,
-            since=_utc(since),
+            since=as_datetime(since),
             now=utcnow(),
             first=_size("first", first, settings.default_page_size, settings.max_page_size),
             pending_first=_size("pendingFirst", pending_first, DEFAULT_TASK_LIST, settings.max_page_size),

@@ -132,7 +132,8 @@ class ExpirySweeper:
             try:
                 expired = await self.sweep()
                 if expired:
-                    logger.info("expired %d overdue task(s): %s", len(expired), ", ".join(expired))
+                    # Ids are not always strings: another program's state may have an ObjectId `_id`.
+                    logger.info("expired %d overdue task(s): %s", len(expired), ", ".join(map(str, expired)))
             except Exception:
                 logger.exception("expiry sweep failed; retrying in %s s", self.interval)
             await asyncio.sleep(self.interval)

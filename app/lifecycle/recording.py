@@ -10,19 +10,17 @@ a lifecycle transition.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
 
 from app.lifecycle import idempotency
 from app.lifecycle.errors import Invalid, NotFound
 from app.lifecycle.events import EventType, event_doc
-from app.lifecycle.transitions import Lifecycle, utcnow
-from app.store import collections as c
+from app.lifecycle.transitions import Lifecycle
 from app.store.events import append_events
 
 Doc = dict[str, Any]
@@ -46,6 +44,7 @@ def _text(field: str, value: Any, limit: int, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise Invalid(field, f"{field} must be a string")
+    _check_unicode(field, value)
     if required and not value.strip():
         raise Invalid(field, f"{field} cannot be empty")
     if len(value) > limit:
@@ -68,11 +67,27 @@ def _status(field: str, value: Any, allowed: tuple[str, ...]) -> str:
     return status
 
 
+def _check_unicode(field: str, text: str) -> None:
+    """Text BSON can encode: JSON may carry an unpaired surrogate (`"\\ud800"`), UTF-8 cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(field, f"{field} holds text with an unpaired surrogate") from None
+
+
 def _check_json(field: str, value: Any, depth: int = 0) -> None:
-    """A value MongoDB can store exactly as the client sent it."""
+    """A value MongoDB can store exactly as the client sent it, and JSON can show again."""
     if depth > MAX_PAYLOAD_DEPTH:
         raise Invalid(field, f"{field} is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        _check_unicode(field, value)
+        return
+    if isinstance(value, float):
+        # NaN and Infinity would be stored, then make every read of the event invalid JSON.
+        if not math.isfinite(value):
+            raise Invalid(field, f"{field} holds a number that is not finite")
         return
     if isinstance(value, int):
         if not -_INT64 <= value < _INT64:
@@ -86,6 +101,9 @@ def _check_json(field: str, value: Any, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise Invalid(field, f"{field} keys must be strings")
+            _check_unicode(field, key)
+            if "\x00" in key:
+                raise Invalid(field, f"{field} keys must not contain NUL")
             _check_json(field, item, depth + 1)
         return
     raise Invalid(field, f"{field} must be JSON, got {type(value).__name__}")
@@ -105,13 +123,13 @@ def _payload(field: str, value: Any, *, must_be_object: bool) -> Any:
 class Recorder:
     """Appends reported events to the outbox of one database."""
 
-    def __init__(self, db: AsyncDatabase[Doc], clock: Callable[[], dt.datetime] = utcnow) -> None:
-        self.db = db
-        self.clock = clock
-        # Reused for its workflow lookup only, so recorded events name their workflow exactly as
-        # lifecycle events do (stored on our states, looked up through the hierarchy for foreign ones).
-        self._lifecycle = Lifecycle(db, clock)
-        self.states = db[c.AGENT_TASK_STATES.name]
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        # The lifecycle's database and clock, and its workflow lookup, so recorded events name their
+        # workflow exactly as lifecycle events do (stored on our states, looked up for foreign ones).
+        self._lifecycle = lifecycle
+        self.db = lifecycle.db
+        self.clock = lifecycle.clock
+        self.states = lifecycle.states
 
     async def tool_call(
         self,

@@ -1,9 +1,10 @@
 """Reading a REST request body: size cap, JSON parsing, and the checks that keep a value storable.
 
-A body must be JSON (`NaN`/`Infinity` refused, as for filters) and at most `MAX_BODY_BYTES`. Before any
-model sees it, `check_storable` walks it once and refuses what BSON cannot hold — integers outside
-64 bits, strings with lone surrogates, keys with NUL, nesting deeper than MongoDB allows — so such a
-value is a 400 naming where it is, never a driver error at write time.
+A body must be JSON (`NaN`/`Infinity` refused, as for filters) and at most `MAX_BODY_BYTES`, counted
+while it streams in, so reading stops at the limit. Before any model sees it, `check_storable` walks it
+once and refuses what BSON cannot hold — integers outside 64 bits, strings with lone surrogates, keys
+with NUL, nesting deeper than MongoDB allows — so such a value is a 400 naming where it is, never a
+driver error at write time.
 """
 
 from __future__ import annotations
@@ -23,12 +24,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 async def read_json(request: Request) -> Any:
     """The parsed body, or `None` when the body is empty."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    raw = await _read_capped(request)
     if not raw.strip():
         return None
     try:
@@ -38,6 +34,23 @@ async def read_json(request: Request) -> Any:
         raise ApiError("bad_json", str(exc).replace("filter is not", "the body is not", 1)) from exc
     check_storable(value)
     return value
+
+
+async def _read_capped(request: Request) -> bytes:
+    """The body, refused as soon as it exceeds `MAX_BODY_BYTES`: a chunked body without a length (or
+    with a false one) is never read whole into memory first."""
+    too_large = ApiError("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def check_storable(value: Any, path: str = "body") -> None:

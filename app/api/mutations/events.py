@@ -46,9 +46,8 @@ IdempotencyKey = Annotated[
 
 
 def _recorder(info: strawberry.Info) -> Recorder:
-    # The app's lifecycle service owns the database handle and the clock; a Recorder is a cheap view on them.
-    lifecycle = info.context.app.lifecycle
-    return Recorder(lifecycle.db, lifecycle.clock)
+    # The app's lifecycle service owns the database handle and the clock; a Recorder is a cheap view on it.
+    return Recorder(info.context.app.lifecycle)
 
 
 async def _outcome(work: Awaitable[dict[str, Any]]) -> RecordEventSuccess | NotFoundError | ValidationError:
