@@ -388,3 +388,33 @@ async def test_a_taken_id_is_a_conflict_over_rest_too(gql: GraphQLClient, client
     await create_workflow(gql)
     answer = await client.post("/sub-tasks", json={"sub_task_id": "s1", "task_id": "wf1"})
     assert answer.status_code == 409 and "already exists" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "field", "text"),
+    [
+        ({"metaWorkflowGraph": {"a\x00b": 1}}, "input.meta_workflow_graph", "NUL"),
+        ({"metaWorkflowGraph": {"x": "\ud800"}}, "input.meta_workflow_graph.x", "unpaired surrogate"),
+        ({"state": {"inputParameters": {"n": float("nan")}}}, "input.state.input_parameters.n", "not finite"),
+        (
+            {"subTasks": [{"output": {"subTaskDataPtr": {"big": 2**70}}}]},
+            "input.subTasks[0].output.sub_task_data_ptr.big",
+            "64-bit",
+        ),
+    ],
+)
+async def test_values_mongodb_cannot_store_are_validation_errors(
+    gql: GraphQLClient, db: Any, variables: dict[str, Any], field: str, text: str
+) -> None:
+    """GraphQL's JSON scalar lets a client send NUL keys, lone surrogates, NaN and huge integers: each is
+    refused as data naming where it is (not an unexpected error), and nothing is written."""
+    import json
+
+    before = await snapshot(db)
+    # Python's json writes what httpx's own encoder would refuse (NaN, lone surrogates as \\u escapes).
+    body = json.dumps({"query": CREATE, "variables": {"input": variables}})
+    answer = await gql.http.post("/graphql", content=body, headers={"Content-Type": "application/json"})
+    result = answer.json()["data"]["createWorkflow"]
+    assert result["__typename"] == "ValidationError", result
+    assert result["field"] == field and text in result["message"]
+    assert await snapshot(db) == before

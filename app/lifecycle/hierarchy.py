@@ -32,6 +32,7 @@ from app.lifecycle.transitions import Lifecycle, check_version, version_filter, 
 from app.store import collections as c
 from app.store.collections import CollectionSpec
 from app.store.events import append_events
+from app.store.storable import Unstorable, check_storable
 from app.store.transactions import in_transaction
 
 Doc = dict[str, Any]
@@ -115,6 +116,11 @@ def _check_id(value: str, path: str) -> str:
 
 
 def _check_size(doc: Mapping[str, Any], path: str) -> None:
+    """Refuse a document MongoDB could not store as sent (app/store/storable.py), or one too large."""
+    try:
+        check_storable(dict(doc), path)
+    except Unstorable as exc:
+        raise Invalid(exc.path, str(exc)) from None
     size = len(bson.encode(dict(doc)))
     if size > MAX_DOCUMENT_BYTES:
         raise Invalid(path, f"payload too large: {size} bytes (limit {MAX_DOCUMENT_BYTES})")
@@ -200,8 +206,9 @@ class Hierarchy:
         outputs = [
             (lvl, {**task.output, "_id": doc["_id"]}) for lvl, task, doc in flat if task.output is not None
         ]
-        for _, task, doc in flat:
+        for (_, task, doc), state in zip(flat, states, strict=True):
             _check_size(doc, task.path)
+            _check_size(state, f"{task.path}.state")
             if task.output is not None:
                 _check_size(task.output, f"{task.path}.output")
         # Write: tasks per collection, outputs, states, the link into an existing parent, then events.

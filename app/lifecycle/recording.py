@@ -11,7 +11,6 @@ a lifecycle transition.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from app.lifecycle.errors import Invalid, NotFound
 from app.lifecycle.events import EventType, event_doc
 from app.lifecycle.transitions import Lifecycle
 from app.store.events import append_events
+from app.store.storable import Unstorable, check_storable
 
 Doc = dict[str, Any]
 
@@ -33,7 +33,6 @@ MAX_PAYLOAD_BYTES = 64 * 1024  # toolArgs, result, JSON-encoded
 MAX_PAYLOAD_DEPTH = 32
 TOOL_RESULT_STATUSES = ("SUCCESS", "FAILURE", "ERROR")
 MEMORY_STATUSES = ("SUCCESS", "FAILURE")
-_INT64 = 2**63
 
 
 def _text(field: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -68,45 +67,15 @@ def _status(field: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def _check_unicode(field: str, text: str) -> None:
-    """Text BSON can encode: JSON may carry an unpaired surrogate (`"\\ud800"`), UTF-8 cannot."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Invalid(field, f"{field} holds text with an unpaired surrogate") from None
+    _check_json(field, text)
 
 
-def _check_json(field: str, value: Any, depth: int = 0) -> None:
+def _check_json(field: str, value: Any) -> None:
     """A value MongoDB can store exactly as the client sent it, and JSON can show again."""
-    if depth > MAX_PAYLOAD_DEPTH:
-        raise Invalid(field, f"{field} is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
-    if isinstance(value, bool) or value is None:
-        return
-    if isinstance(value, str):
-        _check_unicode(field, value)
-        return
-    if isinstance(value, float):
-        # NaN and Infinity would be stored, then make every read of the event invalid JSON.
-        if not math.isfinite(value):
-            raise Invalid(field, f"{field} holds a number that is not finite")
-        return
-    if isinstance(value, int):
-        if not -_INT64 <= value < _INT64:
-            raise Invalid(field, f"{field} holds an integer outside the 64-bit range")
-        return
-    if isinstance(value, list):
-        for item in value:
-            _check_json(field, item, depth + 1)
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise Invalid(field, f"{field} keys must be strings")
-            _check_unicode(field, key)
-            if "\x00" in key:
-                raise Invalid(field, f"{field} keys must not contain NUL")
-            _check_json(field, item, depth + 1)
-        return
-    raise Invalid(field, f"{field} must be JSON, got {type(value).__name__}")
+    try:
+        check_storable(value, field, MAX_PAYLOAD_DEPTH)
+    except Unstorable as exc:
+        raise Invalid(field, f"{field} holds {exc}") from None
 
 
 def _payload(field: str, value: Any, *, must_be_object: bool) -> Any:

@@ -14,12 +14,12 @@ from typing import Any
 from starlette.requests import Request
 
 from app.rest.errors import ApiError
+from app.store import storable
 from app.store.filters import FilterError, parse_filter_json
 
 MAX_BODY_BYTES = 1024 * 1024
 #: MongoDB refuses documents nested deeper than 100 levels; a request body stays well below that.
 MAX_BODY_DEPTH = 32
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 async def read_json(request: Request) -> Any:
@@ -54,31 +54,8 @@ async def _read_capped(request: Request) -> bytes:
 
 
 def check_storable(value: Any, path: str = "body") -> None:
-    """Refuse a JSON value MongoDB could not store (see the module docstring); iterative, so never deep."""
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
-    while stack:
-        item, where, depth = stack.pop()
-        if depth > MAX_BODY_DEPTH:
-            raise ApiError("bad_json", f"the body is nested deeper than {MAX_BODY_DEPTH} levels at {where}")
-        if isinstance(item, str):
-            _check_text(item, where)
-        elif isinstance(item, bool) or item is None or isinstance(item, float):
-            continue
-        elif isinstance(item, int):
-            if not _INT64_MIN <= item <= _INT64_MAX:
-                raise ApiError("bad_json", f"integer out of the 64-bit range at {where}", field=where)
-        elif isinstance(item, list):
-            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
-        elif isinstance(item, dict):
-            for key, v in item.items():
-                _check_text(key, where)
-                if "\x00" in key:
-                    raise ApiError("bad_json", f"object keys must not contain NUL at {where}", field=where)
-                stack.append((v, f"{where}.{key}", depth + 1))
-
-
-def _check_text(text: str, where: str) -> None:
+    """Refuse a JSON value MongoDB could not store (app/store/storable.py), as a 400 naming where it is."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ApiError("bad_json", f"text with an unpaired surrogate at {where}", field=where) from exc
+        storable.check_storable(value, path, MAX_BODY_DEPTH)
+    except storable.Unstorable as exc:
+        raise ApiError("bad_json", f"the body holds {exc}", field=exc.path) from None
