@@ -15,6 +15,7 @@ from typing import Any
 
 from pymongo.monitoring import CommandListener
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -136,4 +137,16 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
             *rest_routes(),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (unknown path, method not allowed) in the API's JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": {"code": code, "message": f"{request.method} {request.url.path}: {exc.detail}"}},
+        status_code=exc.status_code,
+        headers=exc.headers,
     )

@@ -266,7 +266,7 @@ async def test_outputs_crud(gql: GraphQLClient, db: Any) -> None:
     r = (await gql.data(f'mutation {{ r: createSubTaskOutput(taskId: "s1", input: {{}}) {{ {RESULT} }} }}'))[
         "r"
     ]
-    assert r["__typename"] == "ValidationError" and "already has an output" in r["message"]
+    assert r["__typename"] == "ConflictError" and "already has an output" in r["message"]
     r = (
         await gql.data(
             f'mutation {{ r: updateSubTaskOutput(taskId: "s1", input: {{isFinalizedStep: true}}) {{ {RESULT} {out} }} }}'

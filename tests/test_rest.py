@@ -539,8 +539,8 @@ async def test_outputs_create_update_delete(client: httpx.AsyncClient, db: Any) 
     )
     assert created.status_code == 201 and created.headers["location"] == "/behavior-task-outputs/beh_del"
     assert created.json()["processor_subjects_graph"] == {}  # the seed's default
-    error_of(
-        await client.post("/behavior-task-outputs", json={"behavior_task_id": "beh_del"}), 422, "invalid"
+    error_of(  # it exists already: a conflict, as for any taken id
+        await client.post("/behavior-task-outputs", json={"behavior_task_id": "beh_del"}), 409, "conflict"
     )
     patched = await client.patch("/behavior-task-outputs/beh_del", json={"is_finalized_step": True})
     assert (
@@ -762,3 +762,20 @@ def test_schemathesis_finds_no_server_errors(settings: Settings) -> None:
         asgi.shutdown_lifespans()  # the app's lifespan ran in schemathesis's own event loop
         with MongoClient(settings.mongodb_uri) as mongo:
             mongo.drop_database(settings.mongodb_db)
+
+
+async def test_unknown_routes_and_methods_answer_json_errors(client: httpx.AsyncClient) -> None:
+    missing = error_of(await client.get("/no-such-thing"), 404, "not_found")
+    assert missing["message"] == "GET /no-such-thing: Not Found"
+    wrong = error_of(await client.put("/meta-tasks/x"), 405, "method_not_allowed")
+    assert "PUT /meta-tasks/x" in wrong["message"]
+
+
+async def test_if_match_on_a_task_level_patch_is_refused_not_ignored(
+    client: httpx.AsyncClient, db: Any
+) -> None:
+    assert (await client.post("/meta-tasks", json={"task_id": "m1"})).status_code == 201
+    before = await db.meta_workflow_tasks.find_one({"_id": "m1"})
+    answer = await client.patch("/meta-tasks/m1", json={"personality_type": "x"}, headers={"If-Match": '"1"'})
+    error_of(answer, 400, "bad_parameter")
+    assert await db.meta_workflow_tasks.find_one({"_id": "m1"}) == before

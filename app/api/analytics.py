@@ -13,7 +13,7 @@ from typing import Annotated
 
 import strawberry
 
-from app.api.errors import UserInputError
+from app.api.errors import page_size
 from app.api.types.convert import as_datetime, from_doc
 from app.api.types.enums import TaskPriority, TaskStatus
 from app.api.types.progress import StatusCount
@@ -104,16 +104,6 @@ def _agent_stats(data: AgentStatsData) -> AgentStats:
     )
 
 
-def _size(name: str, value: int | None, default: int, maximum: int) -> int:
-    """`value` (or `default`), refused outside 0..`maximum` like every page size, naming the argument."""
-    size = default if value is None else value
-    if not 0 <= size <= maximum:
-        raise UserInputError(
-            f"`{name}` must be between 0 and {maximum}, got {size}.", "PAGE_SIZE_OUT_OF_RANGE"
-        )
-    return size
-
-
 Since = Annotated[
     dt.datetime | None,
     strawberry.argument(description="Only tasks created at or after this time (default: all of them)."),
@@ -153,8 +143,8 @@ class AnalyticsQuery:
             agent_name,
             since=as_datetime(since),
             now=utcnow(),
-            pending_first=_size("pendingFirst", pending_first, DEFAULT_TASK_LIST, maximum),
-            failed_first=_size("failedFirst", failed_first, DEFAULT_TASK_LIST, maximum),
+            pending_first=page_size(pending_first, DEFAULT_TASK_LIST, maximum, "pendingFirst"),
+            failed_first=page_size(failed_first, DEFAULT_TASK_LIST, maximum, "failedFirst"),
         )
         return _agent_stats(data)
 
@@ -182,8 +172,8 @@ class AnalyticsQuery:
             info.context.store.db,
             since=as_datetime(since),
             now=utcnow(),
-            first=_size("first", first, settings.default_page_size, settings.max_page_size),
-            pending_first=_size("pendingFirst", pending_first, DEFAULT_TASK_LIST, settings.max_page_size),
-            failed_first=_size("failedFirst", failed_first, DEFAULT_TASK_LIST, settings.max_page_size),
+            first=page_size(first, settings.default_page_size, settings.max_page_size, "first"),
+            pending_first=page_size(pending_first, DEFAULT_TASK_LIST, settings.max_page_size, "pendingFirst"),
+            failed_first=page_size(failed_first, DEFAULT_TASK_LIST, settings.max_page_size, "failedFirst"),
         )
         return [_agent_stats(data) for data in found]

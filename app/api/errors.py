@@ -17,12 +17,13 @@ class UserInputError(GraphQLError):
         super().__init__(message, extensions={"code": code})
 
 
-def page_size(first: int | None, default: int, maximum: int) -> int:
-    """The page size asked for (`default` when not given), refused outside 0..`maximum`."""
+def page_size(first: int | None, default: int, maximum: int, name: str = "first") -> int:
+    """The page size asked for (`default` when not given), refused outside 0..`maximum`; `name` is the
+    argument, for the message."""
     size = default if first is None else first
     if not 0 <= size <= maximum:
         raise UserInputError(
-            f"`first` must be between 0 and {maximum}, got {size}.", "PAGE_SIZE_OUT_OF_RANGE"
+            f"`{name}` must be between 0 and {maximum}, got {size}.", "PAGE_SIZE_OUT_OF_RANGE"
         )
     return size
 

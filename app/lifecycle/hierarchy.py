@@ -514,9 +514,7 @@ class Hierarchy:
             self._refuse_finalized(level, task, "change the output of")
             existing = await self._coll(output_spec).find_one({"_id": task_id}, session=session)
             if create and existing is not None:
-                raise Invalid(
-                    "taskId", f"the {level.label} '{task_id}' already has an output; update it instead"
-                )
+                raise Conflict(f"the {level.label} '{task_id}' already has an output; update it instead")
             if not create and existing is None:
                 raise NotFound(f"the {level.label} '{task_id}' has no output yet", id=task_id)
             doc = {**(existing or {}), **{k: v for k, v in fields.items() if k != "_id"}, "_id": task_id}
@@ -575,9 +573,7 @@ class Hierarchy:
             if parent is not None and not await self.states.find_one(
                 {"_id": parent}, {"_id": 1}, session=session
             ):
-                if parent_id is not None:
-                    raise NotFound(f"no parent task with id '{parent}'", id=parent)
-                raise Invalid("input.parentTaskId", f"unknown parent task '{parent}'")
+                raise NotFound(f"no parent task with id '{parent}'", id=parent)
             deps = deps_rules.normalise(state.get("dependencies") or [], "input.dependencies", tid)
             statuses = await deps_rules.check_graph(self.states, session, {tid: deps}, {tid: "input"})
             doc = new_state_doc(tid, "standalone", None, state, deps, sm.initial_status(deps, statuses), now)

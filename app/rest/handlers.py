@@ -173,7 +173,17 @@ def update_handler(entity: Entity) -> Endpoint:
 
     async def update(request: Request) -> Response:
         body = validated(model, await read_json(request))
-        version = expected_version(request, body) if entity.kind is Kind.AGENT_TASK else None
+        if entity.kind is Kind.AGENT_TASK:
+            version = expected_version(request, body)
+        elif "if-match" in request.headers:
+            # Only agent tasks carry a version; ignoring the precondition would make it unconditional.
+            raise ApiError(
+                "bad_parameter",
+                "If-Match is only supported on /agent-tasks (their version)",
+                field="If-Match",
+            )
+        else:
+            version = None
         doc = await actions.update(
             app_state(request),
             entity,
