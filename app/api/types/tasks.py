@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
-from collections.abc import Awaitable
-from typing import Annotated, ClassVar
+from collections.abc import Awaitable, Mapping
+from typing import Annotated, Any, ClassVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -23,6 +22,8 @@ from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.fetch import load_many, load_one, prefetch, resolve_one
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.progress import WorkflowProgress, workflow_progress
+from app.lifecycle import state_machine as sm
+from app.lifecycle.expiry import present
 from app.store import collections as c
 from app.store.collections import CollectionSpec
 
@@ -211,16 +212,21 @@ class TaskDependency:
 
     @strawberry.field(description="Whether the task depended on has reached `statusExpected`.")
     def satisfied(self, info: strawberry.Info) -> bool:
-        state = self.state(info)
-        if inspect.isawaitable(state):
-            return self._met_later(state)  # type: ignore[return-value]
-        return self._met(state)  # type: ignore[arg-type]
+        # Compares the stored document directly: building a whole AgentTaskState per dependency just to
+        # read its status was a large share of a tree query's time.
+        loader = info.context.loaders.state
+        known, doc = loader.peek(self.task_id)
+        if known:
+            return self._met(doc)
+        return self._met_later(loader.load(self.task_id))  # type: ignore[return-value]
 
-    def _met(self, state: AgentTaskState | None) -> bool:
-        return state is not None and state.status.value == self.status_expected.lower()
+    def _met(self, doc: Mapping[str, Any] | None) -> bool:
+        if doc is None:
+            return False
+        return sm.normalise_status(present(doc).get("status")) == sm.normalise_status(self.status_expected)
 
-    async def _met_later(self, state: Awaitable[AgentTaskState | None]) -> bool:
-        return self._met(await state)
+    async def _met_later(self, doc: Awaitable[Mapping[str, Any] | None]) -> bool:
+        return self._met(await doc)
 
 
 @strawberry.type(
