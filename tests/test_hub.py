@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+from pymongo import AsyncMongoClient, MongoClient
+
 from app.lifecycle.events import EventType, event_doc
-from app.live.hub import ALL, GAP, EventHub, SlowConsumer
+from app.live.hub import ALL, GAP, EventHub, HubUnavailable, SlowConsumer
+from app.mongo.embedded import find_mongod_binary
 from app.mongo.indexes import ensure_indexes
 from app.store.events import append_events
+from tests.servers import free_port
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -128,3 +136,32 @@ async def test_after_a_gap_subscriptions_reread_what_the_stream_missed(settings:
         assert got == ["b", "c", "d"]
         await stream.aclose()
         assert state.hub.subscriber_count == 0
+
+
+@pytest.fixture
+def standalone_uri(tmp_path: Path) -> Iterator[str]:
+    """A mongod started WITHOUT --replSet, as a misconfigured deployment would be."""
+    port = free_port()
+    (tmp_path / "db").mkdir()
+    args = [str(find_mongod_binary()), "--port", str(port), "--dbpath", str(tmp_path / "db")]
+    mongod = subprocess.Popen(
+        [*args, "--bind_ip", "127.0.0.1", "--nounixsocket", "--quiet"], stdout=subprocess.DEVNULL
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    try:
+        with MongoClient(uri, serverSelectionTimeoutMS=20_000) as probe:
+            probe.admin.command("ping")
+        yield uri
+    finally:
+        mongod.terminate()
+        mongod.wait(20)
+
+
+async def test_a_standalone_mongod_is_refused_with_a_clear_message(standalone_uri: str) -> None:
+    """Without a replica set the hub (and transactions) cannot work: start-up says so in one sentence."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(standalone_uri)
+    try:
+        with pytest.raises(HubUnavailable, match="not running as a replica set"):
+            await EventHub(client["standalone"]).start()
+    finally:
+        await client.close()

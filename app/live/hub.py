@@ -44,6 +44,13 @@ def _resumable(exc: OperationFailure) -> bool:
     return exc.has_error_label("ResumableChangeStreamError")
 
 
+_NOT_A_REPLICA_SET = 40573
+
+
+class HubUnavailable(RuntimeError):
+    """The change stream cannot work against this deployment at all."""
+
+
 class SlowConsumer(Exception):
     """The subscriber fell too far behind and was disconnected."""
 
@@ -112,6 +119,7 @@ class EventHub:
 
     async def start(self) -> None:
         """Open the change stream; returns once it is established, so no later commit can be missed."""
+        self._ready = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="event-hub")
         ready = asyncio.create_task(self._ready.wait())
         done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
@@ -196,6 +204,11 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except OperationFailure as exc:
+                if exc.code == _NOT_A_REPLICA_SET:
+                    raise HubUnavailable(
+                        "MongoDB is not running as a replica set, so change streams (and transactions) are"
+                        " unavailable; start it with --replSet (one node is enough) or use Atlas"
+                    ) from exc
                 if opening and self.resume_token is not None and not _resumable(exc):
                     # The server refuses to resume from our token (history rolled over, or the token is
                     # unusable): start afresh, and have subscribers re-read what they missed. Failures
