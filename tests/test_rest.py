@@ -779,3 +779,9 @@ async def test_if_match_on_a_task_level_patch_is_refused_not_ignored(
     answer = await client.patch("/meta-tasks/m1", json={"personality_type": "x"}, headers={"If-Match": '"1"'})
     error_of(answer, 400, "bad_parameter")
     assert await db.meta_workflow_tasks.find_one({"_id": "m1"}) == before
+
+
+async def test_service_refusals_name_fields_in_the_body_s_own_terms(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/agent-tasks", json={"task_id": "a1", "dependencies": [{"task_id": "ghost"}]})
+    error = error_of(answer, 422, "invalid")
+    assert error["field"] == "dependencies" and "unknown task 'ghost'" in error["message"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,6 +65,18 @@ class ApiError(Exception):
         self.extra = {k: v for k, v in extra.items() if v is not None}
 
 
+_HEADERS = {"idempotencyKey": "Idempotency-Key"}
+
+
+def body_field(field: str) -> str:
+    """A service's field path in the REST body's own terms: `input.subTasks[0].parentTaskId` becomes
+    `sub_tasks[0].parent_task_id` (the services name fields as GraphQL arguments do)."""
+    if field in _HEADERS:
+        return _HEADERS[field]
+    path = field.removeprefix("input.").removeprefix("input")
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m.group(1).lower(), path) or "body"
+
+
 def as_api_error(exc: Exception) -> ApiError | None:
     """The `ApiError` for an expected refusal, or None for a bug."""
     if isinstance(exc, ApiError):
@@ -75,7 +88,7 @@ def as_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, Conflict):
         return ApiError("conflict", exc.message, current_version=exc.current_version)
     if isinstance(exc, Invalid):
-        return ApiError("invalid", exc.message, field=exc.field)
+        return ApiError("invalid", exc.message, field=body_field(exc.field))
     if isinstance(exc, ServiceError):  # pragma: no cover - every ServiceError is one of the above
         return ApiError("invalid", exc.message)
     if isinstance(exc, FilterError):
