@@ -241,3 +241,16 @@ async def test_twenty_concurrent_claimers_over_ten_tasks(gql: GraphQLClient, db:
     assert sorted(claimed) == sorted(f"t{i}" for i in range(10))  # each task exactly once
     assert sum(r["r"]["__typename"] == "NothingToClaim" for r in results) == 10
     assert await db.task_events.count_documents({"type": "STATUS_CHANGED"}) == 10
+
+
+async def test_claim_reads_expiry_dates_written_as_strings(gql: GraphQLClient, db: Any) -> None:
+    """Another program stored `expires_at` as ISO strings: a past one is never handed out, a future one is."""
+    await db.agent_task_states.insert_many(
+        [
+            {"_id": "stale", "agent_name": "AgentA", "status": "pending", "priority_rank": 3, "expires_at": "2000-01-01T00:00:00Z"},
+            {"_id": "fresh", "agent_name": "AgentA", "status": "pending", "priority_rank": 1, "expires_at": "2999-01-01T00:00:00Z"},
+        ]
+    )
+    first = (await gql.data(CLAIM, {"agent": "AgentA"}))["r"]
+    assert first["state"]["id"] == "fresh"
+    assert (await gql.data(CLAIM, {"agent": "AgentA"}))["r"]["__typename"] == "NothingToClaim"

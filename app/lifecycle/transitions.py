@@ -123,21 +123,28 @@ class Lifecycle:
             query: dict[str, Any] = {
                 "agent_name": agent_name,
                 "status": "pending",
-                "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}],
+                # Dates compare in the query; an ISO string (written by another program) is checked below.
+                "$or": [
+                    {"expires_at": None},
+                    {"expires_at": {"$gt": now}},
+                    {"expires_at": {"$type": "string"}},
+                ],
             }
             if workflow_id is not None:
                 query["workflow_id"] = workflow_id
             if task_kinds:
                 query["task_kind"] = {"$in": task_kinds}
-            state = await self.states.find_one(
+            candidates = self.states.find(
                 query,
                 sort=[("priority_rank", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
                 session=session,
             )
-            if state is None:
-                return None
-            applied = await self._apply(session, state, _decide(sm.start, state, now), now)
-            return applied
+            async for state in candidates:
+                if sm.is_expired(state, now):  # an ISO-string expiry in the past: never hand it out
+                    continue
+                await candidates.close()
+                return await self._apply(session, state, _decide(sm.start, state, now), now)
+            return None
 
         return await self._once(idempotency_key, operation, work)
 
