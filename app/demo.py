@@ -12,15 +12,15 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from pymongo import ReplaceOne, UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
-
+from app.domain import Status
+from app.lifecycle.documents import new_state_doc
 from app.store import collections as c
+from app.store.bulk import upsert_by_id
+from app.store.types import Db
 
 Documents = dict[str, list[dict[str, Any]]]
 
 DEMO_WORKFLOW_ID = "meta_podcast_ai_ethics"
-PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 T0 = dt.datetime(2026, 11, 20, 14, 0, tzinfo=dt.UTC)
 
 
@@ -44,33 +44,29 @@ def state_doc(
     name: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """An `agent_task_states` document as the server writes it (seed 000 fields, seed 001 extras)."""
-    doc: dict[str, Any] = {
-        "_id": task_id,
+    """An `agent_task_states` document as the server writes it, built by the services' own constructor
+    (`new_state_doc`) and then moved along its lifecycle to `status` as of `minute` minutes after T0."""
+    created = _at(minute)
+    state = {
         "agent_name": agent,
         "triggering_event_id": extra.pop("triggering_event_id", f"evt_{workflow_id or task_id}"),
         "input_parameters": extra.pop("input_parameters", {}),
-        "status": status,
-        "progress_percentage": 100 if status == "completed" else progress,
-        "current_step": step,
-        "attempts": attempts,
-        "last_error": extra.pop("last_error", None),
         "output_references": extra.pop("output_references", {}),
-        "dependencies": dependencies or [],
-        "created_at": _at(minute),
-        "updated_at": _at(minute + 5),
         "name": name or task_id,
         "description": extra.pop("description", None),
         "priority": priority,
-        "priority_rank": PRIORITY_RANK[priority],
-        "max_attempts": 3,
-        "task_kind": kind,
-        "workflow_id": workflow_id,
-        "version": 1,
     }
-    if status in ("in_progress", "completed", "failed", "retrying"):
+    doc = new_state_doc(task_id, kind, workflow_id, state, dependencies or [], status, created)
+    doc.update(
+        progress_percentage=100 if status == Status.COMPLETED else progress,
+        current_step=step,
+        attempts=attempts,
+        last_error=extra.pop("last_error", None),
+        updated_at=_at(minute + 5),
+    )
+    if status in (Status.IN_PROGRESS, Status.COMPLETED, Status.FAILED, Status.RETRYING):
         doc["started_at"] = _at(minute + 1)
-    if status == "completed":
+    if status == Status.COMPLETED:
         doc["completed_at"] = _at(minute + 4)
         doc["execution_time_seconds"] = 180.0
     doc.update(extra)
@@ -320,21 +316,13 @@ def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Document
 
 
 async def write_documents(
-    db: AsyncDatabase[dict[str, Any]], docs: Mapping[str, list[dict[str, Any]]], *, overwrite: bool = True
+    db: Db, docs: Mapping[str, list[dict[str, Any]]], *, overwrite: bool = True
 ) -> None:
     """Upsert the documents by `_id`, collection by collection (`overwrite=False`: only the missing ones)."""
-    for name, items in docs.items():
-        if items:
-            ops = [
-                ReplaceOne({"_id": d["_id"]}, d, upsert=True)
-                if overwrite
-                else UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True)
-                for d in items
-            ]
-            await db[name].bulk_write(ops, ordered=False)
+    await upsert_by_id(db, docs, overwrite=overwrite)
 
 
-async def load_demo(db: AsyncDatabase[dict[str, Any]], *, reset: bool = False) -> None:
+async def load_demo(db: Db, *, reset: bool = False) -> None:
     """Load the demo workflow. Without `reset`, documents already there are kept, so what a user did to
     the demo in GraphiQL survives a restart of `make run`; with it, the demo is put back as it was."""
     await write_documents(db, demo_documents(), overwrite=reset)

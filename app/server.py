@@ -6,7 +6,6 @@ it with their own settings; `agent-tasks serve` builds it from the environment.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,19 +22,12 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from app.api.context import AppState, Context
+from app.api.context import Context
 from app.api.schema import build_schema
-from app.lifecycle.expiry import ExpirySweeper
-from app.lifecycle.hierarchy import Hierarchy
-from app.lifecycle.transitions import Lifecycle
-from app.live.hub import EventHub
-from app.mongo.client import make_client, shared_secret
-from app.mongo.embedded import EmbeddedMongod
-from app.mongo.indexes import ensure_indexes
+from app.resources import AppState, open_resources
 from app.rest import rest_routes
 from app.settings import Settings
-from app.store.cursors import CursorCodec
-from app.store.repository import Store
+from app.store.config import ping
 
 logger = logging.getLogger("agent_tasks")
 
@@ -47,56 +39,10 @@ class AgentTasksGraphQL(GraphQL[Context, None]):
         return Context(app=request.app.state.agent_tasks, request=request, response=response)
 
 
-@asynccontextmanager
-async def open_resources(
-    settings: Settings, listeners: Sequence[CommandListener] = ()
-) -> AsyncIterator[AppState]:
-    """Everything the app needs, opened in order and closed in reverse (mongod if embedded, client…)."""
-    embedded: EmbeddedMongod | None = None
-    uri = settings.mongodb_uri
-    if uri is None:
-        embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
-        uri = await asyncio.to_thread(embedded.start)
-    client = make_client(uri, listeners)
-    sweeper: ExpirySweeper | None = None
-    hub: EventHub | None = None
-    try:
-        db = client[settings.mongodb_db]
-        await ensure_indexes(db)
-        secret = (
-            settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
-        )
-        lifecycle = Lifecycle(db)
-        hub = EventHub(db, queue_size=settings.subscription_queue_size)
-        await hub.start()
-        state = AppState(
-            settings=settings,
-            store=Store(db, CursorCodec(secret)),
-            lifecycle=lifecycle,
-            hierarchy=Hierarchy(db, lifecycle),
-            hub=hub,
-        )
-        sweeper = ExpirySweeper(state.lifecycle, settings.expiry_sweep_seconds)
-        sweeper.start()
-        if settings.load_demo:
-            from app.demo import load_demo
-
-            await load_demo(db)
-        yield state
-    finally:
-        if sweeper is not None:  # stopped before the client closes: it may be mid-transaction
-            await sweeper.stop()
-        if hub is not None:
-            await hub.stop()
-        await client.close()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
-
-
 async def health(request: Request) -> JSONResponse:
     """Liveness and readiness: 200 once MongoDB answers a ping; also how the live event hub is doing."""
     state: AppState = request.app.state.agent_tasks
-    await state.store.db.command("ping")
+    await ping(state.store.db)
     hub = state.hub
     return JSONResponse(
         {

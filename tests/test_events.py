@@ -584,7 +584,7 @@ async def test_event_numbers_follow_commit_order(db: Any) -> None:
     visible before it: a reader that resumed past the later number would skip it forever."""
     import asyncio
 
-    from app.mongo.indexes import ensure_indexes
+    from app.store.indexes import ensure_indexes
     from app.store.transactions import in_transaction
 
     await ensure_indexes(db)

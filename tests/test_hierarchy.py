@@ -393,12 +393,12 @@ async def test_a_taken_id_is_a_conflict_over_rest_too(gql: GraphQLClient, client
 @pytest.mark.parametrize(
     ("variables", "field", "text"),
     [
-        ({"metaWorkflowGraph": {"a\x00b": 1}}, "input.meta_workflow_graph", "NUL"),
-        ({"metaWorkflowGraph": {"x": "\ud800"}}, "input.meta_workflow_graph.x", "unpaired surrogate"),
-        ({"state": {"inputParameters": {"n": float("nan")}}}, "input.state.input_parameters.n", "not finite"),
+        ({"metaWorkflowGraph": {"a\x00b": 1}}, "input.metaWorkflowGraph", "NUL"),
+        ({"metaWorkflowGraph": {"x": "\ud800"}}, "input.metaWorkflowGraph.x", "unpaired surrogate"),
+        ({"state": {"inputParameters": {"n": float("nan")}}}, "input.state.inputParameters.n", "not finite"),
         (
             {"subTasks": [{"output": {"subTaskDataPtr": {"big": 2**70}}}]},
-            "input.subTasks[0].output.sub_task_data_ptr.big",
+            "input.subTasks[0].output.subTaskDataPtr.big",
             "64-bit",
         ),
     ],

@@ -120,7 +120,7 @@ async def test_forbidden_transitions_are_errors_as_data_and_change_nothing(
     [
         ("reportProgress", "percentage: 140", "percentage", "between 0 and 100"),
         ("reportProgress", "percentage: -1", "percentage", "between 0 and 100"),
-        ("completeTask", "executionTimeSeconds: -3", "execution_time_seconds", "negative"),
+        ("completeTask", "executionTimeSeconds: -3", "executionTimeSeconds", "negative"),
         ("failTask", 'error: ""', "error", "error"),
     ],
 )

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from app.api.loaders import Loaders
-from app.lifecycle.hierarchy import Hierarchy
-from app.lifecycle.transitions import Lifecycle
-from app.live.hub import EventHub
+from app.resources import AppState
 from app.settings import Settings
 from app.store.repository import Store
-
-
-@dataclass
-class AppState:
-    """What the lifespan creates once and every request shares."""
-
-    settings: Settings
-    store: Store
-    lifecycle: Lifecycle
-    hierarchy: Hierarchy
-    hub: EventHub
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

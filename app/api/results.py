@@ -6,6 +6,7 @@ client can `switch` on `__typename` and read `message` (plus the specific fields
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from app.api.types.enums import TaskStatus
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.tasks import AgentTaskState
 from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused, ServiceError
+from app.store.collections import ALL, FieldKind
 
 
 @strawberry.interface(description="An expected failure of a mutation; nothing was written.")
@@ -61,6 +63,27 @@ class NothingToClaim:
     message: str = strawberry.field(description="Why nothing was handed out.")
 
 
+#: Free-form JSON fields: the keys below them are the client's own, never renamed.
+_FREE_FORM = frozenset(
+    name for spec in ALL for name, kind in spec.fields.items() if kind is FieldKind.JSON
+) | {"tool_args", "result"}
+
+
+def graphql_path(path: str) -> str:
+    """A service's field path (domain snake_case: `input.sub_tasks[0].task_id`) in GraphQL's naming
+    (`input.subTasks[0].taskId`). Keys below a free-form JSON field are the client's and stay as sent;
+    a path already in camelCase is unchanged. The one place service paths become GraphQL paths."""
+    out: list[str] = []
+    segments = path.split(".")
+    for n, segment in enumerate(segments):
+        name, bracket, index = segment.partition("[")
+        out.append(re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), name) + bracket + index)
+        if name in _FREE_FORM:
+            out += segments[n + 1 :]
+            break
+    return ".".join(out)
+
+
 def error_from(exc: ServiceError) -> Error:
     """The GraphQL error type for a service refusal."""
     if isinstance(exc, NotFound):
@@ -76,7 +99,7 @@ def error_from(exc: ServiceError) -> Error:
     if isinstance(exc, Conflict):
         return ConflictError(message=exc.message, current_version=exc.current_version)
     if isinstance(exc, Invalid):
-        return ValidationError(message=exc.message, field=exc.field)
+        return ValidationError(message=exc.message, field=graphql_path(exc.field))
     return Error(message=exc.message)  # pragma: no cover - every ServiceError is one of the above
 
 

@@ -10,12 +10,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.collection import AsyncCollection
 
-from app.lifecycle import state_machine as sm
+from app.domain import MAX_DEPENDENCIES, STATUSES, normalise_status
 from app.lifecycle.errors import Invalid
-
-MAX_DEPENDENCIES = 100
+from app.store import states as state_store
+from app.store.types import Db
 
 
 def normalise(deps: Iterable[Mapping[str, Any]], path: str, task_id: str) -> list[dict[str, str]]:
@@ -26,15 +25,15 @@ def normalise(deps: Iterable[Mapping[str, Any]], path: str, task_id: str) -> lis
         where = f"{path}[{i}]"
         dep_id = dep.get("task_id")
         if not isinstance(dep_id, str) or not dep_id:
-            raise Invalid(f"{where}.taskId", "a dependency needs a task id")
+            raise Invalid(f"{where}.task_id", "a dependency needs a task id")
         if dep_id == task_id:
-            raise Invalid(f"{where}.taskId", f"task '{task_id}' cannot depend on itself")
+            raise Invalid(f"{where}.task_id", f"task '{task_id}' cannot depend on itself")
         if dep_id in seen:
-            raise Invalid(f"{where}.taskId", f"task '{dep_id}' is listed twice")
+            raise Invalid(f"{where}.task_id", f"task '{dep_id}' is listed twice")
         seen.add(dep_id)
-        expected = sm.normalise_status(dep.get("status_expected") or "completed")
-        if expected not in sm.STATUSES:
-            raise Invalid(f"{where}.statusExpected", f"unknown status '{dep.get('status_expected')}'")
+        expected = normalise_status(dep.get("status_expected") or "completed")
+        if expected not in STATUSES:
+            raise Invalid(f"{where}.status_expected", f"unknown status '{dep.get('status_expected')}'")
         out.append({"task_id": dep_id, "status_expected": expected})
     if len(out) > MAX_DEPENDENCIES:
         raise Invalid(path, f"at most {MAX_DEPENDENCIES} dependencies, got {len(out)}")
@@ -42,7 +41,7 @@ def normalise(deps: Iterable[Mapping[str, Any]], path: str, task_id: str) -> lis
 
 
 async def check_graph(
-    states: AsyncCollection[dict[str, Any]],
+    db: Db,
     session: AsyncClientSession,
     written: Mapping[str, list[dict[str, str]]],
     paths: Mapping[str, str],
@@ -57,12 +56,7 @@ async def check_graph(
     frontier = {d for deps in graph.values() for d in deps} - graph.keys()
     first_layer = set(frontier)
     while frontier:
-        found = {
-            doc["_id"]: doc
-            async for doc in states.find(
-                {"_id": {"$in": list(frontier)}}, {"status": 1, "dependencies": 1}, session=session
-            )
-        }
+        found = await state_store.dependency_layer(db, frontier, session)
         for tid in frontier:
             doc = found.get(tid)
             if doc is None:

@@ -23,9 +23,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from app.domain import TERMINAL, utcnow
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, NotFound, Refused
-from app.lifecycle.transitions import Action, Lifecycle, utcnow
+from app.lifecycle.transitions import Action, Lifecycle
+from app.store import states as state_store
 
 logger = logging.getLogger("agent_tasks.expiry")
 
@@ -44,16 +46,6 @@ def present(doc: Mapping[str, Any], now: dt.datetime | None = None) -> Mapping[s
     return {**doc, **sm.expire(doc, now).set_fields}
 
 
-def _overdue_query(now: dt.datetime) -> dict[str, Any]:
-    # Terminal statuses are excluded in the server's spelling only; foreign spellings ("Completed") and
-    # ISO-string deadlines written by other programs are sorted out by `sm.is_expired` afterwards, so the
-    # sweeper agrees exactly with `present`.
-    return {
-        "status": {"$nin": sorted(sm.TERMINAL)},
-        "$or": [{"expires_at": {"$lte": now}}, {"expires_at": {"$type": "string"}}],
-    }
-
-
 async def expire_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, batch: int = 100) -> list[str]:
     """Fail up to `batch` active tasks whose `expires_at` <= `now` (default: the lifecycle's clock).
 
@@ -67,9 +59,9 @@ async def expire_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, b
     # then"); otherwise the transaction reads the clock afresh, like every other operation.
     action: Action = sm.expire if now is None else (lambda state, _now: sm.expire(state, at))
     due: list[str] = []
-    cursor = lifecycle.states.find(
-        _overdue_query(at), {"status": 1, "expires_at": 1}, sort=[("expires_at", 1), ("_id", 1)]
-    )
+    # Foreign status spellings ("Completed") and ISO-string deadlines are sorted out by `sm.is_expired`,
+    # so the sweeper agrees exactly with `present`.
+    cursor = state_store.overdue(lifecycle.db, at, TERMINAL)
     async for doc in cursor:
         if sm.is_expired(doc, at):
             due.append(doc["_id"])

@@ -13,40 +13,42 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
 
+from app.domain import MAX_ID_LENGTH
 from app.lifecycle.errors import Invalid
-from app.store.collections import IDEMPOTENCY_KEYS, TASK_EVENTS
+from app.store import events as event_store
+from app.store import idempotency as key_store
 from app.store.transactions import in_transaction
+from app.store.types import Db
 
 T = TypeVar("T")
 
-MAX_KEY_LENGTH = 200
+MAX_KEY_LENGTH = MAX_ID_LENGTH
 
 
 def check_key(key: str | None) -> None:
     if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
-        raise Invalid("idempotencyKey", f"idempotency key must be 1 to {MAX_KEY_LENGTH} characters long")
+        raise Invalid("idempotency_key", f"idempotency key must be 1 to {MAX_KEY_LENGTH} characters long")
 
 
 async def recall(
-    db: AsyncDatabase[dict[str, Any]], session: AsyncClientSession, key: str | None, operation: str
+    db: Db, session: AsyncClientSession, key: str | None, operation: str
 ) -> dict[str, Any] | None:
     """The stored answer for `key`, or None. A key reused for another operation is refused."""
     if key is None:
         return None
-    doc = await db[IDEMPOTENCY_KEYS.name].find_one({"_id": key}, session=session)
+    doc = await key_store.get(db, key, session)
     if doc is None:
         return None
     if doc["operation"] != operation:
         raise Invalid(
-            "idempotencyKey", f"idempotency key was already used for {doc['operation']}, not for {operation}"
+            "idempotency_key", f"idempotency key was already used for {doc['operation']}, not for {operation}"
         )
     return doc["answer"]
 
 
 async def remember(
-    db: AsyncDatabase[dict[str, Any]],
+    db: Db,
     session: AsyncClientSession,
     key: str | None,
     operation: str,
@@ -55,13 +57,11 @@ async def remember(
 ) -> None:
     """Store the answer under `key`, in the caller's transaction."""
     if key is not None:
-        await db[IDEMPOTENCY_KEYS.name].insert_one(
-            {"_id": key, "operation": operation, "answer": answer, "created_at": now}, session=session
-        )
+        await key_store.insert(db, key, operation, answer, now, session)
 
 
 async def run_once(
-    db: AsyncDatabase[dict[str, Any]],
+    db: Db,
     key: str | None,
     operation: str,
     work: Callable[[AsyncClientSession], Awaitable[T]],
@@ -81,10 +81,7 @@ async def run_once(
     async def transaction(session: AsyncClientSession) -> T:
         remembered = await recall(db, session, key, operation)
         if remembered is not None:
-            ids = remembered["event_ids"]
-            cursor = db[TASK_EVENTS.name].find({"_id": {"$in": ids}}, session=session)
-            found = {e["_id"]: e async for e in cursor}
-            return decode(remembered, [found[i] for i in ids if i in found])
+            return decode(remembered, await event_store.by_ids(db, remembered["event_ids"], session))
         result = await work(session)
         answer = encode(result)
         if answer is not None:

@@ -16,19 +16,21 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from app.domain import MAX_ID_LENGTH
 from app.lifecycle import idempotency
 from app.lifecycle.errors import Invalid, NotFound
 from app.lifecycle.events import EventType, event_doc
 from app.lifecycle.transitions import Lifecycle
+from app.store import states as state_store
 from app.store.events import append_events
 from app.store.storable import Unstorable, check_storable
 
 Doc = dict[str, Any]
 
-MAX_NAME_LENGTH = 200  # toolName, operation, agentId, correlationId
+MAX_NAME_LENGTH = MAX_ID_LENGTH  # tool_name, operation, agent_id, correlation_id
 MAX_KEY_OR_QUERY_LENGTH = 2_000
-MAX_MESSAGE_LENGTH = 10_000  # errorMessage, message
-MAX_PAYLOAD_BYTES = 64 * 1024  # toolArgs, result, JSON-encoded
+MAX_MESSAGE_LENGTH = 10_000  # error_message, message
+MAX_PAYLOAD_BYTES = 64 * 1024  # tool_args, result, JSON-encoded
 #: Deeper JSON is refused before BSON's own nesting limit (100) turns it into an unexpected error.
 MAX_PAYLOAD_DEPTH = 32
 TOOL_RESULT_STATUSES = ("SUCCESS", "FAILURE", "ERROR")
@@ -98,7 +100,6 @@ class Recorder:
         self._lifecycle = lifecycle
         self.db = lifecycle.db
         self.clock = lifecycle.clock
-        self.states = lifecycle.states
 
     async def tool_call(
         self,
@@ -112,10 +113,10 @@ class Recorder:
     ) -> Doc:
         """Record that an agent invoked a tool (TOOL_CALL); returns the event document."""
         payload = {
-            "tool_name": _text("toolName", tool_name, MAX_NAME_LENGTH, required=True),
-            "tool_args": _payload("toolArgs", {} if tool_args is None else tool_args, must_be_object=True),
-            "agent_id": _optional_id("agentId", agent_id),
-            "correlation_id": _optional_id("correlationId", correlation_id),
+            "tool_name": _text("tool_name", tool_name, MAX_NAME_LENGTH, required=True),
+            "tool_args": _payload("tool_args", {} if tool_args is None else tool_args, must_be_object=True),
+            "agent_id": _optional_id("agent_id", agent_id),
+            "correlation_id": _optional_id("correlation_id", correlation_id),
         }
         return await self._record("recordToolCall", EventType.TOOL_CALL, task_id, payload, idempotency_key)
 
@@ -133,12 +134,12 @@ class Recorder:
     ) -> Doc:
         """Record the outcome of a tool execution (TOOL_RESULT); returns the event document."""
         payload = {
-            "tool_name": _text("toolName", tool_name, MAX_NAME_LENGTH, required=True),
+            "tool_name": _text("tool_name", tool_name, MAX_NAME_LENGTH, required=True),
             "status": _status("status", status, TOOL_RESULT_STATUSES),
             "result": _payload("result", result, must_be_object=False),
-            "error_message": _text("errorMessage", error_message, MAX_MESSAGE_LENGTH, required=False),
-            "agent_id": _optional_id("agentId", agent_id),
-            "correlation_id": _optional_id("correlationId", correlation_id),
+            "error_message": _text("error_message", error_message, MAX_MESSAGE_LENGTH, required=False),
+            "agent_id": _optional_id("agent_id", agent_id),
+            "correlation_id": _optional_id("correlation_id", correlation_id),
         }
         return await self._record(
             "recordToolResult", EventType.TOOL_RESULT, task_id, payload, idempotency_key
@@ -157,9 +158,9 @@ class Recorder:
     ) -> Doc:
         """Record an operation on agent or system memory (MEMORY_OPERATION); returns the event document."""
         payload = {
-            "agent_id": _optional_id("agentId", agent_id),
+            "agent_id": _optional_id("agent_id", agent_id),
             "operation": _text("operation", operation, MAX_NAME_LENGTH, required=True),
-            "key_or_query": _text("keyOrQuery", key_or_query, MAX_KEY_OR_QUERY_LENGTH, required=True),
+            "key_or_query": _text("key_or_query", key_or_query, MAX_KEY_OR_QUERY_LENGTH, required=True),
             "status": _status("status", status, MEMORY_STATUSES),
             "message": _text("message", message, MAX_MESSAGE_LENGTH, required=False),
         }
@@ -173,7 +174,7 @@ class Recorder:
         """Append the event in a transaction that also checks the task and keeps the idempotent answer."""
 
         async def work(session: AsyncClientSession) -> Doc:
-            state = await self.states.find_one({"_id": task_id}, session=session)
+            state = await state_store.get(self.db, task_id, session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
             agent_id = payload["agent_id"] or _agent_of(state)

@@ -15,10 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.lifecycle.state_machine import normalise_status
-
-#: Every status, in lifecycle order; the roll-up reports each of them, zero counts included.
-STATUSES = ("pending", "awaiting_dependency", "in_progress", "retrying", "completed", "failed", "cancelled")
+from app.domain import STATUSES, normalise_status
 
 
 @dataclass(frozen=True)

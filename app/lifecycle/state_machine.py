@@ -36,32 +36,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import Enum
+from datetime import datetime
 from typing import Any
 
-DEFAULT_MAX_ATTEMPTS = 3
-MAX_STEP_LENGTH = 1_000
-MAX_ERROR_LENGTH = 10_000
-
-STATUSES: tuple[str, ...] = (
-    "pending",
-    "in_progress",
-    "awaiting_dependency",
-    "completed",
-    "failed",
-    "retrying",
-    "cancelled",
+from app.domain import (
+    ACTIVE,
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_ERROR_LENGTH,
+    MAX_STEP_LENGTH,
+    STATUSES,
+    TERMINAL,
+    as_utc,
+    normalise_status,
 )
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-ACTIVE: frozenset[str] = frozenset(STATUSES) - TERMINAL
 
-# Spellings seen in documents from other programs that are not a mere case/space difference.
-_ALIASES = {
-    "canceled": "cancelled",
-    "inprogress": "in_progress",
-    "awaiting_dependencies": "awaiting_dependency",
-}
+__all__ = ["ACTIVE", "DEFAULT_MAX_ATTEMPTS", "STATUSES", "TERMINAL", "normalise_status"]
 
 
 class TransitionRefused(Exception):
@@ -107,23 +96,6 @@ class Transition:
 # --- reading a state document tolerantly -------------------------------------------------------------
 
 
-def normalise_status(value: Any) -> str:
-    """The canonical status for a stored value: None/"" → "pending", "In Progress" → "in_progress".
-
-    An unknown status is returned normalised but otherwise unchanged, so every action refuses it.
-    """
-    if isinstance(value, Enum):
-        value = value.value
-    if value is None:
-        return "pending"
-    text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
-    while "__" in text:
-        text = text.replace("__", "_")
-    if not text:
-        return "pending"
-    return _ALIASES.get(text, text)
-
-
 def _task_id(state: Mapping[str, Any]) -> Any:
     return state.get("_id", state.get("task_id"))
 
@@ -150,20 +122,6 @@ def _attempts(state: Mapping[str, Any]) -> int:
 def _max_attempts(state: Mapping[str, Any]) -> int:
     value = _int_or(state.get("max_attempts"), DEFAULT_MAX_ATTEMPTS)
     return value if value > 0 else DEFAULT_MAX_ATTEMPTS
-
-
-def _as_utc(value: Any) -> datetime | None:
-    """A datetime (aware, or naive meaning UTC) or an ISO-8601 string as an aware UTC datetime."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def _now(now: datetime) -> datetime:
@@ -223,7 +181,7 @@ def start(state: Mapping[str, Any], now: datetime) -> Transition:
         )
     _require("start", "start", status, {"pending", "retrying"})
     if is_expired(state, now):
-        expires_at = _as_utc(state.get("expires_at"))
+        expires_at = as_utc(state.get("expires_at"))
         when = expires_at.isoformat() if expires_at else state.get("expires_at")
         raise _refuse("start", status, f"cannot start: task has expired (expires_at {when})")
     attempts, max_attempts = _attempts(state), _max_attempts(state)
@@ -312,8 +270,8 @@ def complete(
     if execution_time_seconds is not None:
         elapsed: float | None = float(execution_time_seconds)
     else:
-        started_at = _as_utc(state.get("started_at"))
-        now_utc = _as_utc(now)
+        started_at = as_utc(state.get("started_at"))
+        now_utc = as_utc(now)
         elapsed = max(0.0, (now_utc - started_at).total_seconds()) if started_at and now_utc else None
     fields: dict[str, Any] = {
         "completed_at": now,
@@ -400,7 +358,7 @@ def expire(state: Mapping[str, Any], now: datetime) -> Transition:
     now = _now(now)
     status = normalise_status(state.get("status"))
     _require("expire", "expire", status, ACTIVE)
-    expires_at = _as_utc(state.get("expires_at"))
+    expires_at = as_utc(state.get("expires_at"))
     if expires_at is None or not is_expired(state, now):
         when = expires_at.isoformat() if expires_at else "not set"
         raise _refuse("expire", status, f"cannot expire a task that has not expired (expires_at {when})")
@@ -443,8 +401,8 @@ def is_expired(state: Mapping[str, Any], now: datetime) -> bool:
     """
     if normalise_status(state.get("status")) not in ACTIVE:
         return False
-    expires_at = _as_utc(state.get("expires_at"))
-    now_utc = _as_utc(now)
+    expires_at = as_utc(state.get("expires_at"))
+    now_utc = as_utc(now)
     return expires_at is not None and now_utc is not None and expires_at <= now_utc
 
 

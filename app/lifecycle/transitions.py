@@ -12,26 +12,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
 
+from app.domain import TaskKind, utcnow
 from app.lifecycle import idempotency
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused
 from app.lifecycle.events import event_doc
-from app.store import collections as c
+from app.store import states as state_store
+from app.store import tasks as task_store
 from app.store.events import append_events
+from app.store.types import Db
 
 Doc = dict[str, Any]
 #: A state-machine action bound to its arguments: (state, now) -> Transition.
 Action = Callable[[Mapping[str, Any], dt.datetime], sm.Transition]
-
-
-def utcnow() -> dt.datetime:
-    # BSON dates have millisecond precision; truncating here keeps what we return equal to what we store.
-    now = dt.datetime.now(dt.UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True)
@@ -48,11 +43,6 @@ def version_of(state: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def version_filter(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The compare-and-set condition: still at the version read (or still without one, if foreign)."""
-    return {"version": state["version"]} if "version" in state else {"version": {"$exists": False}}
-
-
 def check_version(state: Mapping[str, Any], expected: int | None) -> None:
     """Refuse with a Conflict when the client's `expectedVersion` is not the stored one."""
     if expected is not None and version_of(state) != expected:
@@ -65,10 +55,9 @@ def check_version(state: Mapping[str, Any], expected: int | None) -> None:
 class Lifecycle:
     """Lifecycle operations over one database."""
 
-    def __init__(self, db: AsyncDatabase[Doc], clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(self, db: Db, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.db = db
         self.clock = clock
-        self.states = db[c.AGENT_TASK_STATES.name]
 
     # ----------------------------------------------------------------- public operations
 
@@ -85,7 +74,7 @@ class Lifecycle:
 
         async def work(session: AsyncClientSession) -> Applied:
             now = self.clock()
-            state = await self.states.find_one({"_id": task_id}, session=session)
+            state = await state_store.get(self.db, task_id, session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
             check_version(state, expected_version)
@@ -115,29 +104,13 @@ class Lifecycle:
         transaction's write conflict makes the loser retry, and it then picks the next one.
         """
         if not agent_name:
-            raise Invalid("agentName", "agentName must not be empty")
+            raise Invalid("agent_name", "agent_name must not be empty")
         operation = f"claimTask:{agent_name}"
 
         async def work(session: AsyncClientSession) -> Applied | None:
             now = self.clock()
-            query: dict[str, Any] = {
-                "agent_name": agent_name,
-                "status": "pending",
-                # Dates compare in the query; an ISO string (written by another program) is checked below.
-                "$or": [
-                    {"expires_at": None},
-                    {"expires_at": {"$gt": now}},
-                    {"expires_at": {"$type": "string"}},
-                ],
-            }
-            if workflow_id is not None:
-                query["workflow_id"] = workflow_id
-            if task_kinds:
-                query["task_kind"] = {"$in": task_kinds}
-            candidates = self.states.find(
-                query,
-                sort=[("priority_rank", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
-                session=session,
+            candidates = state_store.claimable(
+                self.db, agent_name, now, workflow_id=workflow_id, task_kinds=task_kinds, session=session
             )
             async for state in candidates:
                 if sm.is_expired(state, now):  # an ISO-string expiry in the past: never hand it out
@@ -155,11 +128,8 @@ class Lifecycle:
     ) -> Applied:
         """Write `transition` with compare-and-set, its events, and release the dependents it unblocks."""
         new_version = version_of(state) + 1
-        updated = await self.states.find_one_and_update(
-            {"_id": state["_id"], **version_filter(state)},
-            {"$set": {**transition.set_fields, "version": new_version}},
-            session=session,
-            return_document=True,
+        updated = await state_store.update_if_version(
+            self.db, state, transition.set_fields, new_version, session
         )
         if updated is None:  # changed since we read it (outside a transaction, e.g. by another program)
             raise Conflict(f"task '{state['_id']}' changed concurrently; read it again and retry")
@@ -178,21 +148,13 @@ class Lifecycle:
         self, session: AsyncClientSession, task_id: str, now: dt.datetime
     ) -> list[Doc]:
         """Move to `pending` every task awaiting `task_id` whose dependencies are now all met."""
-        waiting = [
-            doc
-            async for doc in self.states.find(
-                {"dependencies.task_id": task_id, "status": "awaiting_dependency"}, session=session
-            )
-        ]
+        waiting = await state_store.awaiting(self.db, task_id, session)
         if not waiting:
             return []
         dep_ids = {
             d.get("task_id") for doc in waiting for d in doc.get("dependencies") or [] if isinstance(d, dict)
         }
-        statuses = {
-            doc["_id"]: doc.get("status")
-            async for doc in self.states.find({"_id": {"$in": list(dep_ids)}}, {"status": 1}, session=session)
-        }
+        statuses = await state_store.statuses(self.db, dep_ids, session)
         events: list[Doc] = []
         for doc in waiting:
             if sm.dependencies_met(doc, statuses):
@@ -202,21 +164,9 @@ class Lifecycle:
 
     async def workflow_id(self, session: AsyncClientSession | None, state: Mapping[str, Any]) -> str | None:
         """The meta task whose tree holds this task: stored on states we wrote, looked up for foreign ones."""
-        if state.get("workflow_id") or state.get("task_kind") == "standalone":
+        if state.get("workflow_id") or state.get("task_kind") == TaskKind.STANDALONE:
             return state.get("workflow_id")
-        task_id = state["_id"]
-        if await self.db[c.META_WORKFLOW_TASKS.name].find_one({"_id": task_id}, {"_id": 1}, session=session):
-            return task_id
-        sub = await self.db[c.SUB_TASKS.name].find_one({"_id": task_id}, {"task_id": 1}, session=session)
-        if sub is None:
-            behavior = await self.db[c.BEHAVIOR_TASKS.name].find_one(
-                {"_id": task_id}, {"sub_task_id": 1}, session=session
-            )
-            if behavior is not None:
-                sub = await self.db[c.SUB_TASKS.name].find_one(
-                    {"_id": behavior.get("sub_task_id")}, {"task_id": 1}, session=session
-                )
-        return sub.get("task_id") if sub else None
+        return await task_store.workflow_of(self.db, state["_id"], session)
 
     async def _once(
         self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Any]]

@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app.store.collections import TASK_EVENTS
+from app.store import events as event_store
+from app.store.types import Db
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class Subscriber:
 class EventHub:
     """Watches `task_events` and fans events out to in-process subscribers."""
 
-    def __init__(self, db: AsyncDatabase[Doc], *, queue_size: int = 1000, retry_seconds: float = 0.5) -> None:
-        self.collection = db[TASK_EVENTS.name]
+    def __init__(self, db: Db, *, queue_size: int = 1000, retry_seconds: float = 0.5) -> None:
+        self.db = db
         self.queue_size = queue_size
         self.retry_seconds = retry_seconds
         self._by_key: dict[Key, set[Subscriber]] = {}
@@ -185,11 +185,10 @@ class EventHub:
     # ----------------------------------------------------------------- the change stream
 
     async def _run(self) -> None:
-        pipeline = [{"$match": {"operationType": "insert"}}]
         while True:
             opening = True
             try:
-                self._stream = await self.collection.watch(pipeline, resume_after=self.resume_token)
+                self._stream = await event_store.watch_inserts(self.db, resume_after=self.resume_token)
                 opening = False
                 # The stream's position even before any event arrives, so an early failure loses nothing.
                 self.resume_token = self._stream.resume_token or self.resume_token

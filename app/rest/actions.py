@@ -14,7 +14,7 @@ from app.lifecycle.hierarchy import LEVELS, Level, NewTask
 from app.rest.entities import Entity, Kind, children_field
 
 if TYPE_CHECKING:
-    from app.api.context import AppState
+    from app.resources import AppState
 
 Doc = dict[str, Any]
 

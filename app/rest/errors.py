@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -65,16 +64,16 @@ class ApiError(Exception):
         self.extra = {k: v for k, v in extra.items() if v is not None}
 
 
-_HEADERS = {"idempotencyKey": "Idempotency-Key"}
+_HEADERS = {"idempotency_key": "Idempotency-Key"}
 
 
 def body_field(field: str) -> str:
-    """A service's field path in the REST body's own terms: `input.subTasks[0].parentTaskId` becomes
-    `sub_tasks[0].parent_task_id` (the services name fields as GraphQL arguments do)."""
+    """A service's field path in the REST body's own terms. Services name fields in the domain's
+    snake_case, as the body does, rooted at `input`: `input.sub_tasks[0].parent_task_id` becomes
+    `sub_tasks[0].parent_task_id`; arguments that travel as headers are named by their header."""
     if field in _HEADERS:
         return _HEADERS[field]
-    path = field.removeprefix("input.").removeprefix("input")
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m.group(1).lower(), path) or "body"
+    return field.removeprefix("input.").removeprefix("input") or "body"
 
 
 def as_api_error(exc: Exception) -> ApiError | None:

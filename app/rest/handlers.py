@@ -25,7 +25,7 @@ from app.store.cursors import SortSpec
 from app.store.filters import FilterLimits, compile_filter
 
 if TYPE_CHECKING:
-    from app.api.context import AppState
+    from app.resources import AppState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 _DIGITS = re.compile(r"[0-9]{1,9}")

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 from pydantic import ValidationError as PydanticValidationError
 
-from app.lifecycle import state_machine as sm
-from app.lifecycle.hierarchy import LEVELS, PRIORITY_RANK, STATE_INPUT_FIELDS
+from app import domain
+from app.lifecycle.hierarchy import LEVELS, STATE_INPUT_FIELDS
 from app.rest.entities import ENTITIES, Entity, Kind
 from app.rest.errors import ERROR_CODES, ApiError
 from app.store.collections import AGENT_TASK_STATES, CollectionSpec, FieldKind
@@ -123,13 +123,13 @@ DependencyInput = _model(
     {
         "task_id": (StrictStr, Field(description="Id of the task depended on.")),
         "status_expected": (
-            Literal[sm.STATUSES],  # type: ignore[valid-type]
+            Literal[domain.STATUSES],  # type: ignore[valid-type]
             Field(default="completed", description="Status it must reach (default completed)."),
         ),
     },
 )
 _STATE_OVERRIDES: dict[str, Any] = {
-    "priority": Literal[tuple(PRIORITY_RANK)],
+    "priority": Literal[domain.PRIORITIES],  # type: ignore[valid-type]  # a Literal of the tuple's values
     "dependencies": list[DependencyInput],  # type: ignore[valid-type]
 }
 

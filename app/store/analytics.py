@@ -15,7 +15,7 @@ Statuses are read as the API reads them (`app.lifecycle.expiry.present`): an act
 `expires_at` counts as failed (with the sweeper's "task expired at …" error) before the sweeper has
 written it, and documents written by other programs in the seeds' shape — "In Progress", ISO-string
 timestamps, string attempts, missing priority — are normalised inside the pipeline the same way
-`state_machine.normalise_status` and the readers do.
+`domain.normalise_status` and the readers do.
 
 p95 is the nearest-rank percentile: the completed tasks' execution times sorted ascending, the element
 at 1-based rank ceil(0.95 × n). MongoDB 6.0 has no `$percentile` (it arrived in 7.0), so the times are
@@ -32,13 +32,13 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.lifecycle import state_machine as sm
+from app import domain
 from app.store.collections import AGENT_TASK_STATES
 
 Doc = dict[str, Any]
 Pipeline = list[Doc]
 
-PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "urgent")
+PRIORITIES = domain.PRIORITIES
 #: How many most frequent error messages are reported.
 TOP_ERRORS = 5
 #: Rank of the percentile reported as `p95`, in percent.
@@ -53,8 +53,8 @@ class AgentStatsData:
 
     agent_name: str
     total: int = 0
-    #: Every status of `state_machine.STATUSES`, in that order, with its count (0 included).
-    by_status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(sm.STATUSES, 0))
+    #: Every status of `domain.STATUSES`, in that order, with its count (0 included).
+    by_status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(domain.STATUSES, 0))
     #: Every priority of `PRIORITIES`, in that order, with its count (0 included).
     by_priority: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
     average_execution_time_seconds: float | None = None
@@ -79,7 +79,7 @@ def _to_date(path: str) -> Doc:
 
 
 def _status_expr() -> Doc:
-    """`state_machine.normalise_status` as an expression: lower case, "-"/" " → "_", "" → pending."""
+    """`domain.normalise_status` as an expression: lower case, "-"/" " → "_", "" → pending."""
     text: Doc = {
         "$toLower": {
             "$trim": {
@@ -92,7 +92,9 @@ def _status_expr() -> Doc:
     for _ in range(3):  # collapses runs of up to 8 underscores, far more than any real spelling has
         text = {"$replaceAll": {"input": text, "find": "__", "replacement": "_"}}
     # The state machine's own alias table, so the two readings of a status cannot drift apart.
-    aliases = [{"case": {"$eq": ["$$s", alias]}, "then": status} for alias, status in sm._ALIASES.items()]
+    aliases = [
+        {"case": {"$eq": ["$$s", alias]}, "then": status} for alias, status in domain.STATUS_ALIASES.items()
+    ]
     return {
         "$let": {
             "vars": {"s": text},
@@ -170,7 +172,7 @@ def normalise_stages(now: dt.datetime) -> Pipeline:
     n = f"${NORM}"
     expired = {
         "$and": [
-            {"$in": [f"{n}.status", sorted(sm.ACTIVE)]},
+            {"$in": [f"{n}.status", sorted(domain.ACTIVE)]},
             {"$ne": [f"{n}.expires", None]},
             {"$lte": [f"{n}.expires", now]},
         ]
@@ -322,7 +324,7 @@ def stats_from_facets(
     """An `AgentStatsData` from the `$facet` document (None or empty facets: an agent with no tasks)."""
     facets = facets or {}
     summary = (facets.get("summary") or [{}])[0]
-    by_status = dict.fromkeys(sm.STATUSES, 0)
+    by_status = dict.fromkeys(domain.STATUSES, 0)
     for row in facets.get("by_status") or []:
         if row["_id"] in by_status:  # an unknown status has no enum value: counted in `total` only
             by_status[row["_id"]] = row["count"]

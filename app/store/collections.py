@@ -263,6 +263,9 @@ IDEMPOTENCY_KEYS = CollectionSpec(
 #: Sequence counters; `task_events` numbers events in commit order (see app/store/events.py).
 COUNTERS = CollectionSpec(name="counters", id_field="_id", fields={"value": INT})
 
+#: Small server-wide settings shared by every process, e.g. the cursor-signing secret (app/store/config.py).
+SERVER_CONFIG = CollectionSpec(name="server_config", id_field="_id", fields={"value": S})
+
 #: Every collection, in the order the hierarchy reads.
 ALL: tuple[CollectionSpec, ...] = (
     META_WORKFLOW_TASKS,
@@ -275,4 +278,5 @@ ALL: tuple[CollectionSpec, ...] = (
     TASK_EVENTS,
     IDEMPOTENCY_KEYS,
     COUNTERS,
+    SERVER_CONFIG,
 )

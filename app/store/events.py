@@ -22,8 +22,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from app.store.collections import COUNTERS, TASK_EVENTS
 from app.store.cursors import NOT_OURS, CursorError
+from app.store.types import Db, Doc, Session
 
-Document = dict[str, Any]
+Document = Doc
 
 
 async def append_events(
@@ -126,3 +127,16 @@ async def latest_event_id(db: AsyncDatabase[Document]) -> int:
     """The number of the newest committed event (0 when there is none)."""
     doc = await db[TASK_EVENTS.name].find_one({}, {"_id": 1}, sort=[("_id", -1)])
     return doc["_id"] if doc else 0
+
+
+async def watch_inserts(db: Db, *, resume_after: Any = None) -> Any:
+    """A change stream of the events inserted into `task_events`, in commit order, resumed after a token."""
+    return await db[TASK_EVENTS.name].watch(
+        [{"$match": {"operationType": "insert"}}], resume_after=resume_after
+    )
+
+
+async def by_ids(db: Db, ids: list[Any], session: Session = None) -> list[Doc]:
+    """The events with these ids, in the order of `ids` (missing ones left out)."""
+    found = {e["_id"]: e async for e in db[TASK_EVENTS.name].find({"_id": {"$in": ids}}, session=session)}
+    return [found[i] for i in ids if i in found]

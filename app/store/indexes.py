@@ -1,4 +1,4 @@
-"""Creating the collections and indexes of DESIGN.md §2, idempotently, at start-up."""
+"""Creating the collections and their indexes (from `app.store.collections`), idempotently, at start-up."""
 
 from __future__ import annotations
 

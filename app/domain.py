@@ -1,0 +1,157 @@
+"""The vocabulary of the product, stated once: statuses, priorities, task kinds, dates and numeric bounds.
+
+Every layer derives from here — the state machine, the store's pipelines and filters, the GraphQL enums,
+the REST models, analytics and the demo — so a status or a priority is never spelled out twice. Pure
+Python: no I/O, no GraphQL, no MongoDB, importable from any layer.
+
+Statuses are listed in lifecycle order (waiting, running, finished), and that one order is used wherever
+statuses are enumerated: roll-up counts, agent statistics, the GraphQL enum, the REST schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum, StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Execution status of a task (seed 000), plus `cancelled`; the value is the stored string."""
+
+    PENDING = "pending"
+    AWAITING_DEPENDENCY = "awaiting_dependency"
+    IN_PROGRESS = "in_progress"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUS_DESCRIPTIONS: dict[Status, str] = {
+    Status.PENDING: "Ready to be claimed and started.",
+    Status.AWAITING_DEPENDENCY: "Waiting until its dependencies reach their expected status.",
+    Status.IN_PROGRESS: "An agent is working on it.",
+    Status.RETRYING: "Failed, and will be attempted again.",
+    Status.COMPLETED: "Finished successfully.",
+    Status.FAILED: "Failed for good (final failure or attempts used up).",
+    Status.CANCELLED: "Stopped on request; will not run.",
+}
+
+#: Every status as stored, in lifecycle order.
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+TERMINAL: frozenset[str] = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+ACTIVE: frozenset[str] = frozenset(STATUSES) - TERMINAL
+
+# Spellings seen in documents from other programs that are not a mere case/space difference.
+STATUS_ALIASES = {
+    "canceled": "cancelled",
+    "inprogress": "in_progress",
+    "awaiting_dependencies": "awaiting_dependency",
+}
+
+
+def normalise_status(value: Any) -> str:
+    """The canonical status for a stored value: None/"" → "pending", "In Progress" → "in_progress".
+
+    An unknown status is returned normalised but otherwise unchanged, so every action refuses it.
+    """
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None:
+        return Status.PENDING.value
+    text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+    while "__" in text:
+        text = text.replace("__", "_")
+    if not text:
+        return Status.PENDING.value
+    return STATUS_ALIASES.get(text, text)
+
+
+class Priority(StrEnum):
+    """Urgency of a task (seed 001); claiming hands out the most urgent first."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        """Sortable urgency, stored as `priority_rank` so claims can use an index: low 0 … urgent 3."""
+        return PRIORITIES.index(self.value)
+
+
+PRIORITY_DESCRIPTIONS: dict[Priority, str] = {
+    Priority.LOW: "Whenever there is time.",
+    Priority.MEDIUM: "The default.",
+    Priority.HIGH: "Before medium and low.",
+    Priority.URGENT: "Before everything else.",
+}
+
+#: Every priority as stored, least urgent first.
+PRIORITIES: tuple[str, ...] = tuple(p.value for p in Priority)
+DEFAULT_PRIORITY = Priority.MEDIUM
+PRIORITY_RANK: dict[str, int] = {p.value: p.rank for p in Priority}
+
+
+class TaskKind(StrEnum):
+    """Which kind of task an execution state belongs to (stored as `task_kind`)."""
+
+    META_WORKFLOW = "meta_workflow"
+    SUB_TASK = "sub_task"
+    BEHAVIOR_TASK = "behavior_task"
+    STANDALONE = "standalone"
+
+
+TASK_KIND_DESCRIPTIONS: dict[TaskKind, str] = {
+    TaskKind.META_WORKFLOW: "A meta workflow task.",
+    TaskKind.SUB_TASK: "A sub-task of a meta workflow.",
+    TaskKind.BEHAVIOR_TASK: "A behavior task of a sub-task.",
+    TaskKind.STANDALONE: "A task outside the hierarchy (seed 000).",
+}
+
+# --- numeric bounds ------------------------------------------------------------------------------------
+
+#: Longest task id (and idempotency key), in characters.
+MAX_ID_LENGTH = 200
+#: Largest task, state or output document a client may write, BSON-encoded.
+MAX_DOCUMENT_BYTES = 256 * 1024
+#: Attempts a task gets when its state does not say (`max_attempts`).
+DEFAULT_MAX_ATTEMPTS = 3
+#: Longest `current_step`, and longest error message / details of a failure.
+MAX_STEP_LENGTH = 1_000
+MAX_ERROR_LENGTH = 10_000
+#: Most dependencies one task may have.
+MAX_DEPENDENCIES = 100
+#: `progress_percentage` bounds (seed 000: an integer 0-100).
+MIN_PROGRESS, MAX_PROGRESS = 0, 100
+
+# --- dates ---------------------------------------------------------------------------------------------
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC, truncated to milliseconds: BSON dates keep milliseconds, so what we return equals what
+    we store."""
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def as_utc(value: Any) -> dt.datetime | None:
+    """A datetime (aware, or naive meaning UTC) or an ISO-8601 string ("Z" allowed) as an aware UTC
+    datetime; None for anything else. Documents written by other programs store dates as ISO strings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            value = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        return value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except (OverflowError, ValueError):  # an offset that pushes year 1 or 9999 out of range
+        return None

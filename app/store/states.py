@@ -1,0 +1,158 @@
+"""The `agent_task_states` collection: every MongoDB call the services make on execution states.
+
+One state document per task (same id as the task). Writes are compare-and-set on `version`
+(`update_if_version`), so a change computed from a stale read is never applied. Functions take the
+caller's session, so a service composes them into one transaction; they hold no rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+
+from app.store.collections import AGENT_TASK_STATES
+from app.store.types import Collection, Db, Doc, Session
+
+#: The order claims hand tasks out in: most urgent first, then oldest, then by id (on the claim index).
+CLAIM_ORDER = [("priority_rank", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+
+
+def _states(db: Db) -> Collection:
+    return db[AGENT_TASK_STATES.name]
+
+
+def version_filter(state: Mapping[str, Any]) -> Doc:
+    """The compare-and-set condition: still at the version read (or still without one, if foreign)."""
+    return {"version": state["version"]} if "version" in state else {"version": {"$exists": False}}
+
+
+async def get(db: Db, task_id: Any, session: Session = None) -> Doc | None:
+    return await _states(db).find_one({"_id": task_id}, session=session)
+
+
+async def exists(db: Db, task_id: Any, session: Session = None) -> bool:
+    return await _states(db).find_one({"_id": task_id}, {"_id": 1}, session=session) is not None
+
+
+async def first_taken(db: Db, ids: list[str], session: Session = None) -> str | None:
+    """One of `ids` that already has a state, or None."""
+    doc = await _states(db).find_one({"_id": {"$in": ids}}, {"_id": 1}, session=session)
+    return None if doc is None else doc["_id"]
+
+
+async def insert(db: Db, docs: list[Doc], session: Session = None) -> None:
+    if docs:
+        await _states(db).insert_many(docs, session=session)
+
+
+async def update_if_version(
+    db: Db, state: Mapping[str, Any], changes: Mapping[str, Any], new_version: int, session: Session = None
+) -> Doc | None:
+    """`$set` `changes` and `version = new_version` if the document is still at the version of `state`;
+    the updated document, or None when it changed since it was read."""
+    return await _states(db).find_one_and_update(
+        {"_id": state["_id"], **version_filter(state)},
+        {"$set": {**changes, "version": new_version}},
+        return_document=ReturnDocument.AFTER,
+        session=session,
+    )
+
+
+async def set_workflow(db: Db, ids: list[str], workflow_id: str | None, session: Session = None) -> None:
+    """Record that these tasks now belong to another workflow (a subtree moved)."""
+    await _states(db).update_many(
+        {"_id": {"$in": ids}}, {"$set": {"workflow_id": workflow_id}}, session=session
+    )
+
+
+async def delete(db: Db, ids: list[str], session: Session = None) -> None:
+    if ids:
+        await _states(db).delete_many({"_id": {"$in": ids}}, session=session)
+
+
+async def statuses(db: Db, ids: Iterable[Any], session: Session = None) -> dict[Any, Any]:
+    """The stored status of each id that exists."""
+    keys = list(ids)
+    if not keys:
+        return {}
+    cursor = _states(db).find({"_id": {"$in": keys}}, {"status": 1}, session=session)
+    return {doc["_id"]: doc.get("status") async for doc in cursor}
+
+
+async def dependency_layer(db: Db, ids: Iterable[str], session: Session = None) -> dict[str, Doc]:
+    """Status and dependencies of these tasks: one breadth-first layer of the dependency graph."""
+    cursor = _states(db).find({"_id": {"$in": list(ids)}}, {"status": 1, "dependencies": 1}, session=session)
+    return {doc["_id"]: doc async for doc in cursor}
+
+
+async def awaiting(db: Db, task_id: str, session: Session = None) -> list[Doc]:
+    """The tasks waiting (`awaiting_dependency`) with `task_id` among their dependencies."""
+    cursor = _states(db).find(
+        {"dependencies.task_id": task_id, "status": "awaiting_dependency"}, session=session
+    )
+    return [doc async for doc in cursor]
+
+
+async def first_dependent(
+    db: Db, ids: list[str], *, outside: list[str] | None = None, session: Session = None
+) -> str | None:
+    """A task (not among `outside`) that depends on one of `ids`, or None."""
+    query: Doc = {"dependencies.task_id": {"$in": ids}}
+    if outside:
+        query["_id"] = {"$nin": outside}
+    doc = await _states(db).find_one(query, {"_id": 1}, session=session)
+    return None if doc is None else doc["_id"]
+
+
+async def first_child(db: Db, parent_task_id: str, session: Session = None) -> str | None:
+    """A task that names `parent_task_id` as its parent (seed 001 sub-tasks), or None."""
+    doc = await _states(db).find_one({"parent_task_id": parent_task_id}, {"_id": 1}, session=session)
+    return None if doc is None else doc["_id"]
+
+
+def claimable(
+    db: Db,
+    agent_name: str,
+    now: dt.datetime,
+    *,
+    workflow_id: str | None = None,
+    task_kinds: list[str] | None = None,
+    exclude: Iterable[str] = (),
+    session: Session = None,
+) -> Any:
+    """A cursor over the agent's pending, unexpired tasks in `CLAIM_ORDER` (the claim index serves it).
+
+    ISO-string expiries (written by other programs) cannot be compared here; the caller checks them.
+    """
+    query: Doc = {
+        "agent_name": agent_name,
+        "status": "pending",
+        "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}, {"expires_at": {"$type": "string"}}],
+    }
+    skipped = list(exclude)
+    if skipped:
+        query["_id"] = {"$nin": skipped}
+    if workflow_id is not None:
+        query["workflow_id"] = workflow_id
+    if task_kinds:
+        query["task_kind"] = {"$in": task_kinds}
+    return _states(db).find(query, sort=CLAIM_ORDER, session=session)
+
+
+def overdue(db: Db, now: dt.datetime, terminal: Iterable[str]) -> Any:
+    """A cursor over states not in a `terminal` status whose `expires_at` may have passed (soonest first).
+
+    Terminal statuses are excluded in the server's spelling only, and ISO-string deadlines cannot be
+    compared here: the caller sorts those out with the same predicate reads use.
+    """
+    return _states(db).find(
+        {
+            "status": {"$nin": sorted(terminal)},
+            "$or": [{"expires_at": {"$lte": now}}, {"expires_at": {"$type": "string"}}],
+        },
+        {"status": 1, "expires_at": 1},
+        sort=[("expires_at", 1), ("_id", 1)],
+    )
