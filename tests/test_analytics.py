@@ -92,7 +92,8 @@ query All($since: DateTime, $first: Int) {
 
 
 def by_status(**counts: int) -> list[dict[str, Any]]:
-    order = ("PENDING", "IN_PROGRESS", "AWAITING_DEPENDENCY", "COMPLETED", "FAILED", "RETRYING", "CANCELLED")
+    # The one status order of the whole API (lifecycle order), the same as WorkflowProgress.counts.
+    order = ("PENDING", "AWAITING_DEPENDENCY", "IN_PROGRESS", "RETRYING", "COMPLETED", "FAILED", "CANCELLED")
     return [{"status": s, "count": counts.get(s.lower(), 0)} for s in order]
 
 
