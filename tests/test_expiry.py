@@ -17,9 +17,9 @@ from bson import ObjectId
 from app.demo import DEMO_WORKFLOW_ID, load_demo
 from app.lifecycle.expiry import ExpirySweeper, expire_overdue
 from app.lifecycle.transitions import Lifecycle, utcnow
-from app.store.indexes import ensure_indexes
 from app.server import create_app
 from app.settings import Settings
+from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import mutation, snapshot, task
 

@@ -16,8 +16,8 @@ from pymongo import AsyncMongoClient, MongoClient
 from app.lifecycle.events import EventType, event_doc
 from app.live.hub import ALL, GAP, EventHub, HubUnavailable, SlowConsumer
 from app.mongo.embedded import find_mongod_binary
-from app.store.indexes import ensure_indexes
 from app.store.events import append_events
+from app.store.indexes import ensure_indexes
 from tests.servers import free_port
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
