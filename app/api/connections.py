@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -23,6 +23,25 @@ from app.store.filters import FilterError, FilterLimits, compile_filter
 from app.store.repository import Page
 
 T = TypeVar("T")
+
+
+class Stored(Protocol):
+    """A type read from one collection (`MetaWorkflowTask`, `SubTaskOutput`, `AgentTaskState`…)."""
+
+    spec: ClassVar[CollectionSpec]
+
+
+class SortOrder(Protocol):
+    """A `<Type>Order` input: a `<Type>SortField` (valued by stored field names) and a direction."""
+
+    @property
+    def field(self) -> Enum: ...
+
+    @property
+    def direction(self) -> SortDirection: ...
+
+
+StoredT = TypeVar("StoredT", bound=Stored)
 
 
 @strawberry.type(description="Where a page sits in its list.")
@@ -53,21 +72,6 @@ class Connection(Generic[T]):
         return await info.context.store.count(self.spec, self.query)
 
 
-def order_input(spec: CollectionSpec, type_name: str) -> type:
-    """A `<Type>Order` input (field enum + direction) for the sortable fields of `spec`."""
-    field_enum = strawberry.enum(
-        Enum(f"{type_name}SortField", {name.upper(): name for name in spec.sort_fields}),  # type: ignore[misc]
-        description=f"Fields a list of {type_name} can be sorted by.",
-    )
-    namespace = {
-        "__annotations__": {"field": field_enum, "direction": SortDirection},
-        "field": strawberry.field(default=field_enum(spec.sort_fields[0]), description="Field to sort by."),
-        "direction": strawberry.field(default=SortDirection.ASC, description="Sort direction."),
-        "__doc__": f"Sort order of a list of {type_name}; ties are broken by id.",
-    }
-    return strawberry.input(type(f"{type_name}Order", (), namespace), description=namespace["__doc__"])
-
-
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
@@ -79,15 +83,16 @@ def _condition(value: Any) -> Any:
 
 async def list_page(
     info: strawberry.Info,
-    cls: type[T],
+    cls: type[StoredT],
     filter: JSON | None,
     typed: Mapping[str, Any],
-    order: Any,
+    order: SortOrder | None,
     first: int | None,
     after: str | None,
-) -> Connection[T]:
-    """One page of `cls`'s collection: `filter` (allow-listed) AND the typed arguments that were given."""
-    spec: CollectionSpec = cls.spec  # type: ignore[attr-defined]
+) -> Connection[StoredT]:
+    """One page of `cls`'s collection: `filter` (allow-listed) AND the typed arguments that were given
+    (keyed by stored field name; None means not given)."""
+    spec = cls.spec
     settings = info.context.settings
     limits = FilterLimits(max_depth=settings.max_filter_depth, max_nodes=settings.max_filter_nodes)
     size = page_size(first, settings.default_page_size, settings.max_page_size)
@@ -99,7 +104,7 @@ async def list_page(
         raise UserInputError(str(exc), "BAD_FILTER") from exc
     query = {"$and": [user, extra]} if user and extra else user or extra
     field = order.field.value if order is not None else spec.sort_fields[0]
-    direction = order.direction.value if order is not None else 1
+    direction = -1 if order is not None and order.direction is SortDirection.DESC else 1
     sort = SortSpec(spec.storage_path(field), direction)
     try:
         page: Page = await info.context.store.find_page(spec, query, sort, size, after)

@@ -18,6 +18,8 @@ from app.store.collections import TASK_EVENTS
 from app.store.cursors import CursorError
 from app.store.events import decode_event_cursor, events_filter, find_events
 
+TaskEventConnection = Connection[TaskEvent]  # edges: TaskEventEdge
+
 
 @strawberry.type(description="Reading the events of tasks, workflows and agents, in commit order.")
 class EventQuery:
@@ -54,7 +56,7 @@ class EventQuery:
                 description="Page size (default 20, at most the server's maximum page size)."
             ),
         ] = None,
-    ) -> Connection[TaskEvent]:
+    ) -> TaskEventConnection:
         settings = info.context.settings
         size = page_size(first, settings.default_page_size, settings.max_page_size)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -17,6 +17,14 @@ from strawberry.scalars import JSON
 from app.api.types.enums import TaskPriority, TaskStatus
 
 UNSET: Any = strawberry.UNSET
+
+#: The `idempotencyKey` argument of creates and transitions (the event recorders word theirs differently).
+IdempotencyKey = Annotated[
+    str | None,
+    strawberry.argument(
+        description="A retried request with the same key returns the first answer, applying nothing twice."
+    ),
+]
 
 
 def to_fields(value: Any) -> Any:

@@ -1,24 +1,51 @@
 """Root query fields: one task, output or state by id, and a filtered, paginated list of each collection.
 
-Resolvers are thin: a lookup goes through the request's loaders, a list through `list_page`.
+Resolvers are thin: a lookup goes through the request's loaders, a list through `list_page` (the one
+implementation of every list: the resolvers only name their typed arguments' stored fields).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import strawberry
 
-from app.api.lists import list_field
+from app.api.connections import list_page
+from app.api.lists import (
+    ORDER,
+    After,
+    AgentTaskOrder,
+    AgentTaskStateConnection,
+    BehaviorTaskConnection,
+    BehaviorTaskOrder,
+    BehaviorTaskOutputConnection,
+    BehaviorTaskOutputOrder,
+    Filter,
+    First,
+    IsFinalized,
+    IsFinalizedStep,
+    MetaWorkflowTaskConnection,
+    MetaWorkflowTaskOrder,
+    PersonalityType,
+    ProcessorSubjectId,
+    SubTaskConnection,
+    SubTaskOrder,
+    SubTaskOutputConnection,
+    SubTaskOutputOrder,
+    TaskOutputConnection,
+    TaskOutputOrder,
+)
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
 from app.api.types.fetch import load_one, prefetch
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.tasks import AgentTaskState, BehaviorTask, MetaWorkflowTask, SubTask
 
 
-@strawberry.type
-class _ById:
-    """Root fields that read one document by id."""
+@strawberry.type(
+    name="Query", description="Reading the task hierarchy, its outputs and its execution states."
+)
+class ReadQuery:
+    # One document by id.
 
     @strawberry.field(description="A meta workflow task by id.")
     async def meta_workflow_task(self, info: strawberry.Info, id: strawberry.ID) -> MetaWorkflowTask | None:
@@ -55,114 +82,155 @@ class _ById:
     ) -> BehaviorTaskOutput | None:
         return await load_one(info, BehaviorTaskOutput, BehaviorTaskOutput.spec, behavior_task_id)
 
+    # Lists: filtered, sorted, paginated; a typed argument is a condition on the stored field named here.
 
-def _arg(kind: Any, description: str) -> Any:
-    return Annotated[kind | None, strawberry.argument(description=description)]
+    @strawberry.field(description="Meta workflow tasks, filtered and paginated.")
+    async def meta_workflow_tasks(
+        self,
+        info: strawberry.Info,
+        filter: Filter = None,
+        meta_workflow_id: Annotated[
+            str | None, strawberry.argument(description="Only this high-level workflow.")
+        ] = None,
+        dsl_workflow_id: Annotated[
+            str | None, strawberry.argument(description="Only this DSL workflow.")
+        ] = None,
+        personality_type: PersonalityType = None,
+        is_finalized: IsFinalized = None,
+        order_by: Annotated[MetaWorkflowTaskOrder | None, strawberry.argument(description=ORDER)] = None,
+        first: First = None,
+        after: After = None,
+    ) -> MetaWorkflowTaskConnection:
+        typed = {
+            "meta_workflow_id": meta_workflow_id,
+            "dsl_workflow_id": dsl_workflow_id,
+            "personality_type": personality_type,
+            "is_finalized": is_finalized,
+        }
+        return await list_page(info, MetaWorkflowTask, filter, typed, order_by, first, after)
 
+    @strawberry.field(description="Sub-tasks, filtered and paginated.")
+    async def sub_tasks(
+        self,
+        info: strawberry.Info,
+        filter: Filter = None,
+        task_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Parent meta task id.")
+        ] = None,
+        behavior_workflow_id: Annotated[
+            str | None, strawberry.argument(description="Only this behavior workflow.")
+        ] = None,
+        personality_type: PersonalityType = None,
+        is_finalized: IsFinalized = None,
+        order_by: Annotated[SubTaskOrder | None, strawberry.argument(description=ORDER)] = None,
+        first: First = None,
+        after: After = None,
+    ) -> SubTaskConnection:
+        typed = {
+            "task_id": task_id,
+            "behavior_workflow_id": behavior_workflow_id,
+            "personality_type": personality_type,
+            "is_finalized": is_finalized,
+        }
+        return await list_page(info, SubTask, filter, typed, order_by, first, after)
 
-# Each list: (field name, node type, order type name, description, its typed arguments → stored field).
-# One generic resolver serves all seven (see `list_field`); the arguments are what differs.
-_LISTS: list[tuple[str, type, str, str, dict[str, tuple[Any, str]]]] = [
-    (
-        "meta_workflow_tasks",
-        MetaWorkflowTask,
-        "MetaWorkflowTask",
-        "Meta workflow tasks, filtered and paginated.",
-        {
-            "meta_workflow_id": (_arg(str, "Only this high-level workflow."), "meta_workflow_id"),
-            "dsl_workflow_id": (_arg(str, "Only this DSL workflow."), "dsl_workflow_id"),
-            "personality_type": (_arg(str, "Only this personality type."), "personality_type"),
-            "is_finalized": (
-                _arg(bool, "Only finalized (true) or unfinalized (false) ones."),
-                "is_finalized",
-            ),
-        },
-    ),
-    (
-        "sub_tasks",
-        SubTask,
-        "SubTask",
-        "Sub-tasks, filtered and paginated.",
-        {
-            "task_id": (_arg(strawberry.ID, "Parent meta task id."), "task_id"),
-            "behavior_workflow_id": (_arg(str, "Only this behavior workflow."), "behavior_workflow_id"),
-            "personality_type": (_arg(str, "Only this personality type."), "personality_type"),
-            "is_finalized": (
-                _arg(bool, "Only finalized (true) or unfinalized (false) ones."),
-                "is_finalized",
-            ),
-        },
-    ),
-    (
-        "behavior_tasks",
-        BehaviorTask,
-        "BehaviorTask",
-        "Behavior tasks, filtered and paginated.",
-        {
-            "sub_task_id": (_arg(strawberry.ID, "Parent sub-task id."), "sub_task_id"),
-            "action_type": (_arg(str, "Only this action type."), "action_type"),
-            "action_sub_type": (_arg(str, "Only this action subtype."), "action_sub_type"),
-            "is_finalized": (
-                _arg(bool, "Only finalized (true) or unfinalized (false) ones."),
-                "is_finalized",
-            ),
-        },
-    ),
-    (
-        "agent_tasks",
-        AgentTaskState,
-        "AgentTask",
-        "Execution states of tasks (hierarchy and standalone), filtered and paginated.",
-        {
-            "status": (_arg(list[TaskStatus], "Any of these statuses."), "status"),
-            "agent_name": (_arg(str, "Only this agent's tasks."), "agent_name"),
-            "priority": (_arg(list[TaskPriority], "Any of these priorities."), "priority"),
-            "task_kind": (_arg(TaskKind, "Only tasks of this kind."), "task_kind"),
-            "workflow_id": (_arg(strawberry.ID, "Only the tasks of this workflow."), "workflow_id"),
-            "parent_task_id": (_arg(strawberry.ID, "Only the sub-tasks of this task."), "parent_task_id"),
-        },
-    ),
-    ("task_outputs", TaskOutput, "TaskOutput", "Meta task outputs, filtered and paginated.", {}),
-    (
-        "sub_task_outputs",
-        SubTaskOutput,
-        "SubTaskOutput",
-        "Sub-task outputs, filtered and paginated.",
-        {
-            "is_finalized_step": (
-                _arg(bool, "Only finalized (true) or open (false) steps."),
-                "is_finalized_step",
-            ),
-            "processor_subject_id": (
-                _arg(str, "Outputs whose `processorSubjectIds` contain this id."),
-                "processor_subject_ids",
-            ),
-        },
-    ),
-    (
-        "behavior_task_outputs",
-        BehaviorTaskOutput,
-        "BehaviorTaskOutput",
-        "Behavior task outputs, filtered and paginated.",
-        {
-            "is_finalized_step": (
-                _arg(bool, "Only finalized (true) or open (false) steps."),
-                "is_finalized_step",
-            ),
-            "processor_subject_id": (
-                _arg(str, "Outputs whose `processorSubjectIds` contain this id."),
-                "processor_subject_ids",
-            ),
-        },
-    ),
-]
+    @strawberry.field(description="Behavior tasks, filtered and paginated.")
+    async def behavior_tasks(
+        self,
+        info: strawberry.Info,
+        filter: Filter = None,
+        sub_task_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Parent sub-task id.")
+        ] = None,
+        action_type: Annotated[str | None, strawberry.argument(description="Only this action type.")] = None,
+        action_sub_type: Annotated[
+            str | None, strawberry.argument(description="Only this action subtype.")
+        ] = None,
+        is_finalized: IsFinalized = None,
+        order_by: Annotated[BehaviorTaskOrder | None, strawberry.argument(description=ORDER)] = None,
+        first: First = None,
+        after: After = None,
+    ) -> BehaviorTaskConnection:
+        typed = {
+            "sub_task_id": sub_task_id,
+            "action_type": action_type,
+            "action_sub_type": action_sub_type,
+            "is_finalized": is_finalized,
+        }
+        return await list_page(info, BehaviorTask, filter, typed, order_by, first, after)
 
-Query = strawberry.type(
-    type(
-        "ReadQuery",
-        (_ById,),
-        {name: list_field(node, order_name, text, typed) for name, node, order_name, text, typed in _LISTS},
-    ),
-    name="Query",
-    description="Reading the task hierarchy, its outputs and its execution states.",
-)
+    @strawberry.field(
+        description="Execution states of tasks (hierarchy and standalone), filtered and paginated."
+    )
+    async def agent_tasks(
+        self,
+        info: strawberry.Info,
+        filter: Filter = None,
+        status: Annotated[
+            list[TaskStatus] | None, strawberry.argument(description="Any of these statuses.")
+        ] = None,
+        agent_name: Annotated[str | None, strawberry.argument(description="Only this agent's tasks.")] = None,
+        priority: Annotated[
+            list[TaskPriority] | None, strawberry.argument(description="Any of these priorities.")
+        ] = None,
+        task_kind: Annotated[
+            TaskKind | None, strawberry.argument(description="Only tasks of this kind.")
+        ] = None,
+        workflow_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Only the tasks of this workflow.")
+        ] = None,
+        parent_task_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Only the sub-tasks of this task.")
+        ] = None,
+        order_by: Annotated[AgentTaskOrder | None, strawberry.argument(description=ORDER)] = None,
+        first: First = None,
+        after: After = None,
+    ) -> AgentTaskStateConnection:
+        typed = {
+            "status": status,
+            "agent_name": agent_name,
+            "priority": priority,
+            "task_kind": task_kind,
+            "workflow_id": workflow_id,
+            "parent_task_id": parent_task_id,
+        }
+        return await list_page(info, AgentTaskState, filter, typed, order_by, first, after)
+
+    @strawberry.field(description="Meta task outputs, filtered and paginated.")
+    async def task_outputs(
+        self,
+        info: strawberry.Info,
+        filter: Filter = None,
+        order_by: Annotated[TaskOutputOrder | None, strawberry.argument(description=ORDER)] = None,
+        first: First = None,
+        after: After = None,
+    ) -> TaskOutputConnection:
+        return await list_page(info, TaskOutput, filter, {}, order_by, first, after)
+
+    @strawberry.field(description="Sub-task outputs, filtered and paginated.")
+    async def sub_task_outputs(
+        self,
+        info: strawberry.Info,
+        filter: Filter = None,
+        is_finalized_step: IsFinalizedStep = None,
+        processor_subject_id: ProcessorSubjectId = None,
+        order_by: Annotated[SubTaskOutputOrder | None, strawberry.argument(description=ORDER)] = None,
+        first: First = None,
+        after: After = None,
+    ) -> SubTaskOutputConnection:
+        typed = {"is_finalized_step": is_finalized_step, "processor_subject_ids": processor_subject_id}
+        return await list_page(info, SubTaskOutput, filter, typed, order_by, first, after)
+
+    @strawberry.field(description="Behavior task outputs, filtered and paginated.")
+    async def behavior_task_outputs(
+        self,
+        info: strawberry.Info,
+        filter: Filter = None,
+        is_finalized_step: IsFinalizedStep = None,
+        processor_subject_id: ProcessorSubjectId = None,
+        order_by: Annotated[BehaviorTaskOutputOrder | None, strawberry.argument(description=ORDER)] = None,
+        first: First = None,
+        after: After = None,
+    ) -> BehaviorTaskOutputConnection:
+        typed = {"is_finalized_step": is_finalized_step, "processor_subject_ids": processor_subject_id}
+        return await list_page(info, BehaviorTaskOutput, filter, typed, order_by, first, after)

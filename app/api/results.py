@@ -2,22 +2,31 @@
 
 Expected failures never become GraphQL errors: a mutation answers one member of its result union, so a
 client can `switch` on `__typename` and read `message` (plus the specific fields) of any error.
+
+`capture` is the one place a service refusal becomes data (every mutation resolver is `return await
+capture(<service call>)`), and `graphql_path` the one place a service's field path (domain, snake_case:
+`input.sub_tasks[0].task_id`) becomes GraphQL's naming (`input.subTasks[0].taskId`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import strawberry
+from strawberry.scalars import JSON
+from strawberry.types.base import StrawberryObjectDefinition
 
+from app.api import inputs
 from app.api.types.convert import from_doc
 from app.api.types.enums import TaskStatus
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.tasks import AgentTaskState
 from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused, ServiceError
-from app.store.collections import ALL, FieldKind
+
+S = TypeVar("S")
 
 
 @strawberry.interface(description="An expected failure of a mutation; nothing was written.")
@@ -63,31 +72,14 @@ class NothingToClaim:
     message: str = strawberry.field(description="Why nothing was handed out.")
 
 
-#: Free-form JSON fields: the keys below them are the client's own, never renamed.
-_FREE_FORM = frozenset(
-    name for spec in ALL for name, kind in spec.fields.items() if kind is FieldKind.JSON
-) | {"tool_args", "result"}
+#: What a service refusal becomes (`error_from`); every mutation's result union holds these (or some).
+ErrorResult = NotFoundError | ValidationError | TransitionError | ConflictError
 
 
-def graphql_path(path: str) -> str:
-    """A service's field path (domain snake_case: `input.sub_tasks[0].task_id`) in GraphQL's naming
-    (`input.subTasks[0].taskId`). Keys below a free-form JSON field are the client's and stay as sent;
-    a path already in camelCase is unchanged. The one place service paths become GraphQL paths."""
-    out: list[str] = []
-    segments = path.split(".")
-    for n, segment in enumerate(segments):
-        name, bracket, index = segment.partition("[")
-        out.append(re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), name) + bracket + index)
-        if name in _FREE_FORM:
-            out += segments[n + 1 :]
-            break
-    return ".".join(out)
-
-
-def error_from(exc: ServiceError) -> Error:
+def error_from(exc: ServiceError) -> ErrorResult:
     """The GraphQL error type for a service refusal."""
     if isinstance(exc, NotFound):
-        return NotFoundError(message=exc.message, id=exc.id)
+        return NotFoundError(message=exc.message, id=None if exc.id is None else strawberry.ID(exc.id))
     if isinstance(exc, Refused):
         status = None
         if exc.current_status:
@@ -100,10 +92,66 @@ def error_from(exc: ServiceError) -> Error:
         return ConflictError(message=exc.message, current_version=exc.current_version)
     if isinstance(exc, Invalid):
         return ValidationError(message=exc.message, field=graphql_path(exc.field))
-    return Error(message=exc.message)  # pragma: no cover - every ServiceError is one of the above
+    # Every ServiceError is one of the above; an interface instance could not be answered in a union.
+    raise TypeError(f"unexpected service error {type(exc).__name__}") from exc  # pragma: no cover
 
 
-def transition_success(state: Mapping[str, Any], events: list[Mapping[str, Any]]) -> TaskTransitionSuccess:
+async def capture(work: Awaitable[S]) -> S | ErrorResult:
+    """`work`'s answer, or the error type of the service refusal it raised: the refusal-as-data step of
+    every mutation, so resolvers stay one line (the idea of dagster-graphql's `capture_error`)."""
+    try:
+        return await work
+    except ServiceError as exc:
+        return error_from(exc)
+
+
+_SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+_SEGMENT = re.compile(r"(?P<name>[^\[]*)(?P<indexes>(?:\[\d+\])*)")
+
+
+def graphql_path(path: str) -> str:
+    """A service's field path in GraphQL's naming: `input.sub_tasks[0].task_id` → `input.subTasks[0].taskId`.
+
+    Idempotent: camelCase names (no underscore) and list indexes are left as they are, so a path already
+    in GraphQL's terms comes back unchanged. The keys inside a JSON value are the client's own and are
+    never renamed (`input.metaWorkflowGraph.my_key`). The one place service paths become GraphQL paths.
+    """
+    out: list[str] = []
+    for n, part in enumerate(path.split(".")):
+        match = _SEGMENT.fullmatch(part)
+        if match is None:  # not a name with indexes: leave this and the rest as they are
+            return ".".join([*out, *path.split(".")[n:]])
+        name = match["name"]
+        out.append(_camel(name) + match["indexes"])
+        if name in _json_fields():  # below it, the client's own keys
+            return ".".join([*out, *path.split(".")[n + 1 :]])
+    return ".".join(out)
+
+
+def _camel(name: str) -> str:
+    if not _SNAKE.fullmatch(name):
+        return name
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+@functools.cache
+def _json_fields() -> frozenset[str]:
+    """Names (both spellings) of the input fields that hold a JSON value, read from the input types."""
+    names: set[str] = set()
+    for value in vars(inputs).values():
+        definition = getattr(value, "__strawberry_definition__", None)
+        if not isinstance(definition, StrawberryObjectDefinition) or not definition.is_input:
+            continue
+        for field in definition.fields:
+            if getattr(field.type, "of_type", field.type) is JSON:
+                names |= {field.python_name, field.graphql_name or _camel(field.python_name)}
+    return frozenset(names)
+
+
+def transition_success(
+    state: Mapping[str, Any], events: Sequence[Mapping[str, Any]]
+) -> TaskTransitionSuccess:
     """The success payload: the main event is the last one about the task itself."""
     own = [e for e in events if e.get("task_id") == state["_id"]]
     return TaskTransitionSuccess(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
-from strawberry.tools import merge_types
 
 from app.api.analytics import AnalyticsQuery
 from app.api.errors import should_mask_error
@@ -12,33 +11,23 @@ from app.api.event_queries import EventQuery
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
-from app.api.queries import Query as ReadQuery
+from app.api.queries import ReadQuery
 from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
 
-Query = merge_types(
-    "Query",
-    (
-        ReadQuery,
-        EventQuery,
-        AnalyticsQuery,
-    ),
-)
-Query.__strawberry_definition__.description = (
-    "Reading the task hierarchy, its outputs, its execution states and its events."
-)
+# The roots are the topical classes merged (what `strawberry.tools.merge_types` does), written as classes
+# so that their names and descriptions are plain code; fields keep the order of the bases.
 
-Mutation = merge_types(
-    "Mutation",
-    (
-        LifecycleMutation,
-        EventMutation,
-        HierarchyMutation,
-        AgentTaskMutation,
-    ),
-)
-Mutation.__strawberry_definition__.description = "Changing tasks: lifecycle, CRUD, finalization, events."
+
+@strawberry.type(description="Reading the task hierarchy, its outputs, its execution states and its events.")
+class Query(ReadQuery, EventQuery, AnalyticsQuery):
+    pass
+
+
+@strawberry.type(description="Changing tasks: lifecycle, CRUD, finalization, events.")
+class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMutation):
+    pass
 
 
 def build_schema(

@@ -1,5 +1,6 @@
 """Event mutations: what agents report while they work on a task — tool calls, tool results and memory
-operations (seed 003). Thin: each passes its arguments to the `Recorder` service and returns the event."""
+operations (seed 003). Thin: each passes its arguments to the `Recorder` service and returns the event;
+`capture` turns refusals into the error types of the result union."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from app.api.results import NotFoundError, ValidationError, error_from
+from app.api.results import NotFoundError, ValidationError, capture
 from app.api.types.events import TaskEvent, event_from_doc
-from app.lifecycle.errors import ServiceError
 from app.lifecycle.recording import Recorder
 
 
@@ -36,7 +36,7 @@ CorrelationId = Annotated[
     strawberry.argument(description="Links a TOOL_CALL, its TOOL_RESULT and the originating request."),
 ]
 #: Shown as `= {}` in the SDL; never mutated (the recorder copies what it stores).
-NO_ARGS: dict[str, Any] = {}
+NO_ARGS = JSON({})
 IdempotencyKey = Annotated[
     str | None,
     strawberry.argument(
@@ -50,12 +50,14 @@ def _recorder(info: strawberry.Info) -> Recorder:
     return Recorder(info.context.app.lifecycle)
 
 
+async def _recorded(work: Awaitable[dict[str, Any]]) -> RecordEventSuccess:
+    return RecordEventSuccess(event=event_from_doc(await work))
+
+
 async def _outcome(work: Awaitable[dict[str, Any]]) -> RecordEventSuccess | NotFoundError | ValidationError:
-    try:
-        doc = await work
-    except ServiceError as exc:
-        return error_from(exc)  # type: ignore[return-value]  # only NotFound and Invalid are raised
-    return RecordEventSuccess(event=event_from_doc(doc))
+    # The recorder refuses only with NotFound and Invalid, never what becomes a Transition- or
+    # ConflictError, which `capture`'s type allows for.
+    return await capture(_recorded(work))  # type: ignore[return-value]
 
 
 @strawberry.type(description="Reporting what agents do while they work on a task.")

@@ -1,15 +1,16 @@
 """Lifecycle mutations: claim, start, progress, complete, fail, retry, cancel. Thin: each binds the state
-machine action to its arguments and lets the `Lifecycle` service apply it."""
+machine action to its arguments and lets the `Lifecycle` service apply it; `capture` turns refusals
+into the error types of the result union."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
+from app.api.inputs import IdempotencyKey
 from app.api.results import (
     ConflictError,
     NotFoundError,
@@ -17,13 +18,12 @@ from app.api.results import (
     TaskTransitionSuccess,
     TransitionError,
     ValidationError,
-    error_from,
+    capture,
     transition_success,
 )
 from app.api.types.enums import TaskKind
 from app.lifecycle import state_machine as sm
-from app.lifecycle.errors import ServiceError
-from app.lifecycle.transitions import Action, Applied
+from app.lifecycle.transitions import Action, Lifecycle
 
 TaskTransitionResult = Annotated[
     TaskTransitionSuccess | NotFoundError | TransitionError | ConflictError | ValidationError,
@@ -41,31 +41,43 @@ ExpectedVersion = Annotated[
     int | None,
     strawberry.argument(description="Apply only if the task is still at this version (compare-and-set)."),
 ]
-IdempotencyKey = Annotated[
-    str | None,
-    strawberry.argument(
-        description="A retried request with the same key returns the first answer, applying nothing twice."
-    ),
-]
 
 
-async def _outcome(work: Awaitable[Applied | None]) -> object:
-    try:
-        applied = await work
-    except ServiceError as exc:
-        return error_from(exc)
+def _lifecycle(info: strawberry.Info) -> Lifecycle:
+    return info.context.app.lifecycle
+
+
+async def claim(
+    info: strawberry.Info,
+    agent_name: str,
+    workflow_id: str | None,
+    task_kinds: list[TaskKind] | None,
+    idempotency_key: str | None,
+) -> TaskTransitionSuccess | NothingToClaim:
+    """Start the agent's most urgent ready task, if there is one."""
+    # The stored kind names (`str()`: mypy takes `strawberry.enum_value` members for their definitions).
+    kinds = [str(k.value) for k in task_kinds] if task_kinds else None
+    applied = await _lifecycle(info).claim(
+        agent_name, workflow_id=workflow_id, task_kinds=kinds, idempotency_key=idempotency_key
+    )
     if applied is None:
         return NothingToClaim(message="no pending task with its dependencies met is waiting for this agent")
     return transition_success(applied.state, applied.events)
 
 
-async def _transition(
+async def transition(
     info: strawberry.Info, operation: str, task_id: str, action: Action, version: int | None, key: str | None
-) -> object:
-    lifecycle = info.context.app.lifecycle
-    return await _outcome(
-        lifecycle.transition(operation, task_id, action, expected_version=version, idempotency_key=key)
+) -> TaskTransitionSuccess:
+    """Apply one state machine action to a task (the shared body of every mutation but claimTask)."""
+    applied = await _lifecycle(info).transition(
+        operation, task_id, action, expected_version=version, idempotency_key=key
     )
+    return transition_success(applied.state, applied.events)
+
+
+def _object(value: object) -> dict[str, Any] | None:
+    # A JSON argument is whatever the client sent; the state machine refuses anything but an object.
+    return cast(dict[str, Any] | None, value)
 
 
 @strawberry.type(description="Moving tasks through their lifecycle.")
@@ -85,12 +97,10 @@ class LifecycleMutation:
         ] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> ClaimTaskResult:
-        kinds = [k.value for k in task_kinds] if task_kinds else None
-        lifecycle = info.context.app.lifecycle
-        return await _outcome(
-            lifecycle.claim(
-                agent_name, workflow_id=workflow_id, task_kinds=kinds, idempotency_key=idempotency_key
-            )
+        # `claim` raises only what ClaimTaskResult holds (ValidationError, ConflictError): never a
+        # NotFoundError or TransitionError, which `capture`'s type allows for.
+        return await capture(  # type: ignore[return-value]
+            claim(info, agent_name, workflow_id, task_kinds, idempotency_key)
         )
 
     @strawberry.mutation(description="Start a pending or retrying task: attempts + 1, startedAt = now.")
@@ -101,7 +111,7 @@ class LifecycleMutation:
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
-        return await _transition(info, "startTask", id, sm.start, expected_version, idempotency_key)
+        return await capture(transition(info, "startTask", id, sm.start, expected_version, idempotency_key))
 
     @strawberry.mutation(description="Report progress (0–100) and the current step of a task in progress.")
     async def report_progress(
@@ -116,7 +126,9 @@ class LifecycleMutation:
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.report_progress, percentage=percentage, current_step=current_step)
-        return await _transition(info, "reportProgress", id, action, expected_version, idempotency_key)
+        return await capture(
+            transition(info, "reportProgress", id, action, expected_version, idempotency_key)
+        )
 
     @strawberry.mutation(
         description="Complete a task in progress; releases the tasks that were waiting for it."
@@ -141,11 +153,11 @@ class LifecycleMutation:
     ) -> TaskTransitionResult:
         action = functools.partial(
             sm.complete,
-            result=result,
+            result=_object(result),
             execution_time_seconds=execution_time_seconds,
-            output_references=output_references,
+            output_references=_object(output_references),
         )
-        return await _transition(info, "completeTask", id, action, expected_version, idempotency_key)
+        return await capture(transition(info, "completeTask", id, action, expected_version, idempotency_key))
 
     @strawberry.mutation(
         description="Record a failure: final → failed; otherwise retrying, until max attempts make it failed."
@@ -163,7 +175,7 @@ class LifecycleMutation:
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.fail, error=error, details=details, is_final=is_final)
-        return await _transition(info, "failTask", id, action, expected_version, idempotency_key)
+        return await capture(transition(info, "failTask", id, action, expected_version, idempotency_key))
 
     @strawberry.mutation(
         description="Retry a failed or cancelled task (→ retrying; grants one more attempt if used up)."
@@ -175,7 +187,7 @@ class LifecycleMutation:
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
-        return await _transition(info, "retryTask", id, sm.retry, expected_version, idempotency_key)
+        return await capture(transition(info, "retryTask", id, sm.retry, expected_version, idempotency_key))
 
     @strawberry.mutation(description="Cancel a task that has not finished.")
     async def cancel_task(
@@ -187,4 +199,4 @@ class LifecycleMutation:
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.cancel, reason=reason)
-        return await _transition(info, "cancelTask", id, action, expected_version, idempotency_key)
+        return await capture(transition(info, "cancelTask", id, action, expected_version, idempotency_key))

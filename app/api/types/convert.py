@@ -110,7 +110,8 @@ def from_doc(cls: type[T], spec: CollectionSpec | None, doc: Mapping[str, Any], 
         # The one place every read of a state goes through (by id, batched, lists, mutation results).
         doc = present(doc)
     kwargs: dict[str, Any] = {}
-    for name, default_on_null, coerce in _plan(cls):
+    target: type = cls  # (as `type`: mypy cannot tell that every `type[T]` is hashable, as `_plan` needs)
+    for name, default_on_null, coerce in _plan(target):
         if name in extra:
             kwargs[name] = extra[name]
             continue

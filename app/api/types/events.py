@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import strawberry
 from strawberry.scalars import JSON
@@ -17,7 +17,10 @@ from app.api.types.convert import as_datetime
 from app.api.types.enums import TaskStatus
 from app.lifecycle.events import EventType as StoredEventType
 
-EventType = strawberry.enum(StoredEventType, description="Kinds of task events.")
+# `strawberry.enum` registers the stored enum itself (named EventType) as the GraphQL enum `EventType`
+# and returns it; the alias gives the API a name for it that type checkers take as a type.
+strawberry.enum(StoredEventType, description="Kinds of task events.")
+EventType: TypeAlias = StoredEventType
 
 
 @strawberry.interface(description="Something that happened to a task, in commit order.")
@@ -140,10 +143,10 @@ def _status(value: Any) -> TaskStatus | None:
 def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
     """The concrete event type for a stored event; payload fields become its fields."""
     payload = doc.get("payload") or {}
-    cls = _TYPES.get(doc.get("type"))  # type: ignore[arg-type]
+    cls = _TYPES.get(str(doc.get("type")))
     if cls is None:
         return OtherEvent(
-            **_common(doc, StoredEventType.OTHER), raw_type=str(doc.get("type")), payload=payload
+            **_common(doc, StoredEventType.OTHER), raw_type=str(doc.get("type")), payload=JSON(payload)
         )
     kwargs: dict[str, Any] = {}
     for name in cls.__dataclass_fields__:

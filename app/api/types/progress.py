@@ -61,7 +61,7 @@ async def workflow_progress(
         by_id[workflow_id],
     )
     return WorkflowProgress(
-        workflow_id=workflow_id,
+        workflow_id=strawberry.ID(workflow_id),
         total=result.total,
         percentage=result.percentage,
         counts=[StatusCount(status=TaskStatus(s), count=n) for s, n in result.counts.items()],

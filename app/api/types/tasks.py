@@ -58,6 +58,7 @@ class Task:
 
     @strawberry.field(description="The execution state of this task (agent, status, progress, attempts…).")
     def state(self, info: strawberry.Info) -> AgentTaskState | None:
+        # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.id)  # type: ignore[return-value]
 
     @strawberry.field(description=NESTED_EVENTS)
@@ -94,6 +95,7 @@ class MetaWorkflowTask(Task):
 
     @strawberry.field(description="The output document of this meta task, if any.")
     def output(self, info: strawberry.Info) -> TaskOutput | None:
+        # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, TaskOutput, c.TASK_OUTPUTS, self.id)  # type: ignore[return-value]
 
     @strawberry.field(description="Roll-up of the whole tree below: task counts per status and a percentage.")
@@ -137,6 +139,7 @@ class SubTask(Task):
 
     @strawberry.field(description="The output document of this sub-task, if any.")
     def output(self, info: strawberry.Info) -> SubTaskOutput | None:
+        # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, SubTaskOutput, c.SUB_TASK_OUTPUTS, self.id)  # type: ignore[return-value]
 
 
@@ -161,6 +164,7 @@ class BehaviorTask(Task):
 
     @strawberry.field(description="The output document of this behavior task, if any.")
     def output(self, info: strawberry.Info) -> BehaviorTaskOutput | None:
+        # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, BehaviorTaskOutput, c.BEHAVIOR_TASK_OUTPUTS, self.id)  # type: ignore[return-value]
 
 
@@ -201,6 +205,7 @@ class TaskDependency:
 
     @strawberry.field(description="The execution state of the task depended on.")
     def state(self, info: strawberry.Info) -> AgentTaskState | None:
+        # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.task_id)  # type: ignore[return-value]
 
     @strawberry.field(
@@ -218,6 +223,7 @@ class TaskDependency:
         known, doc = loader.peek(self.task_id)
         if known:
             return self._met(doc)
+        # An awaitable of the answer, which graphql-core awaits (see fetch.py).
         return self._met_later(loader.load(self.task_id))  # type: ignore[return-value]
 
     def _met(self, doc: Mapping[str, Any] | None) -> bool:
