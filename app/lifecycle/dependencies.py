@@ -66,7 +66,11 @@ async def check_graph(
                 graph[tid] = []  # a dangling id stored earlier by another program: no edges from it
                 continue
             statuses[tid] = doc.get("status")
-            graph[tid] = [d.get("task_id") for d in doc.get("dependencies") or [] if isinstance(d, dict)]
+            graph[tid] = [
+                d["task_id"]
+                for d in doc.get("dependencies") or []
+                if isinstance(d, dict) and isinstance(d.get("task_id"), str)
+            ]
         frontier = {d for tid in frontier for d in graph[tid] if isinstance(d, str)} - graph.keys()
     cycle = _find_cycle(graph, written.keys())
     if cycle:

@@ -185,7 +185,7 @@ class TreeWrites(HierarchyService):
                     f"a {level.label} needs a parent; give another id to move it",
                 )
             new_parent = changes.get(level.parent_field) if level.parent_field else None
-            if new_parent is not None and new_parent != doc.get(level.parent_field):
+            if new_parent is not None and new_parent != doc.get(level.parent_field or ""):
                 await self._move(session, level, doc, new_parent)
             if changes.get("prev_sub_task_id") is not None:
                 meta = await self.load(

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 #: Routing keys: ("task", id), ("workflow", id), ("agent", id) or ALL.
-Key = tuple[str, ...]
+Key = tuple[Any, ...]
 ALL: Key = ("all",)
 #: Pushed to every subscriber when the hub may have missed events (its resume token was lost).
 GAP: Doc = {"_gap": True}
@@ -166,7 +166,7 @@ class EventHub:
                     del self._by_key[key]
 
     def _dispatch(self, event: Doc) -> None:
-        keys = (
+        keys: tuple[Key, ...] = (
             ALL,
             ("task", event.get("task_id")),
             ("workflow", event.get("workflow_id")),

@@ -34,7 +34,7 @@ _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", 
 
 
 def app_state(request: Request) -> AppState:
-    return request.app.state.agent_tasks  # type: ignore[no-any-return]
+    return request.app.state.agent_tasks
 
 
 def document_response(
@@ -47,7 +47,7 @@ def document_response(
 
 
 def _id(request: Request) -> str:
-    return request.path_params["id"]  # type: ignore[no-any-return]
+    return request.path_params["id"]
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -123,13 +123,13 @@ DependencyInput = _model(
     {
         "task_id": (StrictStr, Field(description="Id of the task depended on.")),
         "status_expected": (
-            Literal[domain.STATUSES],  # type: ignore[valid-type]
+            Literal[domain.STATUSES],
             Field(default="completed", description="Status it must reach (default completed)."),
         ),
     },
 )
 _STATE_OVERRIDES: dict[str, Any] = {
-    "priority": Literal[domain.PRIORITIES],  # type: ignore[valid-type]  # a Literal of the tuple's values
+    "priority": Literal[domain.PRIORITIES],
     "dependencies": list[DependencyInput],  # type: ignore[valid-type]
 }
 
@@ -264,7 +264,7 @@ def _build() -> dict[str, EntityModels]:
         if children:
             child = next(e for e in ENTITIES if e.kind is Kind.TASK and e.level.kind == level.child_kind)  # type: ignore[union-attr]
             create_fields[children] = _optional(
-                list[out[child.path].create],  # type: ignore[name-defined]
+                list[out[child.path].create],  # type: ignore[misc]  # a model built at run time
                 "Children to create under it, in order, in the same transaction.",
             )
         update_fields = _seed_fields(entity)
@@ -327,7 +327,7 @@ def _page_model(entity: Entity, document: type[BaseModel]) -> type[BaseModel]:
         f"One page of {entity.label}s matching a filter.",
         _STRICT,
         {
-            "items": (list[document], Field(description="The page, in order.")),  # type: ignore[misc]
+            "items": (list[document], Field(description="The page, in order.")),  # type: ignore[valid-type]  # built at run time
             "next_cursor": (
                 str | None,
                 Field(description="Pass as `after` for the next page; null on the last page."),

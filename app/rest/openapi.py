@@ -55,7 +55,7 @@ def _schemas() -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
             (path, "update", models.update, "validation"),
         ]
     wanted += [("", "error", ErrorResponse, "serialization"), ("", "deleted", Deleted, "serialization")]
-    key_map, top = models_json_schema([(m, mode) for _, _, m, mode in wanted], ref_template=_REF)  # type: ignore[arg-type]
+    key_map, top = models_json_schema([(m, mode) for _, _, m, mode in wanted], ref_template=_REF)  # type: ignore[misc]  # mode is one of pydantic's two literals
     refs = {(path, role): key_map[(model, mode)] for path, role, model, mode in wanted}  # type: ignore[index]
     return refs, top.get("$defs", {})
 

@@ -21,6 +21,7 @@ async def shared_secret(db: Db, name: str) -> bytes:
         upsert=True,
         return_document=ReturnDocument.AFTER,
     )
+    assert doc is not None  # an upsert returning the document after always finds one
     return bytes.fromhex(doc["value"])
 
 

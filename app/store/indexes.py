@@ -23,7 +23,7 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
             with contextlib.suppress(CollectionInvalid):  # another process created it first
                 await db.create_collection(spec.name)
         for index in spec.indexes:
-            options = (
+            options: dict[str, Any] = (
                 {}
                 if index.expire_after_seconds is None
                 else {"expireAfterSeconds": index.expire_after_seconds}

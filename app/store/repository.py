@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from app.store.collections import CollectionSpec
 from app.store.cursors import CursorCodec, SortSpec, after_filter, cursor_payload, sort_keys
+from app.store.types import Collection
 
 Document = dict[str, Any]
 
@@ -36,7 +37,7 @@ class Store:
         self.db = db
         self.codec = codec
 
-    def collection(self, spec: CollectionSpec):  # -> AsyncCollection[Document]
+    def collection(self, spec: CollectionSpec) -> Collection:
         return self.db[spec.name]
 
     async def find_by_ids(self, spec: CollectionSpec, ids: Iterable[Any]) -> dict[Any, Document]:

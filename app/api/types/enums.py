@@ -3,35 +3,41 @@ their values are the stored strings and their order and descriptions are stated 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any
 
 import strawberry
 
 from app import domain
 
 
-def _describe(enum: type[Enum], descriptions: dict[object, str]) -> None:
-    """Give each GraphQL enum value the domain's description of its member."""
+def _describe(enum: type[Enum], descriptions: Mapping[Any, str]) -> None:
+    """Give each GraphQL enum value the domain's description of its member (`strawberry.enum` registers
+    the domain enum itself, so resolvers return domain members and the stored strings stay the values)."""
     for value in enum.__strawberry_definition__.values:  # type: ignore[attr-defined]  # set by strawberry.enum
         value.description = descriptions[enum(value.value)]
 
 
-TaskStatus = strawberry.enum(
+strawberry.enum(
     domain.Status, name="TaskStatus", description="Execution status of a task (seed 000), plus `cancelled`."
 )
-_describe(TaskStatus, dict(domain.STATUS_DESCRIPTIONS))
+TaskStatus = domain.Status
+_describe(TaskStatus, domain.STATUS_DESCRIPTIONS)
 
-TaskPriority = strawberry.enum(
+strawberry.enum(
     domain.Priority,
     name="TaskPriority",
     description="Urgency of a task (seed 001); claiming hands out the most urgent first.",
 )
-_describe(TaskPriority, dict(domain.PRIORITY_DESCRIPTIONS))
+TaskPriority = domain.Priority
+_describe(TaskPriority, domain.PRIORITY_DESCRIPTIONS)
 
-TaskKind = strawberry.enum(
+strawberry.enum(
     domain.TaskKind, name="TaskKind", description="Which kind of task an execution state belongs to."
 )
-_describe(TaskKind, dict(domain.TASK_KIND_DESCRIPTIONS))
+TaskKind = domain.TaskKind
+_describe(TaskKind, domain.TASK_KIND_DESCRIPTIONS)
 
 
 @strawberry.enum(description="Sort direction.")
