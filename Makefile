@@ -32,6 +32,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.tree
 	$(BIN)/python -m bench.subscribers
+	$(BIN)/python -m bench.writes
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache
