@@ -59,9 +59,14 @@ async def open_resources(
         secret = (
             settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
         )
-        lifecycle = Lifecycle(db)
-        hub = EventHub(db, queue_size=settings.subscription_queue_size)
+        hub = EventHub(
+            db,
+            queue_size=settings.subscription_queue_size,
+            orphan_grace_seconds=settings.event_orphan_grace_seconds,
+            settle_seconds=settings.event_settle_seconds,
+        )
         await hub.start()
+        lifecycle = Lifecycle(db, settle=hub.settle, claim_spread=settings.claim_spread)
         state = AppState(
             settings=settings,
             store=Store(db, CursorCodec(secret)),

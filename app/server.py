@@ -51,7 +51,8 @@ async def health(request: Request) -> JSONResponse:
                 "running": hub.running,
                 "subscribers": hub.subscriber_count,
                 "restarts": hub.restarts,
-                "last_event_id": hub.last_event_id,
+                "last_position": None if hub.last_position is None else str(hub.last_position),
+                "stamped": hub.stamped,
             },
         }
     )

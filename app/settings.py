@@ -58,6 +58,26 @@ class Settings(BaseSettings):
     connection_init_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long a WebSocket client has to send `connection_init`."
     )
+    event_settle_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long a mutation waits for its events' commit-order positions (cursors) before"
+        " answering without them (only when the change stream is down).",
+    )
+    event_orphan_grace_seconds: float = Field(
+        default=90.0,
+        ge=1,
+        description="Age after which an event no change stream saw committed is stamped by the orphan sweep;"
+        " longer than MongoDB's transaction lifetime (60 s), so its transaction has surely ended.",
+    )
+    claim_spread: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Concurrent claims of one agent pick at random among this many of its most urgent,"
+        " oldest ready tasks, so claimers in different processes rarely race for the same one.",
+    )
     expiry_sweep_seconds: float = Field(
         default=5.0,
         ge=0.05,

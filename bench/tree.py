@@ -10,7 +10,7 @@ tree through the REST routes.
 - rest: the same tree walked through seed 002's REST routes of that server (one GET per document, as a
   REST client must).
 
-Prints the median of `--repeat` runs of each and the ratios. DESIGN.md's targets: graphql within 3× the
+Prints the median of `--repeat` runs of each and the ratios. The targets (docs/ARCHITECTURE.md, "Speed"): graphql within 3× the
 floor, and at least 20× faster than the REST walk.
 """
 

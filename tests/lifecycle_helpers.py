@@ -39,3 +39,22 @@ async def snapshot(db: Any) -> dict[str, list[dict[str, Any]]]:
         if name not in ("server_config",):
             out[name] = [d async for d in db[name].find().sort("_id", 1)]
     return out
+
+
+async def append_stamped(db: Any, events: list[dict[str, Any]]) -> None:
+    """Append events as another writer would (outside the API), and wait until the running server's
+    event hub has stamped their commit-order positions; each event gets its `seq`."""
+    import asyncio
+
+    from app.store.events import append_events
+
+    await append_events(db, None, events)
+    ids = [e["_id"] for e in events]
+    async with asyncio.timeout(10):
+        while True:
+            stored = {d["_id"]: d.get("seq") async for d in db.task_events.find({"_id": {"$in": ids}})}
+            if all(stored.get(i) is not None for i in ids):
+                break
+            await asyncio.sleep(0.01)
+    for event in events:
+        event["seq"] = stored[event["_id"]]

@@ -9,12 +9,13 @@ import json
 from typing import Any
 
 import pytest
+from bson import ObjectId
 
 from app.demo import DEMO_WORKFLOW_ID, load_demo, synthetic_tree, write_documents
 from app.lifecycle.events import EventType, event_doc
 from app.store.events import append_events
 from tests.conftest import CommandLog, GraphQLClient, read_query
-from tests.lifecycle_helpers import mutation, snapshot, task
+from tests.lifecycle_helpers import append_stamped, mutation, snapshot, task
 
 TASK_EVENTS = read_query("TaskEvents.graphql")
 RECORD_TOOL_CALL = read_query("RecordToolCall.graphql")
@@ -91,8 +92,8 @@ async def demo_with_events(gql: GraphQLClient, db: Any) -> None:
 async def test_task_events_are_oldest_first_and_filter(gql: GraphQLClient, db: Any) -> None:
     await demo_with_events(gql, db)
     everything = await events_page(gql)
-    stored = [e async for e in db.task_events.find().sort("_id", 1)]
-    assert [e["node"]["id"] for e in everything["edges"]] == [str(e["_id"]) for e in stored]
+    stored = [e async for e in db.task_events.find().sort("seq", 1)]
+    assert [e["node"]["id"] for e in everything["edges"]] == [str(e["seq"]) for e in stored]
     assert kinds(everything) == [
         ("STATUS_CHANGED", "beh_write_script"),
         ("TASK_COMPLETED", "beh_write_script"),
@@ -138,8 +139,8 @@ async def test_pages_resume_exactly_after_the_cursor(gql: GraphQLClient, db: Any
         for i in range(7)
     ]
     other = event_doc(EventType.TOOL_CALL, "elsewhere", "other_workflow", "A", {"tool_name": "x"}, T0)
-    await append_events(db, None, [*docs[:4], other, *docs[4:]])
-    expected = [str(d["_id"]) for d in docs]
+    await append_stamped(db, [*docs[:4], other, *docs[4:]])
+    expected = [str(d["seq"]) for d in docs]
 
     seen: list[str] = []
     after = None
@@ -162,16 +163,16 @@ async def test_pages_resume_exactly_after_the_cursor(gql: GraphQLClient, db: Any
     late = event_doc(
         EventType.TOOL_CALL, "beh_write_script", DEMO_WORKFLOW_ID, "A", {"tool_name": "late"}, T0
     )
-    await append_events(db, None, [late])
+    await append_stamped(db, [late])
     page = (await gql.data(TASK_EVENTS, {"workflowId": DEMO_WORKFLOW_ID, "after": after}))["taskEvents"]
-    assert [e["cursor"] for e in page["edges"]] == [str(late["_id"])]
-    empty = await events_page(gql, workflowId=DEMO_WORKFLOW_ID, after=str(late["_id"]))
+    assert [e["cursor"] for e in page["edges"]] == [str(late["seq"])]
+    empty = await events_page(gql, workflowId=DEMO_WORKFLOW_ID, after=str(late["seq"]))
     assert empty["edges"] == [] and empty["pageInfo"]["hasNextPage"] is False
     assert empty["pageInfo"]["hasPreviousPage"] is True and empty["pageInfo"]["endCursor"] is None
 
 
 async def test_page_size_zero_says_whether_events_exist(gql: GraphQLClient, db: Any) -> None:
-    await append_events(db, None, [event_doc(EventType.TOOL_CALL, "t", None, "A", {"tool_name": "x"}, T0)])
+    await append_stamped(db, [event_doc(EventType.TOOL_CALL, "t", None, "A", {"tool_name": "x"}, T0)])
     page = await events_page(gql, first=0)
     assert page["edges"] == [] and page["pageInfo"]["hasNextPage"] is True and page["totalCount"] == 1
 
@@ -266,9 +267,8 @@ async def test_nested_events_cost_does_not_grow_with_the_tree(
     for workflow_id, size in (("small", (2, 2)), ("large", (5, 4))):
         docs = synthetic_tree(workflow_id, *size)
         await write_documents(db, docs)
-        await append_events(
+        await append_stamped(
             db,
-            None,
             [
                 event_doc(EventType.TOOL_CALL, state["_id"], workflow_id, "A", {"tool_name": f"t{i}"}, T0)
                 for state in docs["agent_task_states"]
@@ -303,7 +303,7 @@ async def test_record_tool_call_stores_the_seed_payload(gql: GraphQLClient, db: 
     r = (await gql.data(RECORD_TOOL_CALL, variables))["recordToolCall"]
     assert r["__typename"] == "RecordEventSuccess"
     event = r["event"]
-    stored = await db.task_events.find_one({"_id": int(event["id"])})
+    stored = await db.task_events.find_one({"seq": ObjectId(event["id"])})
     assert stored["type"] == "TOOL_CALL" and stored["task_id"] == "beh_write_script"
     assert stored["workflow_id"] == DEMO_WORKFLOW_ID
     assert stored["agent_id"] == "PodcastScriptWeaverAgent"  # the task's agent, by default
@@ -315,8 +315,8 @@ async def test_record_tool_call_stores_the_seed_payload(gql: GraphQLClient, db: 
         "correlation_id": "call-7f3a",
     }
     assert event == {
-        "id": str(stored["_id"]),
-        "cursor": str(stored["_id"]),
+        "id": str(stored["seq"]),
+        "cursor": str(stored["seq"]),
         "type": "TOOL_CALL",
         "taskId": "beh_write_script",
         "workflowId": DEMO_WORKFLOW_ID,
@@ -333,7 +333,7 @@ async def test_record_tool_call_stores_the_seed_payload(gql: GraphQLClient, db: 
     await db.agent_task_states.insert_one(task("solo", "pending"))
     r = (await gql.data(RECORD_CALL, {"taskId": "solo", "toolName": "calc", "agentId": "Helper"}))["r"]
     assert r["event"]["toolArgs"] == {} and r["event"]["agentId"] == "Helper"
-    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
+    stored = await db.task_events.find_one({"seq": ObjectId(r["event"]["id"])})
     assert stored["workflow_id"] is None and stored["agent_id"] == "Helper"
     assert stored["payload"] == {
         "tool_name": "calc",
@@ -344,7 +344,7 @@ async def test_record_tool_call_stores_the_seed_payload(gql: GraphQLClient, db: 
     odd = {"q": {"$where": "sleep(1)", "a.b": 1}}
     r = (await gql.data(RECORD_CALL, {"taskId": "solo", "toolName": "calc", "toolArgs": odd}))["r"]
     assert r["event"]["toolArgs"] == odd
-    assert (await db.task_events.find_one({"_id": int(r["event"]["id"])}))["payload"]["tool_args"] == odd
+    assert (await db.task_events.find_one({"seq": ObjectId(r["event"]["id"])}))["payload"]["tool_args"] == odd
 
 
 async def test_record_tool_result_stores_the_seed_payload(gql: GraphQLClient, db: Any) -> None:
@@ -363,7 +363,7 @@ async def test_record_tool_result_stores_the_seed_payload(gql: GraphQLClient, db
     assert (
         r["event"]["result"] == [{"title": "partial"}, 3, None] and r["event"]["errorMessage"] == "HTTP 503"
     )
-    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
+    stored = await db.task_events.find_one({"seq": ObjectId(r["event"]["id"])})
     assert (stored["type"], stored["task_id"], stored["agent_id"]) == ("TOOL_RESULT", "t1", "AgentA")
     assert stored["payload"] == {
         "tool_name": "web_search",
@@ -374,7 +374,7 @@ async def test_record_tool_result_stores_the_seed_payload(gql: GraphQLClient, db
         "correlation_id": "call-1",
     }
     r = (await gql.data(RECORD_TOOL_RESULT, {"taskId": "t1", "toolName": "calc", "status": "Success"}))["r"]
-    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
+    stored = await db.task_events.find_one({"seq": ObjectId(r["event"]["id"])})
     assert stored["payload"] == {
         "tool_name": "calc",
         "status": "SUCCESS",
@@ -402,7 +402,7 @@ async def test_record_memory_operation_stores_the_seed_payload(gql: GraphQLClien
         "episodes about AI ethics",
         "SUCCESS",
     )
-    stored = await db.task_events.find_one({"_id": int(r["event"]["id"])})
+    stored = await db.task_events.find_one({"seq": ObjectId(r["event"]["id"])})
     assert (stored["type"], stored["agent_id"]) == ("MEMORY_OPERATION", "MemoryAgent")
     assert stored["payload"] == {
         "agent_id": "MemoryAgent",
@@ -579,46 +579,49 @@ async def test_idempotency_key_records_once_and_returns_the_first_event(gql: Gra
     assert await snapshot(db) == before
 
 
-async def test_event_numbers_follow_commit_order(db: Any) -> None:
-    """A transaction that appended events first but commits last must not leave a later-numbered event
-    visible before it: a reader that resumed past the later number would skip it forever."""
+async def test_event_positions_follow_commit_order(gql: GraphQLClient, db: Any) -> None:
+    """A transaction that appended its event first but commits last gets the later position, and a reader
+    that resumed after the fast one's cursor still gets it: nothing is skipped, nothing serializes."""
     import asyncio
 
-    from app.store.indexes import ensure_indexes
     from app.store.transactions import in_transaction
 
-    await ensure_indexes(db)
     a_appended = asyncio.Event()
-    order: list[str] = []
+    b_committed = asyncio.Event()
 
-    async def slow(session: Any) -> int:
+    async def slow(session: Any) -> Any:
         event = event_doc(EventType.TOOL_CALL, "a", None, "A", {"tool_name": "slow"}, T0)
         await append_events(db, session, [event])
         a_appended.set()
-        await asyncio.sleep(0.3)  # still uncommitted while the other transaction runs
-        order.append("a")
+        await b_committed.wait()  # still uncommitted while the other transaction commits
         return event["_id"]
 
-    async def fast(session: Any) -> int:
+    async def fast(session: Any) -> Any:
         event = event_doc(EventType.TOOL_CALL, "b", None, "B", {"tool_name": "fast"}, T0)
         await append_events(db, session, [event])
-        order.append("b")
         return event["_id"]
 
     slow_task = asyncio.create_task(in_transaction(db, slow))
     await a_appended.wait()
-    fast_id = await in_transaction(db, fast)
+    fast_id = await in_transaction(db, fast)  # no shared counter: it commits at once, before the slow one
+    async with asyncio.timeout(10):
+        while (first := await events_page(gql))["edges"] == []:
+            await asyncio.sleep(0.01)
+    assert [e["node"]["taskId"] for e in first["edges"]] == ["b"]
+    b_committed.set()
     slow_id = await slow_task
-    # The fast transaction could only take its number once the slow one had committed.
-    assert order[0] == "a" and slow_id < fast_id
-    numbers = [e["_id"] async for e in db.task_events.find().sort("_id", 1)]
-    assert numbers == [slow_id, fast_id]
+    async with asyncio.timeout(10):
+        while (rest := await events_page(gql, after=first["pageInfo"]["endCursor"]))["edges"] == []:
+            await asyncio.sleep(0.01)
+    assert [e["node"]["taskId"] for e in rest["edges"]] == ["a"]
+    stored = [e["_id"] async for e in db.task_events.find().sort("seq", 1)]
+    assert stored == [fast_id, slow_id]
 
 
 async def test_an_event_of_an_unknown_type_reads_as_other(gql: GraphQLClient, db: Any) -> None:
     """Another program wrote an event type this server does not know: lists still read, as OtherEvent."""
-    await append_events(db, None, [event_doc("AGENT_HEARTBEAT", "t", "wf", "A", {"beat": 1}, T0)])
-    await append_events(db, None, [event_doc(EventType.TOOL_CALL, "t", "wf", "A", {"tool_name": "x"}, T0)])
+    await append_stamped(db, [event_doc("AGENT_HEARTBEAT", "t", "wf", "A", {"beat": 1}, T0)])
+    await append_stamped(db, [event_doc(EventType.TOOL_CALL, "t", "wf", "A", {"tool_name": "x"}, T0)])
     page = (
         await gql.data(
             """{ taskEvents(taskId: "t") { edges { node { __typename type

@@ -104,8 +104,9 @@ class Recorder:
     """Everything the clients saw, shared by all of them (one event loop: no locking needed)."""
 
     attempts: list[Attempt] = field(default_factory=list)
-    #: Events named by acknowledged answers: cursor -> (type, task id).
-    acknowledged_events: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: Events named by acknowledged answers: cursor -> (type, task id). A cursor is the event's
+    #: commit-order position; one answered while the hub could not stamp it yet is "unstamped-<_id>".
+    acknowledged_events: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Answers that are neither a success nor a transport/server failure (e.g. a TransitionError): a
     #: retried mutation that was applied twice would show up here.
     anomalies: list[str] = field(default_factory=list)
@@ -115,7 +116,7 @@ class Recorder:
 
     def acknowledge(self, answer: dict[str, Any]) -> None:
         for event in answer.get("events", []):
-            cursor = int(event["cursor"])
+            cursor = event["cursor"]
             assert cursor not in self.acknowledged_events, f"event {cursor} acknowledged twice"
             self.acknowledged_events[cursor] = (event["type"], event["taskId"])
 
@@ -267,13 +268,13 @@ class Subscriber:
     """One WebSocket client on every event, reconnecting from its last cursor after any disconnect."""
 
     url: str
-    received: list[int] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
     disconnects: list[str] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         while not self.stop.is_set():
-            after = str(self.received[-1]) if self.received else None
+            after = self.received[-1] if self.received else None
             try:
                 ws = await GraphQLWebSocket.open(self.url, open_timeout=10)
             except (OSError, ConnectionClosed, TimeoutError, AssertionError) as exc:
@@ -289,7 +290,7 @@ class Subscriber:
                         continue
                     payload = message.get("payload") or {}
                     if message["type"] == "next" and not payload.get("errors"):
-                        self.received.append(int(payload["data"]["taskEvents"]["cursor"]))
+                        self.received.append(payload["data"]["taskEvents"]["cursor"])
                     else:  # an error or the end of the subscription: resume after the last cursor
                         self.disconnects.append(f"{message['type']}: {json.dumps(payload)[:300]}")
                         break
@@ -352,7 +353,7 @@ async def check_database(uri: str, db_name: str, recorder: Recorder, expected: E
         metas = {d["_id"]: d async for d in db.meta_workflow_tasks.find({})}
         subs = {d["_id"]: d async for d in db.sub_tasks.find({})}
         behaviors = {d["_id"]: d async for d in db.behavior_tasks.find({})}
-        events = {d["_id"]: d async for d in db.task_events.find({}, {"type": 1, "task_id": 1})}
+        events = [d async for d in db.task_events.find({}, {"type": 1, "task_id": 1, "seq": 1})]
     finally:
         await client.close()
 
@@ -403,9 +404,13 @@ async def check_database(uri: str, db_name: str, recorder: Recorder, expected: E
             problems.append(f"behavior task {bid} is not listed by its parent {behavior.get('sub_task_id')}")
 
     # (d) the acknowledged events are exactly the stored events.
-    stored = {eid: (e.get("type"), e.get("task_id")) for eid, e in events.items()}
+    # An answer names an event by its position, or (answered before it was stamped) by its marked id.
+    names = {e["_id"]: {f"unstamped-{e['_id']}", str(e.get("seq"))} for e in events}
+    stored = {name: (e.get("type"), e.get("task_id")) for e in events for name in names[e["_id"]]}
     missing = sorted(set(recorder.acknowledged_events) - set(stored))
-    extra = sorted(set(stored) - set(recorder.acknowledged_events))
+    extra = sorted(
+        str(e.get("seq")) for e in events if not names[e["_id"]] & set(recorder.acknowledged_events)
+    )
     different = [
         e
         for e in recorder.acknowledged_events
@@ -422,7 +427,7 @@ async def check_database(uri: str, db_name: str, recorder: Recorder, expected: E
     return problems
 
 
-def subscriber_problems(received: list[int], stored_ids: list[int]) -> list[str]:
+def subscriber_problems(received: list[str], stored_ids: list[str]) -> list[str]:
     """(e): exactly every stored event, once, in order."""
     problems: list[str] = []
     duplicates = [e for e, n in Counter(received).items() if n > 1]
@@ -458,11 +463,15 @@ def _drain_output(server: ServerProcess, lines: list[str]) -> threading.Thread:
     return thread
 
 
-async def _stored_event_ids(uri: str, db_name: str) -> list[int]:
+async def _stored_event_ids(uri: str, db_name: str) -> list[str]:
+    """The positions of every stored event, in commit order, once every event has been stamped."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=30000)
     try:
         db = client.get_database(db_name, read_concern=ReadConcern("majority"))
-        return [d["_id"] async for d in db.task_events.find({}, {"_id": 1}, sort=[("_id", 1)])]
+        deadline = time.monotonic() + 30
+        while await db.task_events.find_one({"seq": None}) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return [str(d["seq"]) async for d in db.task_events.find({}, {"seq": 1}, sort=[("seq", 1)])]
     finally:
         await client.close()
 

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 
 from app.api.analytics import AnalyticsQuery
 from app.api.errors import should_mask_error
@@ -15,6 +23,9 @@ from app.api.queries import ReadQuery
 from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
+
+#: Parsed and validated documents kept, each (least recently used first out).
+CACHE_SIZE = 512
 
 # The roots are the topical classes merged (what `strawberry.tools.merge_types` does), written as classes
 # so that their names and descriptions are plain code; fields keep the order of the bases.
@@ -34,7 +45,17 @@ def build_schema(
     max_query_depth: int = 12, max_aliases: int = 50, max_tokens: int = 20_000
 ) -> strawberry.Schema:
     """The schema served at /graphql. Extensions do not change the SDL, only how requests run: the limits
-    refuse a hostile document (too deep, too many aliases of a costly field, too long) before it runs."""
+    refuse a hostile document (too deep, too many aliases of a costly field, too long) before it runs.
+
+    A document is parsed and validated once, not on every request (`ParserCache`, `ValidationCache`:
+    an agent sends the same few mutations thousands of times). Validation results are cached by document
+    and rule set, so the depth and alias rules are built here, once per schema: limiters constructed per
+    request would make a new rule class each time and the cache would never hit. Both caches are LRUs of
+    `CACHE_SIZE` documents, so a client sending endless distinct documents only churns them."""
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
@@ -42,8 +63,9 @@ def build_schema(
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: QueryDepthLimiter(max_depth=max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            lambda: ParserCache(maxsize=CACHE_SIZE),
+            lambda: AddValidationRules(limit_rules),
+            lambda: ValidationCache(maxsize=CACHE_SIZE),
             lambda: MaskErrors(should_mask_error=should_mask_error),
         ],
     )

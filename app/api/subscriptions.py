@@ -1,8 +1,9 @@
 """Root subscription fields: live events, task states and workflow progress, fed by the process's event hub.
 
 Each subscription registers with the hub *before* reading history, then replays stored events after
-the client's cursor, then tails live ones; events carry commit-ordered numbers, so anything seen twice
-at the hand-over is dropped by number and nothing falls in between. Subscriptions are async generators:
+the client's cursor, then tails live ones; events carry commit-order positions (the hub dispatches an
+event only once its position is stored), so anything seen twice at the hand-over is dropped by position
+and nothing falls in between. Subscriptions are async generators:
 leaving them (client gone, error, server shutting down) unregisters them in `finally`.
 
 Nested fields of a subscription result resolve through loaders made fresh for every event (never a cache
@@ -25,7 +26,7 @@ from app.api.types.tasks import AgentTaskState
 from app.live.hub import ALL, GAP, Key, SlowConsumer, Subscriber
 from app.store import collections as c
 from app.store.cursors import CursorError
-from app.store.events import decode_event_cursor, events_filter, find_events, latest_event_id
+from app.store.events import ORIGIN, decode_event_cursor, events_filter, find_events, latest_position
 
 #: Events replayed per read when a subscriber catches up from a cursor.
 REPLAY_BATCH = 500
@@ -112,7 +113,7 @@ class Subscription:
         db = info.context.store.db
         query = events_filter(task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, types=types)
         try:
-            last = 0 if after in (None, "HEAD") else decode_event_cursor(after)
+            last = ORIGIN if after in (None, "HEAD") else decode_event_cursor(after)
         except CursorError as exc:
             raise UserInputError(str(exc), "BAD_CURSOR") from exc
         hub = info.context.app.hub
@@ -120,12 +121,12 @@ class Subscription:
             # Registered first: whatever commits from now on is buffered, so the replay below can't miss it.
             replay = after != "HEAD"
             if not replay:
-                last = await latest_event_id(db)
+                last = await latest_position(db)
             while True:
                 while replay:  # catch up from the collection, a batch at a time
                     docs = await find_events(db, query, after=last, limit=REPLAY_BATCH)
                     for doc in docs:
-                        last = doc["_id"]
+                        last = doc["seq"]
                         yield event_from_doc(doc)
                     replay = len(docs) == REPLAY_BATCH
                 try:
@@ -134,8 +135,8 @@ class Subscription:
                     raise _slow(exc) from exc
                 if event is GAP:  # the hub may have missed events: read them from the collection
                     replay = True
-                elif event["_id"] > last:  # seen already during the replay otherwise
-                    last = event["_id"]
+                elif event["seq"] > last:  # seen already during the replay otherwise
+                    last = event["seq"]
                     yield event_from_doc(event)
 
     @strawberry.subscription(

@@ -23,7 +23,6 @@ from app.lifecycle.transitions import check_version, version_of
 from app.store import states as state_store
 from app.store import tasks as task_store
 from app.store.events import append_events
-from app.store.transactions import in_transaction
 from app.store.types import Doc
 
 
@@ -195,4 +194,4 @@ class AgentTaskWrites(HierarchyService):
             await append_events(self.db, session, events)
             return Written(doc=state, states=[], events=events, deleted_ids=[task_id])
 
-        return await in_transaction(self.db, work)
+        return await self.run(work)

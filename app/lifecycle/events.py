@@ -1,8 +1,8 @@
 """The `task_events` outbox: event types and how an event document is shaped.
 
 Every change writes its event in the same transaction as the change, so an event exists exactly when
-its change committed. An event's `_id` is a sequence number given when it is appended (in commit order,
-see `app.store.events.append_events`); it orders events and is the cursor clients resume from.
+its change committed. Its commit-order position (`seq`, the cursor clients resume from) is stamped just
+after the commit, from MongoDB's own commit order (see `app.store.events`).
 Seed 003's payloads are kept under `payload` with their own field names.
 """
 
@@ -39,7 +39,7 @@ def event_doc(
     payload: dict[str, Any],
     now: dt.datetime,
 ) -> dict[str, Any]:
-    """An event document ready to append (`append_events` gives it its `_id`)."""
+    """An event document ready to append (`append_events` gives it its `_id` and an unstamped `seq`)."""
     return {
         "type": str(type),
         "task_id": task_id,

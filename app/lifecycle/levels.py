@@ -26,6 +26,7 @@ from app.store import collections as c
 from app.store import tasks as task_store
 from app.store.collections import CollectionSpec
 from app.store.storable import Unstorable, check_storable
+from app.store.transactions import in_transaction
 from app.store.types import Db, Doc
 
 
@@ -162,7 +163,7 @@ class HierarchyService:
         self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Written]]
     ) -> Written:
         """Run `work` in a transaction, once per idempotency key; a replay answers what the first wrote."""
-        return await idempotency.run_once(
+        written = await idempotency.run_once(
             self.db,
             key,
             operation,
@@ -171,6 +172,14 @@ class HierarchyService:
             decode=lambda answer, events: Written(doc=answer["doc"], states=answer["states"], events=events),
             clock=self.lifecycle.clock,
         )
+        await self.lifecycle.settle(written.events)
+        return written
+
+    async def run(self, work: Callable[[AsyncClientSession], Awaitable[Written]]) -> Written:
+        """Run `work` in a transaction (no idempotency key: deletes); settle its events."""
+        written = await in_transaction(self.db, work)
+        await self.lifecycle.settle(written.events)
+        return written
 
 
 def _answer(written: Written) -> Doc:

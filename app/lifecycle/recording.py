@@ -203,7 +203,7 @@ class Recorder:
                 raise NotFound(f"the event recorded under this idempotency key ({event_id}) no longer exists")
             return events[0]
 
-        return await idempotency.run_once(
+        event = await idempotency.run_once(
             self.db,
             key,
             operation,
@@ -212,6 +212,8 @@ class Recorder:
             decode=decode,
             clock=self.clock,
         )
+        await self._lifecycle.settle([event])
+        return event
 
 
 def _agent_of(state: Mapping[str, Any]) -> str | None:

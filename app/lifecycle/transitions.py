@@ -8,6 +8,7 @@ transaction and returns the new state document with the events it wrote.
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,12 @@ from app.store.types import Db
 Doc = dict[str, Any]
 #: A state-machine action bound to its arguments: (state, now) -> Transition.
 Action = Callable[[Mapping[str, Any], dt.datetime], sm.Transition]
+#: Called with the events a change committed, once it has committed (see `Lifecycle.settle`).
+Settle = Callable[[list[Doc]], Awaitable[None]]
+
+
+async def _as_written(events: list[Doc]) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,21 @@ def check_version(state: Mapping[str, Any], expected: int | None) -> None:
 class Lifecycle:
     """Lifecycle operations over one database."""
 
-    def __init__(self, db: Db, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        db: Db,
+        clock: Callable[[], dt.datetime] = utcnow,
+        settle: Settle | None = None,
+        claim_spread: int = 8,
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.claim_spread = claim_spread
+        #: Tasks this process is claiming right now (other claimers here skip them).
+        self._claiming: set[str] = set()
+        # Waits until committed events carry their commit-order position (the event hub's `settle`);
+        # without a hub (a bare service in a script or test) events are answered as written.
+        self.settle: Settle = settle or _as_written
 
     # ----------------------------------------------------------------- public operations
 
@@ -100,26 +119,72 @@ class Lifecycle:
         """Start the most urgent, oldest pending task of `agent_name` whose dependencies are met.
 
         None when there is nothing to claim. Pending means released: a task with unmet dependencies is
-        `awaiting_dependency`, never `pending`. Two concurrent claimers pick the same candidate; the
-        transaction's write conflict makes the loser retry, and it then picks the next one.
+        `awaiting_dependency`, never `pending`.
+
+        Claims spread instead of racing for the head of the queue. Within this process, a candidate being
+        claimed is skipped by the other claimers (`_claiming`), so concurrent claims here never conflict
+        and still go strictly by priority, then age. Claimers in other processes can still pick the same
+        task; the loser's transaction conflicts and is retried, and a retry picks at random among the
+        `claim_spread` most urgent, oldest candidates of the top priority present, so two processes
+        rarely collide twice. A lower priority is never handed out while a higher one is claimable.
         """
         if not agent_name:
             raise Invalid("agent_name", "agent_name must not be empty")
         operation = f"claimTask:{agent_name}"
+        held: set[str] = set()
+        attempts = 0
 
         async def work(session: AsyncClientSession) -> Applied | None:
+            nonlocal attempts
+            attempts += 1
+            self._claiming.difference_update(held)  # a retried attempt lets go of its earlier pick
+            held.clear()
             now = self.clock()
-            candidates = state_store.claimable(
-                self.db, agent_name, now, workflow_id=workflow_id, task_kinds=task_kinds, session=session
-            )
-            async for state in candidates:
-                if sm.is_expired(state, now):  # an ISO-string expiry in the past: never hand it out
-                    continue
-                await candidates.close()
-                return await self._apply(session, state, _decide(sm.start, state, now), now)
-            return None
+            picks = await self._candidates(session, agent_name, now, workflow_id, task_kinds, attempts)
+            if not picks:
+                return None
+            state = picks[0] if attempts == 1 else random.choice(picks)
+            held.add(state["_id"])
+            self._claiming.add(state["_id"])
+            return await self._apply(session, state, _decide(sm.start, state, now), now)
 
-        return await self._once(idempotency_key, operation, work)
+        try:
+            return await self._once(idempotency_key, operation, work)
+        finally:
+            self._claiming.difference_update(held)
+
+    async def _candidates(
+        self,
+        session: AsyncClientSession,
+        agent_name: str,
+        now: dt.datetime,
+        workflow_id: str | None,
+        task_kinds: list[str] | None,
+        attempts: int,
+    ) -> list[Doc]:
+        """The first claimable task (first attempt), or up to `claim_spread` of them, all of the top
+        priority present (retries), skipping those this process is claiming right now."""
+        wanted = 1 if attempts == 1 else self.claim_spread
+        cursor = state_store.claimable(
+            self.db,
+            agent_name,
+            now,
+            workflow_id=workflow_id,
+            task_kinds=task_kinds,
+            exclude=self._claiming,
+            session=session,
+        )
+        picks: list[Doc] = []
+        async for state in cursor:
+            if sm.is_expired(state, now):  # an ISO-string expiry in the past: never hand it out
+                continue
+            if picks and state.get("priority_rank") != picks[0].get("priority_rank"):
+                break
+            picks.append(state)
+            if len(picks) >= wanted:
+                break
+        await cursor.close()
+        return picks
 
     # ----------------------------------------------------------------- inside a transaction
 
@@ -172,7 +237,7 @@ class Lifecycle:
         self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Any]]
     ) -> Any:
         """Run `work` in a transaction, once per idempotency key; a replay answers the state as it was."""
-        return await idempotency.run_once(
+        applied = await idempotency.run_once(
             self.db,
             key,
             operation,
@@ -181,6 +246,9 @@ class Lifecycle:
             decode=lambda answer, events: Applied(state=answer["state"], events=events),
             clock=self.clock,
         )
+        if applied is not None:
+            await self.settle(applied.events)
+        return applied
 
 
 def _decide(action: Action, state: Mapping[str, Any], now: dt.datetime) -> sm.Transition:

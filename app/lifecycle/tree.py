@@ -36,7 +36,6 @@ from app.lifecycle.levels import (
 from app.store import states as state_store
 from app.store import tasks as task_store
 from app.store.events import append_events
-from app.store.transactions import in_transaction
 from app.store.types import Doc
 
 
@@ -290,7 +289,7 @@ class TreeWrites(HierarchyService):
             await append_events(self.db, session, events)
             return Written(doc=doc, states=[], events=events, deleted_ids=ids)
 
-        return await in_transaction(self.db, work)
+        return await self.run(work)
 
     async def _subtree(self, session: AsyncClientSession, level: Level, doc: Doc) -> list[tuple[Level, Doc]]:
         """The task and every descendant, one `find` per level below it."""

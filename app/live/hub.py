@@ -1,9 +1,17 @@
-"""The event hub: ONE change stream on `task_events` per server process, fanned out in memory.
+"""The event hub: ONE change stream on `task_events` per server process, which stamps each event's
+commit-order position and fans the events out in memory.
 
 Every subscriber registers a routing key (a task, a workflow, an agent, or everything) and a predicate;
 the hub hands each inserted event to the subscribers under its keys whose predicate accepts it. Because
 every server process watches the same collection, a write handled by any process reaches subscribers
 on all of them: processes stay stateless and need no sticky sessions.
+
+Stamping (why: `app.store.events`): a reader task takes the inserts off the change stream in commit
+order and queues them; a stamper task takes everything queued at once, computes each event's position
+from its commit's `clusterTime`, writes the positions (one ordered, majority-acknowledged bulk write),
+and only then dispatches the events and wakes the writers waiting for them (`settle`). Dispatching after
+the write is what makes the hand-over of a new subscriber exact: an event dispatched before it
+registered is already readable by its replay.
 
 Each subscriber has a bounded buffer. A subscriber that falls `limit` events behind (a client that
 reads slower than events arrive) is cut off with `SlowConsumer` instead of slowing the others down or
@@ -11,19 +19,22 @@ growing memory without bound; it can resume from its last cursor.
 
 The hub survives a dropped change stream: it reopens it after the last resume token it processed, so
 no event is lost. If that token is no longer in the oplog, every subscriber receives `GAP` and re-reads
-what it missed from the collection (events are numbered in commit order, so that is exact).
+what it missed from the collection; events whose commit the hub never saw are stamped by the orphan
+sweep (see `app.store.events`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bson import ObjectId, Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
 
 from app.store import events as event_store
@@ -101,19 +112,40 @@ class Subscriber:
 
 
 class EventHub:
-    """Watches `task_events` and fans events out to in-process subscribers."""
+    """Watches `task_events`, stamps event positions, and fans events out to in-process subscribers."""
 
-    def __init__(self, db: Db, *, queue_size: int = 1000, retry_seconds: float = 0.5) -> None:
+    #: How many recently stamped events are remembered for writers that ask after the hub got there.
+    RECENT = 50_000
+
+    def __init__(
+        self,
+        db: Db,
+        *,
+        queue_size: int = 1000,
+        retry_seconds: float = 0.5,
+        orphan_grace_seconds: float = 90.0,
+        settle_seconds: float = 5.0,
+    ) -> None:
         self.db = db
         self.queue_size = queue_size
         self.retry_seconds = retry_seconds
+        self.orphan_grace_seconds = orphan_grace_seconds
+        self.settle_seconds = settle_seconds
         self._by_key: dict[Key, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stream: Any = None
         self._ready = asyncio.Event()
+        self._inbox: asyncio.Queue[Doc] = asyncio.Queue()
+        self._waiters: dict[Any, asyncio.Future[ObjectId]] = {}
+        self._recent: OrderedDict[Any, ObjectId] = OrderedDict()
+        # Position bookkeeping across stream reopens: the commit being numbered and its next index.
+        self._commit: Timestamp | None = None
+        self._n = 0
         self.resume_token: Mapping[str, Any] | None = None
-        self.last_event_id: int | None = None
+        self.last_position: ObjectId | None = None
         self.restarts = 0
+        self.stamped = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -121,10 +153,15 @@ class EventHub:
         """Open the change stream; returns once it is established, so no later commit can be missed."""
         self._ready = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="event-hub")
+        self._tasks = [
+            asyncio.create_task(self._stamp_loop(), name="event-hub-stamper"),
+            asyncio.create_task(self._sweep_loop(), name="event-hub-orphans"),
+        ]
         ready = asyncio.create_task(self._ready.wait())
         done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:  # the stream could not even be opened: surface why
             ready.cancel()
+            await self._cancel_helpers()
             self._task.result()
 
     async def stop(self) -> None:
@@ -133,6 +170,18 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._cancel_helpers()
+        for waiter in self._waiters.values():
+            waiter.cancel()
+        self._waiters.clear()
+
+    async def _cancel_helpers(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
 
     @property
     def subscriber_count(self) -> int:
@@ -146,6 +195,36 @@ class EventHub:
         """Close the current change stream as a network failure would (operators' and tests' lever)."""
         if self._stream is not None:
             await self._stream.close()
+
+    # ----------------------------------------------------------------- writers
+
+    async def settle(self, events: list[Doc]) -> None:
+        """Wait until these just-committed events are stamped (at most `settle_seconds`) and set their
+        `seq`, so a writer answers with cursors and a read right after sees its events. Events still
+        unstamped by then (the change stream is down) keep `seq: None`; they are stamped later."""
+        futures: list[tuple[Doc, asyncio.Future[ObjectId]]] = []
+        for event in events:
+            if event.get("seq") is not None:
+                continue
+            known = self._recent.get(event["_id"])
+            if known is not None:
+                event["seq"] = known
+                continue
+            future = self._waiters.get(event["_id"])
+            if future is None:
+                future = self._waiters[event["_id"]] = asyncio.get_running_loop().create_future()
+            futures.append((event, future))
+        if not futures:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*(f for _, f in futures)), self.settle_seconds)
+        except TimeoutError:
+            logger.warning("events not stamped within %.1f s; answering without cursors", self.settle_seconds)
+        finally:
+            for event, future in futures:
+                if future.done() and not future.cancelled():
+                    event["seq"] = future.result()
+                self._waiters.pop(event["_id"], None)
 
     # ----------------------------------------------------------------- subscribing
 
@@ -177,6 +256,118 @@ class EventHub:
                 if subscriber.accepts(event):
                     subscriber.push(event)
 
+    # ----------------------------------------------------------------- stamping
+
+    async def _stamp_loop(self) -> None:
+        """Stamp and dispatch everything the reader queued, a batch at a time, in stream order."""
+        while True:
+            batch = [await self._inbox.get()]
+            while not self._inbox.empty() and len(batch) < 1000:
+                batch.append(self._inbox.get_nowait())
+            pending: list[Doc] = []
+            for event in batch:
+                if event is GAP:
+                    await self._flush(pending)
+                    self._broadcast_gap()
+                    continue
+                seq = self._next_position(event.pop("_cluster_time"))
+                if event.get("type") == event_store.CLOCK:
+                    # Orphans take positions at the marker's commit: everything before it is written first.
+                    await self._flush(pending)
+                    await self._stamp_orphans(event, seq)
+                    continue
+                event["seq"] = seq
+                pending.append(event)
+            await self._flush(pending)
+
+    async def _flush(self, events: list[Doc]) -> None:
+        """Write these events' positions, then wake their writers and dispatch them, in order.
+
+        When some were stamped already (by another process: the same position; or, for an orphan, at
+        its marker) the stored position is the one used. An event this hub dispatched already (an orphan
+        whose real commit arrives after its marker) is not dispatched again."""
+        if not events:
+            return
+        stamped = await self._write_stamps([(e["_id"], e["seq"]) for e in events])
+        if stamped < len(events):
+            stored = await self._read_positions([e["_id"] for e in events])
+            for event in events:
+                event["seq"] = stored.get(event["_id"]) or event["seq"]
+        for event in events:
+            if event["_id"] in self._recent:
+                continue
+            self._remember(event["_id"], event["seq"])
+            self.last_position = event["seq"]
+            self._dispatch(event)
+        events.clear()
+
+    async def _read_positions(self, ids: list[Any]) -> dict[Any, ObjectId | None]:
+        while True:
+            try:
+                return await event_store.positions_of(self.db, ids)
+            except PyMongoError as exc:
+                logger.warning("reading event positions failed (%s); retrying", exc)
+                await asyncio.sleep(self.retry_seconds)
+
+    def _next_position(self, cluster_time: Timestamp) -> ObjectId:
+        """Position of the next event: the n-th of its commit (a transaction's inserts share one time)."""
+        if cluster_time == self._commit:
+            self._n += 1
+        else:
+            self._commit, self._n = cluster_time, 0
+        return event_store.position(cluster_time, self._n)
+
+    async def _write_stamps(self, stamps: list[tuple[Any, ObjectId]]) -> int:
+        """Write the positions, retrying until MongoDB takes them: nothing is dispatched before."""
+        while True:
+            try:
+                written = await event_store.stamp(self.db, stamps)
+                self.stamped += written
+                return written
+            except PyMongoError as exc:
+                logger.warning("stamping %d events failed (%s); retrying", len(stamps), exc)
+                await asyncio.sleep(self.retry_seconds)
+
+    def _remember(self, event_id: Any, seq: ObjectId) -> None:
+        self._recent[event_id] = seq
+        if len(self._recent) > self.RECENT:
+            self._recent.popitem(last=False)
+        waiter = self._waiters.get(event_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(seq)
+
+    # ----------------------------------------------------------------- orphans
+
+    async def _sweep_loop(self) -> None:
+        """Every grace period, look for events no change stream saw committed and have them stamped."""
+        while True:
+            try:
+                cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.orphan_grace_seconds)
+                found = await event_store.orphans(self.db, cutoff)
+                if found:
+                    logger.warning("%d events were never stamped; stamping them now", len(found))
+                    await event_store.insert_clock(self.db, found)
+            except PyMongoError as exc:
+                logger.warning("orphan sweep failed (%s)", exc)
+            await asyncio.sleep(self.orphan_grace_seconds)
+
+    async def _stamp_orphans(self, marker: Doc, marker_seq: ObjectId) -> None:
+        """Stamp the events a `_CLOCK` marker names at the marker's own commit (a commit of its own): after
+        everything committed before it, before everything committed later. Every process computes the
+        same positions, so whichever writes first wins; the marker is removed afterwards."""
+        ids = list(marker.get("orphans") or [])
+        found = {e["_id"]: e for e in await event_store.by_ids(self.db, ids)}
+        base = marker_seq.binary[:8]
+        events = []
+        for n, event_id in enumerate(ids, start=1):
+            event = found.get(event_id)
+            if event is not None and event.get("seq") is None:
+                event["seq"] = ObjectId(base + n.to_bytes(4, "big"))
+                events.append(event)
+        await self._flush(events)
+        with contextlib.suppress(PyMongoError):
+            await event_store.remove_clock(self.db, marker["_id"])
+
     def _broadcast_gap(self) -> None:
         for subs in self._by_key.values():
             for subscriber in subs:
@@ -197,8 +388,8 @@ class EventHub:
                     async for change in stream:
                         self.resume_token = stream.resume_token
                         event = change["fullDocument"]
-                        self.last_event_id = event.get("_id")
-                        self._dispatch(event)
+                        event["_cluster_time"] = change["clusterTime"]
+                        self._inbox.put_nowait(event)
                 # The stream was closed without an error (e.g. `interrupt`): reopen after the token.
             except asyncio.CancelledError:
                 raise
@@ -214,7 +405,7 @@ class EventHub:
                     # while reading (a killed cursor, a step-down) just reopen from the token.
                     logger.warning("cannot resume the change stream (%s); subscribers re-read", exc)
                     self.resume_token = None
-                    self._broadcast_gap()
+                    self._inbox.put_nowait(GAP)
                 else:
                     logger.warning("change stream failed (%s); reopening", exc)
                     await asyncio.sleep(self.retry_seconds)

@@ -1,4 +1,4 @@
-"""Seed 002's REST API over the same store and services as GraphQL (DESIGN.md §3 `rest/`).
+"""Seed 002's REST API over the same store and services as GraphQL (docs/ARCHITECTURE.md, "The layers").
 
 `rest_routes()` is what `app.server.create_app` mounts: one Starlette route per row of `routes.ROUTES`
 (entities × operations), each handler wrapped so every refusal answers a JSON error, plus `/openapi.json`

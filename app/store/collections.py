@@ -236,7 +236,6 @@ AGENT_TASK_STATES = CollectionSpec(
 TASK_EVENTS = CollectionSpec(
     name="task_events",
     id_field="_id",
-    id_kind=INT,
     fields={
         "type": S,
         "task_id": S,
@@ -245,10 +244,13 @@ TASK_EVENTS = CollectionSpec(
         "timestamp": DT,
         "payload": J,
     },
+    # `seq` is the commit-order position stamped after commit (app/store/events.py); unstamped events
+    # (seq null) sort first in each index and are never read.
     indexes=(
-        _idx("task_id", "_id"),
-        _idx("workflow_id", "_id"),
-        _idx("agent_id", "_id"),
+        _idx("seq", "_id"),
+        _idx("task_id", "seq"),
+        _idx("workflow_id", "seq"),
+        _idx("agent_id", "seq"),
     ),
 )
 
@@ -259,9 +261,6 @@ IDEMPOTENCY_KEYS = CollectionSpec(
     fields={"operation": S, "created_at": DT},
     indexes=(_idx("created_at", ttl=24 * 3600),),
 )
-
-#: Sequence counters; `task_events` numbers events in commit order (see app/store/events.py).
-COUNTERS = CollectionSpec(name="counters", id_field="_id", fields={"value": INT})
 
 #: Small server-wide settings shared by every process, e.g. the cursor-signing secret (app/store/config.py).
 SERVER_CONFIG = CollectionSpec(name="server_config", id_field="_id", fields={"value": S})
@@ -277,6 +276,5 @@ ALL: tuple[CollectionSpec, ...] = (
     AGENT_TASK_STATES,
     TASK_EVENTS,
     IDEMPOTENCY_KEYS,
-    COUNTERS,
     SERVER_CONFIG,
 )

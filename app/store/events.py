@@ -1,60 +1,89 @@
-"""Reads of the `task_events` outbox: a filtered list in commit order resumed after a cursor, and the first
-events of many tasks at once (for the nested `events` fields, batched by a dataloader).
+"""The `task_events` outbox: appending events inside a change's transaction, stamping their commit-order
+position afterwards, and reading them in that order.
 
-Events are numbered in commit order: `append_events` takes their `_id`s from a counter incremented inside
-the writing transaction. Two transactions that both append events conflict on that counter, so the one
-that commits second always gets the larger numbers, and a client resuming after the last `_id` it saw
-never skips an event that committed late. (ObjectIds would not do: they are made when a transaction
-runs, not when it commits.) An event's cursor is its number in decimal; a client resumes exactly after
-the last event it saw. Every read here is served by one of the `(task_id, _id)`,
-`(workflow_id, _id)` or `(agent_id, _id)` indexes (or `_id` itself when no filter is given), so a page costs
-the same however far the client has read.
+## Why positions are stamped after commit
+
+A reader that resumes after the last event it saw must get every event that committed later, exactly
+once, even when a slow transaction commits after a fast one that started later. So events must be
+ordered by *commit*, and no number handed out inside a transaction is: a transaction does not know when
+(or whether) it will commit. The first design took numbers from one counter document incremented in
+every transaction — correct, because the conflicts on that document serialized every write in the
+system; throughput fell as agents were added (151 transitions/s with one client, 17/s with 64).
+
+MongoDB already has a commit order: the oplog. Every change-stream event carries the `clusterTime` of
+the oplog entry that committed it, and a transaction's inserts share their commit's `clusterTime` and
+arrive in the order they were made. So:
+
+1. `append_events` inserts each event with an ObjectId `_id` and `seq: null`, in the writer's
+   transaction (the outbox: the event exists exactly when its change committed). No shared document.
+2. The event hub (`app.live.hub`, one per server process) watches the inserts and gives each event its
+   position: `seq = position(clusterTime, n)`, an ObjectId made of the commit time's seconds and
+   increment and `n`, the event's index within its commit. `stamp` writes them, in stream order, with
+   `w: majority`, before the hub hands the events to subscribers. Every process computes the same
+   position for the same event, so several processes stamping at once is harmless (`seq: null` in the
+   filter makes the second stamp a no-op).
+3. Readers only see stamped events, ordered by `seq`, and read from one snapshot (`snapshot` read
+   concern): because stamps are written in commit order, whatever snapshot a reader sees holds a prefix
+   of the commit order, so resuming after the last `seq` it saw never skips an event.
+
+An event's cursor is its `seq` in hex. A writer waits (briefly) for its events to be stamped before
+answering, so what a mutation returns carries its cursors and a read right after it sees them.
+
+An event that no process saw committed (every server down at that moment, or a change stream that lost
+its history) stays unstamped; `orphans` finds it after a grace period, and the hub stamps it through a
+`_CLOCK` marker event: stamped when the marker's commit is reached in the stream, with the marker's
+position, so it lands after everything already stamped and before everything committed later.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pymongo import ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
+from bson import ObjectId, Timestamp
+from pymongo import UpdateOne, WriteConcern
+from pymongo.read_concern import ReadConcern
 
-from app.store.collections import COUNTERS, TASK_EVENTS
+from app.store.collections import TASK_EVENTS
 from app.store.cursors import NOT_OURS, CursorError
 from app.store.types import Db, Doc, Session
 
 Document = Doc
+#: Below every position: "from the beginning".
+ORIGIN = ObjectId(b"\x00" * 12)
+#: The marker event type the orphan sweep inserts (never shown to clients; deleted once used).
+CLOCK = "_CLOCK"
+_STAMPED = {"$gt": ORIGIN}
 
 
-async def append_events(
-    db: AsyncDatabase[Document], session: AsyncClientSession | None, events: list[Document]
-) -> None:
-    """Number `events` in order and insert them, in the caller's transaction. Sets each event's `_id`.
-
-    The counter is incremented last-but-one, just before the insert, so a transaction holds it (and makes
-    concurrent appenders wait and retry) for as short a time as possible.
-    """
+async def append_events(db: Db, session: Session, events: list[Doc]) -> None:
+    """Insert `events` (unstamped) in the caller's transaction; sets each event's `_id` and `seq`."""
     if not events:
         return
-    counter = await db[COUNTERS.name].find_one_and_update(
-        {"_id": TASK_EVENTS.name},
-        {"$inc": {"value": len(events)}},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-        session=session,
-    )
-    first = counter["value"] - len(events) + 1
-    for n, event in enumerate(events):
-        event["_id"] = first + n
+    for event in events:
+        event.setdefault("_id", ObjectId())
+        event["seq"] = None
     await db[TASK_EVENTS.name].insert_many(events, session=session)
 
 
-def decode_event_cursor(cursor: str) -> int:
-    """The event number a cursor stands for; anything but a positive decimal number is not one of ours."""
-    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18 or int(cursor) < 1:
+def position(cluster_time: Timestamp, n: int) -> ObjectId:
+    """The commit-order position of the `n`-th event of the commit at `cluster_time`: 4 bytes of
+    seconds, 4 of increment, 4 of index, so ObjectId order (bytewise) is commit order."""
+    return ObjectId(
+        cluster_time.time.to_bytes(4, "big") + cluster_time.inc.to_bytes(4, "big") + n.to_bytes(4, "big")
+    )
+
+
+def encode_event_cursor(seq: ObjectId) -> str:
+    return str(seq)
+
+
+def decode_event_cursor(cursor: str) -> ObjectId:
+    """The position a cursor stands for; anything but 24 hex digits is not one of ours."""
+    if len(cursor) != 24 or not ObjectId.is_valid(cursor):
         raise CursorError(NOT_OURS)
-    return int(cursor)
+    return ObjectId(cursor)
 
 
 def events_filter(
@@ -81,21 +110,26 @@ def events_filter(
 
 
 async def find_events(
-    db: AsyncDatabase[Document], query: Mapping[str, Any], *, after: int | None, limit: int
+    db: Db, query: Mapping[str, Any], *, after: ObjectId | None, limit: int
 ) -> list[Document]:
-    """Up to `limit` events matching `query`, oldest first, strictly after the event `after`."""
-    mongo_filter: Document = dict(query)
-    if after is not None:
-        mongo_filter["_id"] = {"$gt": after}
-    # limit = batch size: the whole answer comes in the first batch, never a getMore round trip.
-    cursor = db[TASK_EVENTS.name].find(mongo_filter, sort=[("_id", 1)], limit=limit, batch_size=limit)
-    return [doc async for doc in cursor]
+    """Up to `limit` stamped events matching `query`, in commit order, strictly after position `after`.
+
+    Read from one snapshot, so the answer is a prefix of the commit order (see the module docstring).
+    Served by the `(task_id, seq)`, `(workflow_id, seq)`, `(agent_id, seq)` or `(seq, _id)` index.
+    """
+    mongo_filter: Document = {**query, "seq": {"$gt": after if after is not None else ORIGIN}}
+    async with db.client.start_session(snapshot=True) as session:
+        # limit = batch size: the whole answer comes in the first batch, never a getMore round trip.
+        cursor = db[TASK_EVENTS.name].find(
+            mongo_filter, sort=[("seq", 1)], limit=limit, batch_size=limit, session=session
+        )
+        return [doc async for doc in cursor]
 
 
 async def first_events_of_tasks(
-    db: AsyncDatabase[Document], task_ids: Sequence[str], *, types: Iterable[str] | None, first: int
+    db: Db, task_ids: Sequence[str], *, types: Iterable[str] | None, first: int
 ) -> dict[str, list[Document]]:
-    """The `first` oldest events of each task (of `types`, when given), in ONE `aggregate`.
+    """The `first` oldest stamped events of each task (of `types`, when given), in ONE `aggregate`.
 
     A `find` cannot limit per task, so the events are grouped by task and `$topN` keeps each task's
     oldest `first`; it holds at most `first` events per task in memory, unlike `$push` + `$slice`.
@@ -106,14 +140,15 @@ async def first_events_of_tasks(
         return {}
     match = events_filter(types=types)
     match["task_id"] = {"$in": ids}
+    match["seq"] = _STAMPED
     pipeline: list[Document] = [
         {"$match": match},
-        # Walks the (task_id, _id) index in order, so no blocking sort is needed before grouping.
-        {"$sort": {"task_id": 1, "_id": 1}},
+        # Walks the (task_id, seq) index in order, so no blocking sort is needed before grouping.
+        {"$sort": {"task_id": 1, "seq": 1}},
         {
             "$group": {
                 "_id": "$task_id",
-                "events": {"$topN": {"n": first, "sortBy": {"_id": 1}, "output": "$$ROOT"}},
+                "events": {"$topN": {"n": first, "sortBy": {"seq": 1}, "output": "$$ROOT"}},
             }
         },
     ]
@@ -123,10 +158,53 @@ async def first_events_of_tasks(
     return {group["_id"]: group["events"] async for group in cursor}
 
 
-async def latest_event_id(db: AsyncDatabase[Document]) -> int:
-    """The number of the newest committed event (0 when there is none)."""
-    doc = await db[TASK_EVENTS.name].find_one({}, {"_id": 1}, sort=[("_id", -1)])
-    return doc["_id"] if doc else 0
+async def latest_position(db: Db) -> ObjectId:
+    """The position of the newest stamped event (ORIGIN when there is none)."""
+    coll = db[TASK_EVENTS.name].with_options(read_concern=ReadConcern("majority"))
+    doc = await coll.find_one({"seq": _STAMPED}, {"seq": 1}, sort=[("seq", -1)])
+    return doc["seq"] if doc else ORIGIN
+
+
+async def stamp(db: Db, stamps: Sequence[tuple[Any, ObjectId]]) -> int:
+    """Give each event `_id` its position, in order, unless it already has one; majority-acknowledged, so
+    a snapshot read after this returns sees them. Returns how many were stamped by this call (the others
+    had been stamped already, normally by another process with the same position)."""
+    if not stamps:
+        return 0
+    coll = db[TASK_EVENTS.name].with_options(write_concern=WriteConcern("majority"))
+    result = await coll.bulk_write(
+        [UpdateOne({"_id": _id, "seq": None}, {"$set": {"seq": seq}}) for _id, seq in stamps]
+    )
+    return result.modified_count
+
+
+async def positions_of(db: Db, ids: list[Any]) -> dict[Any, ObjectId | None]:
+    """The stored position of each of these events."""
+    cursor = db[TASK_EVENTS.name].find({"_id": {"$in": ids}}, {"seq": 1})
+    return {doc["_id"]: doc.get("seq") async for doc in cursor}
+
+
+async def orphans(db: Db, older_than: dt.datetime, limit: int = 1000) -> list[Any]:
+    """Ids of events still unstamped that were appended before `older_than` (oldest first): events whose
+    commit no change stream saw. Markers are left out."""
+    cursor = db[TASK_EVENTS.name].find(
+        {"seq": None, "_id": {"$lt": ObjectId.from_datetime(older_than)}, "type": {"$ne": CLOCK}},
+        {"_id": 1},
+        sort=[("seq", 1), ("_id", 1)],
+        limit=limit,
+    )
+    return [doc["_id"] async for doc in cursor]
+
+
+async def insert_clock(db: Db, orphan_ids: list[Any]) -> None:
+    """Insert a `_CLOCK` marker naming events to stamp once its commit is reached in the stream."""
+    await db[TASK_EVENTS.name].insert_one(
+        {"_id": ObjectId(), "type": CLOCK, "seq": None, "orphans": orphan_ids}
+    )
+
+
+async def remove_clock(db: Db, marker_id: Any) -> None:
+    await db[TASK_EVENTS.name].delete_one({"_id": marker_id, "type": CLOCK})
 
 
 async def watch_inserts(db: Db, *, resume_after: Any = None) -> Any:

@@ -1,7 +1,8 @@
 """The `TaskEvent` interface and one concrete type per event payload (seed 003, plus lifecycle events).
 
-An event's `cursor` is its number in commit order: events are ordered by it, and a client resumes a stream or
-a list exactly after the last cursor it saw.
+An event's `cursor` is its position in commit order (24 hex digits, stamped just after its change
+committed; see app/store/events.py): events are ordered by it, and a client resumes a stream or a list
+exactly after the last cursor it saw.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from strawberry.scalars import JSON
 from app.api.types.convert import as_datetime
 from app.api.types.enums import TaskStatus
 from app.lifecycle.events import EventType as StoredEventType
+from app.store.events import encode_event_cursor
 
 # `strawberry.enum` registers the stored enum itself (named EventType) as the GraphQL enum `EventType`
 # and returns it; the alias gives the API a name for it that type checkers take as a type.
@@ -168,7 +170,11 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
 
 def _common(doc: Mapping[str, Any], kind: StoredEventType) -> dict[str, Any]:
     """The `TaskEvent` interface fields of a stored event."""
-    number = str(doc["_id"])
+    # An event's id and cursor are its commit-order position (app/store/events.py). A mutation answered
+    # while the change stream is down may return an event not stamped yet: it is named by its stored id
+    # with a prefix no cursor has, so resuming from it is refused rather than skipping events.
+    seq = doc.get("seq")
+    number = encode_event_cursor(seq) if seq is not None else f"unstamped-{doc['_id']}"
     return {
         "id": number,
         "cursor": number,
