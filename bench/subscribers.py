@@ -47,7 +47,7 @@ class Subscriber:
     def __init__(self, url: str, workflow_id: str) -> None:
         self.url = url
         self.workflow_id = workflow_id
-        self.cursors: list[int] = []
+        self.cursors: list[str] = []  # positions: fixed-width hex, so text order is commit order
         self.latencies: list[float] = []
         self.errors: list[Any] = []
         self.ready = asyncio.Event()
@@ -70,7 +70,7 @@ class Subscriber:
                     self.errors.append(message)
                     continue
                 event = message["payload"]["data"]["taskEvents"]
-                self.cursors.append(int(event["cursor"]))
+                self.cursors.append(event["cursor"])
                 committed = dt.datetime.fromisoformat(event["timestamp"]).timestamp()
                 self.latencies.append(received - committed)
 
@@ -149,7 +149,7 @@ async def main(args: argparse.Namespace) -> None:
             expected: dict[str, list[int]] = {}
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
                 for wid in workflows:
-                    cursors: list[int] = []
+                    cursors: list[str] = []
                     after = None
                     while True:
                         q = "query($w: ID, $a: String) { taskEvents(workflowId: $w, after: $a, first: 100) { pageInfo { hasNextPage endCursor } edges { node { cursor type } } } }"
@@ -159,9 +159,7 @@ async def main(args: argparse.Namespace) -> None:
                             )
                         ).json()["data"]["taskEvents"]
                         cursors += [
-                            int(e["node"]["cursor"])
-                            for e in page["edges"]
-                            if e["node"]["type"] != "TASK_CREATED"
+                            e["node"]["cursor"] for e in page["edges"] if e["node"]["type"] != "TASK_CREATED"
                         ]
                         if not page["pageInfo"]["hasNextPage"]:
                             break
