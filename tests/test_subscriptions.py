@@ -241,6 +241,44 @@ async def test_two_server_processes_behave_as_one(
         await ws.close()
 
 
+async def hub_health(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url) as http:
+        return (await http.get("/healthz")).json()["event_hub"]
+
+
+async def test_one_process_stamps_positions_for_both(
+    mongo_uri: str, db_name: str, server: ServerProcess
+) -> None:
+    """Two processes on one database: the first holds the stamping lease and writes every event's
+    position once; the second writes none, yet its mutations answer with cursors (it waits for the
+    leader's stamps to come through its own change stream) and its subscribers get every event once."""
+    with serve(_env(mongo_uri, db_name)) as other:
+        before = (await hub_health(server.url))["stamped"]
+        wid = await create_workflow(other.url)
+        ws = await GraphQLWebSocket.open(other.url)
+        await ws.subscribe(EVENTS, {"w": wid, "after": "HEAD"})
+        await wait_for_subscribers(other.url, 1)
+        data = await gql(
+            other.url,
+            f'mutation {{ r: startTask(id: "{wid}_s1") {{ ... on TaskTransitionSuccess {{ events {{ cursor }} }} }} }}',
+        )
+        cursors = [e["cursor"] for e in data["r"]["events"]]
+        assert cursors and all(
+            len(c) == 24 and int(c, 16) > 0 for c in cursors
+        )  # positions, not "unstamped-"
+        await transition(server.url, "reportProgress", f"{wid}_s1", ", percentage: 50")  # via the leader
+        await transition(other.url, "completeTask", f"{wid}_s1")
+        received = [(await ws.next())["taskEvents"] for _ in range(5)]
+        stored = [e for e in await stored_events(server.url, wid) if e["type"] != "TASK_CREATED"]
+        assert received == stored and received[0]["cursor"] == cursors[0]
+        leader, follower = await hub_health(server.url), await hub_health(other.url)
+        assert leader["stamping_leader"] is True and follower["stamping_leader"] is False
+        assert follower["stamped"] == 0
+        # Each event of this workflow (three creations, five lifecycle events) stamped once, by the leader.
+        assert leader["stamped"] - before == 8
+        await ws.close()
+
+
 async def test_legacy_graphql_ws_protocol(server: ServerProcess) -> None:
     wid = await create_workflow(server.url)
     ws = await GraphQLWebSocket.open(server.url, protocol="graphql-ws")

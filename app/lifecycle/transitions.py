@@ -8,7 +8,9 @@ transaction and returns the new state document with the events it wrote.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,8 @@ from app.store.types import Db
 Doc = dict[str, Any]
 #: A state-machine action bound to its arguments: (state, now) -> Transition.
 Action = Callable[[Mapping[str, Any], dt.datetime], sm.Transition]
+#: How long a task this process claimed stays skipped by its other claimers after the commit.
+CLAIM_LINGER_SECONDS = 2.0
 #: Called with the events a change committed, once it has committed (see `Lifecycle.settle`).
 Settle = Callable[[list[Doc]], Awaitable[None]]
 
@@ -72,8 +76,10 @@ class Lifecycle:
         self.db = db
         self.clock = clock
         self.claim_spread = claim_spread
-        #: Tasks this process is claiming right now (other claimers here skip them).
-        self._claiming: set[str] = set()
+        #: Tasks this process is claiming, or claimed a moment ago: other claimers here skip them. A
+        #: claimed task stays listed for `CLAIM_LINGER_SECONDS` after its commit, because a claimer whose
+        #: snapshot predates that commit still sees the task pending and would only collide with it.
+        self._claiming: dict[str, float] = {}
         # Waits until committed events carry their commit-order position (the event hub's `settle`);
         # without a hub (a bare service in a script or test) events are answered as written.
         self.settle: Settle = settle or _as_written
@@ -137,7 +143,8 @@ class Lifecycle:
         async def work(session: AsyncClientSession) -> Applied | None:
             nonlocal attempts
             attempts += 1
-            self._claiming.difference_update(held)  # a retried attempt lets go of its earlier pick
+            for task_id in held:  # a retried attempt lets go of its earlier pick
+                self._claiming.pop(task_id, None)
             held.clear()
             now = self.clock()
             picks = await self._candidates(session, agent_name, now, workflow_id, task_kinds, attempts)
@@ -145,13 +152,19 @@ class Lifecycle:
                 return None
             state = picks[0] if attempts == 1 else random.choice(picks)
             held.add(state["_id"])
-            self._claiming.add(state["_id"])
+            self._claiming[state["_id"]] = math.inf
             return await self._apply(session, state, _decide(sm.start, state, now), now)
 
         try:
-            return await self._once(idempotency_key, operation, work)
-        finally:
-            self._claiming.difference_update(held)
+            applied = await self._once(idempotency_key, operation, work)
+        except BaseException:
+            for task_id in held:
+                self._claiming.pop(task_id, None)
+            raise
+        linger = time.monotonic() + CLAIM_LINGER_SECONDS
+        for task_id in held:
+            self._claiming[task_id] = linger
+        return applied
 
     async def _candidates(
         self,
@@ -165,6 +178,9 @@ class Lifecycle:
         """The first claimable task (first attempt), or up to `claim_spread` of them, all of the top
         priority present (retries), skipping those this process is claiming right now."""
         wanted = 1 if attempts == 1 else self.claim_spread
+        now_mono = time.monotonic()
+        for task_id in [t for t, until in self._claiming.items() if until < now_mono]:
+            del self._claiming[task_id]
         cursor = state_store.claimable(
             self.db,
             agent_name,

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from typing import Any
 from bson import ObjectId, Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
 
+from app.store import config
 from app.store import events as event_store
 from app.store.types import Db
 
@@ -48,6 +50,11 @@ Key = tuple[Any, ...]
 ALL: Key = ("all",)
 #: Pushed to every subscriber when the hub may have missed events (its resume token was lost).
 GAP: Doc = {"_gap": True}
+#: Internal inbox items: "this process now leads", and the key of a stamp seen in the stream.
+_LEAD: Doc = {"_lead": True}
+_STAMPED = "_stamped"
+#: The lease that says which process stamps event positions (`server_config`).
+_LEASE = "event_stamper"
 
 
 def _resumable(exc: OperationFailure) -> bool:
@@ -125,12 +132,19 @@ class EventHub:
         retry_seconds: float = 0.5,
         orphan_grace_seconds: float = 90.0,
         settle_seconds: float = 5.0,
+        lease_seconds: float = 3.0,
     ) -> None:
         self.db = db
         self.queue_size = queue_size
         self.retry_seconds = retry_seconds
         self.orphan_grace_seconds = orphan_grace_seconds
         self.settle_seconds = settle_seconds
+        self.lease_seconds = lease_seconds
+        #: Who this process is, for the stamping lease; whether it holds it.
+        self.owner = uuid.uuid4().hex
+        self.leader = False
+        #: Events seen inserted whose position is not stored yet, in commit order.
+        self._held: OrderedDict[Any, Doc] = OrderedDict()
         self._by_key: dict[Key, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,6 +169,7 @@ class EventHub:
         self._task = asyncio.create_task(self._run(), name="event-hub")
         self._tasks = [
             asyncio.create_task(self._stamp_loop(), name="event-hub-stamper"),
+            asyncio.create_task(self._lease_loop(), name="event-hub-lease"),
             asyncio.create_task(self._sweep_loop(), name="event-hub-orphans"),
         ]
         ready = asyncio.create_task(self._ready.wait())
@@ -171,6 +186,10 @@ class EventHub:
                 await self._task
             self._task = None
         await self._cancel_helpers()
+        if self.leader:  # hand over at once rather than after the lease lapses
+            self.leader = False
+            with contextlib.suppress(PyMongoError):
+                await config.release_lease(self.db, _LEASE, self.owner)
         for waiter in self._waiters.values():
             waiter.cancel()
         self._waiters.clear()
@@ -259,33 +278,41 @@ class EventHub:
     # ----------------------------------------------------------------- stamping
 
     async def _stamp_loop(self) -> None:
-        """Stamp and dispatch everything the reader queued, a batch at a time, in stream order."""
+        """Handle what the reader queued, a batch at a time, in stream order: the leader stamps new events
+        and releases them; the others hold them until the leader's stamp comes through the stream."""
         while True:
             batch = [await self._inbox.get()]
             while not self._inbox.empty() and len(batch) < 1000:
                 batch.append(self._inbox.get_nowait())
             pending: list[Doc] = []
-            for event in batch:
-                if event is GAP:
+            for item in batch:
+                if item is GAP:
                     await self._flush(pending)
                     self._broadcast_gap()
-                    continue
-                seq = self._next_position(event.pop("_cluster_time"))
-                if event.get("type") == event_store.CLOCK:
-                    # Orphans take positions at the marker's commit: everything before it is written first.
+                elif item is _LEAD:  # this process just became the leader: stamp what it holds
                     await self._flush(pending)
-                    await self._stamp_orphans(event, seq)
-                    continue
-                event["seq"] = seq
-                pending.append(event)
+                    await self._flush(list(self._held.values()))
+                elif _STAMPED in item:
+                    await self._flush(pending)
+                    await self._stamped_elsewhere(item[_STAMPED], item["seq"])
+                else:
+                    seq = self._next_position(item.pop("_cluster_time"))
+                    if item.get("type") == event_store.CLOCK:
+                        if self.leader:  # orphans take positions at the marker's commit
+                            await self._flush(pending)
+                            await self._stamp_orphans(item, seq)
+                        continue
+                    item["seq"] = seq
+                    self._held[item["_id"]] = item
+                    if self.leader:
+                        pending.append(item)
             await self._flush(pending)
 
     async def _flush(self, events: list[Doc]) -> None:
-        """Write these events' positions, then wake their writers and dispatch them, in order.
+        """(Leader) write these events' positions, then release them, in order.
 
-        When some were stamped already (by another process: the same position; or, for an orphan, at
-        its marker) the stored position is the one used. An event this hub dispatched already (an orphan
-        whose real commit arrives after its marker) is not dispatched again."""
+        When some were stamped already (by a previous leader, or an orphan at its marker) the stored
+        position is the one used."""
         if not events:
             return
         stamped = await self._write_stamps([(e["_id"], e["seq"]) for e in events])
@@ -294,12 +321,31 @@ class EventHub:
             for event in events:
                 event["seq"] = stored.get(event["_id"]) or event["seq"]
         for event in events:
-            if event["_id"] in self._recent:
-                continue
-            self._remember(event["_id"], event["seq"])
-            self.last_position = event["seq"]
-            self._dispatch(event)
+            self._release(event)
         events.clear()
+
+    async def _stamped_elsewhere(self, event_id: Any, seq: ObjectId) -> None:
+        """A stamp written by the leader (another process, or this one: then already released)."""
+        event = self._held.get(event_id)
+        if event is None:
+            if event_id in self._recent:
+                return
+            # An event this hub never saw inserted (an orphan stamped at a marker): read it.
+            found = await event_store.by_ids(self.db, [event_id])
+            if not found:
+                return
+            event = found[0]
+        event["seq"] = seq
+        self._release(event)
+
+    def _release(self, event: Doc) -> None:
+        """The event's position is stored: wake its writer and hand it to the subscribers (once)."""
+        self._held.pop(event["_id"], None)
+        if event["_id"] in self._recent:
+            return
+        self._remember(event["_id"], event["seq"])
+        self.last_position = event["seq"]
+        self._dispatch(event)
 
     async def _read_positions(self, ids: list[Any]) -> dict[Any, ObjectId | None]:
         while True:
@@ -308,6 +354,26 @@ class EventHub:
             except PyMongoError as exc:
                 logger.warning("reading event positions failed (%s); retrying", exc)
                 await asyncio.sleep(self.retry_seconds)
+
+    # ----------------------------------------------------------------- leadership
+
+    async def _lease_loop(self) -> None:
+        """Hold (or wait for) the stamping lease: one process stamps, so N processes cost one write per
+        event, not N. A leader that stops renewing (crashed, cut off) is replaced once its lease lapses."""
+        while True:
+            try:
+                leader = await config.take_lease(self.db, _LEASE, self.owner, self.lease_seconds)
+            except PyMongoError as exc:
+                logger.warning("stamping lease unavailable (%s)", exc)
+                leader = False
+            if leader and not self.leader:
+                logger.info("this process now stamps event positions")
+                self.leader = True
+                self._inbox.put_nowait(_LEAD)
+            elif not leader and self.leader:
+                logger.warning("this process lost the stamping lease")
+                self.leader = False
+            await asyncio.sleep(self.lease_seconds / 3)
 
     def _next_position(self, cluster_time: Timestamp) -> ObjectId:
         """Position of the next event: the n-th of its commit (a transaction's inserts share one time)."""
@@ -343,7 +409,7 @@ class EventHub:
         while True:
             try:
                 cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.orphan_grace_seconds)
-                found = await event_store.orphans(self.db, cutoff)
+                found = await event_store.orphans(self.db, cutoff) if self.leader else []
                 if found:
                     logger.warning("%d events were never stamped; stamping them now", len(found))
                     await event_store.insert_clock(self.db, found)
@@ -379,7 +445,7 @@ class EventHub:
         while True:
             opening = True
             try:
-                self._stream = await event_store.watch_inserts(self.db, resume_after=self.resume_token)
+                self._stream = await event_store.watch_changes(self.db, resume_after=self.resume_token)
                 opening = False
                 # The stream's position even before any event arrives, so an early failure loses nothing.
                 self.resume_token = self._stream.resume_token or self.resume_token
@@ -387,9 +453,13 @@ class EventHub:
                 async with self._stream as stream:
                     async for change in stream:
                         self.resume_token = stream.resume_token
-                        event = change["fullDocument"]
-                        event["_cluster_time"] = change["clusterTime"]
-                        self._inbox.put_nowait(event)
+                        if change["operationType"] == "insert":
+                            event = change["fullDocument"]
+                            event["_cluster_time"] = change["clusterTime"]
+                            self._inbox.put_nowait(event)
+                        else:  # the leader stamped an event: its position is stored
+                            seq = change["updateDescription"]["updatedFields"]["seq"]
+                            self._inbox.put_nowait({_STAMPED: change["documentKey"]["_id"], "seq": seq})
                 # The stream was closed without an error (e.g. `interrupt`): reopen after the token.
             except asyncio.CancelledError:
                 raise

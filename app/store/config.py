@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from app.store.collections import SERVER_CONFIG
 from app.store.types import Db
@@ -28,3 +30,26 @@ async def shared_secret(db: Db, name: str) -> bytes:
 async def ping(db: Db) -> None:
     """Raise unless MongoDB answers (the health check)."""
     await db.command("ping")
+
+
+async def take_lease(db: Db, name: str, owner: str, seconds: float) -> bool:
+    """Take or renew the lease `name` for `owner` until `seconds` from now; False while another owner
+    holds an unexpired one. (Server processes share a clock closely enough for leases of seconds.)"""
+    now = dt.datetime.now(dt.UTC)
+    try:
+        doc = await db[SERVER_CONFIG.name].find_one_and_update(
+            {"_id": name, "$or": [{"owner": owner}, {"until": {"$lt": now}}]},
+            {"$set": {"owner": owner, "until": now + dt.timedelta(seconds=seconds)}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError:  # held by another owner: the upsert collided with the existing lease
+        return False
+    return doc is not None and doc.get("owner") == owner
+
+
+async def release_lease(db: Db, name: str, owner: str) -> None:
+    """Give the lease up (if `owner` holds it), so another process can take it at once."""
+    await db[SERVER_CONFIG.name].update_one(
+        {"_id": name, "owner": owner}, {"$set": {"until": dt.datetime.fromtimestamp(0, dt.UTC)}}
+    )

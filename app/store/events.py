@@ -207,11 +207,16 @@ async def remove_clock(db: Db, marker_id: Any) -> None:
     await db[TASK_EVENTS.name].delete_one({"_id": marker_id, "type": CLOCK})
 
 
-async def watch_inserts(db: Db, *, resume_after: Any = None) -> Any:
-    """A change stream of the events inserted into `task_events`, in commit order, resumed after a token."""
-    return await db[TASK_EVENTS.name].watch(
-        [{"$match": {"operationType": "insert"}}], resume_after=resume_after
-    )
+async def watch_changes(db: Db, *, resume_after: Any = None) -> Any:
+    """A change stream, in commit order, of the events inserted into `task_events` and of the stamps
+    written on them (an update setting `seq`), resumed after a token."""
+    match = {
+        "$or": [
+            {"operationType": "insert"},
+            {"operationType": "update", "updateDescription.updatedFields.seq": {"$exists": True}},
+        ]
+    }
+    return await db[TASK_EVENTS.name].watch([{"$match": match}], resume_after=resume_after)
 
 
 async def by_ids(db: Db, ids: list[Any], session: Session = None) -> list[Doc]:
