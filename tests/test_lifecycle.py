@@ -247,8 +247,20 @@ async def test_claim_reads_expiry_dates_written_as_strings(gql: GraphQLClient, d
     """Another program stored `expires_at` as ISO strings: a past one is never handed out, a future one is."""
     await db.agent_task_states.insert_many(
         [
-            {"_id": "stale", "agent_name": "AgentA", "status": "pending", "priority_rank": 3, "expires_at": "2000-01-01T00:00:00Z"},
-            {"_id": "fresh", "agent_name": "AgentA", "status": "pending", "priority_rank": 1, "expires_at": "2999-01-01T00:00:00Z"},
+            {
+                "_id": "stale",
+                "agent_name": "AgentA",
+                "status": "pending",
+                "priority_rank": 3,
+                "expires_at": "2000-01-01T00:00:00Z",
+            },
+            {
+                "_id": "fresh",
+                "agent_name": "AgentA",
+                "status": "pending",
+                "priority_rank": 1,
+                "expires_at": "2999-01-01T00:00:00Z",
+            },
         ]
     )
     first = (await gql.data(CLAIM, {"agent": "AgentA"}))["r"]
