@@ -13,7 +13,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
-from app.mongo.embedded import EmbeddedMongod
+from app.mongo.embedded import EmbeddedMongod, EmbeddedMongoError
 from app.server import create_app
 from app.settings import Settings
 
@@ -66,9 +66,21 @@ class CommandLog(CommandListener):
 
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real mongod for the whole session, started by the same code the server uses."""
-    mongod = EmbeddedMongod(tmp_path_factory.mktemp("mongod"), port=0)
-    yield mongod.start()
+    """One real mongod for the whole session, started by the same code the server uses.
+
+    Under pytest-xdist each worker is its own session, so each worker has its own mongod.
+    """
+    data_dir = tmp_path_factory.mktemp("mongod")
+    for attempt in range(3):
+        mongod = EmbeddedMongod(data_dir, port=0)
+        try:
+            uri = mongod.start()
+            break
+        except EmbeddedMongoError as exc:
+            # The free port picked can be taken (by another worker) before mongod binds it: pick again.
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
+    yield uri
     mongod.stop()
 
 
