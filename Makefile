@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Test workers (pytest-xdist), each with its own mongod. 3 measured best on the 2-core CI machine: the
-# tests spend much of their time waiting on mongod, subprocesses and sockets, so one more worker than
-# cores keeps both busy. `make test PYTEST_WORKERS=0` runs the suite in one process.
+# Test workers (pytest-xdist), each with its own mongod. On the 2-core development machine the suite
+# took ~50 s with 3 workers, ~57 s with 2 (= -n auto) or 4, ~110 s in one process: the tests spend much
+# of their time waiting on mongod, subprocesses and sockets, so one worker more than cores keeps both
+# busy, and a fourth only adds its start-up. `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= 3
 
 .PHONY: run test check lint schema demo bench clean
