@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,13 @@ def free_port() -> int:
 class ServerProcess:
     process: subprocess.Popen[str]
     url: str
+    # What the process printed so far, read by a thread (so a full pipe never blocks the server).
+    output: list[str] = field(default_factory=list)
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as a process manager would send; returns the exit code."""
@@ -36,9 +44,17 @@ class ServerProcess:
         return self.process.wait(timeout)
 
 
-@contextmanager
-def serve(env: Mapping[str, str], *args: str, timeout: float = 60) -> Iterator[ServerProcess]:
-    """Run `agent-tasks serve` on a free port until /healthz answers; stop it afterwards."""
+class _PortTaken(Exception):
+    """The port picked for the server was taken before the server could bind it."""
+
+
+# uvicorn's message when its port is taken ("[Errno 98] error while attempting to bind on address …").
+# The process does not always exit after it, so the output is watched rather than the exit code.
+_BIND_FAILED = "error while attempting to bind on address"
+
+
+def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float) -> ServerProcess:
+    """Start `agent-tasks serve` on a free port and wait until /healthz answers."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "MONGODB_DB")}
     full_env.update({"PORT": str(port), "LOG_LEVEL": "warning", **env})
@@ -51,21 +67,49 @@ def serve(env: Mapping[str, str], *args: str, timeout: float = 60) -> Iterator[S
         text=True,
     )
     server = ServerProcess(process, f"http://127.0.0.1:{port}")
+    drain = threading.Thread(target=server._drain, name="server-output", daemon=True)
+    drain.start()
     try:
         deadline = time.monotonic() + timeout
         while True:
+            if any(_BIND_FAILED in line for line in server.output):
+                raise _PortTaken("".join(server.output))
             if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}: {process.stdout.read()}")
+                drain.join(5)
+                raise RuntimeError(f"server exited with {process.returncode}: {''.join(server.output)}")
             try:
                 if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                    break
+                    return server
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become healthy in time")
             time.sleep(0.1)
-        yield server
-    finally:
+    except BaseException:
         if process.poll() is None:
             process.kill()
             process.wait()
+        raise
+
+
+@contextmanager
+def serve(env: Mapping[str, str], *args: str, timeout: float = 60) -> Iterator[ServerProcess]:
+    """Run `agent-tasks serve` on a free port until /healthz answers; stop it afterwards.
+
+    The port is free when picked but the process binds it a second or so later, when it has started:
+    with the suite on several workers, another process may take it in between, so a lost race is
+    retried on a new port.
+    """
+    for attempt in range(3):
+        try:
+            server = _start(env, args, timeout)
+            break
+        except _PortTaken:
+            if attempt == 2:
+                raise
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()

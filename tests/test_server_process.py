@@ -10,7 +10,7 @@ import httpx
 
 from app.mongo.embedded import EmbeddedMongod
 from tests.conftest import read_query
-from tests.servers import free_port, serve
+from tests.servers import serve
 
 
 def test_uvicorn_process_serves_the_demo_tree(mongo_uri: str) -> None:
@@ -31,7 +31,9 @@ def test_uvicorn_process_serves_the_demo_tree(mongo_uri: str) -> None:
 
 def test_serve_starts_and_stops_its_own_embedded_mongod(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    env = {"DATA_DIR": str(data_dir), "EMBEDDED_MONGO_PORT": str(free_port())}
+    # Port 0: mongod's port is picked by the server itself, just before mongod binds it (a port picked
+    # here could be taken by another test worker while the server process starts).
+    env = {"DATA_DIR": str(data_dir), "EMBEDDED_MONGO_PORT": "0"}
     with serve(env, "--demo") as server:
         answer = httpx.post(f"{server.url}/graphql", json={"query": '{ subTask(id: "sub_voice") { id } }'})
         assert answer.json() == {"data": {"subTask": {"id": "sub_voice"}}}
