@@ -19,6 +19,7 @@ from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStart
 from app.mongo.embedded import EmbeddedMongod, EmbeddedMongoError
 from app.server import create_app
 from app.settings import Settings
+from app.store.types import BACKGROUND
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class CommandLog(CommandListener):
     """Records the MongoDB commands sent to one database (command monitoring, not a fake).
 
-    The app's own change stream (the event hub's `aggregate` with `$changeStream` and its getMores) is
-    left out: it runs on its own schedule, whatever request is being measured.
+    The app's own change stream (the event hub's `aggregate` with `$changeStream` and its getMores) and
+    the commands it sends on its own (marked with the BACKGROUND comment: sweeps, stamps, leases) are
+    left out: they run on their own schedule, whatever request is being measured.
     """
 
     def __init__(self, database: str) -> None:
@@ -41,6 +43,8 @@ class CommandLog(CommandListener):
         if not self.active or event.database_name != self.database:
             return
         name = event.command_name
+        if event.command.get("comment") == BACKGROUND:  # the server's own sweeps, stamps and leases
+            return
         if name == "aggregate" and any(
             "$changeStream" in stage for stage in event.command.get("pipeline", [])
         ):

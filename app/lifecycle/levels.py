@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import bson
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.domain import MAX_DOCUMENT_BYTES, MAX_ID_LENGTH, TaskKind
@@ -25,7 +24,7 @@ from app.lifecycle.transitions import Lifecycle
 from app.store import collections as c
 from app.store import tasks as task_store
 from app.store.collections import CollectionSpec
-from app.store.storable import Unstorable, check_storable
+from app.store.storable import Unstorable, check_storable, encoded_size
 from app.store.transactions import in_transaction
 from app.store.types import Db, Doc
 
@@ -122,7 +121,7 @@ def check_size(doc: Mapping[str, Any], path: str) -> None:
         check_storable(dict(doc), path)
     except Unstorable as exc:
         raise Invalid(exc.path, str(exc)) from None
-    size = len(bson.encode(dict(doc)))
+    size = encoded_size(doc)
     if size > MAX_DOCUMENT_BYTES:
         raise Invalid(path, f"payload too large: {size} bytes (limit {MAX_DOCUMENT_BYTES})")
 

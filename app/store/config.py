@@ -9,7 +9,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from app.store.collections import SERVER_CONFIG
-from app.store.types import Db
+from app.store.types import BACKGROUND, Db
 
 
 async def shared_secret(db: Db, name: str) -> bytes:
@@ -42,6 +42,7 @@ async def take_lease(db: Db, name: str, owner: str, seconds: float) -> bool:
             {"$set": {"owner": owner, "until": now + dt.timedelta(seconds=seconds)}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
+            comment=BACKGROUND,
         )
     except DuplicateKeyError:  # held by another owner: the upsert collided with the existing lease
         return False
@@ -51,5 +52,7 @@ async def take_lease(db: Db, name: str, owner: str, seconds: float) -> bool:
 async def release_lease(db: Db, name: str, owner: str) -> None:
     """Give the lease up (if `owner` holds it), so another process can take it at once."""
     await db[SERVER_CONFIG.name].update_one(
-        {"_id": name, "owner": owner}, {"$set": {"until": dt.datetime.fromtimestamp(0, dt.UTC)}}
+        {"_id": name, "owner": owner},
+        {"$set": {"until": dt.datetime.fromtimestamp(0, dt.UTC)}},
+        comment=BACKGROUND,
     )

@@ -47,7 +47,7 @@ from pymongo.read_concern import ReadConcern
 
 from app.store.collections import TASK_EVENTS
 from app.store.cursors import NOT_OURS, CursorError
-from app.store.types import Db, Doc, Session
+from app.store.types import BACKGROUND, Db, Doc, Session
 
 Document = Doc
 #: Below every position: "from the beginning".
@@ -173,14 +173,15 @@ async def stamp(db: Db, stamps: Sequence[tuple[Any, ObjectId]]) -> int:
         return 0
     coll = db[TASK_EVENTS.name].with_options(write_concern=WriteConcern("majority"))
     result = await coll.bulk_write(
-        [UpdateOne({"_id": _id, "seq": None}, {"$set": {"seq": seq}}) for _id, seq in stamps]
+        [UpdateOne({"_id": _id, "seq": None}, {"$set": {"seq": seq}}) for _id, seq in stamps],
+        comment=BACKGROUND,
     )
     return result.modified_count
 
 
 async def positions_of(db: Db, ids: list[Any]) -> dict[Any, ObjectId | None]:
     """The stored position of each of these events."""
-    cursor = db[TASK_EVENTS.name].find({"_id": {"$in": ids}}, {"seq": 1})
+    cursor = db[TASK_EVENTS.name].find({"_id": {"$in": ids}}, {"seq": 1}, comment=BACKGROUND)
     return {doc["_id"]: doc.get("seq") async for doc in cursor}
 
 
@@ -192,6 +193,7 @@ async def orphans(db: Db, older_than: dt.datetime, limit: int = 1000) -> list[An
         {"_id": 1},
         sort=[("seq", 1), ("_id", 1)],
         limit=limit,
+        comment=BACKGROUND,
     )
     return [doc["_id"] async for doc in cursor]
 

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
 from app.store.collections import AGENT_TASK_STATES
-from app.store.types import Collection, Db, Doc, Session
+from app.store.types import BACKGROUND, Collection, Db, Doc, Session
 
 #: The order claims hand tasks out in: most urgent first, then oldest, then by id (on the claim index).
 CLAIM_ORDER = [("priority_rank", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
@@ -155,4 +155,5 @@ def overdue(db: Db, now: dt.datetime, terminal: Iterable[str]) -> Any:
         },
         {"status": 1, "expires_at": 1},
         sort=[("expires_at", 1), ("_id", 1)],
+        comment=BACKGROUND,
     )

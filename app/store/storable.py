@@ -10,7 +10,10 @@ into their own error shape.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
+
+import bson
 
 MAX_DEPTH = 32  # well below BSON's own limit (100), which would otherwise surface as a driver error
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -70,3 +73,8 @@ def _is_bson_scalar(item: Any) -> bool:
     from bson import ObjectId
 
     return isinstance(item, dt.datetime | ObjectId)
+
+
+def encoded_size(doc: Mapping[str, Any]) -> int:
+    """How many bytes `doc` takes stored (BSON-encoded)."""
+    return len(bson.encode(dict(doc)))

@@ -16,3 +16,6 @@ Doc = dict[str, Any]
 Db = AsyncDatabase[Doc]
 Collection = AsyncCollection[Doc]
 Session = AsyncClientSession | None
+#: The `comment` on every command the server sends on its own (sweeps, stamping, leases), not for a
+#: request: it shows in MongoDB's logs and profiler, and lets tests count a request's commands exactly.
+BACKGROUND = "agent-tasks:background"
