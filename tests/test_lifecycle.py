@@ -234,13 +234,20 @@ async def test_claim_hands_out_most_urgent_then_oldest(gql: GraphQLClient, db: A
     assert order[3]["__typename"] == "NothingToClaim"
 
 
+async def aborted_transactions(db: Any) -> int:
+    return (await db.client.admin.command("serverStatus"))["transactions"]["totalAborted"]
+
+
 async def test_twenty_concurrent_claimers_over_ten_tasks(gql: GraphQLClient, db: Any) -> None:
     await db.agent_task_states.insert_many([task(f"t{i}", "pending", minute=i) for i in range(10)])
+    aborted = await aborted_transactions(db)
     results = await asyncio.gather(*(gql.data(CLAIM, {"agent": "AgentA"}) for _ in range(20)))
     claimed = [r["r"]["state"]["id"] for r in results if r["r"]["__typename"] == "TaskTransitionSuccess"]
     assert sorted(claimed) == sorted(f"t{i}" for i in range(10))  # each task exactly once
     assert sum(r["r"]["__typename"] == "NothingToClaim" for r in results) == 10
     assert await db.task_events.count_documents({"type": "STATUS_CHANGED"}) == 10
+    # Claimers in one process skip each other's candidates: none raced for the same task and retried.
+    assert await aborted_transactions(db) == aborted
 
 
 async def test_claim_reads_expiry_dates_written_as_strings(gql: GraphQLClient, db: Any) -> None:

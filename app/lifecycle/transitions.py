@@ -176,31 +176,38 @@ class Lifecycle:
         attempts: int,
     ) -> list[Doc]:
         """The first claimable task (first attempt), or up to `claim_spread` of them, all of the top
-        priority present (retries), skipping those this process is claiming right now."""
+        priority present (retries), skipping those this process is claiming right now.
+
+        The query skips the tasks being claimed when it is sent; claims that start while it runs are
+        skipped afterwards, so it reads one candidate more for each claim in flight."""
         wanted = 1 if attempts == 1 else self.claim_spread
         now_mono = time.monotonic()
         for task_id in [t for t, until in self._claiming.items() if until < now_mono]:
             del self._claiming[task_id]
-        cursor = state_store.claimable(
-            self.db,
-            agent_name,
-            now,
-            workflow_id=workflow_id,
-            task_kinds=task_kinds,
-            exclude=self._claiming,
-            session=session,
-        )
-        picks: list[Doc] = []
-        async for state in cursor:
-            if sm.is_expired(state, now):  # an ISO-string expiry in the past: never hand it out
-                continue
-            if picks and state.get("priority_rank") != picks[0].get("priority_rank"):
-                break
-            picks.append(state)
-            if len(picks) >= wanted:
-                break
-        await cursor.close()
-        return picks
+        limit = wanted + sum(1 for until in self._claiming.values() if until == math.inf)
+        while True:
+            docs = await state_store.claimable(
+                self.db,
+                agent_name,
+                now,
+                workflow_id=workflow_id,
+                task_kinds=task_kinds,
+                exclude=list(self._claiming),
+                limit=limit,
+                session=session,
+            )
+            picks: list[Doc] = []
+            for state in docs:
+                if state["_id"] in self._claiming or sm.is_expired(state, now):  # (an ISO-string expiry)
+                    continue
+                if picks and state.get("priority_rank") != picks[0].get("priority_rank"):
+                    break
+                picks.append(state)
+                if len(picks) >= wanted:
+                    break
+            if picks or len(docs) < limit:  # a pick, or nothing more to look at
+                return picks
+            limit *= 4  # every candidate read was taken or expired meanwhile: look further
 
     # ----------------------------------------------------------------- inside a transaction
 

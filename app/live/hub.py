@@ -442,6 +442,7 @@ class EventHub:
     # ----------------------------------------------------------------- the change stream
 
     async def _run(self) -> None:
+        gap = False  # history was lost: tell subscribers once the fresh stream is open
         while True:
             opening = True
             try:
@@ -450,6 +451,11 @@ class EventHub:
                 # The stream's position even before any event arrives, so an early failure loses nothing.
                 self.resume_token = self._stream.resume_token or self.resume_token
                 self._ready.set()
+                if gap:
+                    # Only now: whatever commits from here on reaches subscribers live, so what they
+                    # re-read from the collection after GAP leaves nothing out.
+                    self._inbox.put_nowait(GAP)
+                    gap = False
                 async with self._stream as stream:
                     async for change in stream:
                         self.resume_token = stream.resume_token
@@ -475,7 +481,7 @@ class EventHub:
                     # while reading (a killed cursor, a step-down) just reopen from the token.
                     logger.warning("cannot resume the change stream (%s); subscribers re-read", exc)
                     self.resume_token = None
-                    self._inbox.put_nowait(GAP)
+                    gap = True
                 else:
                     logger.warning("change stream failed (%s); reopening", exc)
                     await asyncio.sleep(self.retry_seconds)

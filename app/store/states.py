@@ -113,7 +113,7 @@ async def first_child(db: Db, parent_task_id: str, session: Session = None) -> s
     return None if doc is None else doc["_id"]
 
 
-def claimable(
+async def claimable(
     db: Db,
     agent_name: str,
     now: dt.datetime,
@@ -121,9 +121,10 @@ def claimable(
     workflow_id: str | None = None,
     task_kinds: list[str] | None = None,
     exclude: Iterable[str] = (),
+    limit: int = 1,
     session: Session = None,
-) -> Any:
-    """A cursor over the agent's pending, unexpired tasks in `CLAIM_ORDER` (the claim index serves it).
+) -> list[Doc]:
+    """The first `limit` of the agent's pending, unexpired tasks in `CLAIM_ORDER` (on the claim index).
 
     ISO-string expiries (written by other programs) cannot be compared here; the caller checks them.
     """
@@ -139,7 +140,8 @@ def claimable(
         query["workflow_id"] = workflow_id
     if task_kinds:
         query["task_kind"] = {"$in": task_kinds}
-    return _states(db).find(query, sort=CLAIM_ORDER, session=session)
+    cursor = _states(db).find(query, sort=CLAIM_ORDER, limit=limit, batch_size=limit, session=session)
+    return [doc async for doc in cursor]
 
 
 def overdue(db: Db, now: dt.datetime, terminal: Iterable[str]) -> Any:
