@@ -43,7 +43,7 @@ class AgentTaskWrites(HierarchyService):
         the subject of the request, so an unknown one is NotFound rather than an invalid input field,
         and an input naming another parent is refused.
         """
-        operation = "createAgentTask" if parent_id is None else f"addSubtask:{parent_id}"
+        operation = "create_agent_task" if parent_id is None else f"add_subtask:{parent_id}"
         if parent_id is not None:
             named = state.get("parent_task_id")
             if named is not None and named != parent_id:
@@ -91,7 +91,7 @@ class AgentTaskWrites(HierarchyService):
         idempotency_key: str | None = None,
     ) -> Written:
         """Edit the descriptive fields of any task's state (not its status: that is the lifecycle's)."""
-        operation = f"updateAgentTask:{task_id}"
+        operation = f"update_agent_task:{task_id}"
 
         async def work(session: AsyncClientSession) -> Written:
             now = self.lifecycle.clock()

@@ -118,7 +118,7 @@ class Recorder:
             "agent_id": _optional_id("agent_id", agent_id),
             "correlation_id": _optional_id("correlation_id", correlation_id),
         }
-        return await self._record("recordToolCall", EventType.TOOL_CALL, task_id, payload, idempotency_key)
+        return await self._record("record_tool_call", EventType.TOOL_CALL, task_id, payload, idempotency_key)
 
     async def tool_result(
         self,
@@ -142,7 +142,7 @@ class Recorder:
             "correlation_id": _optional_id("correlation_id", correlation_id),
         }
         return await self._record(
-            "recordToolResult", EventType.TOOL_RESULT, task_id, payload, idempotency_key
+            "record_tool_result", EventType.TOOL_RESULT, task_id, payload, idempotency_key
         )
 
     async def memory_operation(
@@ -165,7 +165,7 @@ class Recorder:
             "message": _text("message", message, MAX_MESSAGE_LENGTH, required=False),
         }
         return await self._record(
-            "recordMemoryOperation", EventType.MEMORY_OPERATION, task_id, payload, idempotency_key
+            "record_memory_operation", EventType.MEMORY_OPERATION, task_id, payload, idempotency_key
         )
 
     async def _record(

@@ -136,7 +136,7 @@ class Lifecycle:
         """
         if not agent_name:
             raise Invalid("agent_name", "agent_name must not be empty")
-        operation = f"claimTask:{agent_name}"
+        operation = f"claim:{agent_name}"
         held: set[str] = set()
         attempts = 0
 

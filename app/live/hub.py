@@ -6,12 +6,16 @@ the hub hands each inserted event to the subscribers under its keys whose predic
 every server process watches the same collection, a write handled by any process reaches subscribers
 on all of them: processes stay stateless and need no sticky sessions.
 
-Stamping (why: `app.store.events`): a reader task takes the inserts off the change stream in commit
-order and queues them; a stamper task takes everything queued at once, computes each event's position
-from its commit's `clusterTime`, writes the positions (one ordered, majority-acknowledged bulk write),
-and only then dispatches the events and wakes the writers waiting for them (`settle`). Dispatching after
-the write is what makes the hand-over of a new subscriber exact: an event dispatched before it
-registered is already readable by its replay.
+Stamping (why: `app.store.events`): a reader task takes the inserts (and the stamps written on them)
+off the change stream in commit order and queues them; a stamper task takes everything queued at once
+and computes each event's position from its commit's `clusterTime`. The process holding the stamping
+lease (`_lease_loop`, a few seconds, renewed continuously) writes the positions (one ordered,
+majority-acknowledged bulk write) and then releases the events; the others hold each event until its
+stamp comes through their own stream. Releasing means waking the writers waiting for it (`settle`) and
+dispatching it to subscribers, always after its position is stored: that is what makes the hand-over of
+a new subscriber exact, since an event dispatched before it registered is already readable by its
+replay. One write per event however many processes run; a leader that dies is replaced when its lease
+lapses, and its successor stamps what was held meanwhile.
 
 Each subscriber has a bounded buffer. A subscriber that falls `limit` events behind (a client that
 reads slower than events arrive) is cut off with `SlowConsumer` instead of slowing the others down or

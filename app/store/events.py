@@ -18,10 +18,12 @@ arrive in the order they were made. So:
    transaction (the outbox: the event exists exactly when its change committed). No shared document.
 2. The event hub (`app.live.hub`, one per server process) watches the inserts and gives each event its
    position: `seq = position(clusterTime, n)`, an ObjectId made of the commit time's seconds and
-   increment and `n`, the event's index within its commit. `stamp` writes them, in stream order, with
-   `w: majority`, before the hub hands the events to subscribers. Every process computes the same
-   position for the same event, so several processes stamping at once is harmless (`seq: null` in the
-   filter makes the second stamp a no-op).
+   increment and `n`, the event's index within its commit. One process at a time (the holder of a
+   lease in `server_config`) writes them with `stamp`, in stream order, with `w: majority`, before
+   handing the events to its subscribers; the other processes see each stamp arrive in their own change
+   stream and hand the event to theirs then. Every process computes the same position for the same
+   event, so a new leader taking over mid-stream stamps exactly what the old one would have (`seq: null`
+   in the filter makes a repeated stamp a no-op).
 3. Readers only see stamped events, ordered by `seq`, and read from one snapshot (`snapshot` read
    concern): because stamps are written in commit order, whatever snapshot a reader sees holds a prefix
    of the commit order, so resuming after the last `seq` it saw never skips an event.

@@ -111,7 +111,7 @@ class LifecycleMutation:
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
-        return await capture(transition(info, "startTask", id, sm.start, expected_version, idempotency_key))
+        return await capture(transition(info, "start", id, sm.start, expected_version, idempotency_key))
 
     @strawberry.mutation(description="Report progress (0–100) and the current step of a task in progress.")
     async def report_progress(
@@ -127,7 +127,7 @@ class LifecycleMutation:
     ) -> TaskTransitionResult:
         action = functools.partial(sm.report_progress, percentage=percentage, current_step=current_step)
         return await capture(
-            transition(info, "reportProgress", id, action, expected_version, idempotency_key)
+            transition(info, "report_progress", id, action, expected_version, idempotency_key)
         )
 
     @strawberry.mutation(
@@ -157,7 +157,7 @@ class LifecycleMutation:
             execution_time_seconds=execution_time_seconds,
             output_references=_object(output_references),
         )
-        return await capture(transition(info, "completeTask", id, action, expected_version, idempotency_key))
+        return await capture(transition(info, "complete", id, action, expected_version, idempotency_key))
 
     @strawberry.mutation(
         description="Record a failure: final → failed; otherwise retrying, until max attempts make it failed."
@@ -175,7 +175,7 @@ class LifecycleMutation:
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.fail, error=error, details=details, is_final=is_final)
-        return await capture(transition(info, "failTask", id, action, expected_version, idempotency_key))
+        return await capture(transition(info, "fail", id, action, expected_version, idempotency_key))
 
     @strawberry.mutation(
         description="Retry a failed or cancelled task (→ retrying; grants one more attempt if used up)."
@@ -187,7 +187,7 @@ class LifecycleMutation:
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
-        return await capture(transition(info, "retryTask", id, sm.retry, expected_version, idempotency_key))
+        return await capture(transition(info, "retry", id, sm.retry, expected_version, idempotency_key))
 
     @strawberry.mutation(description="Cancel a task that has not finished.")
     async def cancel_task(
@@ -199,4 +199,4 @@ class LifecycleMutation:
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.cancel, reason=reason)
-        return await capture(transition(info, "cancelTask", id, action, expected_version, idempotency_key))
+        return await capture(transition(info, "cancel", id, action, expected_version, idempotency_key))
