@@ -292,6 +292,9 @@ class EventHub:
             for item in batch:
                 if item is GAP:
                     await self._flush(pending)
+                    # Stamps of held events may have been in the lost history: subscribers re-read them
+                    # from the collection, and their writers have answered (or will) without cursors.
+                    self._held.clear()
                     self._broadcast_gap()
                 elif item is _LEAD:  # this process just became the leader: stamp what it holds
                     await self._flush(pending)
