@@ -28,6 +28,7 @@ from app.resources import AppState, open_resources
 from app.rest import rest_routes
 from app.settings import Settings
 from app.store.config import ping
+from app.web import graphiql_page, web_routes
 
 logger = logging.getLogger("agent_tasks")
 
@@ -37,6 +38,10 @@ class AgentTasksGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return Context(app=request.app.state.agent_tasks, request=request, response=response)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from this server's own assets (app.web), where Strawberry's page loads unpkg.com."""
+        return graphiql_page(request)
 
 
 async def health(request: Request) -> JSONResponse:
@@ -83,6 +88,8 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
             Route("/healthz", health),
             # Seed 002's REST API and its OpenAPI document, over the same store and services.
             *rest_routes(),
+            # The landing page, the OpenAPI viewer (/docs) and the browser pages' vendored assets.
+            *web_routes(),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
