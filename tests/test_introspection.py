@@ -1,0 +1,175 @@
+"""Standard clients, unmodified: graphql-core's full introspection query, the `gql` client fetching the
+schema from a real server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from gql import Client, GraphQLRequest
+from gql import gql as document
+from gql.transport.httpx import HTTPXAsyncTransport
+from graphql import (
+    GraphQLError,
+    build_client_schema,
+    build_schema,
+    find_breaking_changes,
+    find_dangerous_changes,
+    get_introspection_query,
+    lexicographic_sort_schema,
+    parse_value,
+    print_schema,
+)
+from pymongo import AsyncMongoClient
+
+from tests.conftest import GraphQLClient
+from tests.lifecycle_helpers import task
+from tests.servers import ServerProcess, serve
+
+SDL = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"
+
+#: Everything graphql-core's introspection query can ask for (what codegen tools and IDEs send).
+FULL_INTROSPECTION = get_introspection_query(
+    descriptions=True,
+    specified_by_url=True,
+    directive_is_repeatable=True,
+    schema_description=True,
+    input_value_deprecation=True,
+)
+
+RECORD_CALL = """mutation($toolArgs: JSON) {
+  omitted: recordToolCall(taskId: "solo", toolName: "calc") { ...Args }
+  explicitNull: recordToolCall(taskId: "solo", toolName: "calc", toolArgs: null) { ...Args }
+  unsetVariable: recordToolCall(taskId: "solo", toolName: "calc", toolArgs: $toolArgs) { ...Args }
+}
+fragment Args on RecordEventResult {
+  __typename
+  ... on RecordEventSuccess { event { id ... on ToolCallEvent { toolArgs } } }
+}"""
+
+
+async def test_full_introspection_query_builds_the_committed_schema(gql: GraphQLClient) -> None:
+    body = await gql(FULL_INTROSPECTION)
+    assert "errors" not in body, body["errors"]
+    client_schema = build_client_schema(body["data"])
+    committed = build_schema(SDL.read_text(encoding="utf-8"))
+    # The same schema, field for field: types, arguments, defaults, descriptions, deprecations, directives.
+    assert print_schema(lexicographic_sort_schema(client_schema)) == print_schema(
+        lexicographic_sort_schema(committed)
+    )
+    for old, new in ((committed, client_schema), (client_schema, committed)):
+        assert find_breaking_changes(old, new) == []
+        assert find_dangerous_changes(old, new) == []
+
+
+async def test_every_default_value_is_introspectable(gql: GraphQLClient) -> None:
+    """Each argument and input field default comes back as a GraphQL literal; `toolArgs` defaults to null
+    (an object default of the JSON scalar is what graphql-core could not print)."""
+    query = """{ __schema { types { name
+      fields { name args { name defaultValue } }
+      inputFields { name defaultValue } } } }"""
+    body = await gql(query)
+    assert "errors" not in body, body["errors"]
+    defaults = {}
+    for t in body["data"]["__schema"]["types"]:
+        for f in t["fields"] or []:
+            defaults.update({f"{t['name']}.{f['name']}({a['name']})": a["defaultValue"] for a in f["args"]})
+        defaults.update({f"{t['name']}.{f['name']}": f["defaultValue"] for f in t["inputFields"] or []})
+    # Every default is a GraphQL literal a client can parse.
+    assert all(parse_value(v) for v in defaults.values() if v is not None)
+    assert defaults["Mutation.recordToolCall(toolArgs)"] == "null"
+    assert defaults["DependencyInput.statusExpected"] == "COMPLETED"
+    assert defaults["AgentTaskOrder.direction"] == "ASC"
+
+
+async def test_omitted_or_null_tool_args_store_an_empty_object(gql: GraphQLClient, db: Any) -> None:
+    await db.agent_task_states.insert_one(task("solo", "pending"))
+    data = await gql.data(RECORD_CALL)
+    for alias in ("omitted", "explicitNull", "unsetVariable"):
+        event = data[alias]["event"]
+        assert event["toolArgs"] == {}, alias
+        stored = await db.task_events.find_one({"seq": ObjectId(event["id"])})
+        assert stored["type"] == "TOOL_CALL" and stored["payload"]["tool_args"] == {}, alias
+
+
+# --- A real server process, and gql's transports -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def db_name() -> str:
+    return f"clients_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def server(mongo_uri: str, db_name: str) -> Iterator[ServerProcess]:
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "EXPIRY_SWEEP_SECONDS": "3600"}
+    with serve(env) as process:
+        yield process
+
+
+@pytest.fixture
+async def stored(mongo_uri: str, db_name: str) -> AsyncIterator[Any]:
+    """The server's database, read directly to check what a mutation stored."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    yield client[db_name]
+    await client.close()
+
+
+WORKFLOW = """mutation($input: CreateMetaWorkflowTaskInput!) {
+  createWorkflow(input: $input) {
+    __typename
+    ... on MetaWorkflowTaskSuccess { task { id subTasks { id } } }
+    ... on Error { message }
+  }
+}"""
+
+TREE = """query($id: ID!) {
+  metaWorkflowTask(id: $id) {
+    id
+    state { status agentName }
+    subTasks { id state { status dependencies { taskId satisfied } } }
+  }
+}"""
+
+START = """mutation($id: ID!) {
+  startTask(id: $id) { __typename ... on TaskTransitionSuccess { state { status attempts } } }
+}"""
+
+FILTERED = "query($f: JSON) { subTasks(filter: $f) { totalCount } }"
+REFUSED_WHERE = "operator '$where' is not allowed (JavaScript is never run); found at filter"
+
+EVENTS = """subscription($w: ID!) { taskEvents(workflowId: $w) { cursor type taskId } }"""
+
+
+def request(query: str, **variables: Any) -> GraphQLRequest:
+    return GraphQLRequest(query, variable_values=variables)
+
+
+def workflow_input() -> dict[str, Any]:
+    wid = f"wf_{uuid.uuid4().hex[:8]}"
+    return {
+        "id": wid,
+        "state": {"agentName": "Orchestrator"},
+        "subTasks": [
+            {"id": f"{wid}_s1", "state": {"agentName": "Writer"}},
+            {"id": f"{wid}_s2", "state": {"agentName": "Writer", "dependencies": [{"taskId": f"{wid}_s1"}]}},
+        ],
+    }
+
+
+async def test_gql_fetches_the_schema_over_http_and_validates_locally(server: ServerProcess) -> None:
+    transport = HTTPXAsyncTransport(url=f"{server.url}/graphql", timeout=30)
+    async with Client(transport=transport, fetch_schema_from_transport=True) as session:
+        schema = session.client.schema
+        assert schema is not None and schema.mutation_type is not None
+        assert "toolArgs" in schema.mutation_type.fields["recordToolCall"].args
+        # Validated against the fetched schema before it is sent, then run by the server.
+        data = await session.execute(document("{ metaWorkflowTasks(first: 1) { totalCount } }"))
+        assert data == {"metaWorkflowTasks": {"totalCount": 0}}
+        # A document the schema does not allow never leaves the client.
+        with pytest.raises(GraphQLError, match="Cannot query field 'noSuchField' on type 'Query'"):
+            await session.execute(document("{ noSuchField }"))
