@@ -1,5 +1,6 @@
 """Standard clients, unmodified: graphql-core's full introspection query, the `gql` client fetching the
-schema from a real server."""
+schema from a real server, and `gql`'s WebSocket transport speaking the legacy `graphql-ws` protocol
+(subscriptions-transport-ws) for queries, mutations and subscriptions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bson import ObjectId
 from gql import Client, GraphQLRequest
 from gql import gql as document
 from gql.transport.httpx import HTTPXAsyncTransport
+from gql.transport.websockets import WebsocketsTransport
 from graphql import (
     GraphQLError,
     build_client_schema,
@@ -173,3 +175,21 @@ async def test_gql_fetches_the_schema_over_http_and_validates_locally(server: Se
         # A document the schema does not allow never leaves the client.
         with pytest.raises(GraphQLError, match="Cannot query field 'noSuchField' on type 'Query'"):
             await session.execute(document("{ noSuchField }"))
+
+
+async def test_graphql_transport_ws_queries_read_afresh(server: ServerProcess, stored: Any) -> None:
+    """A WebSocket connection's context outlives its operations: a query after a mutation on the same
+    socket must not read through the loaders of an earlier query (it did, on both protocols)."""
+    ws_url = server.url.replace("http://", "ws://") + "/graphql"
+    transport = WebsocketsTransport(url=ws_url, subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
+    async with Client(transport=transport) as session:
+        assert transport.subprotocol == "graphql-transport-ws"
+        workflow = workflow_input()
+        wid, s1 = workflow["id"], f"{workflow['id']}_s1"
+        await session.execute(request(WORKFLOW, input=workflow))
+        before = await session.execute(request(TREE, id=wid))
+        assert before["metaWorkflowTask"]["subTasks"][0]["state"]["status"] == "PENDING"
+        await session.execute(request(START, id=s1))
+        assert (await stored.agent_task_states.find_one({"_id": s1}))["status"] == "in_progress"
+        after = await session.execute(request(TREE, id=wid))
+        assert after["metaWorkflowTask"]["subTasks"][0]["state"]["status"] == "IN_PROGRESS"
