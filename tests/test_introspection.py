@@ -13,6 +13,7 @@ import pytest
 from bson import ObjectId
 from gql import Client, GraphQLRequest
 from gql import gql as document
+from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
 from gql.transport.websockets import WebsocketsTransport
 from graphql import (
@@ -175,6 +176,73 @@ async def test_gql_fetches_the_schema_over_http_and_validates_locally(server: Se
         # A document the schema does not allow never leaves the client.
         with pytest.raises(GraphQLError, match="Cannot query field 'noSuchField' on type 'Query'"):
             await session.execute(document("{ noSuchField }"))
+
+
+async def test_legacy_graphql_ws_runs_queries_mutations_and_subscriptions(
+    server: ServerProcess, stored: Any
+) -> None:
+    ws_url = server.url.replace("http://", "ws://") + "/graphql"
+    transport = WebsocketsTransport(url=ws_url, subprotocols=[WebsocketsTransport.APOLLO_SUBPROTOCOL])
+    # The schema is fetched over the socket: introspection is a query on the legacy protocol.
+    async with Client(transport=transport, fetch_schema_from_transport=True) as session:
+        assert transport.subprotocol == "graphql-ws"
+        assert session.client.schema is not None
+
+        # A mutation: everything it created is in the database.
+        workflow = workflow_input()
+        wid, s1, s2 = workflow["id"], f"{workflow['id']}_s1", f"{workflow['id']}_s2"
+        created = await session.execute(request(WORKFLOW, input=workflow))
+        assert created["createWorkflow"]["__typename"] == "MetaWorkflowTaskSuccess"
+        meta = await stored.meta_workflow_tasks.find_one({"_id": wid})
+        assert meta["sub_task_ids"] == [s1, s2]
+        states = {d["_id"]: d async for d in stored.agent_task_states.find({"_id": {"$in": [wid, s1, s2]}})}
+        assert {k: (v["status"], v["agent_name"]) for k, v in states.items()} == {
+            wid: ("pending", "Orchestrator"),
+            s1: ("pending", "Writer"),
+            s2: ("awaiting_dependency", "Writer"),
+        }
+
+        # A query, then a mutation, then the same query on the same socket: each operation reads afresh.
+        tree = await session.execute(request(TREE, id=wid))
+        assert [s["state"]["status"] for s in tree["metaWorkflowTask"]["subTasks"]] == [
+            "PENDING",
+            "AWAITING_DEPENDENCY",
+        ]
+        started = await session.execute(request(START, id=s1))
+        assert started["startTask"] == {
+            "__typename": "TaskTransitionSuccess",
+            "state": {"status": "IN_PROGRESS", "attempts": 1},
+        }
+        stored_state = await stored.agent_task_states.find_one({"_id": s1})
+        assert (stored_state["status"], stored_state["attempts"]) == ("in_progress", 1)
+        tree = await session.execute(request(TREE, id=wid))
+        assert tree["metaWorkflowTask"]["subTasks"][0]["state"]["status"] == "IN_PROGRESS"
+
+        # A subscription: the stored events of the workflow, in commit order, as the database has them.
+        received = []
+        async for result in session.subscribe(request(EVENTS, w=wid)):
+            received.append(result["taskEvents"])
+            if len(received) == 4:
+                break
+        in_db = [
+            (str(e["seq"]), e["type"], e["task_id"])
+            async for e in stored.task_events.find({"workflow_id": wid}).sort("seq", 1)
+        ]
+        assert [(e["cursor"], e["type"], e["taskId"]) for e in received] == in_db
+        assert [t for _, t, _ in in_db] == ["TASK_CREATED"] * 3 + ["STATUS_CHANGED"]
+
+        # A refusal comes back as the server's own error (before: every operation but a subscription was
+        # refused as "Unexpected error.").
+        with pytest.raises(TransportQueryError) as refused:
+            await session.execute(request(FILTERED, f={"$where": "sleep(1000)"}))
+        assert refused.value.errors == [
+            {
+                "message": REFUSED_WHERE,
+                "locations": [{"line": 2, "column": 3}],  # in the document as gql prints it
+                "path": ["subTasks"],
+                "extensions": {"code": "BAD_FILTER"},
+            }
+        ]
 
 
 async def test_graphql_transport_ws_queries_read_afresh(server: ServerProcess, stored: Any) -> None:
