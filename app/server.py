@@ -23,6 +23,7 @@ from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import Context
+from app.api.legacy_ws import GraphQLWSHandler
 from app.api.schema import build_schema
 from app.resources import AppState, open_resources
 from app.rest import rest_routes
@@ -35,6 +36,8 @@ logger = logging.getLogger("agent_tasks")
 
 class AgentTasksGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI app with our context: fresh loaders for every request."""
+
+    graphql_ws_handler_class = GraphQLWSHandler  # the legacy protocol runs queries and mutations too
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return Context(app=request.app.state.agent_tasks, request=request, response=response)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
 
 from app.api.loaders import Loaders
 from app.resources import AppState
@@ -16,7 +19,8 @@ from app.store.repository import Store
 
 @dataclass
 class Context:
-    """Strawberry's `info.context`: one per HTTP request (or per subscription event, for loaders)."""
+    """Strawberry's `info.context`: one per HTTP request or WebSocket operation (`ContextPerOperation`);
+    subscriptions also renew its loaders for every event."""
 
     app: AppState
     request: Request | WebSocket | None = None
@@ -33,3 +37,19 @@ class Context:
     @property
     def settings(self) -> Settings:
         return self.app.settings
+
+
+class ContextPerOperation(SchemaExtension):
+    """A fresh context for every operation sent over a WebSocket.
+
+    Strawberry builds a WebSocket connection's context once, when the socket opens, and hands it to every
+    operation sent over it (queries and mutations as well as subscriptions, on both protocols): its
+    loaders would be a cache as old as the socket, so a query after a mutation on the same socket read
+    what the first query had loaded. Each operation gets a copy of it with new loaders instead (the
+    request and the application state are shared). An HTTP request's context is its own already."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context) and isinstance(context.request, WebSocket):
+            self.execution_context.context = dataclasses.replace(context)  # `__post_init__`: new loaders
+        yield

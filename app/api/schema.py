@@ -14,6 +14,7 @@ from strawberry.extensions import (
 )
 
 from app.api.analytics import AnalyticsQuery
+from app.api.context import ContextPerOperation
 from app.api.errors import should_mask_error
 from app.api.event_queries import EventQuery
 from app.api.mutations.events import EventMutation
@@ -62,6 +63,7 @@ def build_schema(
         subscription=Subscription,
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
+            ContextPerOperation,
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: ParserCache(maxsize=CACHE_SIZE),
             lambda: AddValidationRules(limit_rules),

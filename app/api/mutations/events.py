@@ -35,8 +35,6 @@ CorrelationId = Annotated[
     str | None,
     strawberry.argument(description="Links a TOOL_CALL, its TOOL_RESULT and the originating request."),
 ]
-#: Shown as `= {}` in the SDL; never mutated (the recorder copies what it stores).
-NO_ARGS = JSON({})
 IdempotencyKey = Annotated[
     str | None,
     strawberry.argument(
@@ -68,10 +66,15 @@ class EventMutation:
         info: strawberry.Info,
         task_id: TaskId,
         tool_name: ToolName,
+        # Defaults to null, not `{}`: graphql-core (like graphql-js) cannot turn an object default of a custom
+        # scalar into a literal, so `__InputValue.defaultValue` failed and no client could introspect the
+        # schema (tests/test_introspection.py). The recorder stores {} for null.
         tool_args: Annotated[
             JSON | None,
-            strawberry.argument(description="Arguments passed to the tool (an object, at most 64 KiB)."),
-        ] = NO_ARGS,
+            strawberry.argument(
+                description="Arguments passed to the tool (an object, at most 64 KiB); omitted or null: {}."
+            ),
+        ] = None,
         agent_id: AgentId = None,
         correlation_id: CorrelationId = None,
         idempotency_key: IdempotencyKey = None,
