@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import Context
+from app.api.http import GraphQLOverHTTP
 from app.api.schema import build_schema
 from app.resources import AppState, open_resources
 from app.rest import rest_routes
@@ -32,8 +32,9 @@ from app.store.config import ping
 logger = logging.getLogger("agent_tasks")
 
 
-class AgentTasksGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI app with our context: fresh loaders for every request."""
+class AgentTasksGraphQL(GraphQLOverHTTP):
+    """Strawberry's ASGI app speaking GraphQL over HTTP as the spec asks (`app/api/http.py`), with our
+    context: fresh loaders for every request."""
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return Context(app=request.app.state.agent_tasks, request=request, response=response)
