@@ -15,6 +15,8 @@ from typing import Any
 from pymongo.monitoring import CommandListener
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -69,6 +71,8 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         keep_alive=True,
         keep_alive_interval=15,
+        # Browsers' WebSocket handshakes from these origins (CORS does not cover WebSockets).
+        allowed_origins=settings.cors_allow_origins,
     )
 
     @asynccontextmanager
@@ -87,7 +91,30 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
+        middleware=cors(settings),
     )
+
+
+#: What a browser page may send (besides the CORS-safelisted headers) and read in an answer.
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "If-Match")
+CORS_EXPOSE_HEADERS = ("ETag", "Location")
+
+
+def cors(settings: Settings) -> list[Middleware]:
+    """CORS for the configured origins (`CORS_ALLOW_ORIGINS`); none, and so no `Access-Control-*`
+    header anywhere, when no origin is configured."""
+    if not settings.cors_allow_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=("GET", "POST", "PATCH", "DELETE"),
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+        )
+    ]
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
