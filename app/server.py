@@ -15,14 +15,16 @@ from typing import Any
 from pymongo.monitoring import CommandListener
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import Context
+from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.schema import build_schema
 from app.resources import AppState, open_resources
@@ -34,8 +36,9 @@ from app.web import graphiql_page, web_routes
 logger = logging.getLogger("agent_tasks")
 
 
-class AgentTasksGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI app with our context: fresh loaders for every request."""
+class AgentTasksGraphQL(GraphQLOverHTTP):
+    """Strawberry's ASGI app speaking GraphQL over HTTP as the spec asks (`app/api/http.py`), with our
+    context: fresh loaders for every request."""
 
     graphql_ws_handler_class = GraphQLWSHandler  # the legacy protocol runs queries and mutations too
 
@@ -76,6 +79,8 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         keep_alive=True,
         keep_alive_interval=15,
+        # Browsers' WebSocket handshakes from these origins (CORS does not cover WebSockets).
+        allowed_origins=settings.cors_allow_origins,
     )
 
     @asynccontextmanager
@@ -96,7 +101,30 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
+        middleware=cors(settings),
     )
+
+
+#: What a browser page may send (besides the CORS-safelisted headers) and read in an answer.
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "If-Match")
+CORS_EXPOSE_HEADERS = ("ETag", "Location")
+
+
+def cors(settings: Settings) -> list[Middleware]:
+    """CORS for the configured origins (`CORS_ALLOW_ORIGINS`); none, and so no `Access-Control-*`
+    header anywhere, when no origin is configured."""
+    if not settings.cors_allow_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=("GET", "POST", "PATCH", "DELETE"),
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+        )
+    ]
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

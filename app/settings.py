@@ -6,11 +6,13 @@ I/O at import time: `Settings()` is built by the CLI or by a test and passed dow
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -83,3 +85,66 @@ class Settings(BaseSettings):
         ge=0.05,
         description="Seconds between two sweeps that fail the active tasks past their `expires_at`.",
     )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins whose pages may call the API from a browser (CORS), comma-separated or a JSON"
+        " list, such as `http://localhost:5173`; `*` for any. Empty (the default): no CORS headers at all.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Let pages on those origins send cookies and HTTP authentication"
+        " (`credentials: 'include'`); refused with the `*` origin.",
+    )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        """`a,b` or `["a", "b"]` from the environment; a list when built in code."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [origin.strip() for origin in text.split(",") if origin.strip()]
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        """Origins as browsers send them in `Origin` (lower case, no default port, no path), so they match."""
+        checked = []
+        for origin in origins:
+            if origin == "*":
+                checked.append(origin)
+                continue
+            parts = urlsplit(origin.strip().rstrip("/"))
+            try:
+                port = parts.port
+            except ValueError:
+                port = -1
+            if (
+                parts.scheme.lower() not in ("http", "https")
+                or not parts.hostname
+                or port == -1
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or parts.username
+            ):
+                raise ValueError(
+                    f"CORS_ALLOW_ORIGINS holds origins such as http://localhost:5173 (a scheme, a host and"
+                    f" an optional port, no path), not {origin!r}."
+                )
+            scheme = parts.scheme.lower()
+            default_port = {"http": 80, "https": 443}[scheme]
+            host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+            checked.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default_port) else ""))
+        return checked
+
+    @model_validator(mode="after")
+    def _no_credentials_for_any_origin(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_allow_origins:
+            raise ValueError(
+                "CORS_ALLOW_CREDENTIALS=true cannot be combined with CORS_ALLOW_ORIGINS=*: list the"
+                " origins that may send credentials instead."
+            )
+        return self
