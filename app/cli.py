@@ -1,59 +1,298 @@
-"""The `agent-tasks` command: serve the API, load the demo workflow, export the schema."""
+"""The `agent-tasks` command: serve the API, load the demo workflow, export the schema.
+
+Starting: the settings (environment, `.env`, then `--host`/`--port`) are validated first; then the HTTP
+port is bound, the embedded mongod started (when no `MONGODB_URI` is set), and MongoDB checked and
+prepared (`open_resources`); only then does uvicorn listen and "GraphiQL at …" get printed. A failure at
+any step prints one line saying what to do and exits non-zero (`EXIT_*`).
+
+Stopping (SIGTERM or Ctrl-C): no new connections; every subscription ends at once, as a finished stream
+(SSE `complete`, graphql-transport-ws `complete` then close 1001 "going away"); requests still running get
+`SHUTDOWN_GRACE_SECONDS` in all, after which uvicorn cancels them; then the resources close, the embedded
+mongod stops, and the process exits 0.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import uvicorn
 
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.resources import AppState
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+logger = logging.getLogger("agent_tasks")
+
+#: Exit codes (the README lists them): stopped by a signal, or done.
+EXIT_OK = 0
+#: The server could not start (port taken, MongoDB unreachable or unsuitable, mongod failed), or failed.
+EXIT_FAILED = 1
+#: Invalid settings or command line.
+EXIT_USAGE = 2
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: The command-line options that override a setting, to name the one the user typed in an error.
+_OPTIONS = {"host": "--host", "port": "--port"}
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one sentence saying what to do."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Stopped(BaseException):
+    """SIGTERM or Ctrl-C before the event loop runs (while the embedded mongod starts)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line instead of argparse's usage and message."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """The settings from the environment (and `.env`), with command-line `overrides` validated alike.
+
+    Raises `StartupError` (`EXIT_USAGE`) naming each invalid variable or option and what it accepts."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    overrides = overrides or {}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise StartupError(_invalid_settings(exc, overrides), EXIT_USAGE) from None
+    except SettingsError as exc:  # a value that could not even be parsed (a list that is not JSON…)
+        raise StartupError(f"{exc}; fix it in the environment (or .env).", EXIT_USAGE) from None
+
+
+def _invalid_settings(exc: Any, overrides: dict[str, Any]) -> str:
+    """One sentence: `PORT=99999 is invalid: input should be less than or equal to 65535; fix it …`."""
+    problems, fixes = [], set()
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if name in overrides and name in _OPTIONS:
+            where = f"{_OPTIONS[name]} {error['input']}"
+            fixes.add("on the command line")
+        else:
+            where = f"{name.upper()}={error['input']}"
+            fixes.add("in the environment (or .env)")
+        message = str(error["msg"])
+        problems.append(f"{where} is invalid: {message[:1].lower()}{message[1:]}")
+    return "; ".join(problems) + f"; fix it {' and '.join(sorted(fixes))}."
+
+
+# ----------------------------------------------------------------------------------------------- serve
+
+
+def _bind(settings: Settings) -> socket.socket:
+    """Bind the HTTP port now, before anything starts, so a taken port fails at once (and the server
+    never points at another one). It listens only once the server is ready (uvicorn's `startup`)."""
+    host, port = settings.host, settings.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: no wait after a restart
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            message = (
+                f"port {port} on {host} is already in use (another agent-tasks server?); stop what holds it"
+                " or pick another with PORT or --port."
+            )
+        elif exc.errno == errno.EACCES:
+            message = f"no permission to bind port {port} on {host}; use a port above 1023 (PORT or --port)."
+        else:
+            message = (
+                f"cannot bind {host}:{port} ({exc.strerror or exc}); set HOST or --host to an address of"
+                " this machine (127.0.0.1, or 0.0.0.0 for every interface)."
+            )
+        raise StartupError(message) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from app.mongo.embedded import EmbeddedMongod, EmbeddedMongoError
-    from app.server import create_app
 
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    previous = {sig: signal.signal(sig, stop) for sig in _SIGNALS}
     embedded: EmbeddedMongod | None = None
-    if settings.mongodb_uri is None:
-        # Started here rather than in the lifespan so that a failure ends in one clear sentence, not a
-        # traceback from uvicorn, and so that Ctrl-C stops mongod only after the server has drained.
-        embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
-        try:
-            uri = embedded.start()
-        except EmbeddedMongoError as exc:
-            print(f"agent-tasks: {exc}", file=sys.stderr)
-            return 1
-        settings = settings.model_copy(update={"mongodb_uri": uri})
-        print(f"agent-tasks: embedded MongoDB ready at {uri} (data in {settings.data_dir})", file=sys.stderr)
-    # uvicorn drains gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was in
-    # place before it; turning that into SystemExit lets the `finally` below stop mongod afterwards.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGINT, _exit_on_signal)
+    sock: socket.socket | None = None
     try:
-        print(f"agent-tasks: GraphiQL at http://{settings.host}:{settings.port}/graphql", file=sys.stderr)
-        uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
-        )
-    except SystemExit:
-        pass
+        sock = _bind(settings)
+        if settings.mongodb_uri is None:
+            # Started here rather than in the lifespan so that a failure ends in one clear sentence, and
+            # so that Ctrl-C stops mongod only after the server has drained (mongod runs in a session of
+            # its own: the terminal's Ctrl-C does not reach it).
+            embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
+            try:
+                uri = embedded.start()
+            except EmbeddedMongoError as exc:
+                raise StartupError(str(exc)) from None
+            settings = settings.model_copy(update={"mongodb_uri": uri})
+            print(
+                f"agent-tasks: embedded MongoDB ready at {uri} (data in {settings.data_dir})", file=sys.stderr
+            )
+        return _run_loop(_run(settings, sock))
+    except _Stopped:
+        return EXIT_OK
+    except StartupError as exc:
+        print(f"agent-tasks: {exc}", file=sys.stderr)
+        return exc.code
     finally:
+        # A second signal while stopping must not interrupt mongod's clean shutdown.
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if sock is not None:
+            sock.close()
         if embedded is not None:
             embedded.stop()
-    return 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed, as `uvicorn.run` would."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
+
+
+def _route_signals(handler: Callable[[int], object]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in _SIGNALS:
+        loop.add_signal_handler(sig, handler, sig)
+
+
+async def _run(settings: Settings, sock: socket.socket) -> int:
+    """Open the resources, serve until a signal, drain, close. `StartupError` when MongoDB is unusable."""
+    from app.mongo.client import MongoUnavailable
+    from app.resources import open_resources
+    from app.server import create_app
+
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    stopped = starting = False
+
+    def stop_starting(sig: int) -> None:
+        nonlocal stopped
+        stopped = True
+        if starting:
+            main.cancel()
+            # Again until it takes: Python 3.11's `asyncio.wait_for` (which the driver waits in) can lose a
+            # cancellation that lands just as what it waits for completes (fixed in 3.12).
+            loop.call_later(0.5, stop_starting, sig)
+
+    starting = True
+    _route_signals(stop_starting)
+    try:
+        async with open_resources(settings) as state:
+            starting = False
+            host, port = sock.getsockname()[:2]
+            config = uvicorn.Config(
+                create_app(settings, state=state),
+                host=host,
+                port=port,
+                log_level=settings.log_level,
+                lifespan="on",
+            )
+            server = _Server(config, state, settings.shutdown_grace_seconds, f"http://{host}:{port}/graphql")
+            # From here a signal drains the server (a second Ctrl-C: at once, as uvicorn does).
+            _route_signals(lambda sig: server.handle_exit(sig, None))
+            server.should_exit = stopped  # a signal came in meanwhile: start, and stop at once
+            try:
+                await server.serve(sockets=[sock])
+            except SystemExit:  # uvicorn gave up during its own start-up (it logged why)
+                raise StartupError("the HTTP server could not start (see the error above).") from None
+            _route_signals(lambda sig: logger.info("already stopping"))
+    except MongoUnavailable as exc:
+        if stopped:  # told to stop meanwhile: that is what happened
+            return EXIT_OK
+        raise StartupError(str(exc)) from None
+    except asyncio.CancelledError:
+        if stopped:  # SIGTERM or Ctrl-C while starting
+            return EXIT_OK
+        raise
+    finally:
+        starting = False
+    return EXIT_OK
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, told when it listens and ending live connections first when it stops.
+
+    uvicorn's own shutdown closes the listening socket, asks every connection to finish, then waits for
+    all of them (for ever unless `timeout_graceful_shutdown`) before the lifespan's shutdown runs: a
+    streaming response, such as an SSE subscription, would hold it until the client leaves. So the
+    subscriptions are ended first, here, and what remains gets the rest of the grace period."""
+
+    def __init__(self, config: uvicorn.Config, state: AppState, grace: float, url: str) -> None:
+        super().__init__(config)
+        self._state = state
+        self._grace = grace
+        self._url = url
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # `_run` routes the signals to `handle_exit` through the event loop; uvicorn's version would also
+        # re-raise them once the server stopped, killing the process before the resources are closed.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"agent-tasks: GraphiQL at {self._url}", file=sys.stderr, flush=True)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
+        for server in getattr(self, "servers", ()):
+            server.close()  # no new connections meanwhile (uvicorn closes them again: harmless)
+        await self._state.end_live_connections(self._grace)
+        # uvicorn hands this to `asyncio.wait_for`, which takes any number of seconds.
+        self.config.timeout_graceful_shutdown = cast(int, max(0.0, deadline - loop.time()))
+        # Past the grace period uvicorn cancels what still runs, says so in one line, and then logs each
+        # cancelled request's traceback as an "Exception in ASGI application": that part is left out.
+        logging.getLogger("uvicorn.error").addFilter(_no_cancelled_tracebacks)
+        await super().shutdown(sockets)
+
+
+def _no_cancelled_tracebacks(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+# ----------------------------------------------------------------------------------------------- commands
 
 
 async def _load_demo(settings: Settings, reset: bool) -> None:
     from app.demo import DEMO_WORKFLOW_ID, load_demo
-    from app.server import open_resources
+    from app.resources import open_resources
 
     async with open_resources(settings) as state:
         await load_demo(state.store.db, reset=reset)
@@ -61,13 +300,14 @@ async def _load_demo(settings: Settings, reset: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agent-tasks", description=__doc__)
+    parser = _Parser(prog="agent-tasks", description=__doc__.split("\n\n")[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve", help="serve the GraphQL API (embedded MongoDB unless MONGODB_URI is set)"
     )
     serve.add_argument("--host", help="interface to bind (default from HOST, else 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default from PORT, else 8000)")
+    # A string: validated with the settings, so `--port 70000` is refused like PORT=70000.
+    serve.add_argument("--port", help="port (default from PORT, else 8000; 0: any free port)")
     serve.add_argument("--demo", action="store_true", help="load the demo workflow before serving")
     demo = commands.add_parser("demo", help="load the demo workflow into the database and exit")
     demo.add_argument("--reset", action="store_true", help="put the demo documents back as they were")
@@ -83,25 +323,32 @@ def main(argv: list[str] | None = None) -> int:
             args.output.write_text(sdl, encoding="utf-8")
         else:
             sys.stdout.write(sdl)
-        return 0
+        return EXIT_OK
 
-    settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
     if args.command == "serve":
         overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
         if args.demo:
             overrides["load_demo"] = True
-        return _serve(settings.model_copy(update=overrides))
+    try:
+        settings = load_settings(overrides)
+    except StartupError as exc:
+        print(f"agent-tasks: {exc}", file=sys.stderr)
+        return exc.code
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return _serve(settings)
     if args.command == "demo":
+        from app.mongo.client import MongoUnavailable
         from app.mongo.embedded import EmbeddedMongoError
 
         try:
             asyncio.run(_load_demo(settings, args.reset))
-        except EmbeddedMongoError as exc:
+        except (EmbeddedMongoError, MongoUnavailable) as exc:
             print(f"agent-tasks: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    return 2
+            return EXIT_FAILED
+        return EXIT_OK
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@ The GraphQL and REST layers both reach the services through `AppState`; neither 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.monitoring import CommandListener
 
@@ -19,13 +22,24 @@ from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.transitions import Lifecycle
 from app.live.hub import EventHub
-from app.mongo.client import make_client
+from app.mongo.client import check_deployment, make_client
 from app.mongo.embedded import EmbeddedMongod
 from app.settings import Settings
 from app.store.config import shared_secret
 from app.store.cursors import CursorCodec
 from app.store.indexes import ensure_indexes
 from app.store.repository import Store
+
+logger = logging.getLogger(__name__)
+
+#: WebSocket close code "going away": the server is shutting down (RFC 6455, 7.4.1).
+GOING_AWAY = 1001
+
+
+class ClosableSocket(Protocol):
+    """An open WebSocket connection, as far as shutdown needs it (Starlette's `WebSocket`)."""
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
 @dataclass
@@ -38,6 +52,27 @@ class AppState:
     hierarchy: Hierarchy
     hub: EventHub
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Open GraphQL WebSocket connections (registered when they open, gone when they are), for shutdown.
+    websockets: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+
+    async def end_live_connections(self, grace_seconds: float) -> None:
+        """Shutdown, before the HTTP server waits for its connections: end every subscription and close
+        every WebSocket, within `grace_seconds`.
+
+        Subscriptions end as finished streams (an SSE stream sends `complete` and ends its response, a
+        WebSocket operation sends `complete`); then each WebSocket is closed with 1001 "going away", so
+        its client reconnects elsewhere instead of holding this process up."""
+        self.hub.end_subscriptions()
+        if not await self.hub.wait_idle(grace_seconds):
+            logger.warning(
+                "%d subscriptions still running after %.1f s", self.hub.subscriber_count, grace_seconds
+            )
+        await asyncio.sleep(0.05)  # let the handlers send the `complete` messages of what just ended
+        sockets: list[ClosableSocket] = list(self.websockets)
+        for websocket in sockets:
+            # Already closed by either side: Starlette refuses a second close, which is fine here.
+            with contextlib.suppress(Exception):
+                await websocket.close(GOING_AWAY, "server shutting down")
 
 
 @asynccontextmanager
@@ -54,6 +89,8 @@ async def open_resources(
     sweeper: ExpirySweeper | None = None
     hub: EventHub | None = None
     try:
+        # A bounded wait, and one sentence if MongoDB is unreachable or cannot run this server.
+        await check_deployment(client, settings.mongodb_startup_timeout_seconds)
         db = client[settings.mongodb_db]
         await ensure_indexes(db)
         secret = (

@@ -43,7 +43,10 @@ class AgentTasksGraphQL(GraphQLOverHTTP):
     graphql_ws_handler_class = GraphQLWSHandler  # the legacy protocol runs queries and mutations too
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        return Context(app=request.app.state.agent_tasks, request=request, response=response)
+        state: AppState = request.app.state.agent_tasks
+        if isinstance(response, WebSocket):  # asked once per connection: remembered, to close it on shutdown
+            state.websockets.add(response)
+        return Context(app=state, request=request, response=response)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from this server's own assets (app.web), where Strawberry's page loads unpkg.com."""
@@ -70,8 +73,12 @@ async def health(request: Request) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener] = ()) -> Starlette:
-    """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands."""
+def create_app(
+    settings: Settings, *, mongo_listeners: Sequence[CommandListener] = (), state: AppState | None = None
+) -> Starlette:
+    """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands. With `state` (resources the
+    caller opened, as `agent-tasks serve` does to report start-up failures itself) the lifespan only
+    hands it to the routes, and the caller closes it."""
     graphql_app = AgentTasksGraphQL(
         build_schema(settings.max_query_depth, settings.max_query_aliases, settings.max_query_tokens),
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
@@ -85,8 +92,12 @@ def create_app(settings: Settings, *, mongo_listeners: Sequence[CommandListener]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with open_resources(settings, mongo_listeners) as state:
+        if state is not None:
             app.state.agent_tasks = state
+            yield {}
+            return
+        async with open_resources(settings, mongo_listeners) as opened:
+            app.state.agent_tasks = opened
             yield {}
 
     return Starlette(

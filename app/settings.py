@@ -22,7 +22,14 @@ class Settings(BaseSettings):
 
     mongodb_uri: str | None = Field(
         default=None,
-        description="MongoDB connection string (a replica set or Atlas). Unset: start the embedded mongod.",
+        description="MongoDB connection string (a replica set or Atlas). Unset or empty: start the embedded"
+        " mongod.",
+    )
+    mongodb_startup_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="How long start-up waits for MongoDB (a writable primary) to answer before giving up.",
     )
     mongodb_db: str = Field(default="agent_tasks", description="Database name.")
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
@@ -30,6 +37,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".data"), description="Where the embedded mongod keeps its data.")
     embedded_mongo_port: int = Field(
         default=27117, ge=0, le=65535, description="Port of the embedded mongod (0: pick a free one)."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM or Ctrl-C, how long requests still running may take to finish; subscriptions"
+        " are ended at once (WebSockets closed with 1001), whatever is left after this is cancelled.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Log level of the server and of uvicorn."
@@ -148,3 +162,11 @@ class Settings(BaseSettings):
                 " origins that may send credentials instead."
             )
         return self
+
+    @field_validator("mongodb_uri", mode="before")
+    @classmethod
+    def _empty_uri_means_embedded(cls, value: object) -> object:
+        """`MONGODB_URI=` (set but empty, as compose files and `.env` templates leave it) means unset."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value

@@ -48,9 +48,8 @@ class _PortTaken(Exception):
     """The port picked for the server was taken before the server could bind it."""
 
 
-# uvicorn's message when its port is taken ("[Errno 98] error while attempting to bind on address …").
-# The process does not always exit after it, so the output is watched rather than the exit code.
-_BIND_FAILED = "error while attempting to bind on address"
+# The server's one line when its HTTP port is taken (it then exits with 1).
+BIND_FAILED = "is already in use (another agent-tasks server?)"
 
 
 def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float) -> ServerProcess:
@@ -72,10 +71,10 @@ def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float) -> Ser
     try:
         deadline = time.monotonic() + timeout
         while True:
-            if any(_BIND_FAILED in line for line in server.output):
-                raise _PortTaken("".join(server.output))
             if process.poll() is not None:
                 drain.join(5)
+                if any(BIND_FAILED in line for line in server.output):
+                    raise _PortTaken("".join(server.output))
                 raise RuntimeError(f"server exited with {process.returncode}: {''.join(server.output)}")
             try:
                 if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:

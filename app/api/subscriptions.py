@@ -4,7 +4,8 @@ Each subscription registers with the hub *before* reading history, then replays 
 the client's cursor, then tails live ones; events carry commit-order positions (the hub dispatches an
 event only once its position is stored), so anything seen twice at the hand-over is dropped by position
 and nothing falls in between. Subscriptions are async generators:
-leaving them (client gone, error, server shutting down) unregisters them in `finally`.
+leaving them (client gone, error, server shutting down) unregisters them in `finally`. On shutdown the hub
+ends them (`HubClosing`): they return, so the client sees a completed stream, not an error.
 
 Nested fields of a subscription result resolve through loaders made fresh for every event (never a cache
 as old as the socket).
@@ -23,7 +24,7 @@ from app.api.types.convert import from_doc
 from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.progress import WorkflowProgress, workflow_progress
 from app.api.types.tasks import AgentTaskState
-from app.live.hub import ALL, GAP, Key, SlowConsumer, Subscriber
+from app.live.hub import ALL, GAP, HubClosing, Key, SlowConsumer, Subscriber
 from app.store import collections as c
 from app.store.cursors import CursorError
 from app.store.events import ORIGIN, decode_event_cursor, events_filter, find_events, latest_position
@@ -71,6 +72,8 @@ async def _changes(subscriber: Subscriber) -> AsyncGenerator[list[dict[str, Any]
             first = await subscriber.next()
         except SlowConsumer as exc:
             raise _slow(exc) from exc
+        except HubClosing:  # the server is shutting down: the stream ends
+            return
         yield [first, *subscriber.drain()]
 
 
@@ -133,6 +136,8 @@ class Subscription:
                     event = await subscriber.next()
                 except SlowConsumer as exc:
                     raise _slow(exc) from exc
+                except HubClosing:  # the server is shutting down: the stream ends
+                    return
                 if event is GAP:  # the hub may have missed events: read them from the collection
                     replay = True
                 elif event["seq"] > last:  # seen already during the replay otherwise

@@ -77,6 +77,10 @@ class SlowConsumer(Exception):
     """The subscriber fell too far behind and was disconnected."""
 
 
+class HubClosing(Exception):
+    """The server is shutting down: the subscription ends (after the events already buffered for it)."""
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One subscription's inbox: a bounded buffer of events in commit order."""
@@ -87,6 +91,7 @@ class Subscriber:
     _items: deque[Doc] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
+    closed: bool = False
 
     def push(self, item: Doc) -> None:
         """Called by the hub for every matching event; never blocks."""
@@ -103,13 +108,21 @@ class Subscriber:
         self._wakeup.set()
 
     async def next(self) -> Doc:
-        """The next event (or `GAP`); raises `SlowConsumer` once the buffer overflowed."""
+        """The next event (or `GAP`); raises `SlowConsumer` once the buffer overflowed, `HubClosing` once
+        the hub ended the subscription and everything buffered was read."""
         while not self._items:
             if self.error is not None:
                 raise SlowConsumer(self.error)
+            if self.closed:
+                raise HubClosing("the server is shutting down")
             self._wakeup.clear()
             await self._wakeup.wait()
         return self._items.popleft()
+
+    def close(self) -> None:
+        """End the subscription: `next` raises `HubClosing` once the buffer is empty."""
+        self.closed = True
+        self._wakeup.set()
 
     def drain(self) -> list[Doc]:
         """Everything already buffered, without waiting (to coalesce bursts)."""
@@ -164,6 +177,10 @@ class EventHub:
         self.last_position: ObjectId | None = None
         self.restarts = 0
         self.stamped = 0
+        #: Set by `end_subscriptions` (shutdown): every subscription, and any new one, ends.
+        self.closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -205,6 +222,24 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+
+    def end_subscriptions(self) -> None:
+        """Shutdown, first step: end every subscription, and every one opened from now on.
+
+        Each subscription reads what is already buffered for it and then ends like a finished stream
+        (SSE sends `complete`, a WebSocket operation its `complete` message), so a client knows it was
+        not cut off by a network failure and resumes from its last cursor on another server. The change
+        stream keeps running until `stop`."""
+        self.closing = True
+        for subs in self._by_key.values():
+            for subscriber in subs:
+                subscriber.close()
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait (at most `seconds`) until no subscriber is registered; whether none is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), seconds)
+        return self._idle.is_set()
 
     @property
     def subscriber_count(self) -> int:
@@ -257,7 +292,10 @@ class EventHub:
     ) -> AsyncIterator[Subscriber]:
         """Register a subscriber for as long as the block runs; it is always removed on the way out."""
         subscriber = Subscriber(key=key, accepts=accepts, limit=limit or self.queue_size)
+        if self.closing:  # opened during shutdown: it ends at once
+            subscriber.close()
         self._by_key.setdefault(key, set()).add(subscriber)
+        self._idle.clear()
         try:
             yield subscriber
         finally:
@@ -266,6 +304,8 @@ class EventHub:
                 subs.discard(subscriber)
                 if not subs:
                     del self._by_key[key]
+            if not self._by_key:
+                self._idle.set()
 
     def _dispatch(self, event: Doc) -> None:
         keys: tuple[Key, ...] = (
