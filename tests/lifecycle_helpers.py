@@ -46,13 +46,18 @@ async def append_stamped(db: Any, events: list[dict[str, Any]]) -> None:
     event hub has stamped their commit-order positions; each event gets its `seq`."""
     import asyncio
 
+    from pymongo.read_concern import ReadConcern
+
     from app.store.events import append_events
 
     await append_events(db, None, events)
     ids = [e["_id"] for e in events]
+    # Read as the server's readers do (majority-committed): a stamp can be visible to a local read a moment
+    # before it is majority-committed, and a page read then would not include it yet.
+    coll = db.task_events.with_options(read_concern=ReadConcern("majority"))
     async with asyncio.timeout(10):
         while True:
-            stored = {d["_id"]: d.get("seq") async for d in db.task_events.find({"_id": {"$in": ids}})}
+            stored = {d["_id"]: d.get("seq") async for d in coll.find({"_id": {"$in": ids}})}
             if all(stored.get(i) is not None for i in ids):
                 break
             await asyncio.sleep(0.01)
