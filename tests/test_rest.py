@@ -707,6 +707,19 @@ async def test_openapi_lists_exactly_the_routes_of_the_app(
     assert limit["schema"]["maximum"] == settings.max_page_size
 
 
+async def test_the_openapi_document_is_valid_openapi_3_1(client: httpx.AsyncClient) -> None:
+    from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+    document = (await client.get("/openapi.json")).json()
+    validate(document, cls=OpenAPIV31SpecValidator)  # raises, naming the first problem
+    # A default must be a value of its field's type: `default: null` only where null is allowed.
+    schemas = document["components"]["schemas"]
+    for name in ("SubTaskUpdate", "BehaviorTaskUpdate", "TaskStateInput", "AgentTaskUpdate"):
+        for field, schema in schemas[name]["properties"].items():
+            if schema.get("default", "absent") is None:
+                assert {"type": "null"} in schema.get("anyOf", []), (name, field, schema)
+
+
 def _fuzz(operation: Any, examples: int) -> list[str]:
     """Run `examples` generated requests against one operation; the 5xx answers found."""
     from hypothesis import HealthCheck, given
