@@ -707,6 +707,19 @@ async def test_openapi_lists_exactly_the_routes_of_the_app(
     assert limit["schema"]["maximum"] == settings.max_page_size
 
 
+async def test_the_openapi_document_is_valid_openapi_3_1(client: httpx.AsyncClient) -> None:
+    from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+    document = (await client.get("/openapi.json")).json()
+    validate(document, cls=OpenAPIV31SpecValidator)  # raises, naming the first problem
+    # A default must be a value of its field's type: `default: null` only where null is allowed.
+    schemas = document["components"]["schemas"]
+    for name in ("SubTaskUpdate", "BehaviorTaskUpdate", "TaskStateInput", "AgentTaskUpdate"):
+        for field, schema in schemas[name]["properties"].items():
+            if schema.get("default", "absent") is None:
+                assert {"type": "null"} in schema.get("anyOf", []), (name, field, schema)
+
+
 def _fuzz(operation: Any, examples: int) -> list[str]:
     """Run `examples` generated requests against one operation; the 5xx answers found."""
     from hypothesis import HealthCheck, given
@@ -769,6 +782,45 @@ async def test_unknown_routes_and_methods_answer_json_errors(client: httpx.Async
     assert missing["message"] == "GET /no-such-thing: Not Found"
     wrong = error_of(await client.put("/meta-tasks/x"), 405, "method_not_allowed")
     assert "PUT /meta-tasks/x" in wrong["message"]
+
+
+_PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _concrete(template: str) -> str:
+    return template.replace("{id}", "x")
+
+
+async def test_405_answers_allow_every_method_the_path_serves(client: httpx.AsyncClient) -> None:
+    """For every path of the route table: the methods that do not answer 405 are exactly the ones each
+    405 lists in `Allow`, and they are the methods of every route whose template matches the path."""
+    templates = {route.path for route in ROUTES} | {"/openapi.json"}
+    table = [(r.path, r.operation.method) for r in ROUTES] + [("/openapi.json", "GET")]
+    for template in sorted(templates):
+        path = _concrete(template)
+        expected = {
+            method
+            for other, method in table
+            if re.fullmatch(re.sub(r"\\{id\\}", "[^/]+", re.escape(other)), path)
+        }
+        if "GET" in expected:
+            expected.add("HEAD")
+        served: set[str] = set()
+        allows: set[str] = set()
+        for method in _PROBED_METHODS:
+            response = await client.request(method, path)
+            if response.status_code == 405:
+                allows.add(response.headers["allow"])
+                if method != "HEAD":
+                    assert response.json()["error"]["code"] == "method_not_allowed"
+            else:
+                served.add(method)
+        assert served == expected, (path, served)
+        assert len(allows) == 1, (path, allows)  # every 405 of a path says the same
+        assert set(allows.pop().split(", ")) == expected, path
+    # e.g. a task's own path: read, change, delete.
+    allow = (await client.put("/meta-tasks/x")).headers["allow"]
+    assert allow == "GET, HEAD, PATCH, DELETE"
 
 
 async def test_if_match_on_a_task_level_patch_is_refused_not_ignored(

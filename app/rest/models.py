@@ -114,6 +114,17 @@ def _optional(annotation: Any, description: str) -> tuple[Any, Any]:
     return (annotation | None, Field(default=None, description=description))
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional_not_null(annotation: Any, description: str) -> tuple[Any, Any]:
+    """A field a body may omit but never set to null. Its Python default (None, meaning "not given":
+    bodies are read with `exclude_unset`) is no value of its type, so the JSON schema states no default;
+    `default: null` on a non-nullable type is an invalid OpenAPI document."""
+    return (annotation, Field(default=None, description=description, json_schema_extra=_no_default))
+
+
 # --- agent task state inputs (nested `state` of a task, and the /agent-tasks bodies) ----------------------
 
 DependencyInput = _model(
@@ -143,7 +154,7 @@ def _state_fields(names: tuple[str, ...]) -> dict[str, Any]:
     for name in names:
         annotation = _STATE_OVERRIDES.get(name) or _INPUT_TYPES[AGENT_TASK_STATES.fields[name]]
         if name in _NOT_NULLABLE_STATE_FIELDS:
-            out[name] = (annotation, Field(default=None, description=_doc(name)))
+            out[name] = _optional_not_null(annotation, _doc(name))
         else:
             out[name] = _optional(annotation, _doc(name))
     return out
@@ -270,9 +281,8 @@ def _build() -> dict[str, EntityModels]:
         update_fields = _seed_fields(entity)
         if parent:
             # Not nullable: a task always has a parent; a new one moves it (both id lists change).
-            update_fields[parent] = (
-                StrictStr,
-                Field(default=None, description=f"New parent {_parent_label(level.parent_kind)}: a move."),
+            update_fields[parent] = _optional_not_null(
+                StrictStr, f"New parent {_parent_label(level.parent_kind)}: a move."
             )
         document = _document_model(entity)
         out[entity.path] = EntityModels(
