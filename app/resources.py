@@ -51,6 +51,8 @@ class AppState:
     lifecycle: Lifecycle
     hierarchy: Hierarchy
     hub: EventHub
+    #: The background sweeper (expired tasks), owned by the lifespan; tests may stop it to hold time still.
+    sweeper: ExpirySweeper | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     #: Open GraphQL WebSocket connections (registered when they open, gone when they are), for shutdown.
     websockets: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
@@ -113,6 +115,7 @@ async def open_resources(
         )
         sweeper = ExpirySweeper(state.lifecycle, settings.expiry_sweep_seconds)
         sweeper.start()
+        state.sweeper = sweeper
         if settings.load_demo:
             from app.demo import load_demo
 

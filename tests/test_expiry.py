@@ -31,20 +31,26 @@ def expired_message(expires_at: dt.datetime) -> str:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, sweep_seconds: float) -> AsyncIterator[GraphQLClient]:
-    """The app with its lifespan running (so its own sweeper), sweeping every `sweep_seconds`."""
-    app = create_app(settings.model_copy(update={"expiry_sweep_seconds": sweep_seconds}))
+async def serving(settings: Settings, sweep_seconds: float | None) -> AsyncIterator[GraphQLClient]:
+    """The app with its lifespan running (so its own sweeper), sweeping every `sweep_seconds`; with None,
+    the sweeper is stopped before the first request (not just slowed: its first sweep runs at start-up as
+    a background task, which could otherwise land after a test's insert)."""
+    app = create_app(settings.model_copy(update={"expiry_sweep_seconds": sweep_seconds or 3600}))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
     ):
+        if sweep_seconds is None:
+            sweeper = app.state.agent_tasks.sweeper
+            assert sweeper is not None
+            await sweeper.stop()
         yield GraphQLClient(http)
 
 
 @pytest.fixture
 async def quiet_gql(settings: Settings, db: Any) -> AsyncIterator[GraphQLClient]:
-    """The app with its sweeper effectively off: it sweeps once at start-up (before any test data)."""
-    async with serving(settings, sweep_seconds=3600) as gql:
+    """The app with its sweeper off."""
+    async with serving(settings, sweep_seconds=None) as gql:
         yield gql
 
 
