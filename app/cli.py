@@ -295,7 +295,7 @@ async def _load_demo(settings: Settings, reset: bool) -> None:
     from app.resources import open_resources
 
     async with open_resources(settings) as state:
-        await load_demo(state.store.db, reset=reset)
+        await load_demo(state.store.db, reset=reset, events=True, settle=state.hub.settle)
     print(f"agent-tasks: demo workflow {DEMO_WORKFLOW_ID!r} loaded into database {settings.mongodb_db!r}")
 
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from app.domain import Status
+from app.lifecycle import state_machine as sm
 from app.lifecycle.documents import new_state_doc
+from app.lifecycle.events import EventType, event_doc
 from app.store import collections as c
+from app.store import events as event_store
 from app.store.bulk import upsert_by_id
-from app.store.types import Db
+from app.store.transactions import in_transaction
+from app.store.types import Db, Session
 
 Documents = dict[str, list[dict[str, Any]]]
 
@@ -77,76 +81,306 @@ def _empty() -> Documents:
     return {spec.name: [] for spec in c.ALL}
 
 
+class _History:
+    """The demo's states moved along their lifecycle by the state machine's own transitions, recording the
+    events the services would have written with each change: a plausible history, consistent with the
+    states it leaves behind (versions, attempts, times, dependents released when their dependencies
+    complete)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def _event(self, type: EventType, task_id: str, payload: dict[str, Any], minute: float) -> None:
+        state = self.states[task_id]
+        agent = state.get("agent_name") or None
+        self.events.append(event_doc(type, task_id, state["workflow_id"], agent, payload, _at(minute)))
+
+    def create(self, state: dict[str, Any]) -> None:
+        """A new state, and its TASK_CREATED (as a create or `createWorkflow` writes it)."""
+        task_id = state["_id"]
+        self.states[task_id] = state
+        payload = {"task_id": task_id, "task_kind": state["task_kind"], "status": state["status"]}
+        self._event(EventType.TASK_CREATED, task_id, payload, (state["created_at"] - T0).total_seconds() / 60)
+
+    def apply(self, task_id: str, minute: float, action: Any, *args: Any) -> None:
+        """A lifecycle transition (`sm.start`, `sm.complete`, …) at `minute`: its fields, its version, its
+        events, then the release of every task whose dependencies it met (as `Lifecycle` does)."""
+        state = self.states[task_id]
+        transition: sm.Transition = action(state, _at(minute), *args)
+        state.update(transition.set_fields)
+        state["version"] += 1
+        for kind, payload in transition.events:
+            self._event(EventType(kind), task_id, payload, minute)
+        if transition.changes_status:
+            statuses = {i: s["status"] for i, s in self.states.items()}
+            for other in self.states.values():
+                if other["status"] == Status.AWAITING_DEPENDENCY and sm.dependencies_met(other, statuses):
+                    self.apply(other["_id"], minute, sm.release)
+
+    def finalize(self, task_id: str, minute: float) -> None:
+        payload = {"task_id": task_id, "task_kind": self.states[task_id]["task_kind"]}
+        self._event(EventType.TASK_FINALIZED, task_id, payload, minute)
+
+    def record(self, task_id: str, minute: float, type: EventType, payload: dict[str, Any]) -> None:
+        """A TOOL_CALL, TOOL_RESULT or MEMORY_OPERATION, with seed 003's payload (the agent filled in)."""
+        agent = self.states[task_id].get("agent_name") or None
+        self._event(
+            type, task_id, {**payload, "agent_id": agent} if "agent_id" in payload else payload, minute
+        )
+
+
+def _new_state(
+    task_id: str,
+    kind: str,
+    agent: str,
+    *,
+    workflow_id: str | None,
+    minute: float,
+    dependencies: list[dict[str, str]],
+    name: str,
+    priority: str = "medium",
+    **fields: Any,
+) -> dict[str, Any]:
+    """A state as a create writes it: pending, or awaiting its dependencies (none are met at creation)."""
+    state = {
+        "agent_name": agent,
+        "triggering_event_id": fields.pop("triggering_event_id", f"evt_{workflow_id or task_id}"),
+        "input_parameters": fields.pop("input_parameters", {}),
+        "name": name,
+        "priority": priority,
+    }
+    status = Status.AWAITING_DEPENDENCY if dependencies else Status.PENDING
+    return new_state_doc(task_id, kind, workflow_id, state, dependencies, status, _at(minute))
+
+
+def _tool(
+    task: str, minute: float, history: _History, name: str, args: dict[str, Any], **result: Any
+) -> None:
+    """A tool call and its result, paired by a correlation id."""
+    correlation = f"call_{task.removeprefix('beh_')}_{name}"
+    history.record(
+        task,
+        minute,
+        EventType.TOOL_CALL,
+        {"tool_name": name, "tool_args": args, "agent_id": None, "correlation_id": correlation},
+    )
+    history.record(
+        task,
+        minute + 0.5,
+        EventType.TOOL_RESULT,
+        {
+            "tool_name": name,
+            "status": result.get("status", "SUCCESS"),
+            "result": result.get("result"),
+            "error_message": result.get("error_message"),
+            "agent_id": None,
+            "correlation_id": correlation,
+        },
+    )
+
+
+def _memory(task: str, minute: float, history: _History, operation: str, key: str, message: str) -> None:
+    history.record(
+        task,
+        minute,
+        EventType.MEMORY_OPERATION,
+        {
+            "agent_id": None,
+            "operation": operation,
+            "key_or_query": key,
+            "status": "SUCCESS",
+            "message": message,
+        },
+    )
+
+
+def _demo_history() -> _History:
+    """The demo workflow's states and events: created at T0 in one `createWorkflow`, then worked on for
+    40 minutes (times in minutes after T0). Seed 000's standalone task came an hour earlier."""
+    h = _History()
+    wf = DEMO_WORKFLOW_ID
+    h.create(
+        _new_state(
+            "task_agent_snippet_abc123",
+            "standalone",
+            "SnippetCraftAgent",
+            workflow_id=None,
+            minute=-60,
+            dependencies=[],
+            name="task_agent_snippet_abc123",
+            input_parameters={"topic_id": "tech_ai_ethics"},
+            triggering_event_id="api_req_xyz789",
+        )
+    )
+    h.apply("task_agent_snippet_abc123", -59, sm.start)
+    h.apply("task_agent_snippet_abc123", -50, sm.report_progress, 40, "Querying LLM for snippet text")
+
+    h.create(
+        _new_state(
+            wf,
+            "meta_workflow",
+            "OrchestratorAgent",
+            workflow_id=wf,
+            minute=0,
+            dependencies=[],
+            name="Podcast episode 42: AI ethics",
+            priority="high",
+            input_parameters={"topic_id": "tech_ai_ethics"},
+            triggering_event_id="api_req_xyz789",
+        )
+    )
+    prev_sub: str | None = None
+    for sub_id, agent, behaviors in _STEPS:
+        deps = [{"task_id": prev_sub, "status_expected": "completed"}] if prev_sub else []
+        name = f"{agent}: {sub_id.removeprefix('sub_')}"
+        h.create(
+            _new_state(sub_id, "sub_task", agent, workflow_id=wf, minute=0, dependencies=deps, name=name)
+        )
+        prev_beh: str | None = None
+        for beh_id, action_type, sub_type, _ in behaviors:
+            after = _BEHAVIOR_DEPENDS_ON.get(beh_id, prev_beh or prev_sub)
+            beh_deps = [{"task_id": after, "status_expected": "completed"}] if after else []
+            h.create(
+                _new_state(
+                    beh_id,
+                    "behavior_task",
+                    agent,
+                    workflow_id=wf,
+                    minute=0,
+                    dependencies=beh_deps,
+                    name=f"{action_type}/{sub_type}",
+                )
+            )
+            prev_beh = beh_id
+        prev_sub = sub_id
+
+    h.apply(wf, 0.5, sm.start)
+    h.apply(wf, 0.6, sm.report_progress, 5, "Researching the topic")
+    # SnippetCraftAgent: research, draft and review the snippet.
+    h.apply("sub_snippet", 1, sm.start)
+    h.apply("beh_research_topic", 2, sm.start)
+    _tool(
+        "beh_research_topic",
+        2.5,
+        h,
+        "web_search",
+        {"query": "AI ethics 2026", "limit": 10},
+        result={"hits": 10},
+    )
+    _memory("beh_research_topic", 3.5, h, "store", "research:tech_ai_ethics", "10 sources kept")
+    h.apply("beh_research_topic", 4, sm.report_progress, 60, "Reading sources")
+    h.apply("beh_research_topic", 5, sm.complete, {"sources": 10})  # releases the draft
+    h.finalize("beh_research_topic", 5.2)
+    h.apply("beh_draft_snippet", 5.5, sm.start)
+    h.apply("beh_draft_snippet", 7, sm.report_progress, 50, "Querying LLM for snippet text")
+    h.apply("beh_draft_snippet", 9, sm.complete, {"words": 180})  # releases the review
+    h.finalize("beh_draft_snippet", 9.2)
+    h.apply("beh_review_snippet", 9.5, sm.start)
+    _tool("beh_review_snippet", 10, h, "fact_check", {"claims": 4}, result={"verified": 4})
+    h.apply("beh_review_snippet", 13, sm.complete, {"verified_claims": 4})
+    h.finalize("beh_review_snippet", 13.2)
+    h.apply("sub_snippet", 14, sm.complete, {"snippet": "ep42_sub_snippet"})  # releases the script, outline
+    h.finalize("sub_snippet", 14.2)
+    h.apply(wf, 14.5, sm.report_progress, 35, "Snippet ready; writing the script")
+    # PodcastScriptWeaverAgent: outline, then write (the voice can be chosen once the outline is done).
+    h.apply("sub_script", 15, sm.start)
+    h.apply("beh_outline_script", 15.5, sm.start)
+    _memory("beh_outline_script", 16, h, "retrieve", "snippet:ep42", "snippet and its sources")
+    h.apply("beh_outline_script", 20, sm.complete, {"sections": 5})  # releases the writing and the voice
+    h.finalize("beh_outline_script", 20.2)
+    h.apply("beh_write_script", 21, sm.start)
+    # VoiceForgeAgent: the voice catalogue timed out; the task waits to be retried.
+    h.apply("beh_select_voice", 22, sm.start)
+    _tool(
+        "beh_select_voice",
+        22.5,
+        h,
+        "voice_catalogue",
+        {"request": "GET /voices", "style": "calm_narrator"},
+        status="ERROR",
+        error_message="504 Gateway Timeout after 30s",
+    )
+    h.apply(
+        "beh_select_voice",
+        23,
+        sm.fail,
+        "Voice catalogue timed out",
+        "GET /voices: 504 Gateway Timeout after 30s",
+    )
+    h.apply("beh_write_script", 30, sm.report_progress, 20, "Drafting the introduction")
+    h.apply("sub_script", 30, sm.report_progress, 40)
+    h.apply(wf, 30, sm.report_progress, 55, "Producing episode 42: AI ethics")
+    _tool(
+        "beh_write_script", 34, h, "llm_generate", {"section": 2, "max_tokens": 1200}, result={"tokens": 1130}
+    )
+    h.apply("beh_write_script", 35, sm.report_progress, 40, "Querying LLM for script text")
+    return h
+
+
+#: (sub-task id, agent, behaviors: (id, action_type, sub_type, personality)), in the workflow's order.
+_STEPS: list[tuple[str, str, list[tuple[str, str, str, str]]]] = [
+    (
+        "sub_snippet",
+        "SnippetCraftAgent",
+        [
+            ("beh_research_topic", "research", "web_search", "curious_researcher"),
+            ("beh_draft_snippet", "llm_generate", "snippet_draft", "curious_researcher"),
+            ("beh_review_snippet", "review", "fact_check", "curious_researcher"),
+        ],
+    ),
+    (
+        "sub_script",
+        "PodcastScriptWeaverAgent",
+        [
+            ("beh_outline_script", "llm_generate", "outline", "warm_storyteller"),
+            ("beh_write_script", "llm_generate", "script_body", "warm_storyteller"),
+            ("beh_polish_script", "review", "style_pass", "warm_storyteller"),
+        ],
+    ),
+    (
+        "sub_voice",
+        "VoiceForgeAgent",
+        [
+            ("beh_select_voice", "tts", "voice_selection", "calm_narrator"),
+            ("beh_synthesize_audio", "tts", "synthesis", "calm_narrator"),
+            ("beh_master_audio", "audio", "mastering", "calm_narrator"),
+        ],
+    ),
+]
+#: A behavior task depends on the one before it (the first on the previous sub-task), except these.
+_BEHAVIOR_DEPENDS_ON = {"beh_select_voice": "beh_outline_script"}
+
+
 def demo_documents() -> Documents:
     """The demo workflow: a podcast episode on AI ethics, part-way through production."""
+    return _demo()[0]
+
+
+def demo_events() -> list[dict[str, Any]]:
+    """The demo's event history, oldest first, as the services would have written it (unstamped)."""
+    return _demo()[1]
+
+
+def _demo() -> tuple[Documents, list[dict[str, Any]]]:
+    history = _demo_history()
+    states = history.states
     docs = _empty()
     wf = DEMO_WORKFLOW_ID
-    steps = [
-        # (sub-task id, agent, personality, status, behaviors: (id, action_type, sub_type, status, progress))
-        (
-            "sub_snippet",
-            "SnippetCraftAgent",
-            "curious_researcher",
-            "completed",
-            [
-                ("beh_research_topic", "research", "web_search", "completed", 100),
-                ("beh_draft_snippet", "llm_generate", "snippet_draft", "completed", 100),
-                ("beh_review_snippet", "review", "fact_check", "completed", 100),
-            ],
-        ),
-        (
-            "sub_script",
-            "PodcastScriptWeaverAgent",
-            "warm_storyteller",
-            "in_progress",
-            [
-                ("beh_outline_script", "llm_generate", "outline", "completed", 100),
-                ("beh_write_script", "llm_generate", "script_body", "in_progress", 40),
-                ("beh_polish_script", "review", "style_pass", "awaiting_dependency", 0),
-            ],
-        ),
-        (
-            "sub_voice",
-            "VoiceForgeAgent",
-            "calm_narrator",
-            "awaiting_dependency",
-            [
-                ("beh_select_voice", "tts", "voice_selection", "retrying", 0),
-                ("beh_synthesize_audio", "tts", "synthesis", "awaiting_dependency", 0),
-                ("beh_master_audio", "audio", "mastering", "awaiting_dependency", 0),
-            ],
-        ),
-    ]
     docs["meta_workflow_tasks"].append(
         {
             "_id": wf,
             "meta_workflow_id": "mw_podcast_episode",
             "dsl_workflow_id": "dsl_podcast_v2",
-            "sub_task_ids": [s[0] for s in steps],
+            "sub_task_ids": [s[0] for s in _STEPS],
             "meta_workflow_graph": {
-                "nodes": [s[0] for s in steps],
+                "nodes": [s[0] for s in _STEPS],
                 "edges": [["sub_snippet", "sub_script"], ["sub_script", "sub_voice"]],
             },
             "personality_workflow_id": "pw_friendly_explainer",
             "personality_type": "friendly_explainer",
             "is_finalized": False,
         }
-    )
-    docs["agent_task_states"].append(
-        state_doc(
-            wf,
-            "meta_workflow",
-            "OrchestratorAgent",
-            "in_progress",
-            workflow_id=wf,
-            progress=55,
-            step="Producing episode 42: AI ethics",
-            attempts=1,
-            priority="high",
-            name="Podcast episode 42: AI ethics",
-            input_parameters={"topic_id": "tech_ai_ethics"},
-            triggering_event_id="api_req_xyz789",
-        )
     )
     docs["task_outputs"].append(
         {
@@ -157,7 +391,9 @@ def demo_documents() -> Documents:
         }
     )
     prev: str | None = None
-    for minute, (sub_id, agent, personality, sub_status, behaviors) in enumerate(steps):
+    for sub_id, agent, behaviors in _STEPS:
+        personality = behaviors[0][3]
+        sub_status = states[sub_id]["status"]
         docs["sub_tasks"].append(
             {
                 "_id": sub_id,
@@ -168,38 +404,23 @@ def demo_documents() -> Documents:
                 "behavior_dag_data": {"edges": [[a[0], b[0]] for a, b in itertools.pairwise(behaviors)]},
                 "task_id": wf,
                 "prev_sub_task_id": prev,
-                "is_finalized": sub_status == "completed",
+                "is_finalized": sub_status == Status.COMPLETED,
             }
         )
-        deps = [{"task_id": prev, "status_expected": "completed"}] if prev else []
-        docs["agent_task_states"].append(
-            state_doc(
-                sub_id,
-                "sub_task",
-                agent,
-                sub_status,
-                workflow_id=wf,
-                minute=10 * minute,
-                progress=40 if sub_status == "in_progress" else 0,
-                attempts=1 if sub_status in ("completed", "in_progress") else 0,
-                dependencies=deps,
-                name=f"{agent}: {sub_id.removeprefix('sub_')}",
-            )
-        )
-        if sub_status != "awaiting_dependency":
+        if sub_status != Status.AWAITING_DEPENDENCY:
             docs["sub_task_outputs"].append(
                 {
                     "_id": sub_id,
                     "output_framedb_ptr": {"frame_db": "episodes", "frame_id": f"ep42_{sub_id}"},
                     "processor_subject_ids": [agent],
                     "processor_subjects_graph": {agent: []},
-                    "is_finalized_step": sub_status == "completed",
+                    "is_finalized_step": sub_status == Status.COMPLETED,
                     "sub_task_data_ptr": {},
                     "prev_sub_task_id": prev,
                 }
             )
-        prev_beh: str | None = None
-        for j, (beh_id, action_type, sub_type, status, progress) in enumerate(behaviors):
+        for j, (beh_id, action_type, sub_type, _) in enumerate(behaviors):
+            status = states[beh_id]["status"]
             docs["behavior_tasks"].append(
                 {
                     "_id": beh_id,
@@ -207,36 +428,10 @@ def demo_documents() -> Documents:
                     "action_id": f"act_{beh_id.removeprefix('beh_')}",
                     "action_type": action_type,
                     "action_sub_type": sub_type,
-                    "is_finalized": status == "completed",
+                    "is_finalized": status == Status.COMPLETED,
                 }
             )
-            extra: dict[str, Any] = {}
-            if status == "retrying":
-                extra["last_error"] = {
-                    "timestamp": _at(10 * minute + 3),
-                    "message": "Voice catalogue timed out",
-                    "details": "GET /voices: 504 Gateway Timeout after 30s",
-                }
-            beh_deps = [{"task_id": prev_beh, "status_expected": "completed"}] if prev_beh else []
-            if j == 0 and prev:
-                beh_deps.append({"task_id": prev, "status_expected": "completed"})
-            docs["agent_task_states"].append(
-                state_doc(
-                    beh_id,
-                    "behavior_task",
-                    agent,
-                    status,
-                    workflow_id=wf,
-                    minute=10 * minute + j,
-                    progress=progress,
-                    attempts=1 if status in ("completed", "in_progress", "retrying") else 0,
-                    step="Querying LLM for script text" if status == "in_progress" else None,
-                    dependencies=beh_deps,
-                    name=f"{action_type}/{sub_type}",
-                    **extra,
-                )
-            )
-            if status == "completed":
+            if status == Status.COMPLETED:
                 docs["behavior_task_outputs"].append(
                     {
                         "_id": beh_id,
@@ -248,25 +443,9 @@ def demo_documents() -> Documents:
                         "behavior_data_ptr": {"tokens": 1200 + 100 * j},
                     }
                 )
-            prev_beh = beh_id
         prev = sub_id
-    # Seed 000's own example: a standalone task outside any workflow.
-    docs["agent_task_states"].append(
-        state_doc(
-            "task_agent_snippet_abc123",
-            "standalone",
-            "SnippetCraftAgent",
-            "in_progress",
-            workflow_id=None,
-            minute=-60,
-            progress=40,
-            step="Querying LLM for snippet text",
-            attempts=1,
-            input_parameters={"topic_id": "tech_ai_ethics"},
-            triggering_event_id="api_req_xyz789",
-        )
-    )
-    return docs
+    docs["agent_task_states"] = list(states.values())
+    return docs, history.events
 
 
 def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Documents:
@@ -322,7 +501,38 @@ async def write_documents(
     await upsert_by_id(db, docs, overwrite=overwrite)
 
 
-async def load_demo(db: Db, *, reset: bool = False) -> None:
+async def load_demo(
+    db: Db,
+    *,
+    reset: bool = False,
+    events: bool = False,
+    settle: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+) -> None:
     """Load the demo workflow. Without `reset`, documents already there are kept, so what a user did to
-    the demo in GraphiQL survives a restart of `make run`; with it, the demo is put back as it was."""
+    the demo in GraphiQL survives a restart of `make run`; with it, the demo is put back as it was.
+
+    `events`: also its event history (`demo_events`), appended in one transaction through the outbox
+    (`append_events`), so the event hub stamps their commit-order positions in that order; `settle` (the
+    hub's) waits for the stamps. The history is added only when no event about a demo task exists yet
+    (loading twice adds nothing); `reset` replaces every event about the demo's tasks with it."""
     await write_documents(db, demo_documents(), overwrite=reset)
+    if events:
+        written = await _append_demo_events(db, reset=reset)
+        if settle is not None and written:
+            await settle(written)
+
+
+async def _append_demo_events(db: Db, *, reset: bool) -> list[dict[str, Any]]:
+    history = demo_events()
+    task_ids = sorted({e["task_id"] for e in history})
+
+    async def work(session: Session) -> list[dict[str, Any]]:
+        if reset:
+            await event_store.delete_about_tasks(db, task_ids, session)
+        elif await event_store.any_about_tasks(db, task_ids, session):
+            return []
+        batch = [dict(e) for e in history]  # fresh documents on every attempt of the transaction
+        await event_store.append_events(db, session, batch)
+        return batch
+
+    return await in_transaction(db, work)

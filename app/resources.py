@@ -119,7 +119,7 @@ async def open_resources(
         if settings.load_demo:
             from app.demo import load_demo
 
-            await load_demo(db)
+            await load_demo(db, events=True, settle=hub.settle)
         yield state
     finally:
         if sweeper is not None:  # stopped before the client closes: it may be mid-transaction

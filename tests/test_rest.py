@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from app.demo import load_demo
 from app.rest.entities import ENTITIES
+from app.rest.openapi import openapi_document
 from app.rest.routes import ROUTES
 from app.server import create_app
 from app.settings import Settings
@@ -198,6 +199,58 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     assert error["code"] == code, error
     assert error["message"]
     return error
+
+
+# --- every answer is declared -------------------------------------------------------------------------
+
+
+def declared_codes(answer: dict[str, Any]) -> list[str]:
+    """The error codes an error answer of the OpenAPI document declares."""
+    narrowed = answer["content"]["application/json"]["schema"]["allOf"][1]
+    return narrowed["properties"]["error"]["properties"]["code"]["enum"]
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\{id\\}", "[^/]+", re.escape(template)))
+
+
+def check_declared(document: dict[str, Any], method: str, path: str, status: int, body: bytes) -> None:
+    """The answer's status (and error code) is one the OpenAPI document declares for its operation; a
+    405 only for a method the document has no operation for. The operation is found as the router finds
+    it: the first path (in route table order) that matches and has the method."""
+    if method == "HEAD" or not path.startswith((*(f"/{e.path}" for e in ENTITIES), "/openapi.json")):
+        return
+    matching = [
+        item for template, item in document["paths"].items() if _template_regex(template).fullmatch(path)
+    ]
+    operation = next((item[method.lower()] for item in matching if method.lower() in item), None)
+    if operation is None:
+        assert status == (405 if matching else 404), (method, path, status)
+        return
+    answer = operation["responses"].get(str(status))
+    assert answer is not None, (
+        f"{method} {path} answered {status}, not declared: {sorted(operation['responses'])}"
+    )
+    if status >= 400:
+        code = json.loads(body)["error"]["code"]
+        assert code in declared_codes(answer), f"{method} {path} answered {status} {code}: not declared"
+
+
+@pytest.fixture
+def client(client: httpx.AsyncClient, settings: Settings) -> httpx.AsyncClient:
+    """The app's client (conftest), checking every answer any test of this module gets against the
+    OpenAPI document the server serves (`check_declared`): a refusal it does not declare fails the test.
+    (A plain function: an async fixture overriding the async `client` left the app's lifespan hanging
+    at teardown.)"""
+    document = openapi_document(settings)
+
+    async def declared(response: httpx.Response) -> None:
+        body = await response.aread()
+        request = response.request
+        check_declared(document, request.method, request.url.path, response.status_code, body)
+
+    client.event_hooks["response"].append(declared)
+    return client
 
 
 # --- the seed's examples ---------------------------------------------------------------------------------
@@ -417,6 +470,36 @@ async def test_an_oversized_body_is_refused_without_reading_it_all(client: httpx
         assert "content-length" not in response.request.headers
         error_of(response, 413, "payload_too_large")
         assert offered <= 2 * 1024 * 1024, offered  # stopped just past 1 MiB
+
+
+async def test_refusals_of_bodies_and_keys_on_every_route_are_declared(client: httpx.AsyncClient) -> None:
+    """Refusals no other test makes on every route: a NUL in a key, a body too large, an Idempotency-Key
+    reused for another operation. This module's `client` checks each answer against the document."""
+    nul_key = b'{"a\\u0000b": 1}'
+    too_large = b'{"a": "' + b"x" * (1024 * 1024) + b'"}'
+    for entity in ENTITIES:
+        for method, path in (
+            ("POST", f"/{entity.path}"),
+            ("PATCH", f"/{entity.path}/x"),
+            ("POST", f"/{entity.path}/query"),
+        ):
+            error = error_of(await client.request(method, path, content=nul_key), 400, "bad_json")
+            assert "NUL" in error["message"], error
+            error_of(await client.request(method, path, content=too_large), 413, "payload_too_large")
+
+    key = {"Idempotency-Key": "used-once"}
+    assert (await client.post("/meta-tasks", json={"task_id": "m1"}, headers=key)).status_code == 201
+    for method, path, body in (
+        ("POST", "/meta-tasks/m1/finalize", None),
+        ("PATCH", "/meta-tasks/m1", {"personality_type": "x"}),
+        ("POST", "/sub-tasks", {"task_id": "m1"}),
+        ("POST", "/agent-tasks", {"task_id": "a1"}),
+        ("PATCH", "/agent-tasks/m1", {"name": "n"}),
+    ):
+        reused = error_of(await client.request(method, path, json=body, headers=key), 422, "invalid")
+        assert reused["field"] == "Idempotency-Key" and "already used" in reused["message"], reused
+    long_key = {"Idempotency-Key": "k" * 201}
+    error_of(await client.post("/behavior-tasks/x/finalize", headers=long_key), 422, "invalid")
 
 
 # --- writes ---------------------------------------------------------------------------------------------
@@ -694,7 +777,8 @@ async def test_openapi_lists_exactly_the_routes_of_the_app(
             for status, answer in operation["responses"].items():
                 schema = answer["content"]["application/json"]["schema"]
                 if status.startswith(("4", "5")):
-                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
+                    assert schema["allOf"][0] == {"$ref": "#/components/schemas/ErrorResponse"}
+                    assert declared_codes(answer)  # each error answer names the codes it can carry
     # The schemas come from the collection specs: every seed field is there, and bodies refuse others.
     assert set(schemas["SubTaskOutput"]["properties"]) == {
         "sub_task_id", "output_framedb_ptr", "processor_subject_ids", "processor_subjects_graph",

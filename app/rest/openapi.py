@@ -15,8 +15,10 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.rest.bodies import MAX_BODY_BYTES, MAX_BODY_DEPTH
 from app.rest.documents import RestJSONResponse
 from app.rest.entities import Entity, Kind
+from app.rest.errors import ERROR_CODES
 from app.rest.models import MODELS, Deleted, ErrorResponse
 from app.rest.routes import OPENAPI_PATH, ROUTES, RestRoute
 from app.settings import Settings
@@ -25,12 +27,36 @@ _REF = "#/components/schemas/{model}"
 _STATUS_TEXT = {
     200: "OK",
     201: "Created",
-    400: "Bad JSON, filter, cursor or parameter",
-    404: "Unknown id",
-    409: "Refused by a rule (children without cascade, finalized, version conflict, dependents)",
+    400: "Bad request",
+    404: "Not found",
+    409: "Refused by a rule",
     413: "Body too large",
-    422: "Invalid body (unknown field, wrong type, or a value the services refuse)",
+    422: "Invalid body or header",
     500: "Unexpected error",
+}
+#: When each error code is answered (the `code` of the error body); a response lists the codes it can carry.
+_CODE_TEXT = {
+    "bad_json": "the body is not JSON (or is missing where one is needed), or holds what MongoDB cannot"
+    " store: a NUL character in a key, an integer beyond 64 bits, a lone surrogate, nesting deeper than"
+    f" {MAX_BODY_DEPTH} levels",
+    "bad_filter": "a refused filter: $where, $function or another operator not allowed, an unknown field, a"
+    " value of the wrong type, a filter too deep or too large",
+    "bad_cursor": "an `after` cursor this server did not issue (or issued for another sort)",
+    "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, or `If-Match` (not a"
+    " version, disagreeing with `expected_version`, or sent where there is no version)",
+    "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
+    "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
+    " output not created yet)",
+    "conflict": "the id is taken (or the output exists), the task has children and `cascade` is not set, the"
+    " version changed since `If-Match` / `expected_version`, another task depends on it, or the agent task"
+    " belongs to a hierarchy task (delete that task)",
+    "refused": "the task is finalized (it refuses edits, moves, deletes, new children and output changes),"
+    " or already finalized",
+    "payload_too_large": f"a body over {MAX_BODY_BYTES} bytes",
+    "unknown_field": "a body field that does not exist, or that only the server writes",
+    "invalid": "a body value of the wrong type or one the services refuse (an unknown dependency, a cycle,"
+    " an id too long), or an `Idempotency-Key` too long or already used for another operation",
+    "internal": "a bug; it is logged, and the answer says nothing more",
 }
 _SEED_FILTERS = {
     "meta-tasks": {"meta_workflow_id": "mw1"},
@@ -169,9 +195,19 @@ def _responses(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) ->
     if headers:
         answer["headers"] = headers
     out = {str(op.success): answer}
-    for status in (*op.errors, 500):
-        out[str(status)] = {"description": _STATUS_TEXT[status], **_json(refs[("", "error")])}
+    by_status: dict[int, list[str]] = {}
+    for code in route.error_codes:
+        by_status.setdefault(ERROR_CODES[code], []).append(code)
+    for status, codes in sorted(by_status.items()):
+        out[str(status)] = _error_response(status, codes, refs[("", "error")])
     return out
+
+
+def _error_response(status: int, codes: list[str], error_ref: dict[str, Any]) -> dict[str, Any]:
+    """An error answer: the error body, narrowed to the codes this route answers with at this status."""
+    listed = "\n".join(f"- `{code}`: {_CODE_TEXT[code]}" for code in codes)
+    narrowed = {"properties": {"error": {"properties": {"code": {"enum": codes}}}}}
+    return {"description": f"{_STATUS_TEXT[status]}.\n\n{listed}", **_json({"allOf": [error_ref, narrowed]})}
 
 
 def _operation(route: RestRoute, settings: Settings, refs: dict[tuple[str, str], dict[str, Any]]) -> Any:

@@ -32,26 +32,46 @@ class Operation:
     success: int
     summary: str
     kinds: frozenset[Kind] = _ALL
-    #: Error statuses this operation can answer with (500 is added to all).
-    errors: tuple[int, ...] = ()
+    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `internal` (500) is added to all.
+    errors: tuple[str, ...] = ()
 
 
+_BODY = ("bad_json", "payload_too_large", "unknown_field", "invalid")  # refusals of a JSON body
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "GET", "/{id}", 200, "Retrieve a {label} by id.", errors=(404,)),
+    Operation("get", "GET", "/{id}", 200, "Retrieve a {label} by id.", errors=("not_found",)),
     Operation(
         "delete",
         "DELETE",
         "/{id}",
         200,
         "Delete a {label} by id.",
-        errors=(400, 404, 409),
+        errors=("bad_parameter", "not_found", "conflict", "refused"),  # bad_parameter: `cascade` (tasks)
     ),
     Operation(
-        "query", "POST", "/query", 200, "Query {label}s with a MongoDB-style filter.", errors=(400, 413)
+        "query",
+        "POST",
+        "/query",
+        200,
+        "Query {label}s with a MongoDB-style filter.",
+        errors=(
+            "bad_json",
+            "bad_filter",
+            "bad_cursor",
+            "bad_parameter",
+            "page_size_out_of_range",
+            "payload_too_large",
+        ),
     ),
-    Operation("create", "POST", "", 201, "Create a {label}.", errors=(400, 404, 409, 413, 422)),
     Operation(
-        "update", "PATCH", "/{id}", 200, "Change fields of a {label}.", errors=(400, 404, 409, 413, 422)
+        "create", "POST", "", 201, "Create a {label}.", errors=(*_BODY, "not_found", "conflict", "refused")
+    ),
+    Operation(
+        "update",
+        "PATCH",
+        "/{id}",
+        200,
+        "Change fields of a {label}.",
+        errors=(*_BODY, "bad_parameter", "not_found", "conflict", "refused"),  # bad_parameter: If-Match
     ),
     Operation(
         "finalize",
@@ -60,7 +80,7 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         "Finalize a {label} (one-way; it then refuses edits).",
         kinds=frozenset({Kind.TASK}),
-        errors=(404, 409, 422),  # 422: an Idempotency-Key already used for another operation
+        errors=("not_found", "refused", "invalid"),  # invalid: a bad or reused Idempotency-Key
     ),
 )
 
@@ -77,6 +97,14 @@ class RestRoute:
     @property
     def operation_id(self) -> str:
         return f"{self.operation.name}{self.entity.name}"
+
+    @property
+    def error_codes(self) -> tuple[str, ...]:
+        """Every error code this route can answer with, `internal` last."""
+        codes = self.operation.errors
+        if self.operation.name == "delete" and self.entity.kind is not Kind.TASK:
+            codes = tuple(c for c in codes if c != "bad_parameter")  # only tasks take `cascade`
+        return (*codes, "internal")
 
 
 ROUTES: tuple[RestRoute, ...] = tuple(

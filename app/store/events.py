@@ -69,6 +69,17 @@ async def append_events(db: Db, session: Session, events: list[Doc]) -> None:
     await db[TASK_EVENTS.name].insert_many(events, session=session)
 
 
+async def any_about_tasks(db: Db, task_ids: list[Any], session: Session = None) -> bool:
+    """Whether any event is about one of these tasks (stamped or not)."""
+    found = await db[TASK_EVENTS.name].find_one({"task_id": {"$in": task_ids}}, {"_id": 1}, session=session)
+    return found is not None
+
+
+async def delete_about_tasks(db: Db, task_ids: list[Any], session: Session = None) -> None:
+    """Delete every event about these tasks (the demo's reset puts its history back)."""
+    await db[TASK_EVENTS.name].delete_many({"task_id": {"$in": task_ids}}, session=session)
+
+
 def position(cluster_time: Timestamp, n: int) -> ObjectId:
     """The commit-order position of the `n`-th event of the commit at `cluster_time`: 4 bytes of
     seconds, 4 of increment, 4 of index, so ObjectId order (bytewise) is commit order."""

@@ -72,7 +72,10 @@ class StatusChangedEvent(TaskEvent):
 @strawberry.type(description="Progress was reported (seed 003 TASK_PROGRESS).")
 class TaskProgressEvent(TaskEvent):
     status: TaskStatus = strawberry.field(description="Status of the task (in progress).")
-    progress: float = strawberry.field(description="Progress between 0.0 and 1.0.")
+    progress: float = strawberry.field(
+        description="Progress as a fraction, 0.0 to 1.0 (seed 003's TASK_PROGRESS scale):"
+        " `reportProgress(percentage: 70)` records 0.7, while the state's `progressPercentage` is 70."
+    )
     details: str | None = strawberry.field(description="The current step, if reported.")
 
 
