@@ -27,6 +27,7 @@ from app.api.context import Context
 from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.schema import build_schema
+from app.metrics import metrics_middleware, metrics_route
 from app.resources import AppState, open_resources
 from app.rest import rest_routes
 from app.settings import Settings
@@ -105,6 +106,7 @@ def create_app(
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", health),
+            metrics_route(),
             # Seed 002's REST API and its OpenAPI document, over the same store and services.
             *rest_routes(),
             # The landing page, the OpenAPI viewer (/docs) and the browser pages' vendored assets.
@@ -112,7 +114,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
-        middleware=cors(settings),
+        middleware=[metrics_middleware(), *cors(settings)],
     )
 
 

@@ -23,6 +23,7 @@ GRAPHQL_PATH = "/graphql"
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 
 
 def _csp(nonce: str | None) -> str:
@@ -114,8 +115,9 @@ It also serves seed 002's REST API over the same data.</p>
     generators and API tools.</li>
   <li><a href="{root}{HEALTH_PATH}">Health</a> — <code>{HEALTH_PATH}</code>: 200 once MongoDB answers,
     with the live event hub's counters.</li>
-  <li class="muted">Metrics: no metrics endpoint yet; <code>{HEALTH_PATH}</code> reports the event hub's
-    subscribers, restarts and stamped events.</li>
+  <li><a href="{root}{METRICS_PATH}">Metrics</a> — <code>{METRICS_PATH}</code>, Prometheus' text format:
+    requests by route, method and status, with their durations; this process's subscriptions, WebSocket
+    connections and event hub.</li>
 </ul>
 <p class="muted">Everything on these pages is served by this server; nothing is loaded from the internet.
 agent-tasks {escape(_server_version())}.</p>

@@ -1,0 +1,88 @@
+"""Prometheus metrics at `/metrics`: HTTP requests by route (starlette-exporter's middleware) and what
+this process's event hub and live connections are doing (read from `AppState` at scrape time).
+
+Each server process answers for itself (scrape every process, as Prometheus does with several replicas);
+nothing is shared through MongoDB. The request metrics use the route's template (`/meta-tasks/{id}`), not
+the path, so ids never become label values, and unknown paths are not recorded at all: a client cannot
+grow the label space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette_exporter import PrometheusMiddleware
+
+from app.resources import AppState
+
+METRICS_PATH = "/metrics"
+#: The Prometheus text format, version 0.0.4 (what `generate_latest` writes).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def metrics_middleware() -> Middleware:
+    """Count and time every request by method, route template and status (`agent_tasks_http_*`)."""
+    return Middleware(
+        PrometheusMiddleware,
+        app_name="agent_tasks",
+        prefix="agent_tasks_http",
+        group_paths=True,  # the route's template, never the raw path
+        filter_unhandled_paths=True,  # a 404 for a made-up path adds no series
+        skip_paths=[METRICS_PATH, "/assets/.*"],
+    )
+
+
+class LiveCollector(Collector):
+    """This process's event hub and live connections, read when scraped (nothing to keep in step)."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.state.hub
+        yield GaugeMetricFamily(
+            "agent_tasks_subscriptions", "Open event subscriptions (WebSocket and SSE).", hub.subscriber_count
+        )
+        yield GaugeMetricFamily(
+            "agent_tasks_websocket_connections",
+            "Open GraphQL WebSocket connections.",
+            len(self.state.websockets),
+        )
+        yield GaugeMetricFamily(
+            "agent_tasks_event_hub_running",
+            "1 while the event hub follows the change stream.",
+            int(hub.running),
+        )
+        yield GaugeMetricFamily(
+            "agent_tasks_event_hub_leader",
+            "1 while this process holds the lease that stamps event positions.",
+            int(hub.leader),
+        )
+        yield CounterMetricFamily(
+            "agent_tasks_event_hub_restarts", "Times the hub reopened its change stream.", hub.restarts
+        )
+        yield CounterMetricFamily(
+            "agent_tasks_events_stamped", "Events this process gave a position to.", hub.stamped
+        )
+
+
+def metrics_route() -> Route:
+    """`GET /metrics`: the request metrics (the process-wide registry) followed by this app's live ones."""
+
+    async def metrics(request: Request) -> Response:
+        state: AppState = request.app.state.agent_tasks
+        live: CollectorRegistry | None = state.extras.get("metrics_registry")
+        if live is None:  # one registry per app: several apps in one process (the tests) never collide
+            live = CollectorRegistry(auto_describe=True)
+            live.register(LiveCollector(state))
+            state.extras["metrics_registry"] = live
+        return Response(generate_latest(REGISTRY) + generate_latest(live), media_type=CONTENT_TYPE)
+
+    return Route(METRICS_PATH, metrics, methods=["GET"])
