@@ -117,6 +117,9 @@ class Lifecycle:
         #: claimed task stays listed for `CLAIM_LINGER_SECONDS` after its commit, because a claimer whose
         #: snapshot predates that commit still sees the task pending and would only collide with it.
         self._claiming: dict[str, float] = {}
+        #: The version each lingering claim wrote: a candidate read at a later version (failed or lapsed
+        #: since, and claimable again) is no stale snapshot, and is not skipped.
+        self._claimed_version: dict[str, int] = {}
         # Waits until committed events carry their commit-order position (the event hub's `settle`);
         # without a hub (a bare service in a script or test) events are answered as written.
         self.settle: Settle = settle or _as_written
@@ -254,6 +257,7 @@ class Lifecycle:
             state = picks[0] if attempts == 1 else random.choice(picks)
             held.add(state["_id"])
             self._claiming[state["_id"]] = math.inf
+            self._claimed_version.pop(state["_id"], None)  # in flight: skipped whatever its version
             return await self._apply(session, state, _decide(start, state, now), now)
 
         try:
@@ -265,7 +269,17 @@ class Lifecycle:
         linger = time.monotonic() + CLAIM_LINGER_SECONDS
         for task_id in held:
             self._claiming[task_id] = linger
+            if applied is not None and applied.state["_id"] == task_id:
+                self._claimed_version[task_id] = version_of(applied.state)
         return applied
+
+    def _skipped(self, state: Mapping[str, Any]) -> bool:
+        """Whether a candidate is being claimed here, or is the stale image of a claim made here."""
+        task_id = state["_id"]
+        if task_id not in self._claiming:
+            return False
+        claimed = self._claimed_version.get(task_id)
+        return claimed is None or version_of(state) <= claimed
 
     async def _candidates(
         self,
@@ -285,7 +299,11 @@ class Lifecycle:
         now_mono = time.monotonic()
         for task_id in [t for t, until in self._claiming.items() if until < now_mono]:
             del self._claiming[task_id]
-        limit = wanted + sum(1 for until in self._claiming.values() if until == math.inf)
+            self._claimed_version.pop(task_id, None)
+        # Claims in flight are left out by the query; lingering ones are read (one may be claimable
+        # again) and sorted out by `_skipped`, so each takes a slot of the limit.
+        in_flight = [t for t, until in self._claiming.items() if until == math.inf]
+        limit = wanted + len(self._claiming)
         while True:
             docs = await state_store.claimable(
                 self.db,
@@ -293,13 +311,13 @@ class Lifecycle:
                 now,
                 workflow_id=workflow_id,
                 task_kinds=task_kinds,
-                exclude=list(self._claiming),
+                exclude=in_flight,
                 limit=limit,
                 session=session,
             )
             picks: list[Doc] = []
             for state in docs:
-                if state["_id"] in self._claiming or sm.is_expired(state, now):  # (an ISO-string expiry)
+                if self._skipped(state) or sm.is_expired(state, now):  # (an ISO-string expiry)
                     continue
                 if not sm.has_attempts_left(state):  # (its max_attempts was lowered since it failed)
                     continue
