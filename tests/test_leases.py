@@ -16,6 +16,7 @@ import pytest
 from app.domain import utcnow
 from app.lifecycle.expiry import lapse_overdue
 from app.lifecycle.transitions import Lifecycle
+from app.rest.openapi import openapi_document
 from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
@@ -445,3 +446,34 @@ async def test_two_server_processes_lapse_each_lease_exactly_once(settings: Sett
             e["payload"]["attempt"]
             async for e in db.task_events.find({"task_id": task_id, "type": "LEASE_EXPIRED"}).sort("_id", 1)
         ] == [1, 2]
+
+
+# --- REST ------------------------------------------------------------------------------------------------
+
+
+async def test_rest_reads_show_the_lease_and_bodies_may_not_write_it(
+    client: httpx.AsyncClient, settings: Settings, db: Any
+) -> None:
+    await db.agent_task_states.insert_one(task("t1", "pending"))
+    gql = GraphQLClient(client)
+    claimed = await run(gql, "claimTask", 'agentName: "AgentA", leaseSeconds: 45, workerId: "w9"')
+    await run(gql, "heartbeatTask", 'id: "t1", attempt: 1')
+    doc = await stored(db)
+    body = (await client.get("/agent-tasks/t1")).json()
+    assert body["lease_holder"] == "w9" == claimed["state"]["leaseHolder"]
+    assert when(body["lease_expires_at"]) == doc["lease_expires_at"]
+    assert when(body["last_heartbeat_at"]) == doc["last_heartbeat_at"]
+    listed = (await client.post("/agent-tasks/query", json={"lease_holder": "w9"})).json()
+    assert [item["task_id"] for item in listed["items"]] == ["t1"]
+
+    for field in ("lease_holder", "lease_expires_at", "last_heartbeat_at"):
+        refused = await client.patch("/agent-tasks/t1", json={field: None})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_field"
+    assert await stored(db) == doc
+
+    schemas = openapi_document(settings)["components"]["schemas"]
+    assert {"lease_holder", "lease_expires_at", "last_heartbeat_at"} <= schemas["AgentTask"][
+        "properties"
+    ].keys()
+    for body_model in ("AgentTaskCreate", "AgentTaskUpdate"):
+        assert "lease_holder" not in schemas[body_model]["properties"]
