@@ -53,7 +53,9 @@ class LeaseLostError(Error):
     current_holder: str | None = strawberry.field(
         description="Who holds the task's lease now (null when nobody does)."
     )
-    current_status: TaskStatus = strawberry.field(description="The task's status now.")
+    # Nullable like TransitionError's, so one selection `... on Error { currentStatus }`-style query can ask
+    # both members for `currentStatus` without an alias (GraphQL refuses same-named fields of different types).
+    current_status: TaskStatus | None = strawberry.field(description="The task's status now (always set).")
 
 
 @strawberry.type(
