@@ -53,8 +53,8 @@ class LeaseLostError(Error):
     current_holder: str | None = strawberry.field(
         description="Who holds the task's lease now (null when nobody does)."
     )
-    # Nullable like TransitionError's, so one selection `... on Error { currentStatus }`-style query can ask
-    # both members for `currentStatus` without an alias (GraphQL refuses same-named fields of different types).
+    # Nullable like TransitionError's, so one query can select `currentStatus` on both without an alias
+    # (GraphQL refuses same-named fields of different types in one selection).
     current_status: TaskStatus | None = strawberry.field(description="The task's status now (always set).")
 
 
