@@ -87,7 +87,12 @@ async def open_resources(
     if uri is None:
         embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
         uri = await asyncio.to_thread(embedded.start)
-    client = make_client(uri, listeners)
+    client = make_client(
+        uri,
+        listeners,
+        timeout_seconds=settings.mongodb_timeout_seconds,
+        server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
+    )
     sweeper: ExpirySweeper | None = None
     hub: EventHub | None = None
     try:

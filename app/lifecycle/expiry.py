@@ -28,6 +28,7 @@ from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, NotFound, Refused
 from app.lifecycle.transitions import Action, Lifecycle
 from app.store import states as state_store
+from app.store.failures import classify
 
 logger = logging.getLogger("agent_tasks.expiry")
 
@@ -126,6 +127,9 @@ class ExpirySweeper:
                 if expired:
                     # Ids are not always strings: another program's state may have an ObjectId `_id`.
                     logger.info("expired %d overdue task(s): %s", len(expired), ", ".join(map(str, expired)))
-            except Exception:
-                logger.exception("expiry sweep failed; retrying in %s s", self.interval)
+            except Exception as exc:
+                if classify(exc) is None:
+                    logger.exception("expiry sweep failed; retrying in %s s", self.interval)
+                else:  # MongoDB down or slow: expected now and then, one line each time
+                    logger.warning("expiry sweep failed (%s); retrying in %s s", exc, self.interval)
             await asyncio.sleep(self.interval)

@@ -504,7 +504,14 @@ class EventHub:
                     self._inbox.put_nowait(GAP)
                     gap = False
                 async with self._stream as stream:
-                    async for change in stream:
+                    while stream.alive:
+                        # One getMore per call, each within the client's operation timeout: `async for`
+                        # would put the whole wait for the next change under one timeout, and so fail
+                        # (and reopen) after MONGODB_TIMEOUT_SECONDS without events.
+                        change = await stream.try_next()
+                        if change is None:
+                            self.resume_token = stream.resume_token or self.resume_token
+                            continue
                         self.resume_token = stream.resume_token
                         if change["operationType"] == "insert":
                             event = change["fullDocument"]

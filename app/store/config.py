@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
+import pymongo
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
@@ -27,9 +28,10 @@ async def shared_secret(db: Db, name: str) -> bytes:
     return bytes.fromhex(doc["value"])
 
 
-async def ping(db: Db) -> None:
-    """Raise unless MongoDB answers (the health check)."""
-    await db.command("ping")
+async def ping(db: Db, seconds: float | None = None) -> None:
+    """Raise unless MongoDB (the primary) answers within `seconds` (the readiness check)."""
+    with pymongo.timeout(seconds):
+        await db.command("ping")
 
 
 async def take_lease(db: Db, name: str, owner: str, seconds: float) -> bool:

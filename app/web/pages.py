@@ -23,6 +23,7 @@ GRAPHQL_PATH = "/graphql"
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
 
 
 def _csp(nonce: str | None) -> str:
@@ -112,8 +113,10 @@ It also serves seed 002's REST API over the same data.</p>
   <li><a href="{root}{DOCS_PATH}">REST API reference</a> — the OpenAPI document in Swagger UI.</li>
   <li><a href="{root}{OPENAPI_PATH}">OpenAPI document</a> — <code>{OPENAPI_PATH}</code>, for code
     generators and API tools.</li>
-  <li><a href="{root}{HEALTH_PATH}">Health</a> — <code>{HEALTH_PATH}</code>: 200 once MongoDB answers,
-    with the live event hub's counters.</li>
+  <li><a href="{root}{HEALTH_PATH}">Health</a> — <code>{HEALTH_PATH}</code>: liveness, 200 while the
+    server runs (it never waits for MongoDB), with the live event hub's counters.</li>
+  <li><a href="{root}{READY_PATH}">Readiness</a> — <code>{READY_PATH}</code>: 200 when MongoDB answers a
+    ping, 503 (JSON) within a second when it does not.</li>
   <li class="muted">Metrics: no metrics endpoint yet; <code>{HEALTH_PATH}</code> reports the event hub's
     subscribers, restarts and stamped events.</li>
 </ul>
