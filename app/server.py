@@ -31,7 +31,7 @@ from app.resources import AppState, open_resources
 from app.rest import rest_routes
 from app.settings import Settings
 from app.store.config import ping
-from app.store.failures import classify
+from app.store.failures import classify, describe
 from app.web import graphiql_page, web_routes
 
 logger = logging.getLogger("agent_tasks")
@@ -84,7 +84,7 @@ async def ready(request: Request) -> JSONResponse:
         failure = classify(exc)
         if failure is None:
             raise
-        logger.warning("not ready: %s (%s)", failure.rest_code, exc)
+        logger.warning("not ready: %s (%s)", failure.rest_code, describe(exc))
         return JSONResponse(
             {
                 "status": "unavailable",

@@ -14,7 +14,7 @@ import logging
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from app.store.failures import classify
+from app.store.failures import classify, describe
 
 logger = logging.getLogger("agent_tasks.graphql")
 
@@ -71,5 +71,6 @@ def log_database_error(error: GraphQLError) -> bool:
     if replaced is None:
         return False
     path = ".".join(map(str, error.path or ())) or "-"
-    logger.warning("%s at %s: %s", (replaced.extensions or {}).get("code"), path, error.original_error)
+    code = (replaced.extensions or {}).get("code")
+    logger.warning("%s at %s: %s", code, path, describe(error.original_error or error))
     return True

@@ -16,7 +16,7 @@ from strawberry.extensions import (
 )
 
 from app.api.analytics import AnalyticsQuery
-from app.api.context import ContextPerOperation
+from app.api.context import ContextPerOperation, DatabaseGate
 from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
 from app.api.event_queries import EventQuery
 from app.api.mutations.events import EventMutation
@@ -73,6 +73,7 @@ def build_schema(
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
             ContextPerOperation,
+            DatabaseGate,
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: ParserCache(maxsize=CACHE_SIZE),
             lambda: AddValidationRules(limit_rules),

@@ -34,7 +34,7 @@ from starlette.responses import Response
 from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused, ServiceError
 from app.rest.documents import RestJSONResponse
 from app.store.cursors import CursorError
-from app.store.failures import FilterTooSlow, classify
+from app.store.failures import FilterTooSlow, classify, describe, require_database
 from app.store.filters import FilterError
 
 logger = logging.getLogger("agent_tasks.rest")
@@ -127,11 +127,13 @@ def json_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         try:
+            state = request.app.state.agent_tasks  # fail fast while MongoDB is down (`require_database`)
+            await require_database(state.store.db, state.settings.mongodb_server_selection_timeout_seconds)
             return await handler(request)
         except Exception as exc:
             error = as_api_error(exc)
             if error is not None and error.status >= 500:  # the database's state, not a bug: one line
-                logger.warning("%s %s: %s (%s)", request.method, request.url.path, error.code, exc)
+                logger.warning("%s %s: %s (%s)", request.method, request.url.path, error.code, describe(exc))
             if error is None:
                 logger.exception("unexpected error in %s %s", request.method, request.url.path)
                 error = ApiError("internal", "Unexpected error.")

@@ -26,8 +26,16 @@ import pymongo
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
 from app.store.filters import FilterError
+from app.store.types import Db
 
-__all__ = ["DatabaseFailure", "FilterTooSlow", "classify", "filter_time_limit"]
+__all__ = [
+    "DatabaseFailure",
+    "FilterTooSlow",
+    "classify",
+    "describe",
+    "filter_time_limit",
+    "require_database",
+]
 
 #: Server error codes that mean "this server cannot serve you now" (not "your request is wrong"):
 #: HostUnreachable, HostNotFound, NetworkTimeout, ShutdownInProgress, PrimarySteppedDown,
@@ -81,6 +89,12 @@ def classify(exc: BaseException) -> DatabaseFailure | None:
     return None
 
 
+def describe(exc: BaseException) -> str:
+    """The driver's message for a log line, without the topology dump PyMongo appends to it."""
+    text = str(exc).split(", Timeout:")[0].split(" (configured timeouts:")[0].strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
 def _classify_pymongo(exc: PyMongoError) -> DatabaseFailure | None:
     # Server selection timing out is "no server", not "too slow", although PyMongo flags it a timeout.
     if isinstance(exc, ServerSelectionTimeoutError):
@@ -94,6 +108,21 @@ def _classify_pymongo(exc: PyMongoError) -> DatabaseFailure | None:
     if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError"):
         return UNAVAILABLE  # still failing once the driver's retries (within the timeout) were spent
     return None
+
+
+async def require_database(db: Db, seconds: float) -> None:
+    """Fail within `seconds` (ServerSelectionTimeoutError) while no primary is known; free when one is.
+
+    Why: with a client-side operation timeout (`timeoutMS`), PyMongo waits the whole remaining timeout,
+    not `serverSelectionTimeoutMS`, to select a server, so with MongoDB down every request would hang for
+    MONGODB_TIMEOUT_SECONDS. A request checks first: the driver's view of the deployment answers at once
+    while a primary is known (no I/O); otherwise a ping selects one within `seconds` or gives up. The
+    driver marks a server unknown on the first network error (the event hub's change stream sees it
+    first), so only a request already in flight when MongoDB goes away waits the full timeout."""
+    if db.client.topology_description.has_writable_server():
+        return
+    with pymongo.timeout(seconds):
+        await db.command("ping")
 
 
 class FilterTooSlow(Exception):
