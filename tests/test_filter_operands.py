@@ -16,6 +16,7 @@ from pymongo.errors import OperationFailure
 
 from app.store.collections import AGENT_TASK_STATES
 from app.store.filters import FilterError, compile_filter
+from app.store.regexes import check_regex
 from tests.conftest import GraphQLClient
 
 OK, BOTH, OURS = "ok", "both", "ours"
@@ -145,3 +146,28 @@ async def test_regex_and_operand_refusals_over_rest(client: httpx.AsyncClient) -
     assert response.json()["error"]["message"].startswith("$size expects an integer from 0 to 2147483647")
     response = await client.post("/agent-tasks/query", json={"name": {"$regex": r"\p{L}"}})
     assert response.status_code == 200 and response.json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"[(]+",
+        r"\(a+\)+",
+        r"(?:ab)+",
+        r"(ab?){3}",
+        r"\Qa+(\E+",
+        r"[\p{L}]+",
+        r"[]a+]+",
+        r"(a|b)+",
+        r"(?i:x)+",
+    ],
+)
+def test_repeated_groups_without_nested_quantifiers_pass(pattern: str) -> None:
+    assert check_regex(pattern) is None
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"(a+)+", r"((a)*b)+", r"(?:x|y+){2,}", r"(?<n>\d+)*", r"(a)(?1)+", r"(?x)( a + ){3}"]
+)
+def test_nested_quantifiers_are_found(pattern: str) -> None:
+    assert (check_regex(pattern) or "").startswith("nested quantifiers")

@@ -42,8 +42,8 @@ __all__ = [
 #: InterruptedAtShutdown, InterruptedDueToReplStateChange, NotWritablePrimary, NotPrimaryNoSecondaryOk,
 #: NotPrimaryOrSecondary, SocketException.
 _UNAVAILABLE_CODES = frozenset({6, 7, 89, 91, 189, 11600, 11602, 10107, 13435, 13436, 9001})
-#: MaxTimeMSExpired: the server stopped the operation at its `maxTimeMS`.
-_MAX_TIME_EXPIRED = 50
+#: WriteConcernTimeout: the write was not replicated to a majority in time.
+_WRITE_CONCERN_TIMEOUT = 64
 #: Codes with which MongoDB refuses a query's filter as malformed: BadValue, FailedToParse, TypeMismatch,
 #: InvalidOptions, and the invalid-regular-expression codes (51091 invalid, 51109/51110 a NUL byte or
 #: bad options).
@@ -101,11 +101,15 @@ def _classify_pymongo(exc: PyMongoError) -> DatabaseFailure | None:
         return UNAVAILABLE
     if isinstance(exc, OperationFailure) and exc.code in _UNAVAILABLE_CODES:
         return UNAVAILABLE
-    if exc.timeout:  # client-side timeoutMS, maxTimeMS expired, a network timeout mid-operation
-        return TIMEOUT
+    if exc.timeout or getattr(exc, "code", None) == _WRITE_CONCERN_TIMEOUT:
+        return TIMEOUT  # client-side timeoutMS, maxTimeMS expired, a network or replication timeout
     if isinstance(exc, ConnectionFailure):  # refused or dropped connections, no primary
         return UNAVAILABLE
-    if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError"):
+    if exc.has_error_label("TransientTransactionError"):
+        # A transaction still conflicting (another one holds its documents) when the deadline of its
+        # retries came: it did not finish in time.
+        return TIMEOUT
+    if exc.has_error_label("RetryableWriteError"):
         return UNAVAILABLE  # still failing once the driver's retries (within the timeout) were spent
     return None
 
