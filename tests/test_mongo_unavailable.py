@@ -51,7 +51,7 @@ def timed_get(server: ServerProcess, path: str) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
-def test_mongod_down_then_back(own_mongod: EmbeddedMongod) -> None:
+def test_mongod_down_then_back(own_mongod: EmbeddedMongod, record_property: Any) -> None:
     env = {
         "MONGODB_URI": own_mongod.uri,
         "MONGODB_DB": "unavailable_test",
@@ -66,7 +66,9 @@ def test_mongod_down_then_back(own_mongod: EmbeddedMongod) -> None:
         own_mongod.stop()
         logged_before = len(server.output)
 
+        timings: dict[str, float] = {}
         body, seconds = graphql(server, QUERY)
+        timings["graphql_query"] = seconds
         assert seconds < FAST
         [error] = body["errors"]
         assert error["extensions"] == {"code": "DATABASE_UNAVAILABLE"}
@@ -74,11 +76,13 @@ def test_mongod_down_then_back(own_mongod: EmbeddedMongod) -> None:
         assert body["data"] is None
 
         body, seconds = graphql(server, MUTATION)
+        timings["graphql_mutation"] = seconds
         assert seconds < FAST
         assert [e["extensions"]["code"] for e in body["errors"]] == ["DATABASE_UNAVAILABLE"]
         assert body["data"] is None
 
         response, seconds = timed_get(server, "/agent-tasks/a1")
+        timings["rest_get"] = seconds
         assert seconds < FAST
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
@@ -90,9 +94,11 @@ def test_mongod_down_then_back(own_mongod: EmbeddedMongod) -> None:
 
         # Liveness never waits for MongoDB; readiness says no, in JSON, within its 0.5 s (and some slack).
         response, seconds = timed_get(server, "/healthz")
+        timings["healthz"] = seconds
         assert response.status_code == 200 and response.json()["status"] == "ok"
         assert seconds < 2
         response, seconds = timed_get(server, "/readyz")
+        timings["readyz"] = seconds
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "database_unavailable"
         assert seconds < 3
@@ -104,11 +110,15 @@ def test_mongod_down_then_back(own_mongod: EmbeddedMongod) -> None:
         assert "WARNING agent_tasks.graphql: DATABASE_UNAVAILABLE" in logged, logged
         assert "GET /agent-tasks/a1: database_unavailable" in logged, logged
 
+        restarted = time.monotonic()
         own_mongod.start()
         deadline = time.monotonic() + 60
         while timed_get(server, "/readyz")[0].status_code != 200:
             assert time.monotonic() < deadline, "not ready again within 60 s of mongod's restart"
             time.sleep(0.2)
+        timings["ready_after_restart"] = time.monotonic() - restarted
+        print(f"\nseconds to answer with mongod down: {timings}")
+        record_property("unavailable_timings", timings)
         body, _ = graphql(server, MUTATION)
         assert body["data"]["r"]["__typename"] == "AgentTaskSuccess", body
         body, _ = graphql(server, QUERY)

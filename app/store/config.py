@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 
 import pymongo
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
 from app.store.collections import SERVER_CONFIG
 from app.store.types import BACKGROUND, Db
@@ -29,9 +30,16 @@ async def shared_secret(db: Db, name: str) -> bytes:
 
 
 async def ping(db: Db, seconds: float | None = None) -> None:
-    """Raise unless MongoDB (the primary) answers within `seconds` (the readiness check)."""
-    with pymongo.timeout(seconds):
-        await db.command("ping")
+    """Raise unless MongoDB (the primary) answers within `seconds` (the readiness check).
+
+    The asyncio deadline is the hard bound: PyMongo's own can run over it by a retry (a ping on a
+    connection that just broke is retried, and took twice `seconds` in all)."""
+    try:
+        async with asyncio.timeout(seconds):
+            with pymongo.timeout(seconds):
+                await db.command("ping")
+    except TimeoutError as exc:
+        raise ServerSelectionTimeoutError(f"MongoDB did not answer a ping within {seconds:g} s") from exc
 
 
 async def take_lease(db: Db, name: str, owner: str, seconds: float) -> bool:
