@@ -18,7 +18,8 @@ from pymongo.errors import (
 )
 
 from app.settings import Settings
-from app.store.failures import TIMEOUT, UNAVAILABLE, classify
+from app.store.failures import TIMEOUT, UNAVAILABLE, classify, filter_time_limit
+from app.store.filters import FilterError
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import mutation, task
 
@@ -91,3 +92,10 @@ def test_classify(exc: BaseException, expected: Any) -> None:
     wrapped = RuntimeError("while doing something")
     wrapped.__cause__ = exc
     assert classify(wrapped) == expected
+
+
+async def test_mongodb_refusing_a_filter_is_a_filter_error(db: Any) -> None:
+    """The safety net behind the validator: MongoDB's own refusal becomes BAD_FILTER / 400 quoting it."""
+    refused = pytest.raises(FilterError, match=r"^MongoDB refused the filter: Failed to parse \$size")
+    with refused, filter_time_limit(1000):
+        await db.states.find({"a": {"$size": 2**31}}).to_list()

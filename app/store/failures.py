@@ -146,8 +146,9 @@ def filter_time_limit(limit_ms: int | None) -> Iterator[None]:
     """Run the MongoDB calls of a query built from a client's filter within `limit_ms` (None: only the
     client's operation timeout). PyMongo sends what is left of it as `maxTimeMS`, so mongod stops the
     query rather than working on after the client gave up."""
+    deadline = contextlib.nullcontext() if limit_ms is None else pymongo.timeout(limit_ms / 1000)
     try:
-        with pymongo.timeout(None if limit_ms is None else limit_ms / 1000):
+        with deadline:
             yield
     except PyMongoError as exc:
         failure = classify(exc)
