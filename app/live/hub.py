@@ -504,14 +504,7 @@ class EventHub:
                     self._inbox.put_nowait(GAP)
                     gap = False
                 async with self._stream as stream:
-                    while stream.alive:
-                        # One getMore per call, each within the client's operation timeout: `async for`
-                        # would put the whole wait for the next change under one timeout, and so fail
-                        # (and reopen) after MONGODB_TIMEOUT_SECONDS without events.
-                        change = await stream.try_next()
-                        if change is None:
-                            self.resume_token = stream.resume_token or self.resume_token
-                            continue
+                    async for change in stream:
                         self.resume_token = stream.resume_token
                         if change["operationType"] == "insert":
                             event = change["fullDocument"]
