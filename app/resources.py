@@ -87,7 +87,21 @@ async def open_resources(
     if uri is None:
         embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
         uri = await asyncio.to_thread(embedded.start)
-    client = make_client(uri, listeners)
+    client = make_client(
+        uri,
+        listeners,
+        timeout_seconds=settings.mongodb_timeout_seconds,
+        server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
+    )
+    # The event hub has a client of its own, without the operation timeout: its change stream waits for
+    # events indefinitely by design, and cancelling (at shutdown) a change stream's getMore that runs
+    # under `timeoutMS` could hang in PyMongo 4.20's async network layer (the tests caught `stop()`
+    # never returning). Its loops retry on failure by themselves; server selection is still bounded.
+    hub_client = make_client(
+        uri,
+        listeners,
+        server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
+    )
     sweeper: ExpirySweeper | None = None
     hub: EventHub | None = None
     try:
@@ -99,7 +113,7 @@ async def open_resources(
             settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
         )
         hub = EventHub(
-            db,
+            hub_client[settings.mongodb_db],
             queue_size=settings.subscription_queue_size,
             orphan_grace_seconds=settings.event_orphan_grace_seconds,
             settle_seconds=settings.event_settle_seconds,
@@ -132,6 +146,7 @@ async def open_resources(
             await sweeper.stop()
         if hub is not None:
             await hub.stop()
+        await hub_client.close()
         await client.close()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

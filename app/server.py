@@ -32,6 +32,7 @@ from app.resources import AppState, open_resources
 from app.rest import rest_routes
 from app.settings import Settings
 from app.store.config import ping
+from app.store.failures import classify, describe
 from app.web import graphiql_page, web_routes
 
 logger = logging.getLogger("agent_tasks")
@@ -55,9 +56,9 @@ class AgentTasksGraphQL(GraphQLOverHTTP):
 
 
 async def health(request: Request) -> JSONResponse:
-    """Liveness and readiness: 200 once MongoDB answers a ping; also how the live event hub is doing."""
+    """Liveness: 200 while the process serves HTTP, whatever MongoDB's state (it never calls MongoDB, so
+    it cannot hang in a failover), with how the live event hub is doing."""
     state: AppState = request.app.state.agent_tasks
-    await ping(state.store.db)
     hub = state.hub
     return JSONResponse(
         {
@@ -72,6 +73,31 @@ async def health(request: Request) -> JSONResponse:
             },
         }
     )
+
+
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 when MongoDB answers a ping within READINESS_TIMEOUT_SECONDS, else 503 (JSON)."""
+    state: AppState = request.app.state.agent_tasks
+    seconds = state.settings.readiness_timeout_seconds
+    try:
+        await ping(state.store.db, seconds)
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        logger.warning("not ready: %s (%s)", failure.rest_code, describe(exc))
+        return JSONResponse(
+            {
+                "status": "unavailable",
+                "error": {
+                    "code": "database_unavailable",
+                    "message": f"MongoDB did not answer a ping within {seconds:g} s.",
+                },
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    return JSONResponse({"status": "ready"})
 
 
 def create_app(
@@ -107,6 +133,7 @@ def create_app(
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", health),
             metrics_route(),
+            Route("/readyz", ready),
             # Seed 002's REST API and its OpenAPI document, over the same store and services.
             *rest_routes(),
             # The landing page, the OpenAPI viewer (/docs) and the browser pages' vendored assets.

@@ -32,6 +32,26 @@ class Settings(BaseSettings):
         description="How long start-up waits for MongoDB (a writable primary) to answer before giving up.",
     )
     mongodb_db: str = Field(default="agent_tasks", description="Database name.")
+    mongodb_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Longest one MongoDB operation may take (PyMongo's `timeoutMS`), a transaction with its"
+        " retries included; past it the request fails with DATABASE_TIMEOUT (REST 504).",
+    )
+    mongodb_server_selection_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="How long an operation waits for a usable MongoDB server (`serverSelectionTimeoutMS`);"
+        " past it the request fails with DATABASE_UNAVAILABLE (REST 503).",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How long `/readyz` waits for MongoDB to answer a ping before answering 503.",
+    )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port.")
     data_dir: Path = Field(default=Path(".data"), description="Where the embedded mongod keeps its data.")
@@ -52,6 +72,13 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, ge=1, description="Page size when `first` is not given.")
     max_filter_depth: int = Field(default=6, ge=1, description="Deepest nesting a `filter` may have.")
     max_filter_nodes: int = Field(default=200, ge=1, description="Most keys and values a `filter` may hold.")
+    filter_max_time_ms: int = Field(
+        default=2000,
+        ge=1,
+        le=600_000,
+        description="MongoDB time (`maxTimeMS`) a query with a client's `filter` may take, page and count"
+        " each; past it the request fails with FILTER_TOO_SLOW (REST 400 `filter_too_slow`).",
+    )
     cursor_secret: str | None = Field(
         default=None,
         description="Key that signs pagination cursors. Unset: one is generated once and kept in the"

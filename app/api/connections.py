@@ -19,6 +19,7 @@ from app.api.types.convert import from_doc
 from app.api.types.enums import SortDirection
 from app.store.collections import CollectionSpec
 from app.store.cursors import CursorError, SortSpec
+from app.store.failures import FilterTooSlow
 from app.store.filters import FilterError, FilterLimits, compile_filter
 from app.store.repository import Page
 
@@ -66,10 +67,22 @@ class Connection(Generic[T]):
     page_info: PageInfo = strawberry.field(description="Pagination information.")
     spec: strawberry.Private[CollectionSpec]
     query: strawberry.Private[Mapping[str, Any]]
+    #: FILTER_MAX_TIME_MS when the client sent a `filter`, else None.
+    time_limit_ms: strawberry.Private[int | None] = None
 
     @strawberry.field(description="How many items the whole list holds (all pages).")
     async def total_count(self, info: strawberry.Info) -> int:
-        return await info.context.store.count(self.spec, self.query)
+        try:
+            return await info.context.store.count(self.spec, self.query, self.time_limit_ms)
+        except (FilterTooSlow, FilterError) as exc:
+            raise filter_refused(exc) from exc
+
+
+def filter_refused(exc: FilterTooSlow | FilterError) -> UserInputError:
+    """The GraphQL error for a filter MongoDB stopped (too slow) or refused."""
+    if isinstance(exc, FilterTooSlow):
+        return UserInputError(f"{str(exc)[0].upper()}{str(exc)[1:]}.", "FILTER_TOO_SLOW")
+    return UserInputError(str(exc), "BAD_FILTER")
 
 
 def _plain(value: Any) -> Any:
@@ -106,10 +119,13 @@ async def list_page(
     field = order.field.value if order is not None else spec.sort_fields[0]
     direction = -1 if order is not None and order.direction is SortDirection.DESC else 1
     sort = SortSpec(spec.storage_path(field), direction)
+    time_limit_ms = settings.filter_max_time_ms if user else None
     try:
-        page: Page = await info.context.store.find_page(spec, query, sort, size, after)
+        page: Page = await info.context.store.find_page(spec, query, sort, size, after, time_limit_ms)
     except CursorError as exc:
         raise UserInputError(str(exc), "BAD_CURSOR") from exc
+    except (FilterTooSlow, FilterError) as exc:
+        raise filter_refused(exc) from exc
     edges = [
         Edge(cursor=cursor, node=from_doc(cls, spec, doc))
         for doc, cursor in zip(page.docs, page.cursors, strict=True)
@@ -124,4 +140,5 @@ async def list_page(
         ),
         spec=spec,
         query=query,
+        time_limit_ms=time_limit_ms,
     )

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+from graphql import ExecutionResult, GraphQLError
+from pymongo.errors import PyMongoError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from app.api.loaders import Loaders
 from app.resources import AppState
 from app.settings import Settings
+from app.store.failures import require_database
 from app.store.repository import Store
 
 
@@ -52,4 +56,26 @@ class ContextPerOperation(SchemaExtension):
         context = self.execution_context.context
         if isinstance(context, Context) and isinstance(context.request, WebSocket):
             self.execution_context.context = dataclasses.replace(context)  # `__post_init__`: new loaders
+        yield
+
+
+class DatabaseGate(SchemaExtension):
+    """Before a query or mutation runs, make sure MongoDB is reachable (`require_database`): while it is
+    down the operation answers DATABASE_UNAVAILABLE within the server selection timeout instead of each
+    of its resolvers waiting out MONGODB_TIMEOUT_SECONDS. Subscriptions are left alone: they wait for the
+    event hub, which reconnects on its own."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if (
+            isinstance(context, Context)
+            and self.execution_context.operation_type is not OperationType.SUBSCRIPTION
+        ):
+            app = context.app
+            try:
+                await require_database(app.store.db, app.settings.mongodb_server_selection_timeout_seconds)
+            except PyMongoError as exc:
+                # Set before execution: Strawberry then skips it and answers this (masked into its code).
+                error = GraphQLError(str(exc), original_error=exc)
+                self.execution_context.result = ExecutionResult(data=None, errors=[error])
         yield

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
-    MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -14,8 +16,8 @@ from strawberry.extensions import (
 )
 
 from app.api.analytics import AnalyticsQuery
-from app.api.context import ContextPerOperation
-from app.api.errors import should_mask_error
+from app.api.context import ContextPerOperation, DatabaseGate
+from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
 from app.api.event_queries import EventQuery
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
@@ -42,6 +44,13 @@ class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMut
     pass
 
 
+class AgentTasksSchema(strawberry.Schema):
+    """The schema, logging database failures as one line each instead of Strawberry's traceback."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        super().process_errors([e for e in errors if not log_database_error(e)], execution_context)
+
+
 def build_schema(
     max_query_depth: int = 12, max_aliases: int = 50, max_tokens: int = 20_000
 ) -> strawberry.Schema:
@@ -57,18 +66,19 @@ def build_schema(
         *QueryDepthLimiter(max_depth=max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
-    return strawberry.Schema(
+    return AgentTasksSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
             ContextPerOperation,
+            DatabaseGate,
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: ParserCache(maxsize=CACHE_SIZE),
             lambda: AddValidationRules(limit_rules),
             lambda: ValidationCache(maxsize=CACHE_SIZE),
-            lambda: MaskErrors(should_mask_error=should_mask_error),
+            lambda: MaskUnexpectedErrors(should_mask_error=should_mask_error),
         ],
     )
 

@@ -37,6 +37,7 @@ from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, NotFound, Refused
 from app.lifecycle.transitions import Action, Lifecycle
 from app.store import states as state_store
+from app.store.failures import classify, describe
 
 logger = logging.getLogger("agent_tasks.expiry")
 
@@ -165,6 +166,9 @@ class ExpirySweeper:
                 lapsed = await self.sweep_leases()
                 if lapsed:
                     logger.info("lapsed %d lease(s): %s", len(lapsed), ", ".join(map(str, lapsed)))
-            except Exception:
-                logger.exception("expiry sweep failed; retrying in %s s", self.interval)
+            except Exception as exc:
+                if classify(exc) is None:
+                    logger.exception("expiry sweep failed; retrying in %s s", self.interval)
+                else:  # MongoDB down or slow: expected now and then, one line each time
+                    logger.warning("expiry sweep failed (%s); retrying in %s s", describe(exc), self.interval)
             await asyncio.sleep(self.interval)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pymongo
 from pymongo import AsyncMongoClient
-from pymongo.errors import ConfigurationError, ExecutionTimeout, OperationFailure, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    ConfigurationError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 from pymongo.monitoring import CommandListener
 
 
@@ -16,10 +26,29 @@ class MongoUnavailable(RuntimeError):
     """MongoDB cannot be used by this server; the message says why and what to do, in one sentence."""
 
 
-def make_client(uri: str, listeners: Sequence[CommandListener] = ()) -> AsyncMongoClient[dict[str, Any]]:
+def make_client(
+    uri: str,
+    listeners: Sequence[CommandListener] = (),
+    *,
+    timeout_seconds: float | None = None,
+    server_selection_timeout_seconds: float | None = None,
+) -> AsyncMongoClient[dict[str, Any]]:
     """A client that returns timezone-aware datetimes (so the API always answers in UTC with an offset).
 
+    `timeout_seconds` is PyMongo's client-side operation timeout (`timeoutMS`): every operation, its
+    server selection, connection checkout and round trips included, ends within it, and each command
+    carries the `maxTimeMS` left, so mongod stops working on it too. `server_selection_timeout_seconds`
+    bounds the wait for a usable server (PyMongo's default is 30 s), so an unreachable MongoDB fails a
+    request in that time. Options given in the URI win over these.
+
     Raises `MongoUnavailable` when the URI itself is unusable (not a MongoDB URI, an unknown option…)."""
+    options: dict[str, Any] = {}
+    if timeout_seconds is not None:
+        options["timeoutMS"] = round(timeout_seconds * 1000)
+    if server_selection_timeout_seconds is not None:
+        options["serverSelectionTimeoutMS"] = round(server_selection_timeout_seconds * 1000)
+    # Read without resolving anything (parse_uri would look a mongodb+srv:// name up in DNS).
+    uri_options = {key.lower() for key in parse_qs(urlsplit(uri).query)}
     try:
         return AsyncMongoClient(
             uri,
@@ -27,6 +56,7 @@ def make_client(uri: str, listeners: Sequence[CommandListener] = ()) -> AsyncMon
             uuidRepresentation="standard",
             event_listeners=list(listeners),
             appname="agent-tasks",
+            **{key: value for key, value in options.items() if key.lower() not in uri_options},
         )
     except ConfigurationError as exc:
         raise MongoUnavailable(
@@ -41,9 +71,18 @@ async def check_deployment(client: AsyncMongoClient[dict[str, Any]], seconds: fl
 
     Raises `MongoUnavailable` with one sentence saying what to do, instead of the driver's traceback later
     (the driver alone would wait 30 s for each operation and then fail somewhere inside start-up)."""
+    deadline = time.monotonic() + seconds
     try:
-        with pymongo.timeout(seconds):
-            hello = await client.admin.command("hello")
+        while True:
+            try:
+                with pymongo.timeout(max(deadline - time.monotonic(), 0.001)):
+                    hello = await client.admin.command("hello")
+                break
+            except (ServerSelectionTimeoutError, AutoReconnect):
+                # Server selection gives up after its own (shorter) timeout: try again until ours ends.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
     except ExecutionTimeout as exc:  # connected, but `hello` itself ran out of time
         raise _no_answer(client, exc, seconds) from exc
     except OperationFailure as exc:  # it answered, but refused (authentication, authorization…)

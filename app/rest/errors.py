@@ -13,8 +13,12 @@ bodies and parameters (`ApiError`) are all mapped here, so a status code is deci
 | `FilterError` | 400 | `bad_filter` |
 | `CursorError` | 400 | `bad_cursor` |
 | `ApiError` | its own | its own (`bad_json`, `unknown_field`, `page_size_out_of_range`, …) |
+| `FilterTooSlow` | 400 | `filter_too_slow` |
+| MongoDB unreachable (`failures.classify`) | 503, `Retry-After` | `database_unavailable` |
+| a MongoDB operation out of time | 504 | `database_timeout` |
 
-Anything else is logged and answered 500 `internal`, without internals.
+The last two are logged as one WARNING line, without a traceback. Anything else is logged and answered
+500 `internal`, without internals.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from starlette.responses import Response
 from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused, ServiceError
 from app.rest.documents import RestJSONResponse
 from app.store.cursors import CursorError
+from app.store.failures import FilterTooSlow, classify, describe, require_database
 from app.store.filters import FilterError
 
 logger = logging.getLogger("agent_tasks.rest")
@@ -49,8 +54,13 @@ ERROR_CODES: dict[str, int] = {
     "payload_too_large": 413,
     "invalid": 422,
     "unknown_field": 422,
+    "filter_too_slow": 400,
     "internal": 500,
+    "database_unavailable": 503,
+    "database_timeout": 504,
 }
+#: Seconds a client is asked to wait (`Retry-After`) before retrying when the database is unavailable.
+RETRY_AFTER_SECONDS = 1
 
 
 class ApiError(Exception):
@@ -94,12 +104,20 @@ def as_api_error(exc: Exception) -> ApiError | None:
         return ApiError("bad_filter", str(exc), field=exc.path)
     if isinstance(exc, CursorError):
         return ApiError("bad_cursor", str(exc), field="after")
+    if isinstance(exc, FilterTooSlow):
+        return ApiError("filter_too_slow", str(exc), limit_ms=exc.limit_ms)
+    failure = classify(exc)
+    if failure is not None:
+        return ApiError(failure.rest_code, failure.message)
     return None
 
 
 def error_response(error: ApiError) -> Response:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status == 503 else None
     return RestJSONResponse(
-        {"error": {"code": error.code, "message": error.message, **error.extra}}, status_code=error.status
+        {"error": {"code": error.code, "message": error.message, **error.extra}},
+        status_code=error.status,
+        headers=headers,
     )
 
 
@@ -109,9 +127,13 @@ def json_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         try:
+            state = request.app.state.agent_tasks  # fail fast while MongoDB is down (`require_database`)
+            await require_database(state.store.db, state.settings.mongodb_server_selection_timeout_seconds)
             return await handler(request)
         except Exception as exc:
             error = as_api_error(exc)
+            if error is not None and error.status >= 500:  # the database's state, not a bug: one line
+                logger.warning("%s %s: %s (%s)", request.method, request.url.path, error.code, describe(exc))
             if error is None:
                 logger.exception("unexpected error in %s %s", request.method, request.url.path)
                 error = ApiError("internal", "Unexpected error.")

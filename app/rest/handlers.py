@@ -142,8 +142,9 @@ def query_handler(entity: Entity) -> Endpoint:
         # The seed sends the filter as the whole body; an empty body means "everything".
         limits = FilterLimits(max_depth=settings.max_filter_depth, max_nodes=settings.max_filter_nodes)
         mongo_filter = compile_filter(spec, await read_json(request), limits)
-        page = await state.store.find_page(spec, mongo_filter, sort, limit, after)
-        total = await state.store.count(spec, mongo_filter)
+        time_limit_ms = settings.filter_max_time_ms if mongo_filter else None
+        page = await state.store.find_page(spec, mongo_filter, sort, limit, after, time_limit_ms)
+        total = await state.store.count(spec, mongo_filter, time_limit_ms)
         return RestJSONResponse(
             {
                 "items": [to_seed_shape(spec, doc) for doc in page.docs],

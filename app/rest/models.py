@@ -362,6 +362,7 @@ ErrorDetail = _model(
         "current_version": _optional(int, "The stored version, when a compare-and-set failed."),
         "current_status": _optional(str, "The current status, when a transition was refused."),
         "details": _optional(list[dict[str, str]], "Every problem found in the body."),
+        "limit_ms": _optional(int, "The time limit a filter ran out of (`filter_too_slow`)."),
     },
 )
 ErrorResponse = _model(

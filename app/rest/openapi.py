@@ -33,6 +33,8 @@ _STATUS_TEXT = {
     413: "Body too large",
     422: "Invalid body or header",
     500: "Unexpected error",
+    503: "Database unavailable",
+    504: "Database timeout",
 }
 #: When each error code is answered (the `code` of the error body); a response lists the codes it can carry.
 _CODE_TEXT = {
@@ -57,6 +59,12 @@ _CODE_TEXT = {
     "invalid": "a body value of the wrong type or one the services refuse (an unknown dependency, a cycle,"
     " an id too long), or an `Idempotency-Key` too long or already used for another operation",
     "internal": "a bug; it is logged, and the answer says nothing more",
+    "filter_too_slow": "the filter ran in MongoDB longer than the server allows (FILTER_MAX_TIME_MS) and was"
+    " stopped; `limit_ms` says the limit",
+    "database_unavailable": "MongoDB cannot be reached (or has no primary) right now; nothing was done;"
+    " retry after `Retry-After` seconds",
+    "database_timeout": "MongoDB did not finish the operation within MONGODB_TIMEOUT_SECONDS; a write may or"
+    " may not have been applied (retry with the same Idempotency-Key)",
 }
 _SEED_FILTERS = {
     "meta-tasks": {"meta_workflow_id": "mw1"},
@@ -207,7 +215,14 @@ def _error_response(status: int, codes: list[str], error_ref: dict[str, Any]) ->
     """An error answer: the error body, narrowed to the codes this route answers with at this status."""
     listed = "\n".join(f"- `{code}`: {_CODE_TEXT[code]}" for code in codes)
     narrowed = {"properties": {"error": {"properties": {"code": {"enum": codes}}}}}
-    return {"description": f"{_STATUS_TEXT[status]}.\n\n{listed}", **_json({"allOf": [error_ref, narrowed]})}
+    answer = {
+        "description": f"{_STATUS_TEXT[status]}.\n\n{listed}",
+        **_json({"allOf": [error_ref, narrowed]}),
+    }
+    if status == 503:
+        retry = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+        answer["headers"] = {"Retry-After": retry}
+    return answer
 
 
 def _operation(route: RestRoute, settings: Settings, refs: dict[tuple[str, str], dict[str, Any]]) -> Any:

@@ -32,7 +32,8 @@ class Operation:
     success: int
     summary: str
     kinds: frozenset[Kind] = _ALL
-    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `internal` (500) is added to all.
+    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `internal` (500) and the
+    #: database's `database_unavailable` (503) and `database_timeout` (504) are added to all.
     errors: tuple[str, ...] = ()
 
 
@@ -60,6 +61,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "bad_parameter",
             "page_size_out_of_range",
             "payload_too_large",
+            "filter_too_slow",
         ),
     ),
     Operation(
@@ -100,11 +102,11 @@ class RestRoute:
 
     @property
     def error_codes(self) -> tuple[str, ...]:
-        """Every error code this route can answer with, `internal` last."""
+        """Every error code this route can answer with, the server-side ones last."""
         codes = self.operation.errors
         if self.operation.name == "delete" and self.entity.kind is not Kind.TASK:
             codes = tuple(c for c in codes if c != "bad_parameter")  # only tasks take `cascade`
-        return (*codes, "internal")
+        return (*codes, "internal", "database_unavailable", "database_timeout")
 
 
 ROUTES: tuple[RestRoute, ...] = tuple(

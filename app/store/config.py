@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 
+import pymongo
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
 from app.store.collections import SERVER_CONFIG
 from app.store.types import BACKGROUND, Db
@@ -27,9 +29,17 @@ async def shared_secret(db: Db, name: str) -> bytes:
     return bytes.fromhex(doc["value"])
 
 
-async def ping(db: Db) -> None:
-    """Raise unless MongoDB answers (the health check)."""
-    await db.command("ping")
+async def ping(db: Db, seconds: float | None = None) -> None:
+    """Raise unless MongoDB (the primary) answers within `seconds` (the readiness check).
+
+    The asyncio deadline is the hard bound: PyMongo's own can run over it by a retry (a ping on a
+    connection that just broke is retried, and took twice `seconds` in all)."""
+    try:
+        async with asyncio.timeout(seconds):
+            with pymongo.timeout(seconds):
+                await db.command("ping")
+    except TimeoutError as exc:
+        raise ServerSelectionTimeoutError(f"MongoDB did not answer a ping within {seconds:g} s") from exc
 
 
 async def take_lease(db: Db, name: str, owner: str, seconds: float) -> bool:

@@ -7,7 +7,9 @@ checks it against the collection's `CollectionSpec` and returns a fresh, safe Mo
 * nothing that runs JavaScript or aggregation expressions (`$where`, `$function`, `$accumulator`, `$expr`)
   and no other unknown `$`-key, anywhere in the document, literals included;
 * values typed as the field expects (ISO-8601 strings on timestamp fields become UTC `datetime`s);
-* bounded size, depth, `$in` lists and regular expressions, checked before anything else.
+* bounded size, depth, `$in` lists and regular expressions, checked before anything else;
+* regular expressions checked as MongoDB compiles them (PCRE) and without nested quantifiers
+  (`app.store.regexes`), and numbers within the range MongoDB takes for their operator (`$size`: int32).
 
 Every refusal is a `FilterError` whose text is one sentence naming the problem and where it is, as a path
 like `filter.status.$in[2]`.
@@ -17,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from app.store.collections import CollectionSpec, FieldKind
+from app.store.regexes import check_regex
 
 __all__ = ["FilterError", "FilterLimits", "compile_filter", "parse_filter_json"]
 
@@ -59,7 +61,7 @@ _FIELD_OPERATORS = frozenset(
     }
 )  # fmt: skip
 _COMPARISONS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
-_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_REGEX_FLAGS = frozenset("imsx")
 _TYPE_ALIASES = frozenset(
     {
         "double", "string", "object", "array", "binData", "undefined", "objectId", "bool", "date", "null",
@@ -69,6 +71,7 @@ _TYPE_ALIASES = frozenset(
 )  # fmt: skip
 _TYPE_CODES = frozenset({-1, 127, *range(1, 20)})
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT32_MAX = 2**31 - 1
 _KINDS_WITH_DOC_LITERALS = frozenset({FieldKind.JSON, FieldKind.OBJECT, FieldKind.OBJECT_LIST})
 _NUMBER_KINDS = frozenset({FieldKind.INT, FieldKind.FLOAT})
 
@@ -129,6 +132,7 @@ def _check_limits(raw: Any, limits: FilterLimits) -> None:
                     approx_bytes += len(key)
                     if key in _CODE_OPERATORS:
                         raise _code_operator_error(key, path)
+                    _check_text(key, path)
                 stack.append((item, depth, False, f"{path}.{key}"))
         elif isinstance(value, list):
             if in_list or depth == 0:
@@ -142,6 +146,7 @@ def _check_limits(raw: Any, limits: FilterLimits) -> None:
             nodes += 1
             if isinstance(value, str):
                 approx_bytes += len(value) + 2
+                _check_text(value, path)
             elif isinstance(value, int) and not isinstance(value, bool):
                 approx_bytes += value.bit_length() // 4 + 1
             else:
@@ -153,6 +158,14 @@ def _check_limits(raw: Any, limits: FilterLimits) -> None:
         raise _too_many_bytes(limits) from exc
     if len(encoded) > limits.max_bytes:
         raise _too_many_bytes(limits)
+
+
+def _check_text(text: str, path: str) -> None:
+    """Refuse a string MongoDB cannot store: JSON allows lone surrogates (`"\\ud800"`), UTF-8 does not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FilterError(f"strings must be valid Unicode (no lone surrogate) at {path}", path) from exc
 
 
 def _check_counts(nodes: int, approx_bytes: int, limits: FilterLimits) -> None:
@@ -265,9 +278,12 @@ class _Compiler:
                     )
                 out[op] = self.operators(field, kind, value, op_path)
             elif op == "$size":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise FilterError(f"$size expects a non-negative integer at {op_path}", op_path)
-                out[op] = _checked_int(value, op_path)
+                # MongoDB parses $size as a 32-bit int: 2147483648 is refused there, not matched.
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _INT32_MAX:
+                    raise FilterError(
+                        f"$size expects an integer from 0 to {_INT32_MAX} at {op_path}", op_path
+                    )
+                out[op] = value
             elif op == "$elemMatch":
                 out[op] = self._elem_match(field, kind, value, op_path)
             else:  # $type
@@ -288,14 +304,10 @@ class _Compiler:
             raise FilterError(
                 f"regular expression is longer than {self.limits.max_regex_length} characters at {path}", path
             )
-        flags = 0
-        if isinstance(options, str):
-            for char in options:
-                flags |= _REGEX_FLAGS.get(char, 0)
-        try:
-            re.compile(pattern, flags)
-        except (re.error, OverflowError, RecursionError, ValueError) as exc:
-            raise FilterError(f"invalid regular expression at {path}: {exc}", path) from exc
+        # As MongoDB runs it (PCRE, not Python's `re`), and without nested quantifiers (app.store.regexes).
+        problem = check_regex(pattern, options if isinstance(options, str) else "")
+        if problem is not None:
+            raise FilterError(f"invalid regular expression at {path}: {problem}", path)
         return pattern
 
     def _elem_match(self, field: str, kind: FieldKind, value: Any, path: str) -> dict[str, Any]:

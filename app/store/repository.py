@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from app.store.collections import CollectionSpec
 from app.store.cursors import CursorCodec, SortSpec, after_filter, cursor_payload, sort_keys
+from app.store.failures import filter_time_limit
 from app.store.types import Collection
 
 Document = dict[str, Any]
@@ -65,12 +66,14 @@ class Store:
         sort: SortSpec,
         first: int,
         after: str | None,
+        time_limit_ms: int | None = None,
     ) -> Page:
         """One page of documents matching `query` in `sort` order, after the cursor `after`.
 
         Keyset pagination (never skip): the cursor holds the last sort value and `_id`, so a page costs
         the same however deep the client has paged, and inserts between pages never shift results.
-        One extra document is read to know whether a next page exists.
+        One extra document is read to know whether a next page exists. With `time_limit_ms` (a query
+        holding a client's filter) running longer raises `FilterTooSlow` (see `failures`).
         """
         conditions: list[Mapping[str, Any]] = [query] if query else []
         if after is not None:
@@ -78,13 +81,14 @@ class Store:
         mongo_filter: Mapping[str, Any] = (
             {} if not conditions else conditions[0] if len(conditions) == 1 else {"$and": conditions}
         )
-        cursor = (
-            self.collection(spec)
-            .find(mongo_filter, batch_size=first + 1)
-            .sort(sort_keys(sort))
-            .limit(first + 1)
-        )
-        docs = [doc async for doc in cursor]
+        with filter_time_limit(time_limit_ms):
+            cursor = (
+                self.collection(spec)
+                .find(mongo_filter, batch_size=first + 1)
+                .sort(sort_keys(sort))
+                .limit(first + 1)
+            )
+            docs = [doc async for doc in cursor]
         has_next = len(docs) > first
         docs = docs[:first]
         return Page(
@@ -95,6 +99,10 @@ class Store:
             filter=query,
         )
 
-    async def count(self, spec: CollectionSpec, query: Mapping[str, Any]) -> int:
-        """How many documents match `query` (the whole list, not the page)."""
-        return await self.collection(spec).count_documents(dict(query))
+    async def count(
+        self, spec: CollectionSpec, query: Mapping[str, Any], time_limit_ms: int | None = None
+    ) -> int:
+        """How many documents match `query` (the whole list, not the page); `time_limit_ms` as in
+        `find_page`."""
+        with filter_time_limit(time_limit_ms):
+            return await self.collection(spec).count_documents(dict(query))

@@ -24,6 +24,7 @@ OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
+READY_PATH = "/readyz"
 
 
 def _csp(nonce: str | None) -> str:
@@ -113,8 +114,10 @@ It also serves seed 002's REST API over the same data.</p>
   <li><a href="{root}{DOCS_PATH}">REST API reference</a> — the OpenAPI document in Swagger UI.</li>
   <li><a href="{root}{OPENAPI_PATH}">OpenAPI document</a> — <code>{OPENAPI_PATH}</code>, for code
     generators and API tools.</li>
-  <li><a href="{root}{HEALTH_PATH}">Health</a> — <code>{HEALTH_PATH}</code>: 200 once MongoDB answers,
-    with the live event hub's counters.</li>
+  <li><a href="{root}{HEALTH_PATH}">Health</a> — <code>{HEALTH_PATH}</code>: liveness, 200 while the
+    server runs (it never waits for MongoDB), with the live event hub's counters.</li>
+  <li><a href="{root}{READY_PATH}">Readiness</a> — <code>{READY_PATH}</code>: 200 when MongoDB answers a
+    ping, 503 (JSON) within a second when it does not.</li>
   <li><a href="{root}{METRICS_PATH}">Metrics</a> — <code>{METRICS_PATH}</code>, Prometheus' text format:
     requests by route, method and status, with their durations; this process's subscriptions, WebSocket
     connections and event hub.</li>
