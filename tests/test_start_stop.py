@@ -89,7 +89,9 @@ def test_unreachable_mongodb_fails_within_the_startup_timeout(tmp_path: Path) ->
         tmp_path, {"MONGODB_URI": f"mongodb://127.0.0.1:{port}/", "MONGODB_STARTUP_TIMEOUT_SECONDS": "1"}
     )
     assert run.code == 1
-    assert 1 <= run.seconds < 8, run
+    # Well under the driver's own 30 s wait; the margin is for a loaded machine (interpreter start-up and
+    # imports alone took several seconds when the suite ran beside other work).
+    assert 1 <= run.seconds < 20, run
     line = one_line(run)
     assert "did not answer within 1 s" in line and f"127.0.0.1:{port}" in line
     assert "MONGODB_URI" in line and "MONGODB_STARTUP_TIMEOUT_SECONDS" in line
