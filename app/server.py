@@ -24,9 +24,9 @@ from starlette.websockets import WebSocket
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import Context
+from app.api.guards import QueryLimits
 from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
-from app.api.guards import QueryLimits
 from app.api.schema import build_schema
 from app.resources import AppState, open_resources
 from app.rest import rest_routes

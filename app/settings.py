@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     max_query_aliases: int = Field(default=50, ge=1, description="Most aliases one GraphQL document may use.")
     max_query_tokens: int = Field(default=20_000, ge=100, description="Longest GraphQL document, in tokens.")
     query_cost_max: int = Field(
-        default=50_000,
+        default=100_000,
         ge=1,
         description="Largest estimated GraphQL result (fields × list sizes) an operation may ask for.",
     )

@@ -59,7 +59,7 @@ MAX_COSTED_DEPTH = 64
 class QueryLimits:
     """The limits checked here (from `Settings`; the defaults are the settings' defaults)."""
 
-    cost_max: int = 50_000
+    cost_max: int = 100_000
     list_size: int = 20
     max_list_items: int = 1000
     default_page_size: int = 20
