@@ -18,6 +18,7 @@ from pymongo import MongoClient
 
 from app.api.guards import QueryLimits, check_request
 from app.api.schema import build_schema
+from app.api.types.fetch import PACE, paced
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
@@ -240,3 +241,28 @@ async def test_a_query_past_the_deadline_is_cancelled_and_a_mutation_is_not(
         assert (await db.agent_task_states.find_one({"_id": "t1"}))["status"] == "completed"
         # The server goes on answering.
         assert await gql.data("{ __typename }") == {"__typename": "Query"}
+
+
+async def test_paced_lists_give_the_event_loop_turns() -> None:
+    """A list resolver's items come through `paced`: another task runs between every PACE items."""
+    turns = 0
+    done = False
+
+    async def other_client() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_client())
+    await asyncio.sleep(0)
+    seen: list[tuple[int, int]] = []
+    async for item in paced(list(range(4 * PACE))):
+        seen.append((item, turns))
+    done = True
+    await ticker
+    # Items within one slice of PACE share a turn; each next slice comes after the other task ran.
+    slices = [{t for i, t in seen if i // PACE == k} for k in range(4)]
+    assert all(len(s) == 1 for s in slices)
+    assert [next(iter(s)) for s in slices] == sorted({next(iter(s)) for s in slices})
+    assert len({next(iter(s)) for s in slices}) == 4
