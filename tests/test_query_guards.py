@@ -235,6 +235,12 @@ async def test_a_query_past_the_deadline_is_cancelled_and_a_mutation_is_not(
         (error,) = body["errors"]
         assert error["extensions"] == {"code": "QUERY_TIMEOUT", "limit_seconds": 1e-6}
         assert error["message"].startswith("The query ran longer than 1e-06 s (QUERY_TIMEOUT_SECONDS)")
+        # It ran (and was cancelled): an execution result, 200 with `data: null` under either media type.
+        response = await http.post(
+            "/graphql", json={"query": "{ agentTasks { totalCount } }"}, headers={"Accept": GRJ}
+        )
+        assert response.status_code == 200 and response.json()["data"] is None
+        assert response.json()["errors"][0]["extensions"]["code"] == "QUERY_TIMEOUT"
         # A mutation answers what it did, whatever the deadline.
         done = await gql.data('mutation { completeTask(id: "t1") { __typename } }')
         assert done == {"completeTask": {"__typename": "TaskTransitionSuccess"}}
