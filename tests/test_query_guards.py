@@ -272,3 +272,22 @@ async def test_paced_lists_give_the_event_loop_turns() -> None:
     assert all(len(s) == 1 for s in slices)
     assert [next(iter(s)) for s in slices] == sorted({next(iter(s)) for s in slices})
     assert len({next(iter(s)) for s in slices}) == 4
+
+
+def test_fragments_spread_many_times_or_nested_deep_are_costed_without_blowing_up() -> None:
+    schema = build_schema()._schema
+    # Each fragment spreads the next twice: 2**40 spreads if walked naively; costed once per fragment.
+    chain = (
+        " ".join(f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(40))
+        + " fragment F40 on Query { agentTasks(first: 1) { totalCount } }"
+    )
+    error = check_request(schema, parse("{ ...F0 } " + chain), None, {}, QueryLimits())
+    assert error is not None and error.extensions is not None
+    assert error.extensions["code"] == "QUERY_TOO_COSTLY" and error.extensions["cost"] == 2**40 * (
+        1 + 1 + 101
+    )
+    # A chain of spreads deeper than the walk goes is refused, not walked (nor let through uncosted).
+    deep = " ".join(f"fragment D{i} on Query {{ ...D{i + 1} }}" for i in range(400))
+    deep += " fragment D400 on Query { __typename }"
+    error = check_request(schema, parse("{ ...D0 } " + deep), None, {}, QueryLimits())
+    assert error is not None and error.extensions == {"code": "QUERY_TOO_DEEP", "limit": 150}

@@ -51,8 +51,9 @@ from graphql import (
 )
 from graphql.pyutils import Undefined
 
-#: Selections deeper than this are not costed further (the depth limit refuses them in validation).
-MAX_COSTED_DEPTH = 64
+#: Deepest nesting of selections and fragment spreads costed; deeper is refused (`QUERY_TOO_DEEP`) rather
+#: than walked (the walk is recursive; the depth limit, 12 fields, refuses such documents anyway).
+MAX_NESTING = 150
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,10 @@ def check_request(
     )
     if operation is None:
         return None  # Strawberry answers an unknown operation name itself
-    values = _variable_values(operation, variables or {})
-    for name, value in (variables or {}).items():
+    if not isinstance(variables, Mapping):
+        variables = {}  # not an object: refused when the variables are coerced
+    values = _variable_values(operation, variables)
+    for name, value in variables.items():
         longest = _longest_list(value)
         if longest > limits.max_list_items:
             return refusal(
@@ -190,8 +193,14 @@ class _Estimator:
     def selection_cost(
         self, selection_set: SelectionSetNode, parent: Any, page: int | None, depth: int
     ) -> int:
-        if depth > MAX_COSTED_DEPTH:
-            return 0
+        if depth > MAX_NESTING:
+            raise _Refused(
+                refusal(
+                    f"Selections and fragments are nested more than {MAX_NESTING} deep.",
+                    "QUERY_TOO_DEEP",
+                    limit=MAX_NESTING,
+                )
+            )
         total = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
@@ -199,9 +208,9 @@ class _Estimator:
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 target = self.schema.get_type(condition.name.value) if condition else parent
-                total += self.selection_cost(selection.selection_set, target or parent, page, depth)
+                total += self.selection_cost(selection.selection_set, target or parent, page, depth + 1)
             elif isinstance(selection, FragmentSpreadNode):
-                total += self.spread_cost(selection.name.value, page, depth)
+                total += self.spread_cost(selection.name.value, page, depth + 1)
         return total
 
     def spread_cost(self, name: str, page: int | None, depth: int) -> int:
