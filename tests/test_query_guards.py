@@ -173,7 +173,9 @@ def test_long_list_variables_and_literals_are_refused(server: ServerProcess) -> 
     assert error["extensions"]["code"] == "LIST_TOO_LONG" and "`status`" in error["message"]
 
 
-async def test_a_bad_page_size_in_a_mutation_is_refused_before_it_writes(gql: GraphQLClient, db: Any) -> None:
+async def test_a_bad_page_size_in_a_mutation_is_refused_before_it_writes(
+    gql: GraphQLClient, db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     await db.agent_task_states.insert_one(task("t1", "in_progress"))
     before = await snapshot(db)
     for first, variables in (("-1", {}), ("$n", {"n": 101})):
@@ -188,6 +190,7 @@ async def test_a_bad_page_size_in_a_mutation_is_refused_before_it_writes(gql: Gr
         assert error["message"] == f"`first` must be between 0 and 100, got {-1 if first == '-1' else 101}."
         assert "path" not in error or error["path"] is None
     assert await snapshot(db) == before
+    assert not any(record.exc_info for record in caplog.records)  # a client's mistake: no traceback
 
 
 def test_several_operations_need_an_operation_name_over_http(server: ServerProcess) -> None:
