@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import Context
+from app.api.guards import QueryLimits
 from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.schema import build_schema
@@ -107,7 +108,19 @@ def create_app(
     caller opened, as `agent-tasks serve` does to report start-up failures itself) the lifespan only
     hands it to the routes, and the caller closes it."""
     graphql_app = AgentTasksGraphQL(
-        build_schema(settings.max_query_depth, settings.max_query_aliases, settings.max_query_tokens),
+        build_schema(
+            settings.max_query_depth,
+            settings.max_query_aliases,
+            settings.max_query_tokens,
+            QueryLimits(
+                cost_max=settings.query_cost_max,
+                list_size=settings.query_cost_list_size,
+                max_list_items=settings.max_list_items,
+                default_page_size=settings.default_page_size,
+                max_page_size=settings.max_page_size,
+            ),
+            settings.query_timeout_seconds,
+        ),
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,

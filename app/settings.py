@@ -90,6 +90,20 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=1, description="Deepest GraphQL selection a query may have.")
     max_query_aliases: int = Field(default=50, ge=1, description="Most aliases one GraphQL document may use.")
     max_query_tokens: int = Field(default=20_000, ge=100, description="Longest GraphQL document, in tokens.")
+    query_cost_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="Largest estimated GraphQL result (fields × list sizes) an operation may ask for.",
+    )
+    query_cost_list_size: int = Field(
+        default=20, ge=1, description="Items a list with no `first` (e.g. `subTasks`) is assumed to hold."
+    )
+    query_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a GraphQL query may run before it is cancelled."
+    )
+    max_list_items: int = Field(
+        default=1000, ge=1, description="Most items a list in a GraphQL argument or variable may hold."
+    )
     subscription_queue_size: int = Field(
         default=1000,
         ge=1,

@@ -185,11 +185,31 @@ def test_under_application_json_graphql_errors_stay_200_with_null_data(
 def test_an_error_during_execution_is_a_200_under_both_media_types(plain_server: ServerProcess) -> None:
     """A field error that nulls the whole `data` still executed: 200, with `data` and the error's path."""
     for accept in (GRJ, JSON):
-        response = post(plain_server, {"query": "{ behaviorTasks(first: 100000) { totalCount } }"}, accept)
+        response = post(plain_server, {"query": '{ behaviorTasks(after: "nope") { totalCount } }'}, accept)
         assert response.status_code == 200, response.text
         answer = response.json()
         assert "data" in answer and answer["errors"][0]["path"] == ["behaviorTasks"]
-        assert answer["errors"][0]["extensions"]["code"] == "PAGE_SIZE_OUT_OF_RANGE"
+        assert answer["errors"][0]["extensions"]["code"] == "BAD_CURSOR"
+
+
+def test_an_argument_out_of_its_bounds_is_a_request_error(plain_server: ServerProcess) -> None:
+    """Page sizes are checked before execution (a mutation must not write and then fail): a 400."""
+    response = post(plain_server, {"query": "{ behaviorTasks(first: 100000) { totalCount } }"}, GRJ)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "errors": [
+            {
+                "message": "`first` must be between 0 and 100, got 100000.",
+                "extensions": {
+                    "code": "PAGE_SIZE_OUT_OF_RANGE",
+                    "argument": "first",
+                    "value": 100000,
+                    "min": 0,
+                    "max": 100,
+                },
+            }
+        ]
+    }
 
 
 def test_a_body_that_is_not_json_is_a_400_graphql_error(plain_server: ServerProcess) -> None:

@@ -136,7 +136,7 @@ async def test_events_arrive_in_commit_order_with_filters(server: ServerProcess)
 async def test_resume_after_a_disconnect_gets_exactly_what_was_missed(server: ServerProcess) -> None:
     wid = await create_workflow(server.url)
     ws = await GraphQLWebSocket.open(server.url)
-    await ws.subscribe(WATCH, {"workflowId": wid})  # no cursor: the whole history first
+    await ws.subscribe(WATCH, {"workflowId": wid}, "WorkflowEvents")  # no cursor: the whole history first
     history = [(await ws.next())["taskEvents"] for _ in range(3)]
     assert [e["type"] for e in history] == ["TASK_CREATED"] * 3
     await transition(server.url, "startTask", f"{wid}_s1")
@@ -156,7 +156,7 @@ async def test_resume_after_a_disconnect_gets_exactly_what_was_missed(server: Se
     assert len(missed) == 2
 
     ws = await GraphQLWebSocket.open(server.url)  # ...and comes back with its last cursor
-    await ws.subscribe(WATCH, {"workflowId": wid, "after": last_seen["cursor"]})
+    await ws.subscribe(WATCH, {"workflowId": wid, "after": last_seen["cursor"]}, "WorkflowEvents")
     replayed = [(await ws.next())["taskEvents"] for _ in missed]
     assert [e["cursor"] for e in replayed] == [e["cursor"] for e in missed]
     assert replayed[0]["progress"] == 0.3 and replayed[1]["toolName"] == "search"
@@ -193,7 +193,7 @@ async def test_bad_cursor_is_refused(server: ServerProcess) -> None:
 async def test_task_states_with_nested_fields_and_progress(server: ServerProcess) -> None:
     wid = await create_workflow(server.url)
     ws = await GraphQLWebSocket.open(server.url)
-    await ws.subscribe(WATCH, {"workflowId": wid})  # the document holds three operations: pick by name
+    await ws.subscribe(WATCH, {"workflowId": wid}, "WorkflowEvents")  # three operations: pick by name
     await ws.close()
 
     states = await GraphQLWebSocket.open(server.url)

@@ -42,13 +42,16 @@ class GraphQLWebSocket:
             if message["type"] == "ping":
                 await self.send({"type": "pong"})
 
-    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+    async def subscribe(
+        self, query: str, variables: dict[str, Any] | None = None, operation_name: str | None = None
+    ) -> str:
         self.counter += 1
         op_id = str(self.counter)
         kind = "subscribe" if self.protocol == "graphql-transport-ws" else "start"
-        await self.send(
-            {"id": op_id, "type": kind, "payload": {"query": query, "variables": variables or {}}}
-        )
+        payload: dict[str, Any] = {"query": query, "variables": variables or {}}
+        if operation_name is not None:
+            payload["operationName"] = operation_name
+        await self.send({"id": op_id, "type": kind, "payload": payload})
         return op_id
 
     async def next(self, wait: float = 10) -> dict[str, Any]:

@@ -113,6 +113,8 @@ def request_error_status(result: ExecutionResult) -> int | None:
         return None
     if any(error.path is not None for error in result.errors):
         return None
+    if any((error.extensions or {}).get("code") == "QUERY_TIMEOUT" for error in result.errors):
+        return None  # the query ran and was cancelled at its deadline: an execution result
     if all(error.message == _UNEXPECTED for error in result.errors):
         return 500
     return 400

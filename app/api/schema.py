@@ -1,7 +1,9 @@
-"""Assembling the Strawberry schema: root types, extensions (depth limit, error masking), SDL export."""
+"""Assembling the Strawberry schema: root types, extensions (limits, error masking), SDL export."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import strawberry
@@ -14,11 +16,14 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from app.api.analytics import AnalyticsQuery
 from app.api.context import ContextPerOperation, DatabaseGate
 from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
 from app.api.event_queries import EventQuery
+from app.api.guards import QueryLimits, check_request, refusal
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
@@ -44,15 +49,65 @@ class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMut
     pass
 
 
+class GuardedValidation(ValidationCache):
+    """`guards.check_request` (per request: it reads the variables), then the cached validation. The
+    checks run first so that a document they refuse is never handed to graphql-core's validation."""
+
+    def __init__(self, limits: QueryLimits, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self.limits = limits
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        assert context.graphql_document is not None
+        error = check_request(
+            context.schema._schema,
+            context.graphql_document,
+            # As the client sent it: `operation_name` falls back on the first operation's name.
+            context._provided_operation_name,
+            context.variables,
+            self.limits,
+        )
+        if error is None:
+            yield from super().on_validate()
+        else:
+            context.pre_execution_errors = [error]
+            yield
+
+
 class AgentTasksSchema(strawberry.Schema):
-    """The schema, logging database failures as one line each instead of Strawberry's traceback."""
+    """The schema with an execution deadline: a query still running after `timeout_seconds` is cancelled
+    and answers `QUERY_TIMEOUT`. Mutations are not cancelled: they answer what they did (a write
+    cancelled halfway would leave the client unsure whether it happened); subscriptions run on."""
+
+    timeout_seconds: float | None = None
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        """Database failures are logged as one line each, not with Strawberry's traceback."""
         super().process_errors([e for e in errors if not log_database_error(e)], execution_context)
+
+    async def _execute_operation(self, execution_context: ExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        timeout = self.timeout_seconds
+        if timeout is None or execution_context.operation_type is not OperationType.QUERY:
+            return await super()._execute_operation(execution_context, *args, **kwargs)
+        try:
+            async with asyncio.timeout(timeout):
+                return await super()._execute_operation(execution_context, *args, **kwargs)
+        except TimeoutError:
+            raise refusal(
+                f"The query ran longer than {timeout:g} s (QUERY_TIMEOUT_SECONDS) and was cancelled: "
+                "ask for less (smaller pages, fewer nested lists).",
+                "QUERY_TIMEOUT",
+                limit_seconds=timeout,
+            ) from None
 
 
 def build_schema(
-    max_query_depth: int = 12, max_aliases: int = 50, max_tokens: int = 20_000
+    max_query_depth: int = 12,
+    max_aliases: int = 50,
+    max_tokens: int = 20_000,
+    limits: QueryLimits | None = None,
+    timeout_seconds: float | None = None,
 ) -> strawberry.Schema:
     """The schema served at /graphql. Extensions do not change the SDL, only how requests run: the limits
     refuse a hostile document (too deep, too many aliases of a costly field, too long) before it runs.
@@ -61,12 +116,15 @@ def build_schema(
     an agent sends the same few mutations thousands of times). Validation results are cached by document
     and rule set, so the depth and alias rules are built here, once per schema: limiters constructed per
     request would make a new rule class each time and the cache would never hit. Both caches are LRUs of
-    `CACHE_SIZE` documents, so a client sending endless distinct documents only churns them."""
+    `CACHE_SIZE` documents, so a client sending endless distinct documents only churns them. Before
+    validation, `guards.check_request` refuses, per request, what `limits` bound (cost, list lengths,
+    page sizes, several operations without a name); `timeout_seconds` is the queries' deadline."""
     limit_rules = [
         *QueryDepthLimiter(max_depth=max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
-    return AgentTasksSchema(
+    limits = limits or QueryLimits()
+    schema = AgentTasksSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -77,10 +135,12 @@ def build_schema(
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: ParserCache(maxsize=CACHE_SIZE),
             lambda: AddValidationRules(limit_rules),
-            lambda: ValidationCache(maxsize=CACHE_SIZE),
+            lambda: GuardedValidation(limits, CACHE_SIZE),
             lambda: MaskUnexpectedErrors(should_mask_error=should_mask_error),
         ],
     )
+    schema.timeout_seconds = timeout_seconds
+    return schema
 
 
 def export_sdl() -> str:

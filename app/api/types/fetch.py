@@ -8,12 +8,18 @@ the states their dependencies point at) a level at a time, and the item resolver
 plain function that answers from the loader's cache when the document is already there, and only
 otherwise returns the awaitable (graphql-core awaits either). The MongoDB cost is unchanged: one batched
 `find` per collection per level.
+
+Fairness: the items of a prefetched list are then completed without an await, and the lists of one
+level (every sub-task's `behaviorTasks`) are woken by the same batch, in one turn of the event loop: a
+20×25 tree was one ~300 ms stretch during which no other client was served. `paced` hands the items to
+graphql-core as an async iterator that gives the loop back every `PACE` items, so the lists of a level
+advance side by side a few items per turn and other requests are served in between.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
 import strawberry
@@ -24,6 +30,18 @@ from app.store import collections as c
 from app.store.collections import CollectionSpec
 
 T = TypeVar("T")
+
+#: Items of a list completed between two turns of the event loop (see `paced`).
+PACE = 5
+
+
+async def paced(items: list[T]) -> AsyncIterator[T]:
+    """The items, giving the event loop a turn every `PACE` items (graphql-core completes an async
+    iterator item by item)."""
+    for index, item in enumerate(items):
+        if index and index % PACE == 0:
+            await asyncio.sleep(0)
+        yield item
 
 
 async def load_one(info: strawberry.Info, cls: type[T], spec: CollectionSpec, key: Any) -> T | None:

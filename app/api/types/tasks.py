@@ -19,7 +19,7 @@ from app.api.errors import page_size
 from app.api.types.convert import from_doc
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
 from app.api.types.events import EventType, TaskEvent, event_from_doc
-from app.api.types.fetch import load_many, load_one, prefetch, resolve_one
+from app.api.types.fetch import load_many, load_one, paced, prefetch, resolve_one
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.progress import WorkflowProgress, workflow_progress
 from app.lifecycle import state_machine as sm
@@ -91,7 +91,7 @@ class MetaWorkflowTask(Task):
     async def sub_tasks(self, info: strawberry.Info) -> list[SubTask]:
         sub_tasks = await load_many(info, SubTask, c.SUB_TASKS, self.sub_task_ids)
         await prefetch(info, [s.id for s in sub_tasks], c.SUB_TASK_OUTPUTS)
-        return sub_tasks
+        return paced(sub_tasks)  # type: ignore[return-value]  # graphql-core completes it item by item
 
     @strawberry.field(description="The output document of this meta task, if any.")
     def output(self, info: strawberry.Info) -> TaskOutput | None:
@@ -135,7 +135,7 @@ class SubTask(Task):
     async def behavior_tasks(self, info: strawberry.Info) -> list[BehaviorTask]:
         behavior_tasks = await load_many(info, BehaviorTask, c.BEHAVIOR_TASKS, self.behavior_task_ids)
         await prefetch(info, [b.id for b in behavior_tasks], c.BEHAVIOR_TASK_OUTPUTS)
-        return behavior_tasks
+        return paced(behavior_tasks)  # type: ignore[return-value]  # graphql-core completes it item by item
 
     @strawberry.field(description="The output document of this sub-task, if any.")
     def output(self, info: strawberry.Info) -> SubTaskOutput | None:

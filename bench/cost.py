@@ -1,0 +1,126 @@
+"""Cost-limit benchmark: how long a trivial query from another client waits while big queries run.
+
+    python -m bench.cost [--workflows 5] [--sub-tasks 25] [--behaviors 20] [--seconds 10]
+
+Loads `--workflows` synthetic workflows (the issue's 5 of 25×20), starts a real `agent-tasks serve`, then:
+
+- sends the issue's costly query (and 1,000 copies of `agentTasks(first: 5) { totalCount }`) and times
+  the refusal;
+- runs, back to back for `--seconds`, the largest queries the default cost limit allows over that data
+  (the whole tree of one workflow, `queries/WorkflowTree.graphql`, and every workflow's tasks with their
+  states), while a second client sends `{ __typename }` every 20 ms; prints how long those waited
+  (median, 99th percentile, maximum) next to how long one big query takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from app.demo import synthetic_tree, write_documents
+from app.mongo.embedded import EmbeddedMongod
+from tests.servers import serve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+COSTLY = (
+    "{ metaWorkflowTasks(first: 100) { edges { node { subTasks { behaviorTasks { subTask { behaviorTasks {"
+    " subTask { behaviorTasks { id } } } } } } } } } }"
+)
+COPIES = "{" + " ".join(["agentTasks(first: 5) { totalCount }"] * 1000) + "}"
+ALL_TASKS = """query($n: Int) { metaWorkflowTasks(first: $n) { edges { node { id subTasks { id behaviorTasks {
+  id actionType state { id status progressPercentage updatedAt } } } } } } }"""
+
+
+async def post(http: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None) -> Any:
+    return (await http.post("/graphql", json={"query": query, "variables": variables or {}})).json()
+
+
+async def measure(
+    http: httpx.AsyncClient, url: str, query: str, variables: dict[str, Any], seconds: float
+) -> tuple[list[float], list[float]]:
+    """Run `query` back to back for `seconds` while another client sends `{ __typename }` every 20 ms;
+    the big query's durations and the trivial one's waits."""
+    durations: list[float] = []
+    waits: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def heavy() -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            await post(http, query, variables)
+            durations.append(time.perf_counter() - start)
+
+    def trivial() -> None:
+        # In a thread of its own: decoding the big answers in this process must not delay it.
+        with httpx.Client(base_url=url, timeout=120) as other:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                other.post("/graphql", json={"query": "{ __typename }"}).json()
+                waits.append(time.perf_counter() - start)
+                time.sleep(0.02)
+
+    await asyncio.gather(heavy(), asyncio.to_thread(trivial))
+    return durations, waits
+
+
+async def main(args: argparse.Namespace) -> None:
+    mongod = EmbeddedMongod(Path(tempfile.mkdtemp(prefix="bench-cost-")), port=0)
+    uri = mongod.start()
+    try:
+        db_name = f"bench_{uuid.uuid4().hex[:8]}"
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+        for i in range(args.workflows):
+            await write_documents(client[db_name], synthetic_tree(f"wf{i}", args.sub_tasks, args.behaviors))
+        env = {"MONGODB_URI": uri, "MONGODB_DB": db_name, "LOG_LEVEL": "warning"}
+        tree = (ROOT / "queries" / "WorkflowTree.graphql").read_text()
+        with serve(env) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+                for name, query in (
+                    ("the issue's depth-10 query", COSTLY),
+                    ("1,000 totalCount copies", COPIES),
+                ):
+                    start = time.perf_counter()
+                    body = await post(http, query)
+                    took = (time.perf_counter() - start) * 1000
+                    print(f"{name}: {body['errors'][0]['extensions']} in {took:.0f} ms")
+
+                big = [
+                    ("WorkflowTree", tree, {"id": "wf0"}),
+                    ("all workflows' tasks", ALL_TASKS, {"n": args.workflows}),
+                ]
+                for name, query, variables in big:
+                    answer = await post(http, query, variables)
+                    assert "errors" not in answer, answer["errors"]
+                    durations, waits = await measure(http, server.url, query, variables, args.seconds)
+                    waits.sort()
+                    print(
+                        f"{name} ({len(str(answer)) // 1024} KB answer): one takes "
+                        f"{statistics.median(durations) * 1000:.0f} ms (median of {len(durations)}); "
+                        f"meanwhile {{ __typename }} waited median {statistics.median(waits) * 1000:.1f} ms, "
+                        f"p99 {waits[int(len(waits) * 0.99)] * 1000:.1f} ms, max {waits[-1] * 1000:.1f} ms "
+                        f"({len(waits)} requests)"
+                    )
+        await client.close()
+    finally:
+        mongod.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workflows", type=int, default=5)
+    parser.add_argument("--sub-tasks", type=int, default=25)
+    parser.add_argument("--behaviors", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10)
+    asyncio.run(main(parser.parse_args()))
