@@ -17,6 +17,7 @@ from app.api.analytics import AnalyticsQuery
 from app.api.context import ContextPerOperation
 from app.api.errors import should_mask_error
 from app.api.event_queries import EventQuery
+from app.api.execution import EventScopedExecutor
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
@@ -70,6 +71,8 @@ def build_schema(
             lambda: ValidationCache(maxsize=CACHE_SIZE),
             lambda: MaskErrors(should_mask_error=should_mask_error),
         ],
+        # Subscription events run with caches of their own: graphql-core's grow for the subscription's life.
+        execution_context_class=EventScopedExecutor,
     )
 
 
