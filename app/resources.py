@@ -101,6 +101,7 @@ async def open_resources(
         hub = EventHub(
             db,
             queue_size=settings.subscription_queue_size,
+            queue_bytes=settings.subscription_queue_bytes,
             orphan_grace_seconds=settings.event_orphan_grace_seconds,
             settle_seconds=settings.event_settle_seconds,
         )

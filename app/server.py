@@ -26,6 +26,7 @@ from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_
 from app.api.context import Context
 from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
+from app.api.live_limits import LiveConnectionCap, TransportWSHandler
 from app.api.schema import build_schema
 from app.resources import AppState, open_resources
 from app.rest import rest_routes
@@ -36,11 +37,12 @@ from app.web import graphiql_page, web_routes
 logger = logging.getLogger("agent_tasks")
 
 
-class AgentTasksGraphQL(GraphQLOverHTTP):
+class AgentTasksGraphQL(LiveConnectionCap, GraphQLOverHTTP):
     """Strawberry's ASGI app speaking GraphQL over HTTP as the spec asks (`app/api/http.py`), with our
-    context: fresh loaders for every request."""
+    context: fresh loaders for every request; live connections bounded (`app/api/live_limits.py`)."""
 
     graphql_ws_handler_class = GraphQLWSHandler  # the legacy protocol runs queries and mutations too
+    graphql_transport_ws_handler_class = TransportWSHandler  # refusals that name their limit
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state: AppState = request.app.state.agent_tasks
