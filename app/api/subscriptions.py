@@ -13,6 +13,7 @@ as old as the socket).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from typing import Annotated, Any
 
@@ -156,6 +157,9 @@ class Subscription:
                     docs = await find_events(db, query, after=last, limit=REPLAY_BATCH)
                     for doc in docs:
                         last = doc["seq"]
+                        # Back to the event loop before each event: sending one rarely waits, so a replay
+                        # would otherwise hold the loop for a whole batch and starve every other client.
+                        await asyncio.sleep(0)
                         yield event_from_doc(doc)
                     replay = len(docs) == REPLAY_BATCH
                 try:
