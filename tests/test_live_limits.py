@@ -188,3 +188,10 @@ async def test_a_replay_longer_than_the_cap_is_refused_with_how_to_page(limited:
     assert replayed == [e["node"]["cursor"] for e in stored[-5:]]
     await ws.close()
     await wait_for_subscribers(limited.url, 0)
+
+
+async def test_websocket_messages_are_not_compressed_by_default(limited: ServerProcess) -> None:
+    """permessage-deflate would hold ~50 KB of zlib state per connection (WS_PER_MESSAGE_DEFLATE)."""
+    ws = await GraphQLWebSocket.open(limited.url)  # the client offers permessage-deflate
+    assert ws.ws.protocol.extensions == []
+    await ws.close()
