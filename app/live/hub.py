@@ -73,6 +73,14 @@ def _resumable(exc: OperationFailure) -> bool:
 _NOT_A_REPLICA_SET = 40573
 
 
+def _bson_size(event: Doc) -> int:
+    """An event's size as MongoDB stored it (what a subscriber's bytes budget counts)."""
+    try:
+        return len(bson.encode(event))
+    except (bson.errors.InvalidDocument, TypeError, OverflowError):  # never stops the hub: count it as 0
+        return 0
+
+
 class HubUnavailable(RuntimeError):
     """The change stream cannot work against this deployment at all."""
 
@@ -349,7 +357,7 @@ class EventHub:
             for subscriber in tuple(self._by_key.get(key, ())):
                 if subscriber.accepts(event):
                     if size is None:  # once per event, and only for an event someone wants
-                        size = len(bson.encode(event))
+                        size = _bson_size(event)
                     subscriber.push(event, size)
 
     # ----------------------------------------------------------------- stamping
