@@ -161,7 +161,7 @@ async def test_a_replay_longer_than_the_cap_is_refused_with_how_to_page(limited:
     )["taskEvents"]["edges"]
     assert len(stored) > 5
     message = (
-        "more than 5 stored events follow this cursor, the most a subscription replays"
+        "more than 5 stored events follow the start of the history, the most a subscription replays"
         " (SUBSCRIPTION_REPLAY_MAX=5); read them with the `taskEvents` query (`first` up to 100,"
         " `after` its `pageInfo.endCursor`), then subscribe with `after` set to the last cursor it returned"
     )

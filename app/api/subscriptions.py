@@ -69,7 +69,9 @@ def _slow(exc: SlowConsumer) -> UserInputError:
     return UserInputError(str(exc), "SLOW_CONSUMER")
 
 
-async def _check_replay(info: strawberry.Info, query: Mapping[str, Any], after: Any) -> None:
+async def _check_replay(
+    info: strawberry.Info, query: Mapping[str, Any], after: Any, cursor: str | None
+) -> None:
     """Refuse a replay longer than `SUBSCRIPTION_REPLAY_MAX` events, before anything is sent: each replayed
     event costs a GraphQL execution and a message, so a few replays of a long history from one socket would
     hold the CPU for minutes. The `taskEvents` query pages the same history far more cheaply."""
@@ -77,8 +79,10 @@ async def _check_replay(info: strawberry.Info, query: Mapping[str, Any], after: 
     limit = settings.subscription_replay_max
     count = await count_events(info.context.store.db, query, after=after, limit=limit + 1)
     if count > limit:
+        start = "this cursor" if cursor else "the start of the history"
         raise UserInputError(
-            f"more than {limit} stored events follow this cursor, the most a subscription replays"
+            f"more than {limit} stored events follow {start},"
+            " the most a subscription replays"
             f" (SUBSCRIPTION_REPLAY_MAX={limit}); read them with the `taskEvents` query (`first` up to"
             f" {settings.max_page_size}, `after` its `pageInfo.endCursor`), then subscribe with `after` set"
             " to the last cursor it returned",
@@ -145,7 +149,7 @@ class Subscription:
         except CursorError as exc:
             raise UserInputError(str(exc), "BAD_CURSOR") from exc
         if after != "HEAD":
-            await _check_replay(info, query, last)
+            await _check_replay(info, query, last, after)
         hub = info.context.app.hub
         async with hub.subscribe(_key(task_id, workflow_id, agent_id), _predicate(query)) as subscriber:
             # Registered first: whatever commits from now on is buffered, so the replay below can't miss it.
