@@ -221,6 +221,7 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
                 port=port,
                 log_level=settings.log_level,
                 lifespan="on",
+                ws_per_message_deflate=settings.ws_per_message_deflate,
             )
             server = _Server(config, state, settings.shutdown_grace_seconds, f"http://{host}:{port}/graphql")
             # From here a signal drains the server (a second Ctrl-C: at once, as uvicorn does).

@@ -115,6 +115,7 @@ async def open_resources(
         hub = EventHub(
             hub_client[settings.mongodb_db],
             queue_size=settings.subscription_queue_size,
+            queue_bytes=settings.subscription_queue_bytes,
             orphan_grace_seconds=settings.event_orphan_grace_seconds,
             settle_seconds=settings.event_settle_seconds,
         )

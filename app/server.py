@@ -27,6 +27,7 @@ from app.api.context import Context
 from app.api.guards import QueryLimits
 from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
+from app.api.live_limits import LiveConnectionCap, TransportWSHandler
 from app.api.schema import build_schema
 from app.metrics import metrics_middleware, metrics_route
 from app.resources import AppState, open_resources
@@ -39,11 +40,12 @@ from app.web import graphiql_page, web_routes
 logger = logging.getLogger("agent_tasks")
 
 
-class AgentTasksGraphQL(GraphQLOverHTTP):
+class AgentTasksGraphQL(LiveConnectionCap, GraphQLOverHTTP):
     """Strawberry's ASGI app speaking GraphQL over HTTP as the spec asks (`app/api/http.py`), with our
-    context: fresh loaders for every request."""
+    context: fresh loaders for every request; live connections bounded (`app/api/live_limits.py`)."""
 
     graphql_ws_handler_class = GraphQLWSHandler  # the legacy protocol runs queries and mutations too
+    graphql_transport_ws_handler_class = TransportWSHandler  # refusals that name their limit
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state: AppState = request.app.state.agent_tasks

@@ -109,8 +109,36 @@ class Settings(BaseSettings):
         ge=1,
         description="Events a subscriber may fall behind before it is disconnected as too slow.",
     )
+    subscription_queue_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Bytes (BSON size) of unread events a subscriber may hold before it is disconnected as"
+        " too slow; one event is always let in, however large.",
+    )
+    subscription_replay_max: int = Field(
+        default=5000,
+        ge=1,
+        description="Most stored events a `taskEvents` subscription replays after its `after` cursor (or from"
+        " the start); beyond it the subscription is refused, and the history is paged with the"
+        " `taskEvents` query instead.",
+    )
     max_subscriptions_per_connection: int = Field(
-        default=100, ge=1, description="Subscriptions one WebSocket connection may hold at once."
+        default=100,
+        ge=1,
+        description="Operations (subscriptions, and queries and mutations in flight) one WebSocket"
+        " connection may hold at once.",
+    )
+    ws_per_message_deflate: bool = Field(
+        default=False,
+        description="Compress WebSocket messages (permessage-deflate). Off: its zlib state is about half of"
+        " what an idle subscriber costs in memory (~50 KB of ~100 KB), to compress events of a few hundred"
+        " bytes.",
+    )
+    ws_max_connections: int = Field(
+        default=5000,
+        ge=1,
+        description="WebSocket connections and server-sent-event streams one server process holds at once;"
+        " one more is refused (WebSocket close code 1013, SSE 503).",
     )
     connection_init_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long a WebSocket client has to send `connection_init`."

@@ -3,6 +3,13 @@ steady rate. Prints commit-to-receipt latency (p50, p99, max), events lost and d
 the server process's memory.
 
     python -m bench.subscribers [--subscribers 1000] [--workflows 50] [--rate 20] [--seconds 30]
+    python -m bench.subscribers --soak 600 [--sample 30]      # memory over time under steady load
+    python -m bench.subscribers --idle 0 1000 5000            # memory per idle subscriber
+
+`--soak S` runs the writer for S seconds and prints the server's RSS every `--sample` seconds, then
+whether RSS after the first minute stayed within 10 % of its value at one minute (a leak shows as a
+steady climb). `--idle N…` connects subscribers in steps, with no writes, and prints RSS at each step and
+the cost per subscriber between steps. Both also print the load average (the machine may be shared).
 
 It starts its own embedded mongod (unless MONGODB_URI is set) and its own `agent-tasks serve` process.
 Latency is measured from the event's `timestamp` (taken in the writing transaction just before it
@@ -43,6 +50,37 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def sample_rss(pid: int, every: float, start: float, samples: list[tuple[float, float]]) -> None:
+    """Print (and keep) the server's RSS every `every` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(max(0.0, start + (len(samples) + 1) * every - time.monotonic()))
+        elapsed, rss = time.monotonic() - start, rss_mb(pid)
+        samples.append((elapsed, rss))
+        print(f"  t={elapsed:5.0f} s   server RSS {rss:6.1f} MB   load {load_average()}", flush=True)
+
+
+def soak_verdict(samples: list[tuple[float, float]]) -> str:
+    """RSS after the first minute, against its value at one minute: within 10 %?"""
+    after = [(t, r) for t, r in samples if t >= 60]
+    if len(after) < 2:
+        return "too short to judge (needs samples after the first minute)"
+    base = after[0][1]
+    high = max(r for _, r in after)
+    low = min(r for _, r in after)
+    drift = (high - base) / base * 100
+    slope = (after[-1][1] - base) / (after[-1][0] - after[0][0]) * 60
+    ok = high <= base * 1.10
+    return (
+        f"RSS at {after[0][0]:.0f} s {base:.1f} MB; after it min {low:.1f} / max {high:.1f} MB"
+        f" ({drift:+.1f} %), end {after[-1][1]:.1f} MB ({slope:+.2f} MB/min): "
+        + ("within 10 %" if ok else "NOT within 10 %")
+    )
+
+
 class Subscriber:
     def __init__(self, url: str, workflow_id: str) -> None:
         self.url = url
@@ -59,11 +97,8 @@ class Subscriber:
             payload = {"query": SUBSCRIPTION, "variables": {"w": self.workflow_id}}
             await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
             self.ready.set()
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 0.5)
-                except TimeoutError:
-                    continue
+            while not stop.is_set():  # cancelled at the end (no polling: 5,000 idle clients stay idle)
+                raw = await ws.recv()
                 received = time.time()
                 message = json.loads(raw)
                 if message["type"] != "next" or "errors" in message["payload"]:
@@ -110,6 +145,7 @@ async def main(args: argparse.Namespace) -> None:
         "LOG_LEVEL": "warning",
         "SUBSCRIPTION_QUEUE_SIZE": str(args.queue),
         "MAX_SUBSCRIPTIONS_PER_CONNECTION": "10",
+        "WS_MAX_CONNECTIONS": str(max([args.subscribers, *args.idle]) + 100),
     }
     try:
         with serve(env) as server:
@@ -140,10 +176,23 @@ async def main(args: argparse.Namespace) -> None:
             connected_in = time.monotonic() - connect_start
             idle_rss = rss_mb(server.process.pid)
             tasks = [f"{w}_s0" for w in workflows]
-            sent, refused = await writer(server.url, tasks, args.rate, args.seconds)
+            samples: list[tuple[float, float]] = []
+            if args.soak:
+                print(
+                    f"soak: {args.soak:.0f} s at {args.rate:g} mutations/s, RSS every {args.sample:g} s",
+                    flush=True,
+                )
+                sampler = asyncio.create_task(
+                    sample_rss(server.process.pid, args.sample, time.monotonic(), samples)
+                )
+            sent, refused = await writer(server.url, tasks, args.rate, args.soak or args.seconds)
             loaded_rss = rss_mb(server.process.pid)
+            if args.soak:
+                sampler.cancel()
             await asyncio.sleep(2)  # let the last deliveries arrive
             stop.set()
+            for runner in runners:
+                runner.cancel()
             await asyncio.gather(*runners, return_exceptions=True)
             # What each subscriber should have received: every stored event of its workflow after the start.
             expected: dict[str, list[int]] = {}
@@ -173,8 +222,9 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"subscribers            {len(subscribers)} over {len(workflows)} workflows (connected in {connected_in:.1f} s)"
         )
+        seconds = args.soak or args.seconds
         print(
-            f"writer                 {sent} mutations in {args.seconds:.0f} s ({sent / args.seconds:.1f}/s, {refused} refused)"
+            f"writer                 {sent} mutations in {seconds:.0f} s ({sent / seconds:.1f}/s, {refused} refused)"
         )
         print(
             f"events delivered       {delivered} ({sum(len(v) for v in expected.values())} committed, fanned out)"
@@ -189,6 +239,61 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"server memory (RSS)    {base_rss:.0f} MB idle, {idle_rss:.0f} MB with subscribers, {loaded_rss:.0f} MB under load"
         )
+        if args.soak:
+            print(f"soak                   {soak_verdict(samples)}")
+        print(f"load average           {load_average()} (at the end)")
+    finally:
+        if mongod is not None:
+            mongod.stop()
+
+
+async def idle(args: argparse.Namespace) -> None:
+    """RSS of the server with N idle subscribers (no writes), for each N of `--idle`, in increasing order."""
+    uri = os.environ.get("MONGODB_URI")
+    mongod = None
+    if uri is None:
+        mongod = EmbeddedMongod(Path(tempfile.mkdtemp(prefix="bench-mongod-")), port=0)
+        uri = mongod.start()
+    steps = sorted(set(args.idle))
+    env = {
+        "MONGODB_URI": uri,
+        "MONGODB_DB": f"bench_{uuid.uuid4().hex[:8]}",
+        "LOG_LEVEL": "warning",
+        "WS_MAX_CONNECTIONS": str(steps[-1] + 100),
+    }
+    try:
+        with serve(env) as server:
+            ws_url = server.url.replace("http", "ws", 1) + "/graphql"
+            workflows = [f"bw{i}" for i in range(args.workflows)]
+            stop = asyncio.Event()
+            subscribers: list[Subscriber] = []
+            runners: list[asyncio.Task[None]] = []
+            previous: tuple[int, float] | None = None
+            print("idle subscribers   server RSS   per subscriber since the previous step")
+            for count in steps:
+                while len(subscribers) < count:  # in waves of 100, as above
+                    batch = [
+                        Subscriber(ws_url, workflows[(len(subscribers) + i) % len(workflows)])
+                        for i in range(min(100, count - len(subscribers)))
+                    ]
+                    subscribers += batch
+                    runners += [asyncio.create_task(s.run(stop)) for s in batch]
+                    await asyncio.gather(*(s.ready.wait() for s in batch))
+                async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                    while (await http.get("/healthz")).json()["event_hub"]["subscribers"] < count:
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(3)  # settle
+                rss = rss_mb(server.process.pid)
+                per = (
+                    "" if previous is None else f"{(rss - previous[1]) * 1024 / (count - previous[0]):.0f} KB"
+                )
+                print(f"{count:16d}   {rss:7.1f} MB   {per}", flush=True)
+                previous = (count, rss)
+            stop.set()
+            for runner in runners:
+                runner.cancel()
+            await asyncio.gather(*runners, return_exceptions=True)
+        print(f"load average {load_average()}")
     finally:
         if mongod is not None:
             mongod.stop()
@@ -203,5 +308,11 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=20.0, help="mutations per second")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--queue", type=int, default=1000, help="SUBSCRIPTION_QUEUE_SIZE of the server")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--soak", type=float, default=0, help="soak: run the writer this many seconds")
+    parser.add_argument("--sample", type=float, default=30, help="soak: seconds between RSS samples")
+    parser.add_argument(
+        "--idle", type=int, nargs="*", default=[], help="idle subscriber counts to measure RSS at"
+    )
+    arguments = parser.parse_args()
+    asyncio.run(idle(arguments) if arguments.idle else main(arguments))
     sys.exit(0)

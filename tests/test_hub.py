@@ -107,6 +107,44 @@ async def test_overflow_disconnects_only_the_slow_subscriber(db: Any) -> None:
         await hub.stop()
 
 
+async def test_a_subscriber_is_bounded_in_bytes_as_well_as_events(db: Any) -> None:
+    """Big events: a subscriber that does not read is cut off at `queue_bytes` (the events' BSON size),
+    long before `queue_size` events; one that reads gets every event, even one bigger than the budget."""
+    hub = await started_hub(db, queue_size=1000, queue_bytes=64 * 1024)
+    big = [
+        event_doc(
+            EventType.TOOL_CALL, f"t{i}", "wf", "A", {"tool_name": "t", "tool_args": {"x": "y" * 30_000}}, T0
+        )
+        for i in range(6)
+    ]
+    huge = event_doc(
+        EventType.TOOL_CALL, "h", "wf", "A", {"tool_name": "t", "tool_args": {"x": "z" * 200_000}}, T0
+    )
+    try:
+        async with (
+            hub.subscribe(ALL, lambda e: True) as stalled,
+            hub.subscribe(ALL, lambda e: True) as reader,
+        ):
+            await append_events(db, None, [huge])
+            assert [e["task_id"] for e in await collect(reader, 1)] == ["h"]  # alone, over budget: let in
+            assert [e["task_id"] for e in await collect(stalled, 1)] == ["h"]
+            assert stalled.held_bytes == 0
+            for event in big:
+                await append_events(db, None, [event])
+                assert len(await collect(reader, 1)) == 1  # reads as they come: never cut off
+            assert reader.held_bytes == 0 and reader.error is None
+            with pytest.raises(SlowConsumer) as cut:
+                await asyncio.wait_for(stalled.next(), 10)
+            # Two ~30 KB events fit in 64 KiB, the third does not.
+            message = str(cut.value)
+            assert "unread events exceeded 65536 bytes (SUBSCRIPTION_QUEUE_BYTES=65536): " in message
+            assert " bytes in 3 events and was disconnected" in message
+            assert "resubscribe with `after` set to the last cursor you received" in str(cut.value)
+            assert stalled.pending == 0 and stalled.held_bytes == 0  # its buffer was released
+    finally:
+        await hub.stop()
+
+
 async def test_after_a_gap_subscriptions_reread_what_the_stream_missed(settings: Any, db: Any) -> None:
     """The hub lost its resume token while events were written: the subscription re-reads from the
     collection, and the events no stream saw committed are stamped by the orphan sweep (after its grace

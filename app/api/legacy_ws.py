@@ -7,23 +7,39 @@ which refuses queries and mutations (`InvalidOperationTypeError`, which reached 
 "Unexpected error."). This handler runs them through `Schema.stream` instead, as Strawberry's
 graphql-transport-ws handler does: a query or mutation yields its one result, a subscription its events.
 
-Each operation reads through loaders of its own (`app/api/context.py` `ContextPerOperation`).
+Each operation reads through loaders of its own (`app/api/context.py` `ContextPerOperation`). An operation
+over `MAX_SUBSCRIPTIONS_PER_CONNECTION` is refused with a message naming the limit (`live_limits.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from graphql import GraphQLError
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import CompleteMessage, ErrorMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import CompleteMessage, ErrorMessage, StartMessage
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from app.api.context import Context
+from app.api.live_limits import operation_limit_error
 
 
 class GraphQLWSHandler(BaseGraphQLWSHandler[Context, None]):
     """Strawberry's legacy-protocol handler, running queries and mutations as well as subscriptions."""
+
+    async def handle_start(self, message: StartMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            limit is not None
+            and self.connection_acknowledged
+            and message["id"] not in self.tasks  # Strawberry replaces those: no more operations
+            and len(self.tasks) >= limit
+        ):
+            payload: Any = operation_limit_error(limit).formatted
+            await self.send_message(ErrorMessage(type="error", id=message["id"], payload=payload))
+            return
+        await super().handle_start(message)
 
     async def handle_async_results(
         self,

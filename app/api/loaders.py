@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from aiodataloader import DataLoader
@@ -111,45 +111,67 @@ def _created_then_id(doc: Document) -> tuple[dt.datetime, str]:
     return (as_datetime(doc.get("created_at")) or _EARLIEST, str(doc["_id"]))
 
 
-@dataclass(frozen=True)
 class Loaders:
-    """The loaders of one request, one per collection."""
+    """The loaders of one request, one per collection, each made the first time it is used: a
+    subscriber's context, which most events never read through, then holds none (~7 KB less per
+    subscriber, and an HTTP request builds only the loaders it uses)."""
 
-    meta_task: DocumentByIdLoader
-    sub_task: DocumentByIdLoader
-    behavior_task: DocumentByIdLoader
-    task_output: DocumentByIdLoader
-    sub_task_output: DocumentByIdLoader
-    behavior_task_output: DocumentByIdLoader
-    state: DocumentByIdLoader
-    events_by_task: EventsByTaskLoader
-    states_by_parent: StatesByParentLoader
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     @classmethod
     def create(cls, store: Store) -> Loaders:
-        return cls(
-            meta_task=DocumentByIdLoader(store, c.META_WORKFLOW_TASKS),
-            sub_task=DocumentByIdLoader(store, c.SUB_TASKS),
-            behavior_task=DocumentByIdLoader(store, c.BEHAVIOR_TASKS),
-            task_output=DocumentByIdLoader(store, c.TASK_OUTPUTS),
-            sub_task_output=DocumentByIdLoader(store, c.SUB_TASK_OUTPUTS),
-            behavior_task_output=DocumentByIdLoader(store, c.BEHAVIOR_TASK_OUTPUTS),
-            state=DocumentByIdLoader(store, c.AGENT_TASK_STATES),
-            events_by_task=EventsByTaskLoader(store),
-            states_by_parent=StatesByParentLoader(store),
-        )
+        return cls(store)
+
+    @cached_property
+    def meta_task(self) -> DocumentByIdLoader:
+        return DocumentByIdLoader(self.store, c.META_WORKFLOW_TASKS)
+
+    @cached_property
+    def sub_task(self) -> DocumentByIdLoader:
+        return DocumentByIdLoader(self.store, c.SUB_TASKS)
+
+    @cached_property
+    def behavior_task(self) -> DocumentByIdLoader:
+        return DocumentByIdLoader(self.store, c.BEHAVIOR_TASKS)
+
+    @cached_property
+    def task_output(self) -> DocumentByIdLoader:
+        return DocumentByIdLoader(self.store, c.TASK_OUTPUTS)
+
+    @cached_property
+    def sub_task_output(self) -> DocumentByIdLoader:
+        return DocumentByIdLoader(self.store, c.SUB_TASK_OUTPUTS)
+
+    @cached_property
+    def behavior_task_output(self) -> DocumentByIdLoader:
+        return DocumentByIdLoader(self.store, c.BEHAVIOR_TASK_OUTPUTS)
+
+    @cached_property
+    def state(self) -> DocumentByIdLoader:
+        return DocumentByIdLoader(self.store, c.AGENT_TASK_STATES)
+
+    @cached_property
+    def events_by_task(self) -> EventsByTaskLoader:
+        return EventsByTaskLoader(self.store)
+
+    @cached_property
+    def states_by_parent(self) -> StatesByParentLoader:
+        return StatesByParentLoader(self.store)
 
     def by_collection(self, spec: CollectionSpec) -> DocumentByIdLoader:
         """The loader for `spec`'s collection."""
-        for loader in (
-            self.meta_task,
-            self.sub_task,
-            self.behavior_task,
-            self.task_output,
-            self.sub_task_output,
-            self.behavior_task_output,
-            self.state,
-        ):
-            if loader.spec is spec:
-                return loader
-        raise KeyError(spec.name)
+        loader: DocumentByIdLoader = getattr(self, _BY_COLLECTION[spec.name])
+        return loader
+
+
+#: The `Loaders` attribute of each collection's by-id loader.
+_BY_COLLECTION = {
+    c.META_WORKFLOW_TASKS.name: "meta_task",
+    c.SUB_TASKS.name: "sub_task",
+    c.BEHAVIOR_TASKS.name: "behavior_task",
+    c.TASK_OUTPUTS.name: "task_output",
+    c.SUB_TASK_OUTPUTS.name: "sub_task_output",
+    c.BEHAVIOR_TASK_OUTPUTS.name: "behavior_task_output",
+    c.AGENT_TASK_STATES.name: "state",
+}

@@ -23,6 +23,7 @@ from app.api.analytics import AnalyticsQuery
 from app.api.context import ContextPerOperation, DatabaseGate
 from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
 from app.api.event_queries import EventQuery
+from app.api.execution import EventScopedExecutor
 from app.api.guards import QueryLimits, check_request, refusal
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
@@ -138,6 +139,8 @@ def build_schema(
             lambda: GuardedValidation(limits, CACHE_SIZE),
             lambda: MaskUnexpectedErrors(should_mask_error=should_mask_error),
         ],
+        # Subscription events run with caches of their own: graphql-core's grow for the subscription's life.
+        execution_context_class=EventScopedExecutor,
     )
     schema.timeout_seconds = timeout_seconds
     return schema

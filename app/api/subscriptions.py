@@ -13,6 +13,7 @@ as old as the socket).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from typing import Annotated, Any
 
@@ -27,7 +28,14 @@ from app.api.types.tasks import AgentTaskState
 from app.live.hub import ALL, GAP, HubClosing, Key, SlowConsumer, Subscriber
 from app.store import collections as c
 from app.store.cursors import CursorError
-from app.store.events import ORIGIN, decode_event_cursor, events_filter, find_events, latest_position
+from app.store.events import (
+    ORIGIN,
+    count_events,
+    decode_event_cursor,
+    events_filter,
+    find_events,
+    latest_position,
+)
 
 #: Events replayed per read when a subscriber catches up from a cursor.
 REPLAY_BATCH = 500
@@ -59,6 +67,27 @@ def _predicate(query: Mapping[str, Any]) -> Any:
 
 def _slow(exc: SlowConsumer) -> UserInputError:
     return UserInputError(str(exc), "SLOW_CONSUMER")
+
+
+async def _check_replay(
+    info: strawberry.Info, query: Mapping[str, Any], after: Any, cursor: str | None
+) -> None:
+    """Refuse a replay longer than `SUBSCRIPTION_REPLAY_MAX` events, before anything is sent: each replayed
+    event costs a GraphQL execution and a message, so a few replays of a long history from one socket would
+    hold the CPU for minutes. The `taskEvents` query pages the same history far more cheaply."""
+    settings = info.context.settings
+    limit = settings.subscription_replay_max
+    count = await count_events(info.context.store.db, query, after=after, limit=limit + 1)
+    if count > limit:
+        start = "this cursor" if cursor else "the start of the history"
+        raise UserInputError(
+            f"more than {limit} stored events follow {start},"
+            " the most a subscription replays"
+            f" (SUBSCRIPTION_REPLAY_MAX={limit}); read them with the `taskEvents` query (`first` up to"
+            f" {settings.max_page_size}, `after` its `pageInfo.endCursor`), then subscribe with `after` set"
+            " to the last cursor it returned",
+            "REPLAY_LIMIT_EXCEEDED",
+        )
 
 
 def _fresh_loaders(info: strawberry.Info) -> None:
@@ -119,6 +148,8 @@ class Subscription:
             last = ORIGIN if after in (None, "HEAD") else decode_event_cursor(after)
         except CursorError as exc:
             raise UserInputError(str(exc), "BAD_CURSOR") from exc
+        if after != "HEAD":
+            await _check_replay(info, query, last, after)
         hub = info.context.app.hub
         async with hub.subscribe(_key(task_id, workflow_id, agent_id), _predicate(query)) as subscriber:
             # Registered first: whatever commits from now on is buffered, so the replay below can't miss it.
@@ -130,6 +161,9 @@ class Subscription:
                     docs = await find_events(db, query, after=last, limit=REPLAY_BATCH)
                     for doc in docs:
                         last = doc["seq"]
+                        # Back to the event loop before each event: sending one rarely waits, so a replay
+                        # would otherwise hold the loop for a whole batch and starve every other client.
+                        await asyncio.sleep(0)
                         yield event_from_doc(doc)
                     replay = len(docs) == REPLAY_BATCH
                 try:

@@ -17,9 +17,12 @@ a new subscriber exact, since an event dispatched before it registered is alread
 replay. One write per event however many processes run; a leader that dies is replaced when its lease
 lapses, and its successor stamps what was held meanwhile.
 
-Each subscriber has a bounded buffer. A subscriber that falls `limit` events behind (a client that
-reads slower than events arrive) is cut off with `SlowConsumer` instead of slowing the others down or
-growing memory without bound; it can resume from its last cursor.
+Each subscriber has a buffer bounded in events (`limit`) and in bytes (`limit_bytes`, the events' BSON
+size, computed once per event whatever the number of subscribers). A subscriber that falls further behind
+(a client that reads slower than events arrive, or not at all) is cut off with `SlowConsumer`, and its
+buffer released, instead of slowing the others down or pinning memory; it can resume from its last cursor.
+The events themselves are shared by every subscriber that buffers them: the bound is on what one client
+that never reads can keep alive.
 
 The hub survives a dropped change stream: it reopens it after the last resume token it processed, so
 no event is lost. If that token is no longer in the oplog, every subscriber receives `GAP` and re-reads
@@ -39,6 +42,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from bson import ObjectId, Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -69,6 +73,14 @@ def _resumable(exc: OperationFailure) -> bool:
 _NOT_A_REPLICA_SET = 40573
 
 
+def _bson_size(event: Doc) -> int:
+    """An event's size as MongoDB stored it (what a subscriber's bytes budget counts)."""
+    try:
+        return len(bson.encode(event))
+    except (bson.errors.InvalidDocument, TypeError, OverflowError):  # never stops the hub: count it as 0
+        return 0
+
+
 class HubUnavailable(RuntimeError):
     """The change stream cannot work against this deployment at all."""
 
@@ -83,29 +95,48 @@ class HubClosing(Exception):
 
 @dataclass(eq=False)
 class Subscriber:
-    """One subscription's inbox: a bounded buffer of events in commit order."""
+    """One subscription's inbox: a buffer of events in commit order, bounded in events and in bytes."""
 
     key: Key
     accepts: Callable[[Mapping[str, Any]], bool]
     limit: int
-    _items: deque[Doc] = field(default_factory=deque)
+    #: Bytes (BSON size) the unread events may hold; None: no bound. One event is always let in, however
+    #: large, so a client that keeps up is never cut off by a single big event.
+    limit_bytes: int | None = None
+    _items: deque[tuple[Doc, int]] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
     closed: bool = False
+    #: Bytes held by the unread events.
+    held_bytes: int = 0
 
-    def push(self, item: Doc) -> None:
-        """Called by the hub for every matching event; never blocks."""
+    def push(self, item: Doc, size: int = 0) -> None:
+        """Called by the hub for every matching event (`size`: its BSON size); never blocks."""
         if self.error is not None:
             return
         if len(self._items) >= self.limit:
-            self.error = (
-                f"subscription fell more than {self.limit} events behind and was disconnected;"
-                " resubscribe with `after` set to the last cursor you received"
+            limit = self.limit
+            self._overflow(
+                f"subscription fell more than {limit} events behind (SUBSCRIPTION_QUEUE_SIZE={limit})"
             )
-            self._items.clear()
+        elif self.limit_bytes is not None and self._items and self.held_bytes + size > self.limit_bytes:
+            unread = len(self._items) + 1
+            self._overflow(
+                f"subscription's unread events exceeded {self.limit_bytes} bytes"
+                f" (SUBSCRIPTION_QUEUE_BYTES={self.limit_bytes}): {self.held_bytes + size} bytes in"
+                f" {unread} events"
+            )
         else:
-            self._items.append(item)
+            self._items.append((item, size))
+            self.held_bytes += size
         self._wakeup.set()
+
+    def _overflow(self, what: str) -> None:
+        self.error = (
+            f"{what} and was disconnected; resubscribe with `after` set to the last cursor you received"
+        )
+        self._items.clear()  # released at once, not when the client finally reads
+        self.held_bytes = 0
 
     async def next(self) -> Doc:
         """The next event (or `GAP`); raises `SlowConsumer` once the buffer overflowed, `HubClosing` once
@@ -117,7 +148,9 @@ class Subscriber:
                 raise HubClosing("the server is shutting down")
             self._wakeup.clear()
             await self._wakeup.wait()
-        return self._items.popleft()
+        item, size = self._items.popleft()
+        self.held_bytes -= size
+        return item
 
     def close(self) -> None:
         """End the subscription: `next` raises `HubClosing` once the buffer is empty."""
@@ -126,8 +159,9 @@ class Subscriber:
 
     def drain(self) -> list[Doc]:
         """Everything already buffered, without waiting (to coalesce bursts)."""
-        items = list(self._items)
+        items = [item for item, _ in self._items]
         self._items.clear()
+        self.held_bytes = 0
         return items
 
     @property
@@ -146,6 +180,7 @@ class EventHub:
         db: Db,
         *,
         queue_size: int = 1000,
+        queue_bytes: int | None = None,
         retry_seconds: float = 0.5,
         orphan_grace_seconds: float = 90.0,
         settle_seconds: float = 5.0,
@@ -153,6 +188,7 @@ class EventHub:
     ) -> None:
         self.db = db
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.retry_seconds = retry_seconds
         self.orphan_grace_seconds = orphan_grace_seconds
         self.settle_seconds = settle_seconds
@@ -291,7 +327,9 @@ class EventHub:
         self, key: Key, accepts: Callable[[Mapping[str, Any]], bool], *, limit: int | None = None
     ) -> AsyncIterator[Subscriber]:
         """Register a subscriber for as long as the block runs; it is always removed on the way out."""
-        subscriber = Subscriber(key=key, accepts=accepts, limit=limit or self.queue_size)
+        subscriber = Subscriber(
+            key=key, accepts=accepts, limit=limit or self.queue_size, limit_bytes=self.queue_bytes
+        )
         if self.closing:  # opened during shutdown: it ends at once
             subscriber.close()
         self._by_key.setdefault(key, set()).add(subscriber)
@@ -314,10 +352,13 @@ class EventHub:
             ("workflow", event.get("workflow_id")),
             ("agent", event.get("agent_id")),
         )
+        size: int | None = None
         for key in keys:
             for subscriber in tuple(self._by_key.get(key, ())):
                 if subscriber.accepts(event):
-                    subscriber.push(event)
+                    if size is None:  # once per event, and only for an event someone wants
+                        size = _bson_size(event)
+                    subscriber.push(event, size)
 
     # ----------------------------------------------------------------- stamping
 

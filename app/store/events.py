@@ -139,6 +139,13 @@ async def find_events(
         return [doc async for doc in cursor]
 
 
+async def count_events(db: Db, query: Mapping[str, Any], *, after: ObjectId | None, limit: int) -> int:
+    """How many stamped events match `query` after position `after`, counting no further than `limit`
+    (so the answer costs at most `limit` index entries, however long the history)."""
+    mongo_filter: Document = {**query, "seq": {"$gt": after if after is not None else ORIGIN}}
+    return await db[TASK_EVENTS.name].count_documents(mongo_filter, limit=limit)
+
+
 async def first_events_of_tasks(
     db: Db, task_ids: Sequence[str], *, types: Iterable[str] | None, first: int
 ) -> dict[str, list[Document]]:
