@@ -14,19 +14,20 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.documents import (
+    CLAIM_FIELDS,
     ERROR_FIELDS,
     EVENT_FIELDS,
-    LEASE_ERROR_FIELDS,
+    RECORD_ERROR_FIELDS,
     STATE_FIELDS,
-    TRANSITION_FIELDS,
     WORKFLOW_TREE,
     operation,
+    transition_fields,
 )
 from agent_tasks_client.errors import AgentTasksError, TransportError, raise_for_member
 from agent_tasks_client.models import Event, EventPage, TaskState
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from agent_tasks_client.worker import Handler, Worker
 
 logger = logging.getLogger("agent_tasks_client")
+
+_T = TypeVar("_T")
 
 #: Seconds before the first re-send of a request that got no answer; doubled each time.
 RETRY_BACKOFF = 0.2
@@ -118,7 +121,7 @@ class AgentTasksClient:
     ) -> dict[str, Any]:
         """Run a lifecycle mutation; the success member (or NothingToClaim), refusals raised."""
         lease = await self._lease_fields()
-        selection = TRANSITION_FIELDS + (LEASE_ERROR_FIELDS if lease and field != "claimTask" else "")
+        selection = CLAIM_FIELDS if field == "claimTask" else transition_fields(lease)
         if not lease:
             selection = selection.replace("leaseHolder leaseExpiresAt", "")
         args = {**arguments, "idempotencyKey": ("String", key or _key())}
@@ -135,7 +138,11 @@ class AgentTasksClient:
 
     async def _attempt(self, attempt: int | None) -> int | None:
         """The fencing token to send: none to a server without leases."""
-        return attempt if attempt is not None and await self._lease_fields() else None
+        return await self._lease_arg(attempt)
+
+    async def _lease_arg(self, value: _T | None) -> _T | None:
+        """A lease or fencing argument, left out for a server from before leases (which refuses it)."""
+        return value if value is not None and await self._lease_fields() else None
 
     # ------------------------------------------------------------------------------------------- creating
 
@@ -222,8 +229,8 @@ class AgentTasksClient:
                 "agentName": ("String!", agent_name),
                 "workflowId": ("ID", workflow_id),
                 "taskKinds": ("[TaskKind!]", [k.upper() for k in task_kinds] if task_kinds else None),
-                "leaseSeconds": ("Int", lease_seconds),
-                "workerId": ("String", worker_id),
+                "leaseSeconds": ("Int", await self._lease_arg(lease_seconds)),
+                "workerId": ("String", await self._lease_arg(worker_id)),
             },
             key=idempotency_key,
         )
@@ -245,8 +252,8 @@ class AgentTasksClient:
             "startTask",
             {
                 "id": ("ID!", task_id),
-                "leaseSeconds": ("Int", lease_seconds),
-                "workerId": ("String", worker_id),
+                "leaseSeconds": ("Int", await self._lease_arg(lease_seconds)),
+                "workerId": ("String", await self._lease_arg(worker_id)),
                 "expectedVersion": ("Int", expected_version),
             },
             idempotency_key,
@@ -457,7 +464,9 @@ class AgentTasksClient:
 
     async def _record(self, field: str, arguments: Mapping[str, tuple[str, Any]], key: str | None) -> Event:
         args = {**arguments, "idempotencyKey": ("String", key or _key())}
-        selection = f"{ERROR_FIELDS} ... on RecordEventSuccess {{ event {{ {await self._event_fields()} }} }}"
+        selection = (
+            f"{RECORD_ERROR_FIELDS} ... on RecordEventSuccess {{ event {{ {await self._event_fields()} }} }}"
+        )
         document, variables = operation("mutation", field, args, selection)
         member = (await self.execute(document, variables))[field]
         raise_for_member(member)
@@ -525,8 +534,9 @@ class AgentTasksClient:
         """Every event matching the filters of `events` (page after page)."""
         found: list[Event] = []
         after = filters.pop("after", None)
+        first = filters.pop("first", 100)  # the server's default maximum page size
         while True:
-            page = await self.events(**filters, after=after, first=filters.pop("first", 500))
+            page = await self.events(**filters, after=after, first=first)
             found.extend(page.events)
             if not page.has_next_page or page.end_cursor is None:
                 return found

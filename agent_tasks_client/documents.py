@@ -33,22 +33,40 @@ EVENT_FIELDS = """
   ... on OtherEvent { rawType payload }
 """
 
-#: The refusals of a result union (`errors.raise_for_member`). `currentStatus` is aliased on
-#: LeaseLostError: it is non-null there and nullable on TransitionError, and one response name must
-#: have one type.
-ERROR_FIELDS = """
-  __typename
-  ... on Error { message }
-  ... on NotFoundError { id }
-  ... on TransitionError { currentStatus }
-  ... on ConflictError { currentVersion }
-  ... on ValidationError { field }
-"""
-LEASE_ERROR_FIELDS = "... on LeaseLostError { currentAttempt currentHolder leaseStatus: currentStatus }"
+#: What is asked of each refusal (`errors.raise_for_member`). `currentStatus` is aliased on LeaseLostError:
+#: it is non-null there and nullable on TransitionError, and one response name must have one type.
+_ERROR_DETAILS = {
+    "NotFoundError": "id",
+    "TransitionError": "currentStatus",
+    "ConflictError": "currentVersion",
+    "ValidationError": "field",
+    "LeaseLostError": "currentAttempt currentHolder leaseStatus: currentStatus",
+}
 
-#: What a `TaskTransitionResult` (or `ClaimTaskResult`) is asked for.
-TRANSITION_FIELDS = f"""
-  {ERROR_FIELDS}
+
+def error_fields(*members: str) -> str:
+    """The selection of a result union's refusals: only its own members may be spread in it."""
+    spreads = " ".join(f"... on {m} {{ {_ERROR_DETAILS[m]} }}" for m in members)
+    return f"__typename ... on Error {{ message }} {spreads}"
+
+
+#: The refusals of most results (createWorkflow, createAgentTask, TaskTransitionResult before leases).
+ERROR_FIELDS = error_fields("NotFoundError", "TransitionError", "ConflictError", "ValidationError")
+#: The refusals of a recording (recordToolCall…).
+RECORD_ERROR_FIELDS = error_fields("NotFoundError", "ValidationError")
+#: The refusals of `ClaimTaskResult`, and what else it may be.
+CLAIM_FIELDS = f"""
+  {error_fields("ConflictError", "ValidationError")}
+  ... on NothingToClaim {{ message }}
+  ... on TaskTransitionSuccess {{ state {{ {STATE_FIELDS} }} }}
+"""
+
+
+def transition_fields(lease: bool) -> str:
+    """What a `TaskTransitionResult` is asked for; `LeaseLostError` only from a server that has it."""
+    refusals = ["NotFoundError", "TransitionError", "ConflictError", "ValidationError"]
+    return f"""
+  {error_fields(*refusals, *(["LeaseLostError"] if lease else []))}
   ... on TaskTransitionSuccess {{ state {{ {STATE_FIELDS} }} }}
 """
 
