@@ -105,7 +105,13 @@ async def open_resources(
             settle_seconds=settings.event_settle_seconds,
         )
         await hub.start()
-        lifecycle = Lifecycle(db, settle=hub.settle, claim_spread=settings.claim_spread)
+        lifecycle = Lifecycle(
+            db,
+            settle=hub.settle,
+            claim_spread=settings.claim_spread,
+            lease_seconds=settings.lease_seconds,
+            lease_bounds=(settings.lease_seconds_min, settings.lease_seconds_max),
+        )
         state = AppState(
             settings=settings,
             store=Store(db, CursorCodec(secret)),

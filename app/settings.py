@@ -97,8 +97,17 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(
         default=5.0,
         ge=0.05,
-        description="Seconds between two sweeps that fail the active tasks past their `expires_at`.",
+        description="Seconds between two sweeps that fail the active tasks past their `expires_at` and return"
+        " the tasks whose lease ran out to retrying.",
     )
+    lease_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="Lease a claimTask or startTask takes when it names no `leaseSeconds`: unless a"
+        " heartbeatTask extends it, the task returns to retrying this long after it started.",
+    )
+    lease_seconds_min: int = Field(default=1, ge=1, description="Shortest lease a client may ask for.")
+    lease_seconds_max: int = Field(default=3600, ge=1, description="Longest lease a client may ask for.")
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins whose pages may call the API from a browser (CORS), comma-separated or a JSON"
@@ -153,6 +162,15 @@ class Settings(BaseSettings):
             host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
             checked.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default_port) else ""))
         return checked
+
+    @model_validator(mode="after")
+    def _lease_within_bounds(self) -> Settings:
+        if not self.lease_seconds_min <= self.lease_seconds <= self.lease_seconds_max:
+            raise ValueError(
+                f"LEASE_SECONDS ({self.lease_seconds}) must lie between LEASE_SECONDS_MIN"
+                f" ({self.lease_seconds_min}) and LEASE_SECONDS_MAX ({self.lease_seconds_max})."
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_credentials_for_any_origin(self) -> Settings:

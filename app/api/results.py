@@ -24,7 +24,7 @@ from app.api.types.convert import from_doc
 from app.api.types.enums import TaskStatus
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.tasks import AgentTaskState
-from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused, ServiceError
+from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused, ServiceError
 
 S = TypeVar("S")
 
@@ -42,6 +42,18 @@ class NotFoundError(Error):
 @strawberry.type(description="The task's status (or finalization) does not allow this change.")
 class TransitionError(Error):
     current_status: TaskStatus | None = strawberry.field(description="The task's status now.")
+
+
+@strawberry.type(
+    description="The caller no longer holds the task: its `attempt` (fencing token) is not the task's"
+    " current attempt in progress, or its lease ran out. Nothing was written."
+)
+class LeaseLostError(Error):
+    current_attempt: int = strawberry.field(description="The task's attempt now (the current token).")
+    current_holder: str | None = strawberry.field(
+        description="Who holds the task's lease now (null when nobody does)."
+    )
+    current_status: TaskStatus = strawberry.field(description="The task's status now.")
 
 
 @strawberry.type(
@@ -96,11 +108,35 @@ def error_from(exc: ServiceError) -> ErrorResult:
     raise TypeError(f"unexpected service error {type(exc).__name__}") from exc  # pragma: no cover
 
 
+def _status_or_pending(value: str | None) -> TaskStatus:
+    # Fencing refuses documents of other programs too, whose status may be one this server does not know.
+    try:
+        return TaskStatus(value or "pending")
+    except ValueError:
+        return TaskStatus.PENDING
+
+
 async def capture(work: Awaitable[S]) -> S | ErrorResult:
     """`work`'s answer, or the error type of the service refusal it raised: the refusal-as-data step of
     every mutation, so resolvers stay one line (the idea of dagster-graphql's `capture_error`)."""
     try:
         return await work
+    except ServiceError as exc:
+        return error_from(exc)
+
+
+async def capture_fenced(work: Awaitable[S]) -> S | ErrorResult | LeaseLostError:
+    """`capture` for the lifecycle changes whose union also holds `LeaseLostError` (a stale fencing token
+    or a lapsed lease); elsewhere such a refusal would read as the `TransitionError` it specialises."""
+    try:
+        return await work
+    except LeaseLost as exc:
+        return LeaseLostError(
+            message=exc.message,
+            current_attempt=exc.current_attempt,
+            current_holder=exc.current_holder,
+            current_status=_status_or_pending(exc.current_status),
+        )
     except ServiceError as exc:
         return error_from(exc)
 

@@ -27,6 +27,18 @@ class Refused(ServiceError):
         self.current_status = current_status
 
 
+class LeaseLost(Refused):
+    """A holder's change carried a stale fencing token (attempt), or its lease has run out: another attempt
+    owns the task now, or nobody does. Names the task's current attempt, holder and status."""
+
+    def __init__(
+        self, message: str, *, current_status: str, current_attempt: int, current_holder: str | None
+    ) -> None:
+        super().__init__(message, current_status=current_status)
+        self.current_attempt = current_attempt
+        self.current_holder = current_holder
+
+
 class Conflict(ServiceError):
     """A compare-and-set failed (`expectedVersion` is stale) or a rule such as "has children" refused it."""
 

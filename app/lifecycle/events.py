@@ -24,6 +24,8 @@ class EventType(StrEnum):
     TASK_PROGRESS = "TASK_PROGRESS"
     TASK_COMPLETED = "TASK_COMPLETED"
     TASK_FAILED = "TASK_FAILED"
+    #: A task's lease ran out before it finished: it went back to retrying (or failed, attempts used up).
+    LEASE_EXPIRED = "LEASE_EXPIRED"
     TOOL_CALL = "TOOL_CALL"
     TOOL_RESULT = "TOOL_RESULT"
     MEMORY_OPERATION = "MEMORY_OPERATION"

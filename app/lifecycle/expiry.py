@@ -1,4 +1,5 @@
-"""Expiry: an active task whose `expires_at` has passed is failed, by a sweeper and on every read.
+"""Expiry: an active task whose `expires_at` has passed is failed, by a sweeper and on every read; and the
+same sweeper returns the tasks whose lease ran out to retrying.
 
 `expire_overdue` finds the active states past their `expires_at` and applies `state_machine.expire` to
 each through `Lifecycle.transition`: one compare-and-set transaction per task, writing STATUS_CHANGED and
@@ -9,6 +10,14 @@ Several server processes may sweep the same database at once, and a sweep may ra
 finishes the task: that is safe. Each expiry is its own transaction that re-reads the state and decides
 afresh; two writers of one task conflict, the loser retries, finds the task already terminal and is
 refused — which the sweeper skips silently. So every task is expired at most once, with one set of events.
+
+Leases: `lapse_overdue` finds the tasks in progress whose `lease_expires_at` has passed and applies
+`Lifecycle.lapse` to each (retrying, or failed with the attempts used up; STATUS_CHANGED and LEASE_EXPIRED),
+with the same one-transaction-per-task safety; the write also compares status, attempts and the lease's
+deadline, so a lease extended by a heartbeat meanwhile is never lapsed. One sweeper does both, expiry
+first (an expired task is failed for good, not retried). Before the sweep, a lapsed lease is already
+refused to its holder (`check_lease`); reads show the task as stored, in progress with its
+`lease_expires_at` in the past.
 
 Between the deadline and the next sweep the stored document still says it is running. `present` applies
 the same expiry to a document being read, so the API never shows an expired task as still active.
@@ -78,8 +87,26 @@ async def expire_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, b
     return expired
 
 
+async def lapse_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, batch: int = 100) -> list[str]:
+    """Lapse up to `batch` leases that ran out by `now` (default: the lifecycle's clock); the ids lapsed by
+    this call. A task finished, heartbeated or lapsed concurrently by someone else is skipped silently."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    at = lifecycle.clock() if now is None else now
+    due = await state_store.lapsed(lifecycle.db, at, batch)
+    lapsed: list[str] = []
+    for task_id in due:
+        try:
+            await lifecycle.lapse(task_id, now)
+        except (Refused, Conflict, NotFound):
+            continue  # finished, extended or lapsed by someone else since we looked: nothing to do
+        lapsed.append(task_id)
+    return lapsed
+
+
 class ExpirySweeper:
-    """Runs `expire_overdue` every `interval` seconds as an asyncio task, until stopped.
+    """Runs `expire_overdue`, then `lapse_overdue`, every `interval` seconds as an asyncio task, until
+    stopped.
 
     Errors (a MongoDB hiccup, say) are logged and the loop carries on at the next tick.
     """
@@ -111,13 +138,22 @@ class ExpirySweeper:
             await task
 
     async def sweep(self) -> list[str]:
-        """One sweep: expire batches until a short one shows nothing more is overdue."""
+        """One sweep: expire batches until a short one shows nothing more is overdue; the ids expired."""
         expired: list[str] = []
         while True:
             ids = await expire_overdue(self.lifecycle, batch=self.batch)
             expired += ids
             if len(ids) < self.batch:
                 return expired
+
+    async def sweep_leases(self) -> list[str]:
+        """One sweep of the leases that ran out, batch after batch; the ids lapsed."""
+        lapsed: list[str] = []
+        while True:
+            ids = await lapse_overdue(self.lifecycle, batch=self.batch)
+            lapsed += ids
+            if len(ids) < self.batch:
+                return lapsed
 
     async def _run(self) -> None:
         while True:
@@ -126,6 +162,9 @@ class ExpirySweeper:
                 if expired:
                     # Ids are not always strings: another program's state may have an ObjectId `_id`.
                     logger.info("expired %d overdue task(s): %s", len(expired), ", ".join(map(str, expired)))
+                lapsed = await self.sweep_leases()
+                if lapsed:
+                    logger.info("lapsed %d lease(s): %s", len(lapsed), ", ".join(map(str, lapsed)))
             except Exception:
                 logger.exception("expiry sweep failed; retrying in %s s", self.interval)
             await asyncio.sleep(self.interval)

@@ -9,11 +9,13 @@ applies the transition with compare-and-set on `version`, which is why `set_fiel
 |----------|----------------------------------------|-------------------------------------------------|
 | start    | pending, retrying                      | in_progress (attempts + 1, started_at = now)    |
 | progress | in_progress                            | in_progress (progress_percentage, current_step) |
+| heartbeat| in_progress                            | in_progress (lease extended; progress if given) |
 | complete | in_progress                            | completed (completed_at, execution time, 100 %) |
 | fail     | in_progress, pending, retrying         | retrying; failed if final or attempts exhausted |
 | retry    | failed, cancelled                      | retrying (grants one more attempt if exhausted) |
 | cancel   | any active status                      | cancelled                                       |
 | expire   | any active status, once expires_at     | failed (last_error says it expired)             |
+| lapse    | in_progress, once lease_expires_at     | retrying; failed if attempts are used up        |
 | release  | awaiting_dependency                    | pending (its dependencies are met)              |
 | block    | pending, retrying                      | awaiting_dependency (its dependencies are not)  |
 
@@ -24,7 +26,13 @@ from awaiting_dependency, once the task has expired, and once `attempts >= max_a
 Events, in order: a status change first emits `("STATUS_CHANGED", {task_id, from_status, to_status})`,
 then the seed 003 event where there is one — `TASK_PROGRESS` {task_id, status, progress (0.0-1.0),
 details}, `TASK_COMPLETED` {task_id, status, result}, `TASK_FAILED` {task_id, status, error, is_final,
-details}. Payloads are JSON-friendly (no datetimes).
+details}, and a lapse's `LEASE_EXPIRED` {task_id, holder, attempt, lease_expires_at (ISO), status}.
+Payloads are JSON-friendly (no datetimes).
+
+Leases: `start` given `lease_seconds` records who holds the task (`lease_holder`: the worker, else the
+agent) and until when (`lease_expires_at`); `heartbeat` pushes that time on and sets `last_heartbeat_at`.
+The attempt number is the lease's fencing token. Every action that takes a task out of in_progress clears
+the three lease fields (when there is a lease to clear).
 
 Documents written by other programs are read tolerantly: a missing status is "pending", "In Progress"
 reads as "in_progress", missing or malformed attempts read as 0, and a missing or non-positive
@@ -36,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.domain import (
@@ -49,6 +57,9 @@ from app.domain import (
     as_utc,
     normalise_status,
 )
+
+#: The lease of a task in progress: who holds it, until when, and its last heartbeat.
+LEASE_FIELDS = ("lease_holder", "lease_expires_at", "last_heartbeat_at")
 
 __all__ = ["ACTIVE", "DEFAULT_MAX_ATTEMPTS", "STATUSES", "TERMINAL", "normalise_status"]
 
@@ -119,6 +130,16 @@ def _attempts(state: Mapping[str, Any]) -> int:
     return max(0, _int_or(state.get("attempts"), 0))
 
 
+def attempts_of(state: Mapping[str, Any]) -> int:
+    """The attempts counted so far (read tolerantly): the fencing token of the current attempt."""
+    return _attempts(state)
+
+
+def has_attempts_left(state: Mapping[str, Any]) -> bool:
+    """Whether `start` would grant another attempt (attempts < max_attempts)."""
+    return _attempts(state) < _max_attempts(state)
+
+
 def _max_attempts(state: Mapping[str, Any]) -> int:
     value = _int_or(state.get("max_attempts"), DEFAULT_MAX_ATTEMPTS)
     return value if value > 0 else DEFAULT_MAX_ATTEMPTS
@@ -156,6 +177,8 @@ def _transition(
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> Transition:
     set_fields: dict[str, Any] = {**fields, "status": to_status, "updated_at": now}
+    if to_status != "in_progress" and has_lease(state):
+        set_fields.update(dict.fromkeys(LEASE_FIELDS))
     events: list[tuple[str, dict[str, Any]]] = []
     if from_status != to_status:
         events.append(
@@ -169,9 +192,18 @@ def _transition(
     return Transition(action, from_status, to_status, set_fields, events)
 
 
-def start(state: Mapping[str, Any], now: datetime) -> Transition:
-    """pending/retrying → in_progress: one more attempt, a fresh start time, progress back to 0."""
+def start(
+    state: Mapping[str, Any],
+    now: datetime,
+    lease_seconds: float | None = None,
+    holder: str | None = None,
+) -> Transition:
+    """pending/retrying → in_progress: one more attempt, a fresh start time, progress back to 0.
+
+    With `lease_seconds`, the task is leased until now + lease_seconds to `holder` (default: its agent).
+    """
     now = _now(now)
+    lease = _lease_until(now, lease_seconds)
     status = normalise_status(state.get("status"))
     if status == "awaiting_dependency":
         raise _refuse(
@@ -199,6 +231,12 @@ def start(state: Mapping[str, Any], now: datetime) -> Transition:
         "progress_percentage": 0,
         "current_step": None,
     }
+    if lease is not None:
+        fields |= {
+            "lease_holder": holder or state.get("agent_name") or None,
+            "lease_expires_at": lease,
+            "last_heartbeat_at": None,
+        }
     return _transition("start", state, status, "in_progress", now, fields)
 
 
@@ -237,6 +275,47 @@ def report_progress(
         "details": current_step,
     }
     return _transition("progress", state, status, "in_progress", now, fields, ("TASK_PROGRESS", payload))
+
+
+def heartbeat(
+    state: Mapping[str, Any],
+    now: datetime,
+    lease_seconds: float,
+    percentage: int | float | None = None,
+    current_step: str | None = None,
+) -> Transition:
+    """in_progress → in_progress with the lease extended to now + `lease_seconds` and `last_heartbeat_at`.
+
+    With `percentage` and/or `current_step`, progress is recorded exactly as `report_progress` does (its
+    TASK_PROGRESS event included; a step alone keeps the stored percentage). A bare heartbeat writes no
+    event: one every few seconds per worker would flood the event log, and the lease is on the state.
+    A task started without a lease takes one, held by its agent.
+    """
+    now = _now(now)
+    lease = _lease_until(now, lease_seconds)
+    if percentage is not None or current_step is not None:
+        if percentage is None:
+            percentage = _int_or(state.get("progress_percentage"), 0)
+        base = report_progress(state, now, percentage, current_step)
+        fields, event = dict(base.set_fields), base.events[-1]
+    else:
+        status = normalise_status(state.get("status"))
+        _require("heartbeat", "heartbeat", status, {"in_progress"})
+        fields, event = {}, None
+    fields |= {
+        "lease_holder": state.get("lease_holder") or state.get("agent_name") or None,
+        "lease_expires_at": lease,
+        "last_heartbeat_at": now,
+    }
+    return _transition("heartbeat", state, "in_progress", "in_progress", now, fields, event)
+
+
+def _lease_until(now: datetime, lease_seconds: float | None) -> datetime | None:
+    if lease_seconds is None:
+        return None
+    if not _is_number(lease_seconds) or not math.isfinite(lease_seconds) or lease_seconds <= 0:
+        raise InvalidInput("lease_seconds", f"lease seconds must be a positive number, got {lease_seconds!r}")
+    return now + timedelta(seconds=lease_seconds)
 
 
 def complete(
@@ -375,6 +454,31 @@ def expire(state: Mapping[str, Any], now: datetime) -> Transition:
     return _transition("expire", state, status, "failed", now, fields, ("TASK_FAILED", payload))
 
 
+def lapse(state: Mapping[str, Any], now: datetime) -> Transition:
+    """in_progress → retrying once its lease has run out (the attempt was counted when it started), or
+    → failed when the attempts are used up; last_error names the holder, the deadline and the attempt."""
+    now = _now(now)
+    status = normalise_status(state.get("status"))
+    _require("lapse", "lapse the lease of", status, {"in_progress"})
+    until = as_utc(state.get("lease_expires_at"))
+    if until is None or not lease_lapsed(state, now):
+        when = until.isoformat() if until else "no lease"
+        raise _refuse("lapse", status, f"cannot lapse a lease that has not run out ({when})")
+    attempts, holder = _attempts(state), state.get("lease_holder") or state.get("agent_name")
+    to_status = "failed" if attempts >= _max_attempts(state) else "retrying"
+    message = f"lease held by {holder} expired at {until.isoformat()} (attempt {attempts})"
+    details = "no heartbeat extended the lease before it ran out"
+    fields = {"last_error": {"timestamp": now, "message": message, "details": details}}
+    payload = {
+        "task_id": _task_id(state),
+        "holder": holder,
+        "attempt": attempts,
+        "lease_expires_at": until.isoformat(),
+        "status": to_status,
+    }
+    return _transition("lapse", state, status, to_status, now, fields, ("LEASE_EXPIRED", payload))
+
+
 def release(state: Mapping[str, Any], now: datetime) -> Transition:
     """awaiting_dependency → pending, once its dependencies are met (the caller checks them)."""
     now = _now(now)
@@ -404,6 +508,20 @@ def is_expired(state: Mapping[str, Any], now: datetime) -> bool:
     expires_at = as_utc(state.get("expires_at"))
     now_utc = as_utc(now)
     return expires_at is not None and now_utc is not None and expires_at <= now_utc
+
+
+def has_lease(state: Mapping[str, Any]) -> bool:
+    """Whether any lease field is set (a task started before leases existed has none)."""
+    return any(state.get(name) is not None for name in LEASE_FIELDS)
+
+
+def lease_lapsed(state: Mapping[str, Any], now: datetime) -> bool:
+    """True when the task is in progress and its lease_expires_at <= now (no lease: never)."""
+    if normalise_status(state.get("status")) != "in_progress":
+        return False
+    until = as_utc(state.get("lease_expires_at"))
+    now_utc = as_utc(now)
+    return until is not None and now_utc is not None and until <= now_utc
 
 
 def _deps_met(dependencies: Any, statuses_by_id: Mapping[str, str | None]) -> bool:

@@ -17,10 +17,10 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from app.domain import TaskKind, utcnow
+from app.domain import MAX_ID_LENGTH, TaskKind, as_utc, utcnow
 from app.lifecycle import idempotency
 from app.lifecycle import state_machine as sm
-from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused
+from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused
 from app.lifecycle.events import event_doc
 from app.store import states as state_store
 from app.store import tasks as task_store
@@ -63,6 +63,38 @@ def check_version(state: Mapping[str, Any], expected: int | None) -> None:
         )
 
 
+def check_lease(state: Mapping[str, Any], attempt: int | None, now: dt.datetime) -> None:
+    """Fencing: refuse a holder's change (LeaseLost) when its token `attempt` is not the task's current
+    attempt in progress, or when the task's lease has run out (whoever asks: the sweep will move it on)."""
+    task_id, status = state["_id"], sm.normalise_status(state.get("status"))
+    attempts, holder = sm.attempts_of(state), state.get("lease_holder")
+    if attempt is not None and (attempt != attempts or status != "in_progress"):
+        held = f", leased to {holder}" if holder and status == "in_progress" else ""
+        raise LeaseLost(
+            f"attempt {attempt} no longer holds task '{task_id}':"
+            f" it is {status} under attempt {attempts}{held}",
+            current_status=status,
+            current_attempt=attempts,
+            current_holder=holder if status == "in_progress" else None,
+        )
+    if sm.lease_lapsed(state, now):
+        until = as_utc(state.get("lease_expires_at"))
+        raise LeaseLost(
+            f"the lease of task '{task_id}' held by {holder} expired at"
+            f" {until.isoformat() if until else state.get('lease_expires_at')} (attempt {attempts});"
+            " the next sweep returns it to retrying",
+            current_status=status,
+            current_attempt=attempts,
+            current_holder=None,
+        )
+
+
+def lease_guard(state: Mapping[str, Any]) -> Doc:
+    """What a lapse relies on, compared again by the write itself: the same attempt still in progress,
+    under the same lease."""
+    return {key: state.get(key) for key in ("status", "attempts", "lease_expires_at")}
+
+
 class Lifecycle:
     """Lifecycle operations over one database."""
 
@@ -72,17 +104,76 @@ class Lifecycle:
         clock: Callable[[], dt.datetime] = utcnow,
         settle: Settle | None = None,
         claim_spread: int = 8,
+        lease_seconds: float = 60,
+        lease_bounds: tuple[float, float] = (1, 3600),
     ) -> None:
         self.db = db
         self.clock = clock
         self.claim_spread = claim_spread
+        #: The lease a claim or start takes when the caller names none, and the bounds of any lease.
+        self.lease_seconds = lease_seconds
+        self.lease_bounds = lease_bounds
         #: Tasks this process is claiming, or claimed a moment ago: other claimers here skip them. A
         #: claimed task stays listed for `CLAIM_LINGER_SECONDS` after its commit, because a claimer whose
         #: snapshot predates that commit still sees the task pending and would only collide with it.
         self._claiming: dict[str, float] = {}
+        #: The version each lingering claim wrote: a candidate read at a later version (failed or lapsed
+        #: since, and claimable again) is no stale snapshot, and is not skipped.
+        self._claimed_version: dict[str, int] = {}
         # Waits until committed events carry their commit-order position (the event hub's `settle`);
         # without a hub (a bare service in a script or test) events are answered as written.
         self.settle: Settle = settle or _as_written
+
+    # ----------------------------------------------------------------- leases
+
+    def lease(self, lease_seconds: float | None) -> float:
+        """The lease to take or extend: the default when not given, refused outside the bounds."""
+        if lease_seconds is None:
+            return self.lease_seconds
+        low, high = self.lease_bounds
+        if not low <= lease_seconds <= high:
+            bound = f"at least {low:g}" if lease_seconds < low else f"at most {high:g}"
+            raise Invalid("lease_seconds", f"lease_seconds must be {bound}, got {lease_seconds:g}")
+        return float(lease_seconds)
+
+    @staticmethod
+    def holder(worker_id: str | None) -> str | None:
+        """The worker id a client names as lease holder (None: the task's agent holds it)."""
+        if worker_id is None:
+            return None
+        if not worker_id.strip():
+            raise Invalid("worker_id", "worker_id must not be empty")
+        if len(worker_id) > MAX_ID_LENGTH:
+            raise Invalid(
+                "worker_id", f"worker_id must be at most {MAX_ID_LENGTH} characters, got {len(worker_id)}"
+            )
+        return worker_id
+
+    def start_action(self, lease_seconds: float | None = None, worker_id: str | None = None) -> Action:
+        """`state_machine.start` with a lease: the bounds and the holder are checked before any read."""
+        lease, holder = self.lease(lease_seconds), self.holder(worker_id)
+        return lambda state, now: sm.start(state, now, lease_seconds=lease, holder=holder)
+
+    async def lapse(self, task_id: Any, at: dt.datetime | None = None) -> Applied:
+        """Return a task whose lease ran out to retrying (failed if its attempts are used up), with its
+        STATUS_CHANGED and LEASE_EXPIRED events, in one transaction.
+
+        Several processes may sweep at once: the write compares the version and, again, status, attempts
+        and lease_expires_at, so a lapse is applied once, and never to a lease extended or an attempt
+        finished meanwhile (the state machine then refuses it: `Refused`, which sweepers skip)."""
+
+        async def work(session: AsyncClientSession) -> Applied:
+            now = self.clock() if at is None else at
+            state = await state_store.get(self.db, task_id, session)
+            if state is None:
+                raise NotFound(f"no task with id '{task_id}'", id=task_id)
+            if sm.is_expired(state, now):  # expiry wins: the expiry sweep fails it for good
+                raise Refused(f"task '{task_id}' has expired", current_status="failed")
+            transition = _decide(sm.lapse, state, now)
+            return await self._apply(session, state, transition, now, guard=lease_guard(state))
+
+        applied: Applied = await self._once(None, "lapse", work)
+        return applied
 
     # ----------------------------------------------------------------- public operations
 
@@ -94,8 +185,13 @@ class Lifecycle:
         *,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
+        fenced: bool = False,
+        attempt: int | None = None,
     ) -> Applied:
-        """Apply `action` to the task's state, atomically with its events and the dependents it releases."""
+        """Apply `action` to the task's state, atomically with its events and the dependents it releases.
+
+        `fenced` marks a holder's change (progress, heartbeat, complete, fail): it is refused with
+        `LeaseLost` when `attempt` (the holder's token, if given) is stale or the lease has run out."""
 
         async def work(session: AsyncClientSession) -> Applied:
             now = self.clock()
@@ -109,6 +205,8 @@ class Lifecycle:
                     f"task '{task_id}' has expired (expires_at {state.get('expires_at')}); it is failed",
                     current_status="failed",
                 )
+            if fenced:
+                check_lease(state, attempt, now)
             applied = await self._apply(session, state, _decide(action, state, now), now)
             return applied
 
@@ -121,11 +219,16 @@ class Lifecycle:
         workflow_id: str | None = None,
         task_kinds: list[str] | None = None,
         idempotency_key: str | None = None,
+        lease_seconds: float | None = None,
+        worker_id: str | None = None,
     ) -> Applied | None:
-        """Start the most urgent, oldest pending task of `agent_name` whose dependencies are met.
+        """Start the most urgent, oldest pending or retrying task of `agent_name`, under a lease of
+        `lease_seconds` (default: the lifecycle's) held by `worker_id` (default: the agent).
 
         None when there is nothing to claim. Pending means released: a task with unmet dependencies is
-        `awaiting_dependency`, never `pending`.
+        `awaiting_dependency`, never `pending`; a retrying task (failed, or its lease ran out) is claimed
+        like a pending one, so a worker pool picks retries up by itself. A task whose lease ran out is
+        claimable once the sweep has returned it to retrying (within `EXPIRY_SWEEP_SECONDS`).
 
         Claims spread instead of racing for the head of the queue. Within this process, a candidate being
         claimed is skipped by the other claimers (`_claiming`), so concurrent claims here never conflict
@@ -136,6 +239,7 @@ class Lifecycle:
         """
         if not agent_name:
             raise Invalid("agent_name", "agent_name must not be empty")
+        start = self.start_action(lease_seconds, worker_id)
         operation = f"claim:{agent_name}"
         held: set[str] = set()
         attempts = 0
@@ -153,7 +257,8 @@ class Lifecycle:
             state = picks[0] if attempts == 1 else random.choice(picks)
             held.add(state["_id"])
             self._claiming[state["_id"]] = math.inf
-            return await self._apply(session, state, _decide(sm.start, state, now), now)
+            self._claimed_version.pop(state["_id"], None)  # in flight: skipped whatever its version
+            return await self._apply(session, state, _decide(start, state, now), now)
 
         try:
             applied = await self._once(idempotency_key, operation, work)
@@ -164,7 +269,17 @@ class Lifecycle:
         linger = time.monotonic() + CLAIM_LINGER_SECONDS
         for task_id in held:
             self._claiming[task_id] = linger
+            if applied is not None and applied.state["_id"] == task_id:
+                self._claimed_version[task_id] = version_of(applied.state)
         return applied
+
+    def _skipped(self, state: Mapping[str, Any]) -> bool:
+        """Whether a candidate is being claimed here, or is the stale image of a claim made here."""
+        task_id = state["_id"]
+        if task_id not in self._claiming:
+            return False
+        claimed = self._claimed_version.get(task_id)
+        return claimed is None or version_of(state) <= claimed
 
     async def _candidates(
         self,
@@ -184,7 +299,11 @@ class Lifecycle:
         now_mono = time.monotonic()
         for task_id in [t for t, until in self._claiming.items() if until < now_mono]:
             del self._claiming[task_id]
-        limit = wanted + sum(1 for until in self._claiming.values() if until == math.inf)
+            self._claimed_version.pop(task_id, None)
+        # Claims in flight are left out by the query; lingering ones are read (one may be claimable
+        # again) and sorted out by `_skipped`, so each takes a slot of the limit.
+        in_flight = [t for t, until in self._claiming.items() if until == math.inf]
+        limit = wanted + len(self._claiming)
         while True:
             docs = await state_store.claimable(
                 self.db,
@@ -192,13 +311,15 @@ class Lifecycle:
                 now,
                 workflow_id=workflow_id,
                 task_kinds=task_kinds,
-                exclude=list(self._claiming),
+                exclude=in_flight,
                 limit=limit,
                 session=session,
             )
             picks: list[Doc] = []
             for state in docs:
-                if state["_id"] in self._claiming or sm.is_expired(state, now):  # (an ISO-string expiry)
+                if self._skipped(state) or sm.is_expired(state, now):  # (an ISO-string expiry)
+                    continue
+                if not sm.has_attempts_left(state):  # (its max_attempts was lowered since it failed)
                     continue
                 if picks and state.get("priority_rank") != picks[0].get("priority_rank"):
                     break
@@ -212,12 +333,17 @@ class Lifecycle:
     # ----------------------------------------------------------------- inside a transaction
 
     async def _apply(
-        self, session: AsyncClientSession, state: Doc, transition: sm.Transition, now: dt.datetime
+        self,
+        session: AsyncClientSession,
+        state: Doc,
+        transition: sm.Transition,
+        now: dt.datetime,
+        guard: Doc | None = None,
     ) -> Applied:
         """Write `transition` with compare-and-set, its events, and release the dependents it unblocks."""
         new_version = version_of(state) + 1
         updated = await state_store.update_if_version(
-            self.db, state, transition.set_fields, new_version, session
+            self.db, state, transition.set_fields, new_version, session, guard=guard
         )
         if updated is None:  # changed since we read it (outside a transaction, e.g. by another program)
             raise Conflict(f"task '{state['_id']}' changed concurrently; read it again and retry")

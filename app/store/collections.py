@@ -205,6 +205,10 @@ AGENT_TASK_STATES = CollectionSpec(
         "task_kind": S,
         "workflow_id": S,
         "version": INT,
+        # leases (claimTask / startTask / heartbeatTask), null when no lease
+        "lease_holder": S,
+        "lease_expires_at": DT,
+        "last_heartbeat_at": DT,
     },
     indexes=(
         _idx("agent_name"),
@@ -215,6 +219,8 @@ AGENT_TASK_STATES = CollectionSpec(
         _idx("dependencies.task_id"),
         # the expiry sweeper: active tasks whose expires_at has passed.
         _idx("expires_at"),
+        # the same sweeper: leases that ran out.
+        _idx("lease_expires_at"),
         # claimTask: the most urgent, oldest ready task of an agent.
         _idx("agent_name", "status", ("priority_rank", -1), "created_at"),
         # agentStats: one agent's states created since a date (app/store/analytics.py).

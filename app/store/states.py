@@ -49,12 +49,18 @@ async def insert(db: Db, docs: list[Doc], session: Session = None) -> None:
 
 
 async def update_if_version(
-    db: Db, state: Mapping[str, Any], changes: Mapping[str, Any], new_version: int, session: Session = None
+    db: Db,
+    state: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    new_version: int,
+    session: Session = None,
+    guard: Mapping[str, Any] | None = None,
 ) -> Doc | None:
-    """`$set` `changes` and `version = new_version` if the document is still at the version of `state`;
-    the updated document, or None when it changed since it was read."""
+    """`$set` `changes` and `version = new_version` if the document is still at the version of `state`
+    (and still matches `guard`, extra field values the caller relies on); the updated document, or None
+    when it changed since it was read."""
     return await _states(db).find_one_and_update(
-        {"_id": state["_id"], **version_filter(state)},
+        {**(guard or {}), "_id": state["_id"], **version_filter(state)},
         {"$set": {**changes, "version": new_version}},
         return_document=ReturnDocument.AFTER,
         session=session,
@@ -124,13 +130,14 @@ async def claimable(
     limit: int = 1,
     session: Session = None,
 ) -> list[Doc]:
-    """The first `limit` of the agent's pending, unexpired tasks in `CLAIM_ORDER` (on the claim index).
+    """The first `limit` of the agent's pending or retrying, unexpired tasks in `CLAIM_ORDER` (on the claim
+    index: the two statuses are merged in order).
 
     ISO-string expiries (written by other programs) cannot be compared here; the caller checks them.
     """
     query: Doc = {
         "agent_name": agent_name,
-        "status": "pending",
+        "status": {"$in": ["pending", "retrying"]},
         "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}, {"expires_at": {"$type": "string"}}],
     }
     skipped = list(exclude)
@@ -159,3 +166,16 @@ def overdue(db: Db, now: dt.datetime, terminal: Iterable[str]) -> Any:
         sort=[("expires_at", 1), ("_id", 1)],
         comment=BACKGROUND,
     )
+
+
+async def lapsed(db: Db, now: dt.datetime, limit: int) -> list[Any]:
+    """Ids of up to `limit` states in progress whose lease ran out (`lease_expires_at` <= now), soonest
+    first, on the `lease_expires_at` index."""
+    cursor = _states(db).find(
+        {"lease_expires_at": {"$lte": now}, "status": "in_progress"},
+        {"_id": 1},
+        sort=[("lease_expires_at", 1), ("_id", 1)],
+        limit=limit,
+        comment=BACKGROUND,
+    )
+    return [doc["_id"] async for doc in cursor]

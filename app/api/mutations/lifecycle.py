@@ -1,6 +1,8 @@
-"""Lifecycle mutations: claim, start, progress, complete, fail, retry, cancel. Thin: each binds the state
-machine action to its arguments and lets the `Lifecycle` service apply it; `capture` turns refusals
-into the error types of the result union."""
+"""Lifecycle mutations: claim, start, heartbeat, progress, complete, fail, retry, cancel. Thin: each binds
+the state machine action to its arguments and lets the `Lifecycle` service apply it; `capture` turns
+refusals into the error types of the result union. The holder's changes (heartbeat, progress, complete,
+fail) are fenced: they may carry the attempt their claim answered, and are refused (`LeaseLostError`)
+once another attempt holds the task or their lease ran out."""
 
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ from strawberry.scalars import JSON
 from app.api.inputs import IdempotencyKey
 from app.api.results import (
     ConflictError,
+    LeaseLostError,
     NotFoundError,
     NothingToClaim,
     TaskTransitionSuccess,
     TransitionError,
     ValidationError,
     capture,
+    capture_fenced,
     transition_success,
 )
 from app.api.types.enums import TaskKind
@@ -26,7 +30,12 @@ from app.lifecycle import state_machine as sm
 from app.lifecycle.transitions import Action, Lifecycle
 
 TaskTransitionResult = Annotated[
-    TaskTransitionSuccess | NotFoundError | TransitionError | ConflictError | ValidationError,
+    TaskTransitionSuccess
+    | NotFoundError
+    | TransitionError
+    | ConflictError
+    | ValidationError
+    | LeaseLostError,
     strawberry.union("TaskTransitionResult", description="Outcome of a lifecycle mutation."),
 ]
 ClaimTaskResult = Annotated[
@@ -41,6 +50,24 @@ ExpectedVersion = Annotated[
     int | None,
     strawberry.argument(description="Apply only if the task is still at this version (compare-and-set)."),
 ]
+LeaseSeconds = Annotated[
+    int | None,
+    strawberry.argument(
+        description="How long the lease lasts, in seconds, unless heartbeats extend it (default and bounds:"
+        " the server's LEASE_SECONDS, LEASE_SECONDS_MIN, LEASE_SECONDS_MAX)."
+    ),
+]
+WorkerId = Annotated[
+    str | None,
+    strawberry.argument(description="Who holds the lease (e.g. a worker process); default: the agent name."),
+]
+Attempt = Annotated[
+    int | None,
+    strawberry.argument(
+        description="Fencing token: the `attempts` the claim or start answered. When the task is no longer"
+        " in progress under this attempt, the change is refused with LeaseLostError."
+    ),
+]
 
 
 def _lifecycle(info: strawberry.Info) -> Lifecycle:
@@ -53,12 +80,19 @@ async def claim(
     workflow_id: str | None,
     task_kinds: list[TaskKind] | None,
     idempotency_key: str | None,
+    lease_seconds: int | None = None,
+    worker_id: str | None = None,
 ) -> TaskTransitionSuccess | NothingToClaim:
     """Start the agent's most urgent ready task, if there is one."""
     # The stored kind names (`str()`: mypy takes `strawberry.enum_value` members for their definitions).
     kinds = [str(k.value) for k in task_kinds] if task_kinds else None
     applied = await _lifecycle(info).claim(
-        agent_name, workflow_id=workflow_id, task_kinds=kinds, idempotency_key=idempotency_key
+        agent_name,
+        workflow_id=workflow_id,
+        task_kinds=kinds,
+        idempotency_key=idempotency_key,
+        lease_seconds=lease_seconds,
+        worker_id=worker_id,
     )
     if applied is None:
         return NothingToClaim(message="no pending task with its dependencies met is waiting for this agent")
@@ -66,13 +100,59 @@ async def claim(
 
 
 async def transition(
-    info: strawberry.Info, operation: str, task_id: str, action: Action, version: int | None, key: str | None
+    info: strawberry.Info,
+    operation: str,
+    task_id: str,
+    action: Action,
+    version: int | None,
+    key: str | None,
+    *,
+    fenced: bool = False,
+    attempt: int | None = None,
 ) -> TaskTransitionSuccess:
     """Apply one state machine action to a task (the shared body of every mutation but claimTask)."""
     applied = await _lifecycle(info).transition(
-        operation, task_id, action, expected_version=version, idempotency_key=key
+        operation,
+        task_id,
+        action,
+        expected_version=version,
+        idempotency_key=key,
+        fenced=fenced,
+        attempt=attempt,
     )
     return transition_success(applied.state, applied.events)
+
+
+async def start(
+    info: strawberry.Info,
+    task_id: str,
+    lease_seconds: int | None,
+    worker_id: str | None,
+    version: int | None,
+    key: str | None,
+) -> TaskTransitionSuccess:
+    """startTask: the lease is checked before the task is read."""
+    action = _lifecycle(info).start_action(lease_seconds, worker_id)
+    return await transition(info, "start", task_id, action, version, key)
+
+
+async def heartbeat(
+    info: strawberry.Info,
+    task_id: str,
+    attempt: int | None,
+    lease_seconds: int | None,
+    percentage: float | None,
+    current_step: str | None,
+    key: str | None,
+) -> TaskTransitionSuccess:
+    """heartbeatTask: extend the lease (by the default when not given) and record progress if given."""
+    action = functools.partial(
+        sm.heartbeat,
+        lease_seconds=_lifecycle(info).lease(lease_seconds),
+        percentage=percentage,
+        current_step=current_step,
+    )
+    return await transition(info, "heartbeat", task_id, action, None, key, fenced=True, attempt=attempt)
 
 
 def _object(value: object) -> dict[str, Any] | None:
@@ -95,23 +175,55 @@ class LifecycleMutation:
         task_kinds: Annotated[
             list[TaskKind] | None, strawberry.argument(description="Only tasks of these kinds.")
         ] = None,
+        lease_seconds: LeaseSeconds = None,
+        worker_id: WorkerId = None,
         idempotency_key: IdempotencyKey = None,
     ) -> ClaimTaskResult:
         # `claim` raises only what ClaimTaskResult holds (ValidationError, ConflictError): never a
-        # NotFoundError or TransitionError, which `capture`'s type allows for.
+        # NotFoundError, TransitionError or LeaseLostError, which `capture`'s type allows for.
         return await capture(  # type: ignore[return-value]
-            claim(info, agent_name, workflow_id, task_kinds, idempotency_key)
+            claim(info, agent_name, workflow_id, task_kinds, idempotency_key, lease_seconds, worker_id)
         )
 
-    @strawberry.mutation(description="Start a pending or retrying task: attempts + 1, startedAt = now.")
+    @strawberry.mutation(
+        description="Start a pending or retrying task under a lease: attempts + 1 (the fencing token),"
+        " startedAt = now."
+    )
     async def start_task(
         self,
         info: strawberry.Info,
         id: Id,
+        lease_seconds: LeaseSeconds = None,
+        worker_id: WorkerId = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
-        return await capture(transition(info, "start", id, sm.start, expected_version, idempotency_key))
+        return await capture_fenced(
+            start(info, id, lease_seconds, worker_id, expected_version, idempotency_key)
+        )
+
+    @strawberry.mutation(
+        description="Keep the lease of a task in progress: leaseExpiresAt = now + leaseSeconds,"
+        " lastHeartbeatAt = now. With percentage or currentStep it also records progress as reportProgress"
+        " does (a TASK_PROGRESS event); a bare heartbeat writes no event."
+    )
+    async def heartbeat_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        attempt: Attempt = None,
+        lease_seconds: LeaseSeconds = None,
+        percentage: Annotated[
+            float | None, strawberry.argument(description="Progress between 0 and 100, if it moved.")
+        ] = None,
+        current_step: Annotated[
+            str | None, strawberry.argument(description="What the agent is doing now, if it changed.")
+        ] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        return await capture_fenced(
+            heartbeat(info, id, attempt, lease_seconds, percentage, current_step, idempotency_key)
+        )
 
     @strawberry.mutation(description="Report progress (0–100) and the current step of a task in progress.")
     async def report_progress(
@@ -122,12 +234,22 @@ class LifecycleMutation:
         current_step: Annotated[
             str | None, strawberry.argument(description="What the agent is doing now.")
         ] = None,
+        attempt: Attempt = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.report_progress, percentage=percentage, current_step=current_step)
-        return await capture(
-            transition(info, "report_progress", id, action, expected_version, idempotency_key)
+        return await capture_fenced(
+            transition(
+                info,
+                "report_progress",
+                id,
+                action,
+                expected_version,
+                idempotency_key,
+                fenced=True,
+                attempt=attempt,
+            )
         )
 
     @strawberry.mutation(
@@ -148,6 +270,7 @@ class LifecycleMutation:
             JSON | None,
             strawberry.argument(description="References to outputs, merged into outputReferences."),
         ] = None,
+        attempt: Attempt = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
@@ -157,7 +280,11 @@ class LifecycleMutation:
             execution_time_seconds=execution_time_seconds,
             output_references=_object(output_references),
         )
-        return await capture(transition(info, "complete", id, action, expected_version, idempotency_key))
+        return await capture_fenced(
+            transition(
+                info, "complete", id, action, expected_version, idempotency_key, fenced=True, attempt=attempt
+            )
+        )
 
     @strawberry.mutation(
         description="Record a failure: final → failed; otherwise retrying, until max attempts make it failed."
@@ -171,11 +298,16 @@ class LifecycleMutation:
             str | None, strawberry.argument(description="More detail, e.g. a stack trace.")
         ] = None,
         is_final: Annotated[bool, strawberry.argument(description="No retry should follow.")] = False,
+        attempt: Attempt = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.fail, error=error, details=details, is_final=is_final)
-        return await capture(transition(info, "fail", id, action, expected_version, idempotency_key))
+        return await capture_fenced(
+            transition(
+                info, "fail", id, action, expected_version, idempotency_key, fenced=True, attempt=attempt
+            )
+        )
 
     @strawberry.mutation(
         description="Retry a failed or cancelled task (→ retrying; grants one more attempt if used up)."
@@ -187,7 +319,9 @@ class LifecycleMutation:
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
-        return await capture(transition(info, "retry", id, sm.retry, expected_version, idempotency_key))
+        return await capture_fenced(
+            transition(info, "retry", id, sm.retry, expected_version, idempotency_key)
+        )
 
     @strawberry.mutation(description="Cancel a task that has not finished.")
     async def cancel_task(
@@ -199,4 +333,4 @@ class LifecycleMutation:
         idempotency_key: IdempotencyKey = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.cancel, reason=reason)
-        return await capture(transition(info, "cancel", id, action, expected_version, idempotency_key))
+        return await capture_fenced(transition(info, "cancel", id, action, expected_version, idempotency_key))

@@ -93,6 +93,17 @@ class TaskFailedEvent(TaskEvent):
     details: str | None = strawberry.field(description="More detail, e.g. a stack trace.")
 
 
+@strawberry.type(
+    description="A task's lease ran out before it finished: the task went back to retrying, or to failed"
+    " when its attempts were used up."
+)
+class LeaseExpiredEvent(TaskEvent):
+    holder: str | None = strawberry.field(description="Who held the lease.")
+    attempt: int = strawberry.field(description="The attempt whose lease ran out (its fencing token).")
+    lease_expires_at: dt.datetime | None = strawberry.field(description="When the lease ran out.")
+    status: TaskStatus | None = strawberry.field(description="Status the task moved to: retrying or failed.")
+
+
 @strawberry.type(description="An agent invoked a tool (seed 003 TOOL_CALL).")
 class ToolCallEvent(TaskEvent):
     tool_name: str = strawberry.field(description="Name of the tool called.")
@@ -132,6 +143,7 @@ _TYPES: dict[str, type[TaskEvent]] = {
     "TASK_PROGRESS": TaskProgressEvent,
     "TASK_COMPLETED": TaskCompletedEvent,
     "TASK_FAILED": TaskFailedEvent,
+    "LEASE_EXPIRED": LeaseExpiredEvent,
     "TOOL_CALL": ToolCallEvent,
     "TOOL_RESULT": ToolResultEvent,
     "MEMORY_OPERATION": MemoryOperationEvent,
@@ -167,6 +179,10 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
             value = {}
         elif name in ("fields", "deleted_ids") and value is None:
             value = []
+        elif name == "lease_expires_at":
+            value = as_datetime(value)
+        elif name == "attempt" and not isinstance(value, int):
+            value = 0
         kwargs[name] = value
     return cls(**_common(doc, StoredEventType(doc["type"])), **kwargs)
 

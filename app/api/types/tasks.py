@@ -287,6 +287,19 @@ class AgentTaskState:
         default=None, description="Id of the meta workflow task whose tree holds this task, if any."
     )
     version: int = strawberry.field(default=0, description="Change counter, for compare-and-set updates.")
+    lease_holder: str | None = strawberry.field(
+        default=None,
+        description="Who holds the lease of this task in progress (the claim's `workerId`, else its agent);"
+        " null when there is no lease.",
+    )
+    lease_expires_at: dt.datetime | None = strawberry.field(
+        default=None,
+        description="When the lease runs out unless a heartbeat extends it; the sweep then returns the task"
+        " to retrying. Null when there is no lease.",
+    )
+    last_heartbeat_at: dt.datetime | None = strawberry.field(
+        default=None, description="When the holder last sent heartbeatTask in this attempt (null: never)."
+    )
 
     @strawberry.field(description="The hierarchy task this state belongs to (null for a standalone task).")
     async def task(self, info: strawberry.Info) -> Task | None:
