@@ -29,7 +29,7 @@ EVENT_FIELDS = """
   ... on ToolCallEvent { toolName toolArgs correlationId }
   ... on ToolResultEvent { toolName toolStatus: status toolResult: result errorMessage correlationId }
   ... on MemoryOperationEvent { operation keyOrQuery memoryStatus: status message }
-  ... on LeaseExpiredEvent { holder attempt leaseExpiresAt toStatus: status }
+  ... on LeaseExpiredEvent { holder attempt leaseExpiresAt leaseStatus: status }
   ... on OtherEvent { rawType payload }
 """
 
