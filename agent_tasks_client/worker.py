@@ -6,8 +6,9 @@
 `concurrency` slots each claim a task, run `handler(task)` while a background heartbeat extends the lease
 every `heartbeat_every` seconds (a third of the lease by default), and then:
 
-- the handler returned: `completeTask` with its return value as `result` (unless the handler completed
-  or failed the task itself);
+- the handler returned: `completeTask` with its return value as `result` (a mapping as it is, anything
+  else but None as `{"value": ...}`), unless the handler completed or failed the task itself; a result
+  the server refuses fails the task for good;
 - it raised `FatalError`: `failTask(isFinal: true)`; any other exception (`RetryableError` says so
   explicitly): `failTask(isFinal: false)`, which the server turns into retrying or, once attempts are
   used up, failed;
@@ -28,13 +29,20 @@ import contextlib
 import logging
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from agent_tasks_client.claimed import ClaimedTask
-from agent_tasks_client.errors import AgentTasksError, FatalError, LeaseLost, NotFound, TransitionRefused
+from agent_tasks_client.errors import (
+    AgentTasksError,
+    FatalError,
+    LeaseLost,
+    NotFound,
+    TransitionRefused,
+    ValidationFailed,
+)
 
 if TYPE_CHECKING:
     from agent_tasks_client.client import AgentTasksClient
@@ -222,10 +230,12 @@ class Worker:
                 self.stats.completed += task.state.status == "completed"
                 return
             try:
-                await task.complete(result)
+                await task.complete(as_result(result))
                 self.stats.completed += 1
             except LeaseLost as exc:
                 self._dropped(task, str(exc))
+            except ValidationFailed as exc:  # the same result would be refused again: no retry
+                await self._fail(task, exc, final=True)
             except AgentTasksError as exc:
                 self.stats.errors += 1
                 logger.warning("%s: completing %s failed: %s", self.worker_id, task.id, exc)
@@ -288,6 +298,14 @@ class Worker:
                 self._poke()
         except AgentTasksError as exc:
             logger.warning("%s: event subscription failed, polling only: %s", self.worker_id, exc)
+
+
+def as_result(value: Any) -> Any:
+    """A handler's return value as `completeTask`'s result, which must be a JSON object: a mapping as it
+    is, None as no result, anything else as `{"value": ...}`."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    return {"value": value}
 
 
 def _cancelling() -> bool:
