@@ -178,9 +178,9 @@ class AgentTasksClient:
         extra: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> TaskState:
-        """`createAgentTask`: a standalone task for `agent_name`. `priority` is `low`, `medium`, `high` or `urgent`;
-        `dependencies` are `{"taskId", "statusExpected"}`; `extra` passes further `CreateAgentTaskInput`
-        fields (GraphQL names) as they are."""
+        """`createAgentTask`: a standalone task for `agent_name`. `priority` is `low`, `medium`, `high`
+        or `urgent`; `dependencies` are `{"taskId", "statusExpected"}`; `extra` passes further
+        `CreateAgentTaskInput` fields (GraphQL names) as they are."""
         fields = {
             "agentName": agent_name,
             "name": name,
