@@ -3,10 +3,12 @@ episode and the demo's own workflow, leaving every task completed and every even
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,3 +79,26 @@ def test_the_demo_agent_finishes_the_demo_workflow(server: ServerProcess) -> Non
     # The demo's history left these in progress with no lease: handed back, then finished.
     assert "beh_write_script was in progress with no lease" in run.stdout
     assert tree_statuses(server, "meta_podcast_ai_ethics") == {"COMPLETED"}
+
+
+def test_the_readme_worker_runs_as_written(mongo_uri: str, tmp_path: Path) -> None:
+    """The README's worker, against the demo: it finishes VoiceForgeAgent's claimable tasks, then stops."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python client", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.S)
+    assert example is not None
+    code = example.group(1)
+    assert len(code.strip().splitlines()) <= 20
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": f"readme_{uuid.uuid4().hex[:12]}"}
+    with serve(env, "--demo") as server:
+        script = tmp_path / "worker.py"
+        script.write_text(code.replace("http://127.0.0.1:8000", server.url), encoding="utf-8")
+        run = subprocess.run(
+            [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith("WorkerStats(claimed=")
+        query = '{ agentTask(id: "beh_select_voice") { status } taskEvents(taskId: "beh_select_voice", types: [TASK_COMPLETED]) { edges { node { ... on TaskCompletedEvent { result } } } } }'
+        data = httpx.post(f"{server.url}/graphql", json={"query": query}).json()["data"]
+    assert data["agentTask"]["status"] == "COMPLETED"  # the demo's retrying task, done by the README's worker
+    assert [e["node"]["result"] for e in data["taskEvents"]["edges"]] == [{"voice": "calm_narrator"}]
