@@ -1,9 +1,9 @@
 """`AgentTasksClient`: the agent-tasks GraphQL API as async Python methods, over one httpx connection pool.
 
-Every mutation is sent with an idempotency key (a fresh uuid4 unless the caller gives one), so a request
-whose answer was lost to the network is sent again safely (`retries` times, with backoff): the server
-applies it once and answers the retry with the first answer. Refusals arrive as typed exceptions
-(`errors.py`); `NothingToClaim` is not a refusal (`claim` returns None).
+Every mutation but `heartbeatTask` is sent with an idempotency key (a fresh uuid4 unless the caller gives
+one), so a request whose answer was lost to the network is sent again safely (`retries` times, with
+backoff): the server applies it once and answers the retry with the first answer. Refusals arrive as
+typed exceptions (`errors.py`); `NothingToClaim` is not a refusal (`claim` returns None).
 """
 
 from __future__ import annotations
@@ -124,7 +124,10 @@ class AgentTasksClient:
         selection = CLAIM_FIELDS if field == "claimTask" else transition_fields(lease)
         if not lease:
             selection = selection.replace("leaseHolder leaseExpiresAt", "")
-        args = {**arguments, "idempotencyKey": ("String", key or _key())}
+        # A heartbeat is sent without a key unless given one: sending it twice only extends the lease
+        # twice, and a key per heartbeat would keep a stored answer for a day for each one.
+        key = key or (None if field == "heartbeatTask" else _key())
+        args = {**arguments, "idempotencyKey": ("String", key)}
         document, variables = operation("mutation", field, args, selection)
         member = (await self.execute(document, variables))[field]
         raise_for_member(member)

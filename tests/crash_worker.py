@@ -20,7 +20,7 @@ async def main(url: str, agent_name: str) -> None:
     async with (
         AgentTasksClient(url) as client,
         client.worker(
-            agent_name, handler, lease_seconds=2, heartbeat_every=0.4, worker_id="doomed"
+            agent_name, handler, lease_seconds=2, heartbeat_every=0.3, worker_id="doomed"
         ) as worker,
     ):
         await worker.run()
