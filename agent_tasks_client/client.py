@@ -106,13 +106,19 @@ class AgentTasksClient:
                 delay *= 2
         return _data(response)
 
-    async def _lease_fields(self) -> bool:
+    async def supports_leases(self) -> bool:
         """Whether the server has leases and fencing (`LeaseLostError`); asked once per client, so this
-        client also works with a server from before them (fencing tokens are then not sent)."""
+        client also works with a server from before them (lease arguments and fencing tokens are then
+        not sent). A server that refuses introspection is taken to have them."""
         if self._lease_support is None:
             async with self._probe_lock:
                 if self._lease_support is None:
-                    data = await self.execute('{ lease: __type(name: "LeaseLostError") { name } }')
+                    try:
+                        data = await self.execute('{ lease: __type(name: "LeaseLostError") { name } }')
+                    except TransportError as exc:
+                        if not exc.errors:  # no answer at all: ask again next time
+                            raise
+                        data = {"lease": True}
                     self._lease_support = data.get("lease") is not None
         return self._lease_support
 
@@ -120,7 +126,7 @@ class AgentTasksClient:
         self, field: str, arguments: Mapping[str, tuple[str, Any]], *, key: str | None = None
     ) -> dict[str, Any]:
         """Run a lifecycle mutation; the success member (or NothingToClaim), refusals raised."""
-        lease = await self._lease_fields()
+        lease = await self.supports_leases()
         selection = CLAIM_FIELDS if field == "claimTask" else transition_fields(lease)
         if not lease:
             selection = selection.replace("leaseHolder leaseExpiresAt", "")
@@ -145,7 +151,7 @@ class AgentTasksClient:
 
     async def _lease_arg(self, value: _T | None) -> _T | None:
         """A lease or fencing argument, left out for a server from before leases (which refuses it)."""
-        return value if value is not None and await self._lease_fields() else None
+        return value if value is not None and await self.supports_leases() else None
 
     # ------------------------------------------------------------------------------------------- creating
 
@@ -208,7 +214,7 @@ class AgentTasksClient:
         return TaskState.from_graphql(member["state"])
 
     async def _state_fields(self) -> str:
-        if await self._lease_fields():
+        if await self.supports_leases():
             return STATE_FIELDS
         return STATE_FIELDS.replace("leaseHolder leaseExpiresAt", "")
 
@@ -476,7 +482,7 @@ class AgentTasksClient:
         return Event.from_graphql(member["event"])
 
     async def _event_fields(self) -> str:
-        if await self._lease_fields():
+        if await self.supports_leases():
             return EVENT_FIELDS
         return "\n".join(line for line in EVENT_FIELDS.splitlines() if "LeaseExpiredEvent" not in line)
 

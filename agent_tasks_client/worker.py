@@ -272,7 +272,7 @@ class Worker:
     async def _heartbeats(self, task: ClaimedTask, handler: asyncio.Task[Any]) -> None:
         """Extend the lease every `heartbeat_every` seconds while the handler runs; if the server says the
         task moved on, cancel the handler (its work can no longer be reported)."""
-        if not await self.client._lease_fields():  # a server without leases: nothing to extend
+        if not await self.client.supports_leases():  # a server without leases: nothing to extend
             return
         while not handler.done():
             await asyncio.sleep(self.heartbeat_every)

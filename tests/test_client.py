@@ -46,10 +46,6 @@ def agent() -> str:
     return f"Agent-{uuid.uuid4().hex[:8]}"
 
 
-async def has_leases(client: AgentTasksClient) -> bool:
-    return await client._lease_fields()
-
-
 async def test_a_task_from_creation_to_completion(client: AgentTasksClient) -> None:
     name = agent()
     created = await client.create_agent_task(
@@ -66,8 +62,7 @@ async def test_a_task_from_creation_to_completion(client: AgentTasksClient) -> N
     assert task is not None
     assert (task.id, task.attempt, task.agent_name) == (created.id, 1, name)
     assert task.input_parameters == {"doc": "a.txt"} and task.state.status == "in_progress"
-    if await has_leases(client):
-        assert task.state.lease_holder == "w-1" and task.lease_expires_at is not None
+    assert task.state.lease_holder == "w-1" and task.lease_expires_at is not None
     assert await client.claim(name) is None  # nothing else to claim
 
     state = await task.progress(40, "reading")
@@ -173,8 +168,7 @@ async def test_refusals_arrive_as_typed_exceptions(client: AgentTasksClient) -> 
 
 
 async def test_a_stale_attempt_raises_lease_lost(client: AgentTasksClient) -> None:
-    if not await has_leases(client):
-        pytest.skip("the server has no leases yet")
+    assert await client.supports_leases()
     name = agent()
     created = await client.create_agent_task(name, max_attempts=3)
     first = await client.claim(name, lease_seconds=1, worker_id="slow")
@@ -288,3 +282,17 @@ async def _wait(predicate: Any, within: float = 30.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+async def test_with_a_server_from_before_leases_lease_arguments_are_left_out(server: ServerProcess) -> None:
+    """The documents sent then name no lease argument, field or error type (such a server refuses them)."""
+    async with AgentTasksClient(server.url) as old:
+        old._lease_support = False  # as the probe finds on a server without LeaseLostError
+        name = agent()
+        await old.create_agent_task(name)
+        task = await old.claim(name, lease_seconds=1, worker_id="ignored")
+        assert task is not None and task.state.lease_holder is None and task.lease_expires_at is None
+        assert (await task.progress(20)).progress_percentage == 20
+        assert (await task.complete({"ok": True})).status == "completed"
+    async with AgentTasksClient(server.url) as probing:
+        assert await probing.supports_leases()
