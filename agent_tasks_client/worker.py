@@ -242,8 +242,7 @@ class Worker:
         finally:
             heartbeat.cancel()
             self._lost.discard(task.id)
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await asyncio.wait([heartbeat])  # never swallows a cancellation of this slot itself
 
     async def _fail(self, task: ClaimedTask, exc: BaseException, *, final: bool) -> None:
         details = "".join(traceback.format_exception(exc))[-MAX_DETAILS:]

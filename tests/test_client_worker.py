@@ -229,3 +229,33 @@ async def test_stopping_waits_for_handlers_then_cancels_them(client: AgentTasksC
         worker.worker_id,
     )
     assert await client.claim(f"{name}-nobody") is None
+
+
+async def test_a_handler_whose_task_moved_on_is_cancelled_and_its_result_dropped(
+    client: AgentTasksClient,
+) -> None:
+    """Cancelled on the server while its handler runs: the next heartbeat is refused, the handler is
+    cancelled, nothing is completed, and the worker counts the task as lost."""
+    name = f"Moved-{uuid.uuid4().hex[:8]}"
+    task_id = (await client.create_agent_task(name)).id
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handler(task: ClaimedTask) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    async with client.worker(name, handler, lease_seconds=30, heartbeat_every=0.2) as worker:
+        await asyncio.wait_for(started.wait(), 60)
+        await client.cancel(task_id, reason="the user changed their mind")
+        await asyncio.wait_for(cancelled.wait(), 60)
+        await until(lambda: worker.stats.lost == 1, within=30)
+    assert (worker.stats.claimed, worker.stats.completed, worker.stats.failed) == (1, 0, 0)
+    state = await client.get_task(task_id)
+    assert state is not None and state.status == "cancelled"
+    assert not [e for e in await client.all_events(task_id=task_id) if e.type == "TASK_COMPLETED"]
