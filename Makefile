@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.tree
 	$(BIN)/python -m bench.subscribers
 	$(BIN)/python -m bench.writes
+	$(BIN)/python -m bench.worker
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis
