@@ -16,6 +16,7 @@ import pytest
 from app.domain import utcnow
 from app.lifecycle.expiry import lapse_overdue
 from app.lifecycle.transitions import Lifecycle
+from app.rest.openapi import openapi_document
 from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
@@ -406,8 +407,9 @@ async def test_concurrent_sweeps_lapse_each_lease_once(db: Any, lifecycle: Lifec
 
 
 async def test_two_server_processes_lapse_each_lease_exactly_once(settings: Settings, db: Any) -> None:
-    """Two `agent-tasks serve` processes sweep one database every 0.1 s; claims with 1-second leases that
-    nobody heartbeats lapse, are claimed again and lapse again: one LEASE_EXPIRED per lapse."""
+    """Two `agent-tasks serve` processes sweep one database every 0.1 s. Tasks claimed through both run
+    out of lease together (moved into the past here, so a slow claim loop cannot let one lapse early),
+    are claimed again and run out again: one LEASE_EXPIRED and one status change per lapse."""
     env = {
         "MONGODB_URI": settings.mongodb_uri or "",
         "MONGODB_DB": settings.mongodb_db,
@@ -416,8 +418,8 @@ async def test_two_server_processes_lapse_each_lease_exactly_once(settings: Sett
     ids = [f"t{i:02d}" for i in range(12)]
     await db.agent_task_states.insert_many([task(i, "pending", max_attempts=2) for i in ids])
     claim = (
-        'mutation { r: claimTask(agentName: "AgentA", leaseSeconds: 1) {'
-        " __typename ... on TaskTransitionSuccess { state { attempts } } } }"
+        'mutation { r: claimTask(agentName: "AgentA", leaseSeconds: 3600) {'
+        " __typename ... on TaskTransitionSuccess { state { id attempts } } } }"
     )
 
     async def statuses() -> set[str]:
@@ -428,9 +430,16 @@ async def test_two_server_processes_lapse_each_lease_exactly_once(settings: Sett
         servers = [await asyncio.to_thread(stack.enter_context, serve(env)) for _ in range(2)]
         async with httpx.AsyncClient(timeout=30) as http:
             for attempt, target in ((1, "retrying"), (2, "failed")):
+                claimed = set()
                 for n in range(len(ids)):
                     answer = await http.post(f"{servers[n % 2].url}/graphql", json={"query": claim})
-                    assert answer.json()["data"]["r"]["state"]["attempts"] == attempt, answer.text
+                    state = answer.json()["data"]["r"]["state"]
+                    assert state["attempts"] == attempt, answer.text
+                    claimed.add(state["id"])
+                assert claimed == set(ids)
+                await db.agent_task_states.update_many(
+                    {}, {"$set": {"lease_expires_at": utcnow() - dt.timedelta(seconds=1)}}
+                )
 
                 async def settled(target: str = target) -> bool:
                     return await statuses() == {target}
@@ -438,10 +447,42 @@ async def test_two_server_processes_lapse_each_lease_exactly_once(settings: Sett
                 await wait_for(settled, within=60)
     # Both processes swept all along; each lapse was handled once, with one status change.
     for task_id in ids:
-        assert await db.task_events.count_documents({"task_id": task_id, "type": "LEASE_EXPIRED"}) == 2
-        lapses = {"task_id": task_id, "type": "STATUS_CHANGED", "payload.from_status": "in_progress"}
-        assert await db.task_events.count_documents(lapses) == 2
-        assert [
-            e["payload"]["attempt"]
-            async for e in db.task_events.find({"task_id": task_id, "type": "LEASE_EXPIRED"}).sort("_id", 1)
-        ] == [1, 2]
+        # (Ids made by two processes do not sort by time: the events are sorted by attempt.)
+        lapses = db.task_events.find({"task_id": task_id, "type": "LEASE_EXPIRED"})
+        assert sorted([(e["payload"]["attempt"], e["payload"]["status"]) async for e in lapses]) == [
+            (1, "retrying"),
+            (2, "failed"),
+        ]
+        moved = {"task_id": task_id, "type": "STATUS_CHANGED", "payload.from_status": "in_progress"}
+        assert await db.task_events.count_documents(moved) == 2
+
+
+# --- REST ------------------------------------------------------------------------------------------------
+
+
+async def test_rest_reads_show_the_lease_and_bodies_may_not_write_it(
+    client: httpx.AsyncClient, settings: Settings, db: Any
+) -> None:
+    await db.agent_task_states.insert_one(task("t1", "pending"))
+    gql = GraphQLClient(client)
+    claimed = await run(gql, "claimTask", 'agentName: "AgentA", leaseSeconds: 45, workerId: "w9"')
+    await run(gql, "heartbeatTask", 'id: "t1", attempt: 1')
+    doc = await stored(db)
+    body = (await client.get("/agent-tasks/t1")).json()
+    assert body["lease_holder"] == "w9" == claimed["state"]["leaseHolder"]
+    assert when(body["lease_expires_at"]) == doc["lease_expires_at"]
+    assert when(body["last_heartbeat_at"]) == doc["last_heartbeat_at"]
+    listed = (await client.post("/agent-tasks/query", json={"lease_holder": "w9"})).json()
+    assert [item["task_id"] for item in listed["items"]] == ["t1"]
+
+    for field in ("lease_holder", "lease_expires_at", "last_heartbeat_at"):
+        refused = await client.patch("/agent-tasks/t1", json={field: None})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_field"
+    assert await stored(db) == doc
+
+    schemas = openapi_document(settings)["components"]["schemas"]
+    assert {"lease_holder", "lease_expires_at", "last_heartbeat_at"} <= schemas["AgentTask"][
+        "properties"
+    ].keys()
+    for body_model in ("AgentTaskCreate", "AgentTaskUpdate"):
+        assert "lease_holder" not in schemas[body_model]["properties"]

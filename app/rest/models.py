@@ -96,6 +96,9 @@ FIELD_DOCS: dict[str, str] = {
     "task_kind": "Kind of task the state belongs to: meta_workflow, sub_task, behavior_task or standalone.",
     "workflow_id": "The meta workflow task the task belongs to.",
     "version": "Bumped by every write; send it back as `If-Match` or `expected_version` for compare-and-set.",
+    "lease_holder": "Who holds the lease of the task in progress (set by claims and starts; null: no lease).",
+    "lease_expires_at": "When the lease runs out unless a heartbeat extends it (then the task is retried).",
+    "last_heartbeat_at": "When the lease holder last sent a heartbeat in this attempt.",
 }
 
 _STRICT = ConfigDict(extra="forbid")
