@@ -232,6 +232,13 @@ async def test_workflow_creation_and_tree(client: AgentTasksClient) -> None:
     assert {e.task_id for e in events.events} == {wf, f"{wf}_sub", f"{wf}_beh"}
 
 
+async def test_an_invalid_subscription_is_raised_not_retried(client: AgentTasksClient) -> None:
+    with pytest.raises(TransportError) as refused:
+        async for _ in client.watch_events(after="not-a-cursor"):
+            pass
+    assert "subscription" in refused.value.message and refused.value.errors
+
+
 async def _collect(stream: AsyncIterator[Event], into: list[Event], until: int) -> None:
     async for event in stream:
         into.append(event)

@@ -259,3 +259,20 @@ async def test_a_handler_whose_task_moved_on_is_cancelled_and_its_result_dropped
     state = await client.get_task(task_id)
     assert state is not None and state.status == "cancelled"
     assert not [e for e in await client.all_events(task_id=task_id) if e.type == "TASK_COMPLETED"]
+
+
+async def test_an_idle_worker_is_woken_by_the_agent_s_events(client: AgentTasksClient) -> None:
+    """With `wake_on_events`, a slot sleeping on a long poll claims a new task when it is created, long
+    before the poll would come round again."""
+    name = f"Wake-{uuid.uuid4().hex[:8]}"
+    handled: list[str] = []
+
+    async def handler(task: ClaimedTask) -> None:
+        handled.append(task.id)
+
+    async with client.worker(name, handler, poll_min=600, poll_max=600, wake_on_events=True) as worker:
+        await asyncio.wait_for(worker.wait_idle(), 60)  # found nothing: sleeping for 10 minutes
+        await asyncio.sleep(1)  # the subscription is open by now (it starts at HEAD)
+        task_id = (await client.create_agent_task(name)).id
+        await until(lambda: worker.stats.completed == 1, within=60)
+    assert handled == [task_id]
