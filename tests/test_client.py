@@ -265,7 +265,7 @@ async def test_watch_events_resumes_after_the_server_restarts(mongo_uri: str) ->
             for i in range(3):
                 await via_b.record_tool_call(first.id, f"before-{i}")
             await _wait(lambda: len(seen) >= 4)
-            assert a.stop() == 0  # the stream is completed, then the socket closed
+            assert await asyncio.to_thread(a.stop) == 0  # the stream is completed, then the socket closed
             for i in range(4):  # while A is down
                 await via_b.record_tool_call(first.id, f"down-{i}")
             await _wait(lambda: len(reconnects) >= 2)  # it keeps trying
