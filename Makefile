@@ -24,7 +24,7 @@ run: $(STAMP)
 # The static checks alone (a few seconds), in the order `make test` runs them.
 check: $(STAMP)
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app
+	$(BIN)/mypy app agent_tasks_client
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/ruff check .
 
@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.subscribers
 	$(BIN)/python -m bench.writes
 	$(BIN)/python -m bench.cost
+	$(BIN)/python -m bench.worker
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis

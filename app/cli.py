@@ -1,4 +1,4 @@
-"""The `agent-tasks` command: serve the API, load the demo workflow, export the schema.
+"""The `agent-tasks` command: serve the API, load the demo workflow, run the demo agent, export the schema.
 
 Starting: the settings (environment, `.env`, then `--host`/`--port`) are validated first; then the HTTP
 port is bound, the embedded mongod started (when no `MONGODB_URI` is set), and MongoDB checked and
@@ -314,6 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--reset", action="store_true", help="put the demo documents back as they were")
     export = commands.add_parser("export-schema", help="print the GraphQL SDL (schema/schema.graphql)")
     export.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    agent = commands.add_parser(
+        "demo-agent", help="run the demo's agents (Python client) through a workflow on a running server"
+    )
+    agent.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
+    agent.add_argument("--workflow", help="work on this workflow (default: create a new episode)")
+    agent.add_argument("--pace", type=float, default=1.0, help="scale every pause (0.1: ten times faster)")
+    agent.add_argument("--seed", type=int, help="seed the random pauses and failures")
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
@@ -324,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
             args.output.write_text(sdl, encoding="utf-8")
         else:
             sys.stdout.write(sdl)
+        return EXIT_OK
+
+    if args.command == "demo-agent":
+        from app.demo_agent import run
+
+        logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the workers stop gracefully
+            return asyncio.run(run(args.url, args.workflow, args.pace, args.seed))
         return EXIT_OK
 
     overrides: dict[str, Any] = {}

@@ -448,6 +448,60 @@ def _demo() -> tuple[Documents, list[dict[str, Any]]]:
     return docs, history.events
 
 
+def episode_input(workflow_id: str) -> dict[str, Any]:
+    """A new episode shaped like the demo workflow, as `createWorkflow` input (GraphQL names): the same
+    agents, sub-tasks and behavior tasks and dependencies, every id suffixed with the workflow's, all
+    pending (the demo agent, `agent-tasks demo-agent`, works through it)."""
+    suffix = workflow_id.removeprefix("meta_")
+
+    def ref(task_id: str) -> str:
+        return f"{task_id}_{suffix}"
+
+    sub_tasks = []
+    prev_sub: str | None = None
+    for sub_id, agent, behaviors in _STEPS:
+        prev_beh: str | None = None
+        behavior_inputs = []
+        for beh_id, action_type, sub_type, _ in behaviors:
+            after = _BEHAVIOR_DEPENDS_ON.get(beh_id, prev_beh or prev_sub)
+            behavior_inputs.append(
+                {
+                    "id": ref(beh_id),
+                    "actionType": action_type,
+                    "actionSubType": sub_type,
+                    "state": {
+                        "agentName": agent,
+                        "name": f"{action_type}/{sub_type}",
+                        "dependencies": [{"taskId": ref(after)}] if after else [],
+                    },
+                }
+            )
+            prev_beh = beh_id
+        sub_tasks.append(
+            {
+                "id": ref(sub_id),
+                "personalityType": behaviors[0][3],
+                "state": {
+                    "agentName": agent,
+                    "name": f"{agent}: {sub_id.removeprefix('sub_')}",
+                    "dependencies": [{"taskId": ref(prev_sub)}] if prev_sub else [],
+                },
+                "behaviorTasks": behavior_inputs,
+            }
+        )
+        prev_sub = sub_id
+    return {
+        "id": workflow_id,
+        "metaWorkflowId": "mw_podcast_episode",
+        "state": {"agentName": "OrchestratorAgent", "name": f"Podcast episode {suffix}", "priority": "HIGH"},
+        "subTasks": sub_tasks,
+    }
+
+
+#: The demo's agents: the orchestrator (meta task) and one per sub-task, in the workflow's order.
+DEMO_AGENTS = ["OrchestratorAgent", *(agent for _, agent, _ in _STEPS)]
+
+
 def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Documents:
     """A workflow of `sub_tasks` × `behaviors` tasks with every output and state, for tests and benchmarks."""
     docs = _empty()

@@ -52,9 +52,9 @@ class _PortTaken(Exception):
 BIND_FAILED = "is already in use (another agent-tasks server?)"
 
 
-def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float) -> ServerProcess:
-    """Start `agent-tasks serve` on a free port and wait until /healthz answers."""
-    port = free_port()
+def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float, port: int | None) -> ServerProcess:
+    """Start `agent-tasks serve` on `port` (default: a free one) and wait until /healthz answers."""
+    port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "MONGODB_DB")}
     full_env.update({"PORT": str(port), "LOG_LEVEL": "warning", **env})
     process = subprocess.Popen(
@@ -92,19 +92,21 @@ def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float) -> Ser
 
 
 @contextmanager
-def serve(env: Mapping[str, str], *args: str, timeout: float = 60) -> Iterator[ServerProcess]:
+def serve(
+    env: Mapping[str, str], *args: str, timeout: float = 60, port: int | None = None
+) -> Iterator[ServerProcess]:
     """Run `agent-tasks serve` on a free port until /healthz answers; stop it afterwards.
 
     The port is free when picked but the process binds it a second or so later, when it has started:
     with the suite on several workers, another process may take it in between, so a lost race is
-    retried on a new port.
+    retried on a new port. With `port` given (a restart on the port of a server just stopped), no retry.
     """
     for attempt in range(3):
         try:
-            server = _start(env, args, timeout)
+            server = _start(env, args, timeout, port)
             break
         except _PortTaken:
-            if attempt == 2:
+            if attempt == 2 or port is not None:
                 raise
     try:
         yield server

@@ -1,0 +1,46 @@
+"""A Python client for the agent-tasks server, for agent runtimes: typed, async, on httpx and websockets.
+
+    async with AgentTasksClient("http://127.0.0.1:8000") as client:
+        task = await client.claim("VoiceForgeAgent", lease_seconds=30)
+        if task is not None:
+            await task.progress(50, "synthesising")
+            await task.complete({"audio": "s3://…"})
+
+It imports nothing from the server's code (`app`): install it anywhere the server is reachable.
+"""
+
+from agent_tasks_client.claimed import ClaimedTask
+from agent_tasks_client.client import AgentTasksClient
+from agent_tasks_client.errors import (
+    AgentTasksError,
+    Conflict,
+    FatalError,
+    LeaseLost,
+    NotFound,
+    RetryableError,
+    TransitionRefused,
+    TransportError,
+    ValidationFailed,
+)
+from agent_tasks_client.models import Event, EventPage, TaskState
+from agent_tasks_client.worker import Handler, Worker, WorkerStats
+
+__all__ = [
+    "AgentTasksClient",
+    "AgentTasksError",
+    "ClaimedTask",
+    "Conflict",
+    "Event",
+    "EventPage",
+    "FatalError",
+    "Handler",
+    "LeaseLost",
+    "NotFound",
+    "RetryableError",
+    "TaskState",
+    "TransitionRefused",
+    "TransportError",
+    "ValidationFailed",
+    "Worker",
+    "WorkerStats",
+]

@@ -1,0 +1,124 @@
+"""`ClaimedTask`: a task this worker holds, carrying its fencing token into every later call.
+
+The token is the attempt number the server handed out with the claim (`state.attempts`). A call with a
+stale token (the lease lapsed and the task moved on) raises `LeaseLost` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from agent_tasks_client.models import Event, TaskState
+
+if TYPE_CHECKING:
+    from agent_tasks_client.client import AgentTasksClient
+
+
+class ClaimedTask:
+    """A claimed (started) task: `id`, `attempt` (the fencing token), `agent_name`, `lease_expires_at`,
+    `input_parameters`, and the state as of the last call (`state`)."""
+
+    def __init__(self, client: AgentTasksClient, state: TaskState, *, worker_id: str | None = None) -> None:
+        self.client = client
+        self.state = state
+        self.id = state.id
+        self.attempt = state.attempts
+        self.agent_name = state.agent_name
+        self.worker_id = worker_id
+        #: True once `complete` or `fail` went through: the worker loop then leaves the task alone.
+        self.finished = False
+
+    def __repr__(self) -> str:
+        return f"ClaimedTask(id={self.id!r}, attempt={self.attempt}, agent_name={self.agent_name!r})"
+
+    @property
+    def lease_expires_at(self) -> datetime | None:
+        return self.state.lease_expires_at
+
+    @property
+    def input_parameters(self) -> dict[str, Any]:
+        return self.state.input_parameters
+
+    async def heartbeat(
+        self,
+        *,
+        lease_seconds: int | None = None,
+        percentage: float | None = None,
+        current_step: str | None = None,
+    ) -> TaskState:
+        """Extend the lease (optionally reporting progress)."""
+        self.state = await self.client.heartbeat(
+            self.id,
+            attempt=self.attempt,
+            lease_seconds=lease_seconds,
+            percentage=percentage,
+            current_step=current_step,
+        )
+        return self.state
+
+    async def progress(self, percentage: float, current_step: str | None = None) -> TaskState:
+        """Report progress, 0–100, and what the agent is doing now."""
+        self.state = await self.client.progress(
+            self.id, percentage, current_step=current_step, attempt=self.attempt
+        )
+        return self.state
+
+    async def complete(
+        self,
+        result: Any = None,
+        *,
+        output_references: Mapping[str, Any] | None = None,
+        execution_time_seconds: float | None = None,
+    ) -> TaskState:
+        """Complete the task with its result."""
+        self.state = await self.client.complete(
+            self.id,
+            result=result,
+            output_references=output_references,
+            execution_time_seconds=execution_time_seconds,
+            attempt=self.attempt,
+        )
+        self.finished = True
+        return self.state
+
+    async def fail(self, error: str, details: str | None = None, *, final: bool = False) -> TaskState:
+        """Record a failure: retrying (or failed once attempts are used up); `final=True`: failed."""
+        self.state = await self.client.fail(
+            self.id, error, details=details, final=final, attempt=self.attempt
+        )
+        self.finished = True
+        return self.state
+
+    async def record_tool_call(
+        self, tool_name: str, tool_args: Mapping[str, Any] | None = None, *, correlation_id: str | None = None
+    ) -> Event:
+        return await self.client.record_tool_call(
+            self.id, tool_name, tool_args, correlation_id=correlation_id
+        )
+
+    async def record_tool_result(
+        self,
+        tool_name: str,
+        status: str,
+        *,
+        result: Any = None,
+        error_message: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Event:
+        return await self.client.record_tool_result(
+            self.id,
+            tool_name,
+            status,
+            result=result,
+            error_message=error_message,
+            correlation_id=correlation_id,
+        )
+
+    async def record_memory_operation(
+        self, operation: str, key_or_query: str, status: str, *, message: str | None = None
+    ) -> Event:
+        return await self.client.record_memory_operation(
+            self.id, operation, key_or_query, status, message=message
+        )

@@ -1,0 +1,644 @@
+"""`AgentTasksClient`: the agent-tasks GraphQL API as async Python methods, over one httpx connection pool.
+
+Every mutation but `heartbeatTask` is sent with an idempotency key (a fresh uuid4 unless the caller gives
+one), so a request whose answer was lost to the network is sent again safely (`retries` times, with
+backoff): the server applies it once and answers the retry with the first answer. Refusals arrive as
+typed exceptions (`errors.py`); `NothingToClaim` is not a refusal (`claim` returns None).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from agent_tasks_client.claimed import ClaimedTask
+from agent_tasks_client.documents import (
+    CLAIM_FIELDS,
+    ERROR_FIELDS,
+    EVENT_FIELDS,
+    RECORD_ERROR_FIELDS,
+    STATE_FIELDS,
+    WORKFLOW_TREE,
+    operation,
+    transition_fields,
+)
+from agent_tasks_client.errors import AgentTasksError, TransportError, raise_for_member
+from agent_tasks_client.models import Event, EventPage, TaskState
+
+if TYPE_CHECKING:
+    from agent_tasks_client.worker import Handler, Worker
+
+logger = logging.getLogger("agent_tasks_client")
+
+_T = TypeVar("_T")
+
+#: Seconds before the first re-send of a request that got no answer; doubled each time.
+RETRY_BACKOFF = 0.2
+
+
+class AgentTasksClient:
+    """An async client for one agent-tasks server.
+
+    `url` is the server (`http://127.0.0.1:8000`) or its GraphQL endpoint (`…/graphql`). Use it as an
+    async context manager (`async with AgentTasksClient(url) as client:`), or call `aclose()`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        base = url.rstrip("/")
+        self.endpoint = base if base.endswith("/graphql") else f"{base}/graphql"
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.retries = retries
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            headers={"Accept": "application/json", **self.headers},
+            transport=transport,
+        )
+        self._lease_support: bool | None = None
+        self._probe_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AgentTasksClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------------------------------- transport
+
+    async def execute(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Send any GraphQL document; its `data`. GraphQL errors and HTTP failures raise `TransportError`.
+
+        Connection failures and timeouts are retried `retries` times with backoff: only send a mutation
+        through here with an idempotency key (every method of this class does)."""
+        body = {"query": query, "variables": dict(variables or {})}
+        delay = RETRY_BACKOFF
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.post(self.endpoint, json=body)
+                break
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise TransportError(
+                        f"no answer from {self.endpoint} after {attempt + 1} tries: {exc!r}"
+                    ) from exc
+                logger.info("no answer from %s (%r); sending again in %.1f s", self.endpoint, exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay *= 2
+        return _data(response)
+
+    async def supports_leases(self) -> bool:
+        """Whether the server has leases and fencing (`LeaseLostError`); asked once per client, so this
+        client also works with a server from before them (lease arguments and fencing tokens are then
+        not sent). A server that refuses introspection is taken to have them."""
+        if self._lease_support is None:
+            async with self._probe_lock:
+                if self._lease_support is None:
+                    try:
+                        data = await self.execute('{ lease: __type(name: "LeaseLostError") { name } }')
+                    except TransportError as exc:
+                        if not exc.errors:  # no answer at all: ask again next time
+                            raise
+                        data = {"lease": True}
+                    self._lease_support = data.get("lease") is not None
+        return self._lease_support
+
+    async def _transition(
+        self, field: str, arguments: Mapping[str, tuple[str, Any]], *, key: str | None = None
+    ) -> dict[str, Any]:
+        """Run a lifecycle mutation; the success member (or NothingToClaim), refusals raised."""
+        lease = await self.supports_leases()
+        selection = CLAIM_FIELDS if field == "claimTask" else transition_fields(lease)
+        if not lease:
+            selection = selection.replace("leaseHolder leaseExpiresAt", "")
+        # A heartbeat is sent without a key unless given one: sending it twice only extends the lease
+        # twice, and a key per heartbeat would keep a stored answer for a day for each one.
+        key = key or (None if field == "heartbeatTask" else _key())
+        args = {**arguments, "idempotencyKey": ("String", key)}
+        document, variables = operation("mutation", field, args, selection)
+        member = (await self.execute(document, variables))[field]
+        raise_for_member(member)
+        return member
+
+    async def _state(
+        self, field: str, arguments: Mapping[str, tuple[str, Any]], key: str | None
+    ) -> TaskState:
+        member = await self._transition(field, arguments, key=key)
+        return TaskState.from_graphql(member["state"])
+
+    async def _attempt(self, attempt: int | None) -> int | None:
+        """The fencing token to send: none to a server without leases."""
+        return await self._lease_arg(attempt)
+
+    async def _lease_arg(self, value: _T | None) -> _T | None:
+        """A lease or fencing argument, left out for a server from before leases (which refuses it)."""
+        return value if value is not None and await self.supports_leases() else None
+
+    # ------------------------------------------------------------------------------------------- creating
+
+    async def create_workflow(
+        self, input: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """`createWorkflow`: a meta task with its nested sub-tasks and behavior tasks (GraphQL input names,
+        see `CreateMetaWorkflowTaskInput`), all or nothing. The created tree's ids:
+        `{"id", "subTasks": [{"id", "behaviorTasks": [{"id"}]}]}`."""
+        args = {
+            "input": ("CreateMetaWorkflowTaskInput!", dict(input)),
+            "idempotencyKey": ("String", idempotency_key or _key()),
+        }
+        tree = "id subTasks { id behaviorTasks { id } }"
+        selection = f"{ERROR_FIELDS} ... on MetaWorkflowTaskSuccess {{ task {{ {tree} }} }}"
+        document, variables = operation("mutation", "createWorkflow", args, selection)
+        member = (await self.execute(document, variables))["createWorkflow"]
+        raise_for_member(member)
+        return dict(member["task"])
+
+    async def create_agent_task(
+        self,
+        agent_name: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        input_parameters: Mapping[str, Any] | None = None,
+        priority: str | None = None,
+        max_attempts: int | None = None,
+        dependencies: Sequence[Mapping[str, Any]] | None = None,
+        parent_task_id: str | None = None,
+        id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        """`createAgentTask`: a standalone task for `agent_name`. `priority` is `low`, `medium`, `high`
+        or `urgent`; `dependencies` are `{"taskId", "statusExpected"}`; `extra` passes further
+        `CreateAgentTaskInput` fields (GraphQL names) as they are."""
+        fields = {
+            "agentName": agent_name,
+            "name": name,
+            "description": description,
+            "inputParameters": dict(input_parameters) if input_parameters is not None else None,
+            "priority": priority.upper() if priority else None,
+            "maxAttempts": max_attempts,
+            "dependencies": [dict(d) for d in dependencies] if dependencies is not None else None,
+            "parentTaskId": parent_task_id,
+            "id": id,
+            **dict(extra or {}),
+        }
+        args = {
+            "input": ("CreateAgentTaskInput!", {k: v for k, v in fields.items() if v is not None}),
+            "idempotencyKey": ("String", idempotency_key or _key()),
+        }
+        fields_ = await self._state_fields()
+        selection = f"{ERROR_FIELDS} ... on AgentTaskSuccess {{ state {{ {fields_} }} }}"
+        document, variables = operation("mutation", "createAgentTask", args, selection)
+        member = (await self.execute(document, variables))["createAgentTask"]
+        raise_for_member(member)
+        return TaskState.from_graphql(member["state"])
+
+    async def _state_fields(self) -> str:
+        if await self.supports_leases():
+            return STATE_FIELDS
+        return STATE_FIELDS.replace("leaseHolder leaseExpiresAt", "")
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    async def claim(
+        self,
+        agent_name: str,
+        *,
+        workflow_id: str | None = None,
+        task_kinds: Sequence[str] | None = None,
+        lease_seconds: int | None = None,
+        worker_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ClaimedTask | None:
+        """`claimTask`: start the agent's most urgent, oldest claimable task under a lease; None when there
+        is nothing to claim. The `ClaimedTask` carries the fencing token (its attempt)."""
+        member = await self._transition(
+            "claimTask",
+            {
+                "agentName": ("String!", agent_name),
+                "workflowId": ("ID", workflow_id),
+                "taskKinds": ("[TaskKind!]", [k.upper() for k in task_kinds] if task_kinds else None),
+                "leaseSeconds": ("Int", await self._lease_arg(lease_seconds)),
+                "workerId": ("String", await self._lease_arg(worker_id)),
+            },
+            key=idempotency_key,
+        )
+        if member["__typename"] == "NothingToClaim":
+            return None
+        return ClaimedTask(self, TaskState.from_graphql(member["state"]), worker_id=worker_id)
+
+    async def start(
+        self,
+        task_id: str,
+        *,
+        lease_seconds: int | None = None,
+        worker_id: str | None = None,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> ClaimedTask:
+        """`startTask`: start this pending or retrying task under a lease."""
+        state = await self._state(
+            "startTask",
+            {
+                "id": ("ID!", task_id),
+                "leaseSeconds": ("Int", await self._lease_arg(lease_seconds)),
+                "workerId": ("String", await self._lease_arg(worker_id)),
+                "expectedVersion": ("Int", expected_version),
+            },
+            idempotency_key,
+        )
+        return ClaimedTask(self, state, worker_id=worker_id)
+
+    async def heartbeat(
+        self,
+        task_id: str,
+        *,
+        attempt: int | None = None,
+        lease_seconds: int | None = None,
+        percentage: float | None = None,
+        current_step: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        """`heartbeatTask`: extend the lease (and, with `percentage`/`current_step`, report progress)."""
+        return await self._state(
+            "heartbeatTask",
+            {
+                "id": ("ID!", task_id),
+                "attempt": ("Int", await self._attempt(attempt)),
+                "leaseSeconds": ("Int", lease_seconds),
+                "percentage": ("Float", percentage),
+                "currentStep": ("String", current_step),
+            },
+            idempotency_key,
+        )
+
+    async def progress(
+        self,
+        task_id: str,
+        percentage: float,
+        *,
+        current_step: str | None = None,
+        attempt: int | None = None,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        """`reportProgress`: `percentage` 0–100 and what the agent is doing now."""
+        return await self._state(
+            "reportProgress",
+            {
+                "id": ("ID!", task_id),
+                "percentage": ("Float!", percentage),
+                "currentStep": ("String", current_step),
+                "attempt": ("Int", await self._attempt(attempt)),
+                "expectedVersion": ("Int", expected_version),
+            },
+            idempotency_key,
+        )
+
+    async def complete(
+        self,
+        task_id: str,
+        *,
+        result: Any = None,
+        output_references: Mapping[str, Any] | None = None,
+        execution_time_seconds: float | None = None,
+        attempt: int | None = None,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        """`completeTask` with its result (any JSON) and output references."""
+        return await self._state(
+            "completeTask",
+            {
+                "id": ("ID!", task_id),
+                "result": ("JSON", result),
+                "outputReferences": ("JSON", dict(output_references) if output_references else None),
+                "executionTimeSeconds": ("Float", execution_time_seconds),
+                "attempt": ("Int", await self._attempt(attempt)),
+                "expectedVersion": ("Int", expected_version),
+            },
+            idempotency_key,
+        )
+
+    async def fail(
+        self,
+        task_id: str,
+        error: str,
+        *,
+        details: str | None = None,
+        final: bool = False,
+        attempt: int | None = None,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        """`failTask`: retrying (or failed once attempts are used up); `final=True`: failed, no retry."""
+        return await self._state(
+            "failTask",
+            {
+                "id": ("ID!", task_id),
+                "error": ("String!", error),
+                "details": ("String", details),
+                "isFinal": ("Boolean!", final),
+                "attempt": ("Int", await self._attempt(attempt)),
+                "expectedVersion": ("Int", expected_version),
+            },
+            idempotency_key,
+        )
+
+    async def retry(
+        self, task_id: str, *, expected_version: int | None = None, idempotency_key: str | None = None
+    ) -> TaskState:
+        """`retryTask`: a failed or cancelled task back to retrying."""
+        return await self._state(
+            "retryTask",
+            {"id": ("ID!", task_id), "expectedVersion": ("Int", expected_version)},
+            idempotency_key,
+        )
+
+    async def cancel(
+        self,
+        task_id: str,
+        *,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        """`cancelTask`: stop an unfinished task."""
+        return await self._state(
+            "cancelTask",
+            {
+                "id": ("ID!", task_id),
+                "reason": ("String", reason),
+                "expectedVersion": ("Int", expected_version),
+            },
+            idempotency_key,
+        )
+
+    # ------------------------------------------------------------------------------------------- reports
+
+    async def record_tool_call(
+        self,
+        task_id: str,
+        tool_name: str,
+        tool_args: Mapping[str, Any] | None = None,
+        *,
+        agent_id: str | None = None,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        """`recordToolCall`: a TOOL_CALL event."""
+        return await self._record(
+            "recordToolCall",
+            {
+                "taskId": ("ID!", task_id),
+                "toolName": ("String!", tool_name),
+                "toolArgs": ("JSON", dict(tool_args) if tool_args is not None else None),
+                "agentId": ("String", agent_id),
+                "correlationId": ("String", correlation_id),
+            },
+            idempotency_key,
+        )
+
+    async def record_tool_result(
+        self,
+        task_id: str,
+        tool_name: str,
+        status: str,
+        *,
+        result: Any = None,
+        error_message: str | None = None,
+        agent_id: str | None = None,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        """`recordToolResult`: a TOOL_RESULT event; `status` is SUCCESS, FAILURE or ERROR."""
+        return await self._record(
+            "recordToolResult",
+            {
+                "taskId": ("ID!", task_id),
+                "toolName": ("String!", tool_name),
+                "status": ("String!", status),
+                "result": ("JSON", result),
+                "errorMessage": ("String", error_message),
+                "agentId": ("String", agent_id),
+                "correlationId": ("String", correlation_id),
+            },
+            idempotency_key,
+        )
+
+    async def record_memory_operation(
+        self,
+        task_id: str,
+        operation: str,
+        key_or_query: str,
+        status: str,
+        *,
+        message: str | None = None,
+        agent_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        """`recordMemoryOperation`: a MEMORY_OPERATION event; `status` is SUCCESS or FAILURE."""
+        return await self._record(
+            "recordMemoryOperation",
+            {
+                "taskId": ("ID!", task_id),
+                "operation": ("String!", operation),
+                "keyOrQuery": ("String!", key_or_query),
+                "status": ("String!", status),
+                "message": ("String", message),
+                "agentId": ("String", agent_id),
+            },
+            idempotency_key,
+        )
+
+    async def _record(self, field: str, arguments: Mapping[str, tuple[str, Any]], key: str | None) -> Event:
+        args = {**arguments, "idempotencyKey": ("String", key or _key())}
+        selection = (
+            f"{RECORD_ERROR_FIELDS} ... on RecordEventSuccess {{ event {{ {await self._event_fields()} }} }}"
+        )
+        document, variables = operation("mutation", field, args, selection)
+        member = (await self.execute(document, variables))[field]
+        raise_for_member(member)
+        return Event.from_graphql(member["event"])
+
+    async def _event_fields(self) -> str:
+        if await self.supports_leases():
+            return EVENT_FIELDS
+        return "\n".join(line for line in EVENT_FIELDS.splitlines() if "LeaseExpiredEvent" not in line)
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    async def get_task(self, task_id: str) -> TaskState | None:
+        """`agentTask(id:)`: a task's state now; None for an unknown id."""
+        document, variables = operation(
+            "query", "agentTask", {"id": ("ID!", task_id)}, await self._state_fields()
+        )
+        data = (await self.execute(document, variables))["agentTask"]
+        return None if data is None else TaskState.from_graphql(data)
+
+    async def workflow_tree(self, workflow_id: str) -> dict[str, Any] | None:
+        """The whole workflow tree in one request (`metaWorkflowTask(id:)` with its sub-tasks, behavior
+        tasks, outputs, states and progress roll-up), as the server answered it; None for an unknown id."""
+        data = await self.execute(WORKFLOW_TREE, {"id": workflow_id})
+        tree = data["metaWorkflowTask"]
+        return None if tree is None else dict(tree)
+
+    async def events(
+        self,
+        *,
+        workflow_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        types: Sequence[str] | None = None,
+        after: str | None = None,
+        first: int | None = None,
+    ) -> EventPage:
+        """One page of `taskEvents`, oldest first, after the cursor `after`."""
+        selection = (
+            "totalCount pageInfo { hasNextPage endCursor } "
+            f"edges {{ node {{ {await self._event_fields()} }} }}"
+        )
+        document, variables = operation(
+            "query",
+            "taskEvents",
+            {
+                "taskId": ("ID", task_id),
+                "workflowId": ("ID", workflow_id),
+                "agentId": ("String", agent_id),
+                "types": ("[EventType!]", list(types) if types is not None else None),
+                "after": ("String", after),
+                "first": ("Int", first),
+            },
+            selection,
+        )
+        data = (await self.execute(document, variables))["taskEvents"]
+        return EventPage(
+            events=[Event.from_graphql(edge["node"]) for edge in data["edges"]],
+            end_cursor=data["pageInfo"]["endCursor"],
+            has_next_page=data["pageInfo"]["hasNextPage"],
+            total_count=data["totalCount"],
+        )
+
+    async def all_events(self, **filters: Any) -> list[Event]:
+        """Every event matching the filters of `events` (page after page)."""
+        found: list[Event] = []
+        after = filters.pop("after", None)
+        first = filters.pop("first", 100)  # the server's default maximum page size
+        while True:
+            page = await self.events(**filters, after=after, first=first)
+            found.extend(page.events)
+            if not page.has_next_page or page.end_cursor is None:
+                return found
+            after = page.end_cursor
+
+    def watch_events(
+        self,
+        *,
+        workflow_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        types: Sequence[str] | None = None,
+        after: str | None = None,
+        max_backoff: float = 5.0,
+        on_reconnect: Callable[[int, BaseException | None], Awaitable[None] | None] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Events as they happen (the `taskEvents` subscription over graphql-transport-ws): every stored
+        event after `after` (all when None; `"HEAD"`: live ones only), then live ones. After a disconnect
+        it reconnects with backoff (up to `max_backoff` seconds) and resumes after the last cursor it
+        yielded: no duplicate, no gap. `on_reconnect(tries, error)` is called before each reconnection."""
+        from agent_tasks_client.watch import watch
+
+        return watch(
+            self,
+            {"workflowId": workflow_id, "taskId": task_id, "agentId": agent_id, "types": types},
+            after=after,
+            max_backoff=max_backoff,
+            on_reconnect=on_reconnect,
+        )
+
+    def worker(
+        self,
+        agent_name: str,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        lease_seconds: int | None = None,
+        heartbeat_every: float | None = None,
+        workflow_id: str | None = None,
+        task_kinds: Sequence[str] | None = None,
+        worker_id: str | None = None,
+        poll_min: float = 0.1,
+        poll_max: float = 2.0,
+        grace_seconds: float = 10.0,
+        wake_on_events: bool = False,
+    ) -> Worker:
+        """A worker loop over this client (see `Worker`): `async with client.worker("Agent", fn) as w:`."""
+        from agent_tasks_client.worker import Worker
+
+        return Worker(
+            self,
+            agent_name,
+            handler,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            heartbeat_every=heartbeat_every,
+            workflow_id=workflow_id,
+            task_kinds=task_kinds,
+            worker_id=worker_id,
+            poll_min=poll_min,
+            poll_max=poll_max,
+            grace_seconds=grace_seconds,
+            wake_on_events=wake_on_events,
+        )
+
+
+def _key() -> str:
+    return str(uuid.uuid4())
+
+
+def _data(response: httpx.Response) -> dict[str, Any]:
+    """The `data` of a GraphQL answer; `TransportError` saying what was wrong otherwise."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise TransportError(
+            f"HTTP {response.status_code} from {response.request.url} is not JSON: {response.text[:200]!r}",
+            status_code=response.status_code,
+        ) from None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if errors:
+        messages = "; ".join(str(e.get("message")) for e in errors)
+        raise TransportError(
+            f"GraphQL error (HTTP {response.status_code}): {messages}",
+            status_code=response.status_code,
+            errors=list(errors),
+        )
+    if response.status_code != 200 or not isinstance(body, dict) or body.get("data") is None:
+        raise TransportError(
+            f"HTTP {response.status_code} from {response.request.url}: {response.text[:200]!r}",
+            status_code=response.status_code,
+        )
+    return dict(body["data"])
+
+
+__all__ = ["AgentTasksClient", "AgentTasksError"]

@@ -1,0 +1,107 @@
+"""What the client hands back: a task's state, an event, a page of events (plain frozen dataclasses).
+
+Each keeps the server's answer as received in `raw` (GraphQL names), so a field this client does not
+model is still at hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A GraphQL DateTime (ISO 8601) as an aware datetime; None stays None."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _lower(value: Any) -> str | None:
+    return None if value is None else str(value).lower()
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A task's execution state as the server stored it after a change (`AgentTaskState`).
+
+    Statuses are in the domain's spelling (`in_progress`); `attempts` is the fencing token of the
+    attempt in progress."""
+
+    id: str
+    agent_name: str
+    status: str
+    attempts: int
+    version: int
+    progress_percentage: int = 0
+    current_step: str | None = None
+    name: str | None = None
+    workflow_id: str | None = None
+    task_kind: str | None = None
+    max_attempts: int | None = None
+    input_parameters: dict[str, Any] = field(default_factory=dict)
+    lease_holder: str | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_graphql(cls, data: Mapping[str, Any]) -> TaskState:
+        last_error = data.get("lastError") or {}
+        return cls(
+            id=data["id"],
+            agent_name=data.get("agentName") or "",
+            status=_lower(data.get("status")) or "",
+            attempts=int(data.get("attempts") or 0),
+            version=int(data.get("version") or 0),
+            progress_percentage=int(data.get("progressPercentage") or 0),
+            current_step=data.get("currentStep"),
+            name=data.get("name"),
+            workflow_id=data.get("workflowId"),
+            task_kind=_lower(data.get("taskKind")),
+            max_attempts=data.get("maxAttempts"),
+            input_parameters=dict(data.get("inputParameters") or {}),
+            lease_holder=data.get("leaseHolder"),
+            lease_expires_at=parse_time(data.get("leaseExpiresAt")),
+            last_error=last_error.get("message"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One task event (`TaskEvent`): `type` (`TASK_COMPLETED`…), whom it concerns, and its payload in
+    `data` (the type-specific fields, GraphQL names: `toStatus`, `result`, `isFinal`…)."""
+
+    cursor: str
+    type: str
+    task_id: str
+    workflow_id: str | None
+    agent_id: str | None
+    timestamp: datetime | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_graphql(cls, node: Mapping[str, Any]) -> Event:
+        common = {"__typename", "id", "cursor", "type", "taskId", "workflowId", "agentId", "timestamp"}
+        return cls(
+            cursor=node["cursor"],
+            type=node["type"],
+            task_id=node["taskId"],
+            workflow_id=node.get("workflowId"),
+            agent_id=node.get("agentId"),
+            timestamp=parse_time(node.get("timestamp")),
+            data={k: v for k, v in node.items() if k not in common},
+        )
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """A page of `taskEvents`, oldest first; pass `end_cursor` as `after` for the next one."""
+
+    events: list[Event]
+    end_cursor: str | None
+    has_next_page: bool
+    total_count: int
