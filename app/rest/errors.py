@@ -13,6 +13,7 @@ bodies and parameters (`ApiError`) are all mapped here, so a status code is deci
 | `FilterError` | 400 | `bad_filter` |
 | `CursorError` | 400 | `bad_cursor` |
 | `ApiError` | its own | its own (`bad_json`, `unknown_field`, `page_size_out_of_range`, …) |
+| a POST or PATCH not sent as JSON | 415 | `unsupported_media_type` |
 
 Anything else is logged and answered 500 `internal`, without internals.
 """
@@ -47,7 +48,9 @@ ERROR_CODES: dict[str, int] = {
     "refused": 409,
     "conflict": 409,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "invalid": 422,
+    "idempotency_key_reused": 422,
     "unknown_field": 422,
     "internal": 500,
 }
@@ -109,12 +112,32 @@ def json_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         try:
+            if request.method in ("POST", "PATCH"):
+                check_json_media_type(request)
             return await handler(request)
         except Exception as exc:
             error = as_api_error(exc)
             if error is None:
                 logger.exception("unexpected error in %s %s", request.method, request.url.path)
                 error = ApiError("internal", "Unexpected error.")
+            else:  # the edge's one log line for this refusal (app/edge.py), no traceback
+                request.state.refusal = f"{error.code}: {error.message}"
             return error_response(error)
 
     return wrapped
+
+
+def check_json_media_type(request: Request) -> None:
+    """POST and PATCH must say `Content-Type: application/json` (or a `+json` type), with a body or
+    without: a browser sends any other type cross-origin without a CORS preflight, so this is what keeps a
+    page on another site from writing (CSRF)."""
+    header = request.headers.get("content-type", "")
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise ApiError(
+            "unsupported_media_type",
+            f"send the request as application/json; Content-Type was {header[:80]!r}",
+            field="Content-Type",
+        )

@@ -36,7 +36,7 @@ class Operation:
     errors: tuple[str, ...] = ()
 
 
-_BODY = ("bad_json", "payload_too_large", "unknown_field", "invalid")  # refusals of a JSON body
+_BODY = ("bad_json", "payload_too_large", "unsupported_media_type", "unknown_field", "invalid")  # JSON bodies
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "GET", "/{id}", 200, "Retrieve a {label} by id.", errors=("not_found",)),
     Operation(
@@ -60,6 +60,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "bad_parameter",
             "page_size_out_of_range",
             "payload_too_large",
+            "unsupported_media_type",
         ),
     ),
     Operation(
@@ -80,7 +81,8 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         "Finalize a {label} (one-way; it then refuses edits).",
         kinds=frozenset({Kind.TASK}),
-        errors=("not_found", "refused", "invalid"),  # invalid: a bad or reused Idempotency-Key
+        # invalid: a bad Idempotency-Key; unsupported_media_type: every POST is JSON (CSRF)
+        errors=("not_found", "refused", "invalid", "unsupported_media_type"),
     ),
 )
 
