@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -12,6 +15,8 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
+from strawberry.utils.logging import StrawberryLogger
 
 from app.api.analytics import AnalyticsQuery
 from app.api.context import ContextPerOperation
@@ -24,6 +29,8 @@ from app.api.queries import ReadQuery
 from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
+
+logger = logging.getLogger("agent_tasks.graphql")
 
 #: Parsed and validated documents kept, each (least recently used first out).
 CACHE_SIZE = 512
@@ -42,6 +49,21 @@ class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMut
     pass
 
 
+class AgentTasksSchema(strawberry.Schema):
+    """The schema, logging a client's mistakes (a parse or validation error, a bad filter, cursor or
+    page size) in one INFO line without a traceback; only the unexpected is logged with its traceback."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            if error.original_error is None or isinstance(error.original_error, GraphQLError):
+                code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
+                logger.info("refused GraphQL request: %s %s", code, error.message[:300])
+            else:
+                StrawberryLogger.error(error, execution_context)
+
+
 def build_schema(
     max_query_depth: int = 12, max_aliases: int = 50, max_tokens: int = 20_000
 ) -> strawberry.Schema:
@@ -57,7 +79,7 @@ def build_schema(
         *QueryDepthLimiter(max_depth=max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
-    return strawberry.Schema(
+    return AgentTasksSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
