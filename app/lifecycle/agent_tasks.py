@@ -80,7 +80,7 @@ class AgentTaskWrites(HierarchyService):
             await append_events(self.db, session, events)
             return Written(doc=doc, states=[doc], events=events)
 
-        return await self.once(idempotency_key, operation, work)
+        return await self.once(idempotency_key, operation, work, {"id": task_id, "state": state})
 
     async def update_state(
         self,
@@ -142,7 +142,9 @@ class AgentTaskWrites(HierarchyService):
             await append_events(self.db, session, events)
             return Written(doc=updated, states=[updated], events=events)
 
-        return await self.once(idempotency_key, operation, work)
+        return await self.once(
+            idempotency_key, operation, work, {"patch": patch, "version": expected_version}
+        )
 
     async def _dependency_changes(
         self, session: AsyncClientSession, state: Doc, new: list[Doc] | None, now: dt.datetime

@@ -112,7 +112,12 @@ class Lifecycle:
             applied = await self._apply(session, state, _decide(action, state, now), now)
             return applied
 
-        return await self._once(idempotency_key, operation, work)
+        return await self._once(
+            idempotency_key,
+            operation,
+            work,
+            {"task_id": task_id, "action": action, "version": expected_version},
+        )
 
     async def claim(
         self,
@@ -156,7 +161,9 @@ class Lifecycle:
             return await self._apply(session, state, _decide(sm.start, state, now), now)
 
         try:
-            applied = await self._once(idempotency_key, operation, work)
+            applied = await self._once(
+                idempotency_key, operation, work, {"workflow_id": workflow_id, "task_kinds": task_kinds}
+            )
         except BaseException:
             for task_id in held:
                 self._claiming.pop(task_id, None)
@@ -257,7 +264,11 @@ class Lifecycle:
         return await task_store.workflow_of(self.db, state["_id"], session)
 
     async def _once(
-        self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Any]]
+        self,
+        key: str | None,
+        operation: str,
+        work: Callable[[AsyncClientSession], Awaitable[Any]],
+        payload: Any = None,
     ) -> Any:
         """Run `work` in a transaction, once per idempotency key; a replay answers the state as it was."""
         applied = await idempotency.run_once(
@@ -268,6 +279,7 @@ class Lifecycle:
             encode=lambda applied: None if applied is None else _answer(applied),
             decode=lambda answer, events: Applied(state=answer["state"], events=events),
             clock=self.clock,
+            payload=payload,
         )
         if applied is not None:
             await self.settle(applied.events)

@@ -90,7 +90,8 @@ def as_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, Conflict):
         return ApiError("conflict", exc.message, current_version=exc.current_version)
     if isinstance(exc, Invalid):
-        return ApiError("invalid", exc.message, field=body_field(exc.field))
+        code = "idempotency_key_reused" if exc.code == "IDEMPOTENCY_KEY_REUSED" else "invalid"
+        return ApiError(code, exc.message, field=body_field(exc.field))
     if isinstance(exc, ServiceError):  # pragma: no cover - every ServiceError is one of the above
         return ApiError("invalid", exc.message)
     if isinstance(exc, FilterError):

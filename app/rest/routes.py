@@ -64,7 +64,12 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
-        "create", "POST", "", 201, "Create a {label}.", errors=(*_BODY, "not_found", "conflict", "refused")
+        "create",
+        "POST",
+        "",
+        201,
+        "Create a {label}.",
+        errors=(*_BODY, "not_found", "conflict", "refused", "idempotency_key_reused"),
     ),
     Operation(
         "update",
@@ -72,7 +77,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "/{id}",
         200,
         "Change fields of a {label}.",
-        errors=(*_BODY, "bad_parameter", "not_found", "conflict", "refused"),  # bad_parameter: If-Match
+        # bad_parameter: If-Match
+        errors=(*_BODY, "bad_parameter", "not_found", "conflict", "refused", "idempotency_key_reused"),
     ),
     Operation(
         "finalize",
@@ -82,7 +88,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Finalize a {label} (one-way; it then refuses edits).",
         kinds=frozenset({Kind.TASK}),
         # invalid: a bad Idempotency-Key; unsupported_media_type: every POST is JSON (CSRF)
-        errors=("not_found", "refused", "invalid", "unsupported_media_type"),
+        errors=("not_found", "refused", "invalid", "unsupported_media_type", "idempotency_key_reused"),
     ),
 )
 
