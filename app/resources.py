@@ -105,7 +105,13 @@ async def open_resources(
             settle_seconds=settings.event_settle_seconds,
         )
         await hub.start()
-        lifecycle = Lifecycle(db, settle=hub.settle, claim_spread=settings.claim_spread)
+        lifecycle = Lifecycle(
+            db,
+            settle=hub.settle,
+            claim_spread=settings.claim_spread,
+            max_payload_bytes=settings.max_payload_bytes,
+            max_workflow_tasks=settings.max_workflow_tasks,
+        )
         state = AppState(
             settings=settings,
             store=Store(db, CursorCodec(secret)),

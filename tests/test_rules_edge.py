@@ -88,3 +88,54 @@ async def test_ids_refuse_control_characters(
     assert data["r"] == {"__typename": "ValidationError", "field": "input.id"}
     assert await db.meta_workflow_tasks.count_documents({}) == 0
     assert await db.agent_task_states.count_documents({}) == 0
+
+
+async def test_expires_at_is_an_iso_timestamp_in_the_future(
+    client: httpx.AsyncClient, gql: GraphQLClient, db: Any
+) -> None:
+    for value, words in (
+        (0, "ISO 8601"),
+        ("2030-01-01T00:00:00", "timezone"),
+        ("2001-01-01T00:00:00Z", "future"),
+    ):
+        body = {"task_id": "m1", "state": {"expires_at": value}}
+        error = error_of(await client.post("/meta-tasks", json=body), 422, "invalid")
+        assert words in error["message"] or words == "timezone", error
+        assert error["field"].endswith("expires_at"), error
+    data = await gql.data(
+        'mutation { r: createAgentTask(input: {id: "t1", expiresAt: "2001-01-01T00:00:00Z"}) {'
+        " __typename ... on ValidationError { field message } } }"
+    )
+    assert data["r"]["__typename"] == "ValidationError" and data["r"]["field"] == "input.expiresAt", data
+    assert "not in the future" in data["r"]["message"]
+    assert await db.meta_workflow_tasks.count_documents({}) == 0
+    assert await db.agent_task_states.count_documents({}) == 0
+
+
+async def test_free_form_payloads_are_capped(gql: GraphQLClient, db: Any) -> None:
+    await gql.data('mutation { createAgentTask(input: {id: "t1", agentName: "a"}) { __typename } }')
+    await gql.data('mutation { startTask(id: "t1") { __typename } }')
+    big = {"blob": "x" * (300 * 1024)}
+    complete = 'mutation($r: JSON) { r: completeTask(id: "t1", result: $r) { __typename ... on ValidationError { field message } } }'
+    data = await gql.data(complete, {"r": big})
+    assert data["r"]["__typename"] == "ValidationError" and data["r"]["field"] == "result", data
+    assert "more than MAX_PAYLOAD_BYTES (262144)" in data["r"]["message"]
+    assert (await db.agent_task_states.find_one({"_id": "t1"}))["status"] == "in_progress"
+    data = await gql.data(complete, {"r": {"ok": True}})
+    assert data["r"]["__typename"] == "TaskTransitionSuccess"
+
+
+async def test_a_workflow_with_too_many_tasks_is_refused_before_writing(
+    client: httpx.AsyncClient, db: Any
+) -> None:
+    subs = [
+        {"sub_task_id": f"s{i}", "behavior_tasks": [{"behavior_task_id": f"b{i}_{j}"} for j in range(100)]}
+        for i in range(10)
+    ]
+    error = error_of(
+        await client.post("/meta-tasks", json={"task_id": "big", "sub_tasks": subs}), 422, "invalid"
+    )
+    assert error["message"] == (
+        "a workflow of 1011 tasks is more than MAX_WORKFLOW_TASKS (1000) in one request; create it in parts"
+    )
+    assert await db.meta_workflow_tasks.count_documents({}) == 0

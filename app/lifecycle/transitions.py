@@ -25,6 +25,7 @@ from app.lifecycle.events import event_doc
 from app.store import states as state_store
 from app.store import tasks as task_store
 from app.store.events import append_events
+from app.store.storable import encoded_size
 from app.store.types import Db
 
 Doc = dict[str, Any]
@@ -72,10 +73,16 @@ class Lifecycle:
         clock: Callable[[], dt.datetime] = utcnow,
         settle: Settle | None = None,
         claim_spread: int = 8,
+        max_payload_bytes: int = 256 * 1024,
+        max_workflow_tasks: int = 1000,
     ) -> None:
         self.db = db
         self.clock = clock
         self.claim_spread = claim_spread
+        #: Largest free-form value a transition stores (`result`, `output_references`), BSON-encoded.
+        self.max_payload_bytes = max_payload_bytes
+        #: Most tasks one workflow creation may hold (read by the hierarchy's writes).
+        self.max_workflow_tasks = max_workflow_tasks
         #: Tasks this process is claiming, or claimed a moment ago: other claimers here skip them. A
         #: claimed task stays listed for `CLAIM_LINGER_SECONDS` after its commit, because a claimer whose
         #: snapshot predates that commit still sees the task pending and would only collide with it.
@@ -222,6 +229,15 @@ class Lifecycle:
         self, session: AsyncClientSession, state: Doc, transition: sm.Transition, now: dt.datetime
     ) -> Applied:
         """Write `transition` with compare-and-set, its events, and release the dependents it unblocks."""
+        free_form = [*transition.set_fields.items(), *(i for _, p in transition.events for i in p.items())]
+        for name, value in free_form:
+            if isinstance(value, dict | list):  # free-form JSON (`result`…): bounded before it is written
+                size = encoded_size({"v": value})
+                if size > self.max_payload_bytes:
+                    raise Invalid(
+                        name,
+                        f"{name} is {size} bytes, more than MAX_PAYLOAD_BYTES ({self.max_payload_bytes})",
+                    )
         new_version = version_of(state) + 1
         updated = await state_store.update_if_version(
             self.db, state, transition.set_fields, new_version, session

@@ -19,7 +19,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.domain import TaskKind
 from app.lifecycle import dependencies as deps_rules
 from app.lifecycle import state_machine as sm
-from app.lifecycle.documents import new_state_doc
+from app.lifecycle.documents import check_not_expired, new_state_doc
 from app.lifecycle.errors import Conflict, Invalid, Refused
 from app.lifecycle.events import EventType
 from app.lifecycle.levels import (
@@ -58,6 +58,19 @@ class TreeWrites(HierarchyService):
     ) -> Written:
         """Create a task (with its state and optional output), or a whole tree when it has children."""
         operation = operation or f"create:{new.kind}"
+        # Counted before the transaction starts: a huge workflow is refused at once, not after seconds of
+        # inserts ending in MongoDB's "transaction is too large".
+        count, stack = 0, [new]
+        while stack:
+            task = stack.pop()
+            count += 1
+            stack.extend(task.children)
+        if count > self.lifecycle.max_workflow_tasks:
+            raise Invalid(
+                new.path,
+                f"a workflow of {count} tasks is more than MAX_WORKFLOW_TASKS"
+                f" ({self.lifecycle.max_workflow_tasks}) in one request; create it in parts",
+            )
 
         async def work(session: AsyncClientSession) -> Written:
             return await self._create_tree(session, new, self.lifecycle.clock())
@@ -134,6 +147,8 @@ class TreeWrites(HierarchyService):
         }
         paths = {f.doc["_id"]: f"{f.task.path}.state" for f in flat}
         statuses = await deps_rules.check_graph(self.db, session, written, paths)
+        for f in flat:
+            check_not_expired(f.task.state, now, f"{f.task.path}.state")
         initial: dict[str, str] = {}
         for tid in deps_rules.topological(written):
             initial[tid] = sm.initial_status(written[tid], {**statuses, **initial})
