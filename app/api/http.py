@@ -135,11 +135,11 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
 
     Sizes are bounded before Strawberry sees a request: a POST body over `max_body_bytes` is refused 413
     from its `Content-Length`, or as soon as the bytes streamed in pass the limit; a GET query string over
-    it is refused 414. A body (or GET `variables`/`extensions`) that is not JSON, is nested deeper than
-    `max_json_depth`, or holds what MongoDB could not store is refused 400 (`app/store/storable.py`)."""
+    it is refused 414. A body (or GET `variables`/`extensions`) that is not JSON or is nested deeper than
+    `max_json_depth` is refused 400."""
 
     max_body_bytes = 1024 * 1024
-    max_json_depth = storable.MAX_DEPTH
+    max_json_depth = 64
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,7 +216,9 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         return b"".join(chunks)
 
     def _check_json(self, raw: str | bytes, name: str) -> Any:
-        """The parsed JSON, refused (400) when it is not JSON or could not be stored as sent."""
+        """The parsed JSON, refused (400) when it is not JSON or nests deeper than `max_json_depth`. What
+        MongoDB could not store (NUL in keys, lone surrogates, NaN…) is left to the services, which name
+        the argument at fault in a ValidationError."""
         try:
             value = json.loads(raw)
         except RecursionError:
@@ -226,11 +228,10 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         except (ValueError, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise RequestRefused(400, f"The {name} is not valid JSON: {reason}.") from None
-        try:
-            storable.check_storable(value, name, self.max_json_depth)
-        except storable.Unstorable as exc:
-            limit = f" (MAX_JSON_DEPTH is {self.max_json_depth})" if "nested deeper" in str(exc) else ""
-            raise RequestRefused(400, f"The {name} holds {exc}{limit}.") from None
+        if storable.too_deep(value, self.max_json_depth):
+            raise RequestRefused(
+                400, f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels)."
+            )
         return value
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:

@@ -38,7 +38,7 @@ _STATUS_TEXT = {
 _CODE_TEXT = {
     "bad_json": "the body is not JSON (or is missing where one is needed), or holds what MongoDB cannot"
     " store: a NUL character in a key, an integer beyond 64 bits, a lone surrogate, nesting deeper than"
-    " MAX_JSON_DEPTH levels (32 by default)",
+    " MAX_JSON_DEPTH levels (64 by default; 32 in free-form values)",
     "bad_filter": "a refused filter: $where, $function or another operator not allowed, an unknown field, a"
     " value of the wrong type, a filter too deep or too large",
     "bad_cursor": "an `after` cursor this server did not issue (or issued for another sort)",
