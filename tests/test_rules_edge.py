@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - `client` is the fixture imported from test_rest
 """Rules no path may bypass (issue 11, finding 5): finalization protects a parent's child list and
 finalized descendants from REST and GraphQL deletes; an idempotency key reused with a different request
 is refused; ids refuse control characters. Every REST answer is checked against the OpenAPI document
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import GraphQLClient
-from tests.test_rest import client, error_of, setup_seed_data  # noqa: F401 - `client` is a fixture
+from tests.test_rest import client, error_of, setup_seed_data  # noqa: F401
 
 COLLECTIONS = ("meta_workflow_tasks", "sub_tasks", "behavior_tasks", "agent_task_states", "task_outputs")
 
@@ -63,7 +64,7 @@ async def test_an_idempotency_key_reused_with_another_request_is_refused(
     assert error["field"] == "Idempotency-Key" and "different arguments" in error["message"]
     assert await db.meta_workflow_tasks.count_documents({}) == 1
 
-    create = 'mutation($n: String) {{ r: createAgentTask(input: {{id: "{id}", name: $n}}, idempotencyKey: "g-1") {{ __typename ... on ValidationError {{ code field }} }} }}'  # noqa: E501
+    create = 'mutation($n: String) {{ r: createAgentTask(input: {{id: "{id}", name: $n}}, idempotencyKey: "g-1") {{ __typename ... on ValidationError {{ code field }} }} }}'
     assert (await gql.data(create.format(id="a1"), {"n": "x"}))["r"]["__typename"] == "AgentTaskSuccess"
     assert (await gql.data(create.format(id="a1"), {"n": "x"}))["r"]["__typename"] == "AgentTaskSuccess"
     reused = (await gql.data(create.format(id="a1"), {"n": "y"}))["r"]
