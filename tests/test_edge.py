@@ -10,8 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
+import websockets.asyncio.client
+import websockets.exceptions
+from websockets.typing import Subprotocol
 
 from app.settings import Settings
+from tests.servers import ServerProcess
+from tests.test_graphql_http import plain_server  # noqa: F401 - a fixture: a real server
 
 MIB = 1024 * 1024
 
@@ -220,3 +226,22 @@ async def test_deeply_nested_input_parameters_are_refused_cleanly(
             )
     if depth > 32:
         assert await db.agent_task_states.count_documents({}) == 0
+
+
+async def test_a_websocket_handshake_from_an_untrusted_host_is_refused(
+    plain_server: ServerProcess,  # noqa: F811
+) -> None:
+    """Over a real server (uvicorn): a rebinding page's WebSocket never reaches the subscriptions."""
+    url = plain_server.url.replace("http", "ws", 1) + "/graphql"
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with websockets.asyncio.client.connect(
+            url,
+            subprotocols=[Subprotocol("graphql-transport-ws")],
+            additional_headers={"Host": "evil.example"},
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+    async with websockets.asyncio.client.connect(
+        url, subprotocols=[Subprotocol("graphql-transport-ws")]
+    ) as ws:
+        assert ws.subprotocol == "graphql-transport-ws"
