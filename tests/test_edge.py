@@ -15,9 +15,11 @@ import websockets.asyncio.client
 import websockets.exceptions
 from websockets.typing import Subprotocol
 
+from app.rest.openapi import openapi_document
 from app.settings import Settings
 from tests.servers import ServerProcess
 from tests.test_graphql_http import plain_server  # noqa: F401 - a fixture: a real server
+from tests.test_rest import check_declared
 
 MIB = 1024 * 1024
 
@@ -141,7 +143,9 @@ async def test_rest_takes_bodies_only_as_json(client: httpx.AsyncClient, db: Any
 
 
 @pytest.mark.parametrize("path", ["/graphql", "/meta-tasks/x", "/healthz", "/openapi.json"])
-async def test_an_untrusted_host_is_refused_400_json(client: httpx.AsyncClient, path: str) -> None:
+async def test_an_untrusted_host_is_refused_400_json(
+    client: httpx.AsyncClient, settings: Settings, path: str
+) -> None:
     response = await client.get(path, headers={"Host": "evil.example"})
     assert response.status_code == 400
     body = response.json()
@@ -149,6 +153,8 @@ async def test_an_untrusted_host_is_refused_400_json(client: httpx.AsyncClient, 
     assert "'evil.example'" in message and "TRUSTED_HOSTS" in message
     if path != "/graphql":
         assert body["error"]["code"] == "untrusted_host"
+        if path.startswith("/meta-tasks"):  # the REST routes declare it (OpenAPI)
+            check_declared(openapi_document(settings), "GET", path, 400, response.content)
     for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
         assert (await client.get("/openapi.json", headers={"Host": host})).status_code == 200
 

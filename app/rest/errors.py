@@ -43,6 +43,7 @@ ERROR_CODES: dict[str, int] = {
     "bad_filter": 400,
     "bad_cursor": 400,
     "bad_parameter": 400,
+    "untrusted_host": 400,
     "page_size_out_of_range": 400,
     "not_found": 404,
     "refused": 409,

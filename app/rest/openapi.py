@@ -44,6 +44,7 @@ _CODE_TEXT = {
     "bad_cursor": "an `after` cursor this server did not issue (or issued for another sort)",
     "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, or `If-Match` (not a"
     " version, disagreeing with `expected_version`, or sent where there is no version)",
+    "untrusted_host": "the `Host` header names a host this server does not answer to (TRUSTED_HOSTS)",
     "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
     "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
     " output not created yet)",

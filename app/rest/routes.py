@@ -32,7 +32,8 @@ class Operation:
     success: int
     summary: str
     kinds: frozenset[Kind] = _ALL
-    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `internal` (500) is added to all.
+    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `untrusted_host` (400) and
+    #: `internal` (500) are added to all.
     errors: tuple[str, ...] = ()
 
 
@@ -108,11 +109,11 @@ class RestRoute:
 
     @property
     def error_codes(self) -> tuple[str, ...]:
-        """Every error code this route can answer with, `internal` last."""
+        """Every error code this route can answer with, `untrusted_host` (app/edge.py) and `internal` last."""
         codes = self.operation.errors
         if self.operation.name == "delete" and self.entity.kind is not Kind.TASK:
             codes = tuple(c for c in codes if c != "bad_parameter")  # only tasks take `cascade`
-        return (*codes, "internal")
+        return (*codes, "untrusted_host", "internal")
 
 
 ROUTES: tuple[RestRoute, ...] = tuple(
