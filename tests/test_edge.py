@@ -107,15 +107,22 @@ async def test_malformed_get_variables_are_400s(client: httpx.AsyncClient) -> No
         assert response.status_code == 400, response.text
 
 
-@pytest.mark.parametrize("route", ["/meta-tasks", "/meta-tasks/query", "/agent-tasks"])
+@pytest.mark.parametrize("route", ["/meta-tasks", "/meta-tasks/query", "/agent-tasks", "PATCH /sub-tasks/x"])
 @pytest.mark.parametrize("name", MALFORMED)
 async def test_malformed_rest_bodies_are_4xx(client: httpx.AsyncClient, route: str, name: str) -> None:
-    response = await client.post(route, content=MALFORMED[name])
+    method, _, path = route.rpartition(" ")
+    response = await client.request(method or "POST", path, content=MALFORMED[name])
     if route.endswith("/query") and name == "null":
         assert response.status_code == 200  # a null filter is no filter
         return
     assert 400 <= response.status_code < 500, response.text
-    assert response.json()["error"]["code"] in ("bad_json", "bad_filter", "invalid", "unknown_field")
+    assert response.json()["error"]["code"] in (
+        "bad_json",
+        "bad_filter",
+        "invalid",
+        "unknown_field",
+        "not_found",
+    )
 
 
 async def test_rest_takes_bodies_only_as_json(client: httpx.AsyncClient, db: Any) -> None:
