@@ -127,7 +127,7 @@ async def test_free_form_payloads_are_capped(gql: GraphQLClient, db: Any) -> Non
 
 
 async def test_a_workflow_with_too_many_tasks_is_refused_before_writing(
-    client: httpx.AsyncClient, db: Any
+    client: httpx.AsyncClient, gql: GraphQLClient, db: Any
 ) -> None:
     subs = [
         {"sub_task_id": f"s{i}", "behavior_tasks": [{"behavior_task_id": f"b{i}_{j}"} for j in range(100)]}
@@ -139,4 +139,18 @@ async def test_a_workflow_with_too_many_tasks_is_refused_before_writing(
     assert error["message"] == (
         "a workflow of 1011 tasks is more than MAX_WORKFLOW_TASKS (1000) in one request; create it in parts"
     )
+    assert await db.meta_workflow_tasks.count_documents({}) == 0
+    workflow = {
+        "id": "big",
+        "subTasks": [
+            {"id": f"s{i}", "behaviorTasks": [{"id": f"b{i}_{j}"} for j in range(100)]} for i in range(10)
+        ],
+    }
+    data = await gql.data(
+        "mutation($w: CreateMetaWorkflowTaskInput!) { r: createWorkflow(input: $w) {"
+        " __typename ... on ValidationError { field message } } }",
+        {"w": workflow},
+    )
+    assert data["r"]["__typename"] == "ValidationError", data
+    assert "MAX_WORKFLOW_TASKS (1000)" in data["r"]["message"] and data["r"]["field"] == "input"
     assert await db.meta_workflow_tasks.count_documents({}) == 0
