@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import uvicorn
 
+from app.edge import log_filter
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -351,7 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"agent-tasks: {exc}", file=sys.stderr)
         return exc.code
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s [%(correlation_id)s]: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:  # every line says which request it is about
+        handler.addFilter(log_filter())
     if args.command == "serve":
         return _serve(settings)
     if args.command == "demo":

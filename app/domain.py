@@ -11,6 +11,7 @@ statuses are enumerated: roll-up counts, agent statistics, the GraphQL enum, the
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -114,6 +115,15 @@ TASK_KIND_DESCRIPTIONS: dict[TaskKind, str] = {
 
 #: Longest task id (and idempotency key), in characters.
 MAX_ID_LENGTH = 200
+#: What an id may not contain: C0 and C1 controls (NUL included) and the bidi controls that make an id
+#: display as another (U+202A-U+202E, U+2066-U+2069).
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def has_control_characters(text: str) -> bool:
+    return _CONTROL_CHARACTERS.search(text) is not None
+
+
 #: Largest task, state or output document a client may write, BSON-encoded.
 MAX_DOCUMENT_BYTES = 256 * 1024
 #: Attempts a task gets when its state does not say (`max_attempts`).

@@ -126,6 +126,8 @@ async def open_resources(
             claim_spread=settings.claim_spread,
             lease_seconds=settings.lease_seconds,
             lease_bounds=(settings.lease_seconds_min, settings.lease_seconds_max),
+            max_payload_bytes=settings.max_payload_bytes,
+            max_workflow_tasks=settings.max_workflow_tasks,
         )
         state = AppState(
             settings=settings,

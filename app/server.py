@@ -29,6 +29,7 @@ from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.live_limits import LiveConnectionCap, TransportWSHandler
 from app.api.schema import build_schema
+from app.edge import edge_middleware
 from app.metrics import metrics_middleware, metrics_route
 from app.resources import AppState, open_resources
 from app.rest import rest_routes
@@ -132,6 +133,9 @@ def create_app(
         allowed_origins=settings.cors_allow_origins,
     )
 
+    graphql_app.max_body_bytes = settings.max_body_bytes
+    graphql_app.max_json_depth = settings.max_json_depth
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if state is not None:
@@ -156,7 +160,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
-        middleware=[metrics_middleware(), *cors(settings)],
+        middleware=[*edge_middleware(settings), metrics_middleware(), *cors(settings)],
     )
 
 

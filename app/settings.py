@@ -187,8 +187,40 @@ class Settings(BaseSettings):
         description="Let pages on those origins send cookies and HTTP authentication"
         " (`credentials: 'include'`); refused with the `*` origin.",
     )
+    # --- the HTTP edge: sizes and hosts (README "Limits") ---
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body (GraphQL and REST) and GraphQL GET query string, in bytes; larger"
+        " is refused with 413 before it is read whole.",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=2,
+        le=90,
+        description="Deepest nesting of a JSON body (GraphQL variables included), refused 400 before parsing"
+        " into GraphQL; free-form values are held to 32 levels by the services, MongoDB to 100.",
+    )
+    max_payload_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="Largest free-form value (result, output references, input parameters, tool arguments,"
+        " event payloads), measured as BSON.",
+    )
+    max_workflow_tasks: int = Field(
+        default=1000,
+        ge=1,
+        le=20_000,
+        description="Most tasks (sub-tasks plus behavior tasks) one workflow creation may hold.",
+    )
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"],
+        description="Host names the server answers to (the `Host` header), comma-separated or a JSON list;"
+        " `*.example.com` matches subdomains, `*` any host. HOST is added when it is a specific address.",
+    )
 
-    @field_validator("cors_allow_origins", mode="before")
+    @field_validator("cors_allow_origins", "trusted_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         """`a,b` or `["a", "b"]` from the environment; a list when built in code."""
@@ -232,6 +264,25 @@ class Settings(BaseSettings):
             checked.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default_port) else ""))
         return checked
 
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str]) -> list[str]:
+        """Host names as the `Host` header carries them: lower case, IPv6 addresses in brackets."""
+        checked = []
+        for host in (h.strip().lower() for h in hosts):
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"
+            if (
+                not host
+                or "*" in host[1:]
+                or (host.startswith("*") and host != "*" and not host.startswith("*."))
+            ):
+                raise ValueError(
+                    f"TRUSTED_HOSTS holds host names such as localhost or *.example.com, not {host!r}."
+                )
+            checked.append(host)
+        return checked
+
     @model_validator(mode="after")
     def _lease_within_bounds(self) -> Settings:
         if not self.lease_seconds_min <= self.lease_seconds <= self.lease_seconds_max:
@@ -257,3 +308,13 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """TRUSTED_HOSTS, plus HOST when it names one address (not a wildcard such as 0.0.0.0)."""
+        hosts = list(self.trusted_hosts)
+        host = self.host.strip().lower()
+        host = f"[{host}]" if ":" in host else host
+        if host not in ("0.0.0.0", "[::]", "") and host not in hosts:
+            hosts.append(host)
+        return hosts

@@ -123,7 +123,7 @@ async def main(args: argparse.Namespace) -> None:
                 async with (
                     app.router.lifespan_context(app),
                     httpx.AsyncClient(
-                        transport=httpx.ASGITransport(app=app), base_url="http://in-process"
+                        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
                     ) as local,
                 ):
 

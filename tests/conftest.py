@@ -128,7 +128,13 @@ async def client(settings: Settings, command_log: CommandLog, db: Any) -> AsyncI
     app = create_app(settings, mongo_listeners=[command_log])
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://localhost",
+            # REST takes POST and PATCH only as JSON, with a body or without (CSRF); tests send other
+            # types explicitly.
+            headers={"Content-Type": "application/json"},
+        ) as http,
     ):
         yield http
 

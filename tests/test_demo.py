@@ -29,7 +29,7 @@ async def demo_server(settings: Settings) -> AsyncIterator[GraphQLClient]:
     app = create_app(settings.model_copy(update={"load_demo": True}))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         yield GraphQLClient(http)
 

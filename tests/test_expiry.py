@@ -38,7 +38,7 @@ async def serving(settings: Settings, sweep_seconds: float | None) -> AsyncItera
     app = create_app(settings.model_copy(update={"expiry_sweep_seconds": sweep_seconds or 3600}))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         if sweep_seconds is None:
             sweeper = app.state.agent_tasks.sweeper

@@ -220,7 +220,11 @@ def test_a_body_that_is_not_json_is_a_400_graphql_error(plain_server: ServerProc
             headers={"Content-Type": JSON, "Accept": accept},
         )
         assert response.status_code == 400 and media_type(response) == accept
-        assert response.json() == {"errors": [{"message": "Unable to parse request body as JSON"}]}
+        assert response.json() == {
+            "errors": [
+                {"message": "The body is not valid JSON: Expecting value: line 1 column 11 (char 10)."}
+            ]
+        }
     empty = httpx.post(f"{plain_server.url}/graphql", headers={"Content-Type": JSON, "Accept": GRJ})
     assert empty.status_code == 400 and "empty" in empty.json()["errors"][0]["message"]
 

@@ -176,7 +176,7 @@ async def test_cursor_survives_a_server_restart(gql: GraphQLClient, db: Any, set
     other = create_app(settings)
     async with (
         other.router.lifespan_context(other),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://other") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://localhost") as http,
     ):
         answer = await http.post(
             "/graphql",

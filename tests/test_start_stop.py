@@ -274,7 +274,7 @@ def test_requests_still_running_are_cut_off_after_the_grace_period(mongo_uri: st
         port = int(server.url.rsplit(":", 1)[1])
         # A request whose body never finishes arriving: it would hold the server up for ever.
         with socket.create_connection(("127.0.0.1", port)) as stuck:
-            stuck.sendall(b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n")
+            stuck.sendall(b"POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n")
             stuck.sendall(b'Content-Length: 100\r\n\r\n{"query":')
             time.sleep(0.3)
             started = time.monotonic()

@@ -21,6 +21,9 @@ exchange around them (graphql-http's audit, `tests/test_graphql_http.py`, checks
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,6 +37,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
 from app.api.context import Context
+from app.store import storable
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
@@ -129,7 +133,15 @@ def error_response(status: int, message: str, media_type: str, headers: dict[str
 
 
 class GraphQLOverHTTP(GraphQL[Context, None]):
-    """Strawberry's ASGI view, speaking GraphQL over HTTP as the spec's draft asks (see the module)."""
+    """Strawberry's ASGI view, speaking GraphQL over HTTP as the spec's draft asks (see the module).
+
+    Sizes are bounded before Strawberry sees a request: a POST body over `max_body_bytes` is refused 413
+    from its `Content-Length`, or as soon as the bytes streamed in pass the limit; a GET query string over
+    it is refused 414. A body (or GET `variables`/`extensions`) that is not JSON or is nested deeper than
+    `max_json_depth` is refused 400."""
+
+    max_body_bytes = 1024 * 1024
+    max_json_depth = 64
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,6 +157,7 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         except HTTPException as exc:
             headers = exc.headers if isinstance(exc, RequestRefused) else {}
             response = error_response(exc.status_code, exc.reason, media_type, headers)
+            scope.setdefault("state", {})["refusal"] = exc.reason  # for the edge's log line
         await response(scope, receive, send)
 
     def _negotiate(self, request: Request) -> str:
@@ -162,8 +175,16 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         return media_type
 
     async def _check_body(self, request: Request) -> None:
-        """A POST must carry a JSON object in UTF-8: 415 for another media type, 400 for another body."""
+        """A POST must carry a JSON object in UTF-8: 415 for another media type, 413 over the size limit,
+        400 for another body. A GET's query string is bounded and its JSON parameters checked alike."""
         if request.method != "POST":
+            if len(request.scope.get("query_string", b"")) > self.max_body_bytes:
+                raise RequestRefused(
+                    414, f"The query string is longer than MAX_BODY_BYTES ({self.max_body_bytes} bytes)."
+                )
+            for name in ("variables", "extensions"):
+                if raw := request.query_params.get(name):
+                    self._check_json(raw, name)
             return
         header = request.headers.get("content-type")
         content_type, params = parse_content_type(header or "")
@@ -172,12 +193,48 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             raise RequestRefused(
                 415, f"A GraphQL POST must be sent as {JSON} in UTF-8; Content-Type was {header!r}."
             )
-        # Strawberry reads the same (cached) body; a JSON object is the only body it can serve.
-        body = (await request.body()).lstrip()
-        if not body:
+        # Strawberry reads the same body afterwards: Starlette keeps it on the request.
+        body = await self._read_capped(request)
+        request._body = body
+        if not body.strip():
             raise RequestRefused(400, 'The request body is empty: send a JSON object {"query": ...}.')
-        if body[:1] not in (b"{", b"["):
+        value = self._check_json(body, "body")
+        if not isinstance(value, dict | list):
             raise RequestRefused(400, 'The request body must be a JSON object {"query": ...}.')
+
+    async def _read_capped(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        too_large = RequestRefused(413, f"The request body is larger than MAX_BODY_BYTES ({limit} bytes).")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _check_json(self, raw: str | bytes, name: str) -> Any:
+        """The parsed JSON, refused (400) when it is not JSON or nests deeper than `max_json_depth`. What
+        MongoDB could not store (NUL in keys, lone surrogates, NaN…) is left to the services, which name
+        the argument at fault in a ValidationError."""
+        try:
+            value = json.loads(raw)
+        except RecursionError:
+            raise RequestRefused(
+                400, f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels)."
+            ) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RequestRefused(400, f"The {name} is not valid JSON: {reason}.") from None
+        if storable.too_deep(value, self.max_json_depth):
+            raise RequestRefused(
+                400, f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels)."
+            )
+        return value
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)

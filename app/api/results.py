@@ -68,6 +68,11 @@ class ConflictError(Error):
 @strawberry.type(description="An argument is invalid.")
 class ValidationError(Error):
     field: str = strawberry.field(description="The input field at fault (a dotted path).")
+    code: str | None = strawberry.field(
+        default=None,
+        description="Why, when a client acts on it: IDEMPOTENCY_KEY_REUSED (the key was sent before with"
+        " other arguments: use a new key).",
+    )
 
 
 @strawberry.type(description="The change was applied.")
@@ -105,7 +110,7 @@ def error_from(exc: ServiceError) -> ErrorResult:
     if isinstance(exc, Conflict):
         return ConflictError(message=exc.message, current_version=exc.current_version)
     if isinstance(exc, Invalid):
-        return ValidationError(message=exc.message, field=graphql_path(exc.field))
+        return ValidationError(message=exc.message, field=graphql_path(exc.field), code=exc.code)
     # Every ServiceError is one of the above; an interface instance could not be answered in a union.
     raise TypeError(f"unexpected service error {type(exc).__name__}") from exc  # pragma: no cover
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
+from strawberry.utils.logging import StrawberryLogger
 
 from app.api.analytics import AnalyticsQuery
 from app.api.context import ContextPerOperation, DatabaseGate
@@ -32,6 +34,8 @@ from app.api.queries import ReadQuery
 from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
+
+logger = logging.getLogger("agent_tasks.graphql")
 
 #: Parsed and validated documents kept, each (least recently used first out).
 CACHE_SIZE = 512
@@ -83,9 +87,20 @@ class AgentTasksSchema(strawberry.Schema):
 
     timeout_seconds: float | None = None
 
-    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
-        """Database failures are logged as one line each, not with Strawberry's traceback."""
-        super().process_errors([e for e in errors if not log_database_error(e)], execution_context)
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """A client's mistakes (a parse or validation error, a refused limit, a bad filter, cursor or page
+        size) are logged in one INFO line, database failures in one WARNING line, neither with a
+        traceback; only the unexpected is logged with its traceback."""
+        for error in errors:
+            if log_database_error(error):
+                continue
+            if error.original_error is None or isinstance(error.original_error, GraphQLError):
+                code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
+                logger.info("refused GraphQL request: %s %s", code, error.message[:300])
+            else:
+                StrawberryLogger.error(error, execution_context)
 
     async def _execute_operation(self, execution_context: ExecutionContext, *args: Any, **kwargs: Any) -> Any:
         timeout = self.timeout_seconds

@@ -15,7 +15,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.domain import Status, TaskKind, normalise_status
 from app.lifecycle import dependencies as deps_rules
 from app.lifecycle import state_machine as sm
-from app.lifecycle.documents import new_state_doc, state_fields
+from app.lifecycle.documents import check_not_expired, new_state_doc, state_fields
 from app.lifecycle.errors import Conflict, Invalid, NotFound
 from app.lifecycle.events import EventType
 from app.lifecycle.levels import LEVELS, HierarchyService, Written, check_id, check_size, task_event
@@ -62,6 +62,7 @@ class AgentTaskWrites(HierarchyService):
                 raise NotFound(f"no parent task with id '{parent}'", id=parent)
             deps = deps_rules.normalise(state.get("dependencies") or [], "input.dependencies", tid)
             statuses = await deps_rules.check_graph(self.db, session, {tid: deps}, {tid: "input"})
+            check_not_expired(state, now, "input")
             doc = new_state_doc(
                 tid, TaskKind.STANDALONE, None, state, deps, sm.initial_status(deps, statuses), now
             )
@@ -80,7 +81,7 @@ class AgentTaskWrites(HierarchyService):
             await append_events(self.db, session, events)
             return Written(doc=doc, states=[doc], events=events)
 
-        return await self.once(idempotency_key, operation, work)
+        return await self.once(idempotency_key, operation, work, {"id": task_id, "state": state})
 
     async def update_state(
         self,
@@ -142,7 +143,9 @@ class AgentTaskWrites(HierarchyService):
             await append_events(self.db, session, events)
             return Written(doc=updated, states=[updated], events=events)
 
-        return await self.once(idempotency_key, operation, work)
+        return await self.once(
+            idempotency_key, operation, work, {"patch": patch, "version": expected_version}
+        )
 
     async def _dependency_changes(
         self, session: AsyncClientSession, state: Doc, new: list[Doc] | None, now: dt.datetime

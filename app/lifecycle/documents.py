@@ -40,6 +40,19 @@ def state_fields(patch: Mapping[str, Any]) -> Doc:
     return out
 
 
+def check_not_expired(state: Mapping[str, Any], now: dt.datetime, path: str) -> None:
+    """A new task cannot be born expired: `expires_at` in the past is refused, not stored as a task the
+    expiry sweep would fail at once."""
+    expires_at = state.get("expires_at")
+    if isinstance(expires_at, dt.datetime):
+        aware = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
+        if aware <= now:
+            raise Invalid(
+                f"{path}.expires_at",
+                f"expires_at {aware.isoformat()} is not in the future (now is {now.isoformat()})",
+            )
+
+
 def new_state_doc(
     task_id: str,
     kind: str,

@@ -48,8 +48,16 @@ class Conflict(ServiceError):
 
 
 class Invalid(ServiceError):
-    """A bad argument: `field` names it (a dotted input path)."""
+    """A bad argument: `field` names it (a dotted input path); `code` says why, when a client acts on it."""
+
+    code: str | None = None
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class IdempotencyKeyReused(Invalid):
+    """An idempotency key sent again with a different request (REST 422 `idempotency_key_reused`)."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"

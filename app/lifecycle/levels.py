@@ -16,7 +16,7 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from app.domain import MAX_DOCUMENT_BYTES, MAX_ID_LENGTH, TaskKind
+from app.domain import MAX_DOCUMENT_BYTES, MAX_ID_LENGTH, TaskKind, has_control_characters
 from app.lifecycle import idempotency
 from app.lifecycle.errors import Invalid, NotFound, Refused
 from app.lifecycle.events import EventType, event_doc
@@ -112,6 +112,8 @@ class Written:
 def check_id(value: Any, path: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_LENGTH:
         raise Invalid(path, f"an id must be 1 to {MAX_ID_LENGTH} characters long")
+    if has_control_characters(value):
+        raise Invalid(path, "an id must not contain control characters (C0, C1, bidi controls)")
     return value
 
 
@@ -159,7 +161,11 @@ class HierarchyService:
         return doc
 
     async def once(
-        self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Written]]
+        self,
+        key: str | None,
+        operation: str,
+        work: Callable[[AsyncClientSession], Awaitable[Written]],
+        payload: Any = None,
     ) -> Written:
         """Run `work` in a transaction, once per idempotency key; a replay answers what the first wrote."""
         written = await idempotency.run_once(
@@ -170,6 +176,7 @@ class HierarchyService:
             encode=_answer,
             decode=lambda answer, events: Written(doc=answer["doc"], states=answer["states"], events=events),
             clock=self.lifecycle.clock,
+            payload=payload,
         )
         await self.lifecycle.settle(written.events)
         return written

@@ -190,10 +190,14 @@ class Recorder:
             await append_events(self.db, session, [event])
             return event
 
-        return await self._once(idempotency_key, operation, work)
+        return await self._once(idempotency_key, operation, work, {"task_id": task_id, "payload": payload})
 
     async def _once(
-        self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Doc]]
+        self,
+        key: str | None,
+        operation: str,
+        work: Callable[[AsyncClientSession], Awaitable[Doc]],
+        payload: Any = None,
     ) -> Doc:
         """Run `work` in a transaction, once per idempotency key; a replay answers the same event."""
 
@@ -211,6 +215,7 @@ class Recorder:
             encode=lambda event: {"event_ids": [event["_id"]]},
             decode=decode,
             clock=self.clock,
+            payload=payload,
         )
         await self._lifecycle.settle([event])
         return event

@@ -25,6 +25,7 @@ from app.lifecycle.events import event_doc
 from app.store import states as state_store
 from app.store import tasks as task_store
 from app.store.events import append_events
+from app.store.storable import encoded_size
 from app.store.types import Db
 
 Doc = dict[str, Any]
@@ -106,6 +107,8 @@ class Lifecycle:
         claim_spread: int = 8,
         lease_seconds: float = 60,
         lease_bounds: tuple[float, float] = (1, 3600),
+        max_payload_bytes: int = 256 * 1024,
+        max_workflow_tasks: int = 1000,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -113,6 +116,10 @@ class Lifecycle:
         #: The lease a claim or start takes when the caller names none, and the bounds of any lease.
         self.lease_seconds = lease_seconds
         self.lease_bounds = lease_bounds
+        #: Largest free-form value a transition stores (`result`, `output_references`), BSON-encoded.
+        self.max_payload_bytes = max_payload_bytes
+        #: Most tasks one workflow creation may hold (read by the hierarchy's writes).
+        self.max_workflow_tasks = max_workflow_tasks
         #: Tasks this process is claiming, or claimed a moment ago: other claimers here skip them. A
         #: claimed task stays listed for `CLAIM_LINGER_SECONDS` after its commit, because a claimer whose
         #: snapshot predates that commit still sees the task pending and would only collide with it.
@@ -210,7 +217,12 @@ class Lifecycle:
             applied = await self._apply(session, state, _decide(action, state, now), now)
             return applied
 
-        return await self._once(idempotency_key, operation, work)
+        return await self._once(
+            idempotency_key,
+            operation,
+            work,
+            {"task_id": task_id, "action": action, "version": expected_version},
+        )
 
     async def claim(
         self,
@@ -261,7 +273,9 @@ class Lifecycle:
             return await self._apply(session, state, _decide(start, state, now), now)
 
         try:
-            applied = await self._once(idempotency_key, operation, work)
+            applied = await self._once(
+                idempotency_key, operation, work, {"workflow_id": workflow_id, "task_kinds": task_kinds}
+            )
         except BaseException:
             for task_id in held:
                 self._claiming.pop(task_id, None)
@@ -341,6 +355,15 @@ class Lifecycle:
         guard: Doc | None = None,
     ) -> Applied:
         """Write `transition` with compare-and-set, its events, and release the dependents it unblocks."""
+        free_form = [*transition.set_fields.items(), *(i for _, p in transition.events for i in p.items())]
+        for name, value in free_form:
+            if isinstance(value, dict | list):  # free-form JSON (`result`…): bounded before it is written
+                size = encoded_size({"v": value})
+                if size > self.max_payload_bytes:
+                    raise Invalid(
+                        name,
+                        f"{name} is {size} bytes, more than MAX_PAYLOAD_BYTES ({self.max_payload_bytes})",
+                    )
         new_version = version_of(state) + 1
         updated = await state_store.update_if_version(
             self.db, state, transition.set_fields, new_version, session, guard=guard
@@ -383,7 +406,11 @@ class Lifecycle:
         return await task_store.workflow_of(self.db, state["_id"], session)
 
     async def _once(
-        self, key: str | None, operation: str, work: Callable[[AsyncClientSession], Awaitable[Any]]
+        self,
+        key: str | None,
+        operation: str,
+        work: Callable[[AsyncClientSession], Awaitable[Any]],
+        payload: Any = None,
     ) -> Any:
         """Run `work` in a transaction, once per idempotency key; a replay answers the state as it was."""
         applied = await idempotency.run_once(
@@ -394,6 +421,7 @@ class Lifecycle:
             encode=lambda applied: None if applied is None else _answer(applied),
             decode=lambda answer, events: Applied(state=answer["state"], events=events),
             clock=self.clock,
+            payload=payload,
         )
         if applied is not None:
             await self.settle(applied.events)

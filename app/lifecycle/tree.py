@@ -19,7 +19,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.domain import TaskKind
 from app.lifecycle import dependencies as deps_rules
 from app.lifecycle import state_machine as sm
-from app.lifecycle.documents import new_state_doc
+from app.lifecycle.documents import check_not_expired, new_state_doc
 from app.lifecycle.errors import Conflict, Invalid, Refused
 from app.lifecycle.events import EventType
 from app.lifecycle.levels import (
@@ -58,11 +58,24 @@ class TreeWrites(HierarchyService):
     ) -> Written:
         """Create a task (with its state and optional output), or a whole tree when it has children."""
         operation = operation or f"create:{new.kind}"
+        # Counted before the transaction starts: a huge workflow is refused at once, not after seconds of
+        # inserts ending in MongoDB's "transaction is too large".
+        count, stack = 0, [new]
+        while stack:
+            task = stack.pop()
+            count += 1
+            stack.extend(task.children)
+        if count > self.lifecycle.max_workflow_tasks:
+            raise Invalid(
+                new.path,
+                f"a workflow of {count} tasks is more than MAX_WORKFLOW_TASKS"
+                f" ({self.lifecycle.max_workflow_tasks}) in one request; create it in parts",
+            )
 
         async def work(session: AsyncClientSession) -> Written:
             return await self._create_tree(session, new, self.lifecycle.clock())
 
-        return await self.once(idempotency_key, operation, work)
+        return await self.once(idempotency_key, operation, work, new)
 
     async def _create_tree(self, session: AsyncClientSession, root: NewTask, now: dt.datetime) -> Written:
         level = LEVELS[root.kind]
@@ -134,6 +147,8 @@ class TreeWrites(HierarchyService):
         }
         paths = {f.doc["_id"]: f"{f.task.path}.state" for f in flat}
         statuses = await deps_rules.check_graph(self.db, session, written, paths)
+        for f in flat:
+            check_not_expired(f.task.state, now, f"{f.task.path}.state")
         initial: dict[str, str] = {}
         for tid in deps_rules.topological(written):
             initial[tid] = sm.initial_status(written[tid], {**statuses, **initial})
@@ -209,7 +224,7 @@ class TreeWrites(HierarchyService):
             await append_events(self.db, session, events)
             return Written(doc=updated, states=[state] if state else [], events=events)
 
-        return await self.once(idempotency_key, operation, work)
+        return await self.once(idempotency_key, operation, work, patch)
 
     async def _move(self, session: AsyncClientSession, level: Level, doc: Doc, new_parent_id: str) -> None:
         parent_level = level.parent
@@ -255,7 +270,20 @@ class TreeWrites(HierarchyService):
                     f"{level.label} '{task_id}' has {len(children)} {level.child.label}(s);"
                     " pass cascade: true to delete them too"
                 )
+            parent_id = doc.get(level.parent_field) if level.parent_field else None
+            if parent_id and level.parent is not None:
+                # A finalized parent's child list is final too: no path may take a child out of it.
+                parent = await task_store.get(self.db, level.parent.spec, parent_id, session)
+                if parent is not None:
+                    refuse_finalized(level.parent, parent, "remove children from")
             subtree = await self._subtree(session, level, doc)
+            for lvl, descendant in subtree[1:]:
+                # A cascade that would remove a finalized descendant is refused as a whole.
+                if descendant.get("is_finalized"):
+                    raise Refused(
+                        f"cannot delete {level.label} '{task_id}': its {lvl.label} '{descendant['_id']}'"
+                        " is finalized (a cascade never removes a finalized task)"
+                    )
             ids = [d["_id"] for _, d in subtree]
             dependent = await state_store.first_dependent(self.db, ids, outside=ids, session=session)
             if dependent is not None:
@@ -271,7 +299,6 @@ class TreeWrites(HierarchyService):
                 await task_store.delete(self.db, lvl.spec, lvl_ids, session)
                 await task_store.delete(self.db, lvl.output_spec, lvl_ids, session)
             await state_store.delete(self.db, ids, session)
-            parent_id = doc.get(level.parent_field) if level.parent_field else None
             if parent_id and level.parent is not None and level.parent.children_field:
                 await task_store.unlink_child(
                     self.db, level.parent.spec, parent_id, level.parent.children_field, task_id, session

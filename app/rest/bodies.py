@@ -1,7 +1,9 @@
 """Reading a REST request body: size cap, JSON parsing, and the checks that keep a value storable.
 
-A body must be JSON (`NaN`/`Infinity` refused, as for filters) and at most `MAX_BODY_BYTES`, counted
-while it streams in, so reading stops at the limit. Before any model sees it, `check_storable` walks it
+A body must be JSON (`NaN`/`Infinity` refused, as for filters) sent as `application/json` (checked for
+every POST and PATCH in `errors.json_errors`) and at most `MAX_BODY_BYTES` (the setting), refused from
+`Content-Length` before reading, and otherwise counted while it streams in, so reading stops at the limit.
+Before any model sees it, `check_storable` walks it
 once and refuses what BSON cannot hold — integers outside 64 bits, strings with lone surrogates, keys
 with NUL, nesting deeper than MongoDB allows — so such a value is a 400 naming where it is, never a
 driver error at write time.
@@ -17,14 +19,11 @@ from app.rest.errors import ApiError
 from app.store import storable
 from app.store.filters import FilterError, parse_filter_json
 
-MAX_BODY_BYTES = 1024 * 1024
-#: MongoDB refuses documents nested deeper than 100 levels; a request body stays well below that.
-MAX_BODY_DEPTH = 32
-
 
 async def read_json(request: Request) -> Any:
     """The parsed body, or `None` when the body is empty."""
-    raw = await _read_capped(request)
+    settings = request.app.state.agent_tasks.settings
+    raw = await _read_capped(request, settings.max_body_bytes)
     if not raw.strip():
         return None
     try:
@@ -32,30 +31,32 @@ async def read_json(request: Request) -> Any:
     except FilterError as exc:
         # parse_filter_json words it for filters; for a body the problem is the body.
         raise ApiError("bad_json", str(exc).replace("filter is not", "the body is not", 1)) from exc
-    check_storable(value)
+    check_storable(value, max_depth=settings.max_json_depth)
     return value
 
 
-async def _read_capped(request: Request) -> bytes:
-    """The body, refused as soon as it exceeds `MAX_BODY_BYTES`: a chunked body without a length (or
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it exceeds `limit` bytes: a chunked body without a length (or
     with a false one) is never read whole into memory first."""
-    too_large = ApiError("payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    too_large = ApiError(
+        "payload_too_large", f"the body is larger than MAX_BODY_BYTES ({limit} bytes)", limit=limit
+    )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def check_storable(value: Any, path: str = "body") -> None:
+def check_storable(value: Any, path: str = "body", max_depth: int = storable.MAX_DEPTH) -> None:
     """Refuse a JSON value MongoDB could not store (app/store/storable.py), as a 400 naming where it is."""
     try:
-        storable.check_storable(value, path, MAX_BODY_DEPTH)
+        storable.check_storable(value, path, max_depth)
     except storable.Unstorable as exc:
         raise ApiError("bad_json", f"the body holds {exc}", field=exc.path) from None

@@ -16,6 +16,7 @@ bodies and parameters (`ApiError`) are all mapped here, so a status code is deci
 | `FilterTooSlow` | 400 | `filter_too_slow` |
 | MongoDB unreachable (`failures.classify`) | 503, `Retry-After` | `database_unavailable` |
 | a MongoDB operation out of time | 504 | `database_timeout` |
+| a POST or PATCH not sent as JSON | 415 | `unsupported_media_type` |
 
 The last two are logged as one WARNING line, without a traceback. Anything else is logged and answered
 500 `internal`, without internals.
@@ -47,12 +48,15 @@ ERROR_CODES: dict[str, int] = {
     "bad_filter": 400,
     "bad_cursor": 400,
     "bad_parameter": 400,
+    "untrusted_host": 400,
     "page_size_out_of_range": 400,
     "not_found": 404,
     "refused": 409,
     "conflict": 409,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "invalid": 422,
+    "idempotency_key_reused": 422,
     "unknown_field": 422,
     "filter_too_slow": 400,
     "internal": 500,
@@ -97,7 +101,8 @@ def as_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, Conflict):
         return ApiError("conflict", exc.message, current_version=exc.current_version)
     if isinstance(exc, Invalid):
-        return ApiError("invalid", exc.message, field=body_field(exc.field))
+        code = "idempotency_key_reused" if exc.code == "IDEMPOTENCY_KEY_REUSED" else "invalid"
+        return ApiError(code, exc.message, field=body_field(exc.field))
     if isinstance(exc, ServiceError):  # pragma: no cover - every ServiceError is one of the above
         return ApiError("invalid", exc.message)
     if isinstance(exc, FilterError):
@@ -127,6 +132,8 @@ def json_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         try:
+            if request.method in ("POST", "PATCH"):
+                check_json_media_type(request)
             state = request.app.state.agent_tasks  # fail fast while MongoDB is down (`require_database`)
             await require_database(state.store.db, state.settings.mongodb_server_selection_timeout_seconds)
             return await handler(request)
@@ -137,6 +144,24 @@ def json_errors(handler: Handler) -> Handler:
             if error is None:
                 logger.exception("unexpected error in %s %s", request.method, request.url.path)
                 error = ApiError("internal", "Unexpected error.")
+            else:  # the edge's one log line for this refusal (app/edge.py), no traceback
+                request.state.refusal = f"{error.code}: {error.message}"
             return error_response(error)
 
     return wrapped
+
+
+def check_json_media_type(request: Request) -> None:
+    """POST and PATCH must say `Content-Type: application/json` (or a `+json` type), with a body or
+    without: a browser sends any other type cross-origin without a CORS preflight, so this is what keeps a
+    page on another site from writing (CSRF)."""
+    header = request.headers.get("content-type", "")
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise ApiError(
+            "unsupported_media_type",
+            f"send the request as application/json; Content-Type was {header[:80]!r}",
+            field="Content-Type",
+        )

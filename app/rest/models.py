@@ -14,7 +14,18 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from app import domain
@@ -26,13 +37,26 @@ from app.store.collections import AGENT_TASK_STATES, CollectionSpec, FieldKind
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
+
+def _timestamp_text(value: Any) -> Any:
+    """Timestamps travel as ISO 8601 text: a number (`0`, seconds since 1970?) is refused, not guessed."""
+    if not isinstance(value, str):
+        raise ValueError(
+            "a timestamp must be an ISO 8601 string with a timezone, such as 2030-01-01T00:00:00Z"
+        )
+    return value
+
+
+#: ISO 8601 with a timezone (`Z` or `+02:00`); a time without one would be read in an unknown zone.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_text)]
+
 #: Request types are strict: `"3"` is not an integer and `1` is not `true`.
 _INPUT_TYPES: dict[FieldKind, Any] = {
     FieldKind.STRING: StrictStr,
     FieldKind.BOOL: StrictBool,
     FieldKind.INT: Int64,
     FieldKind.FLOAT: FiniteFloat,
-    FieldKind.DATETIME: dt.datetime,
+    FieldKind.DATETIME: Timestamp,
     FieldKind.STRING_LIST: list[StrictStr],
     FieldKind.JSON: dict[str, Any],
 }

@@ -15,7 +15,6 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.rest.bodies import MAX_BODY_BYTES, MAX_BODY_DEPTH
 from app.rest.documents import RestJSONResponse
 from app.rest.entities import Entity, Kind
 from app.rest.errors import ERROR_CODES
@@ -31,6 +30,7 @@ _STATUS_TEXT = {
     404: "Not found",
     409: "Refused by a rule",
     413: "Body too large",
+    415: "Body not sent as JSON",
     422: "Invalid body or header",
     500: "Unexpected error",
     503: "Database unavailable",
@@ -40,12 +40,13 @@ _STATUS_TEXT = {
 _CODE_TEXT = {
     "bad_json": "the body is not JSON (or is missing where one is needed), or holds what MongoDB cannot"
     " store: a NUL character in a key, an integer beyond 64 bits, a lone surrogate, nesting deeper than"
-    f" {MAX_BODY_DEPTH} levels",
+    " MAX_JSON_DEPTH levels (64 by default; 32 in free-form values)",
     "bad_filter": "a refused filter: $where, $function or another operator not allowed, an unknown field, a"
     " value of the wrong type, a filter too deep or too large",
     "bad_cursor": "an `after` cursor this server did not issue (or issued for another sort)",
     "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, or `If-Match` (not a"
     " version, disagreeing with `expected_version`, or sent where there is no version)",
+    "untrusted_host": "the `Host` header names a host this server does not answer to (TRUSTED_HOSTS)",
     "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
     "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
     " output not created yet)",
@@ -54,7 +55,10 @@ _CODE_TEXT = {
     " belongs to a hierarchy task (delete that task)",
     "refused": "the task is finalized (it refuses edits, moves, deletes, new children and output changes),"
     " or already finalized",
-    "payload_too_large": f"a body over {MAX_BODY_BYTES} bytes",
+    "payload_too_large": "a body over MAX_BODY_BYTES (1 MiB by default), refused before it is read whole",
+    "unsupported_media_type": "a POST or PATCH not sent as `application/json` (or another `+json` type):"
+    " what keeps a page on another origin from sending it without a CORS preflight",
+    "idempotency_key_reused": "an `Idempotency-Key` already used with a different request body",
     "unknown_field": "a body field that does not exist, or that only the server writes",
     "invalid": "a body value of the wrong type or one the services refuse (an unknown dependency, a cycle,"
     " an id too long), or an `Idempotency-Key` too long or already used for another operation",

@@ -32,12 +32,12 @@ class Operation:
     success: int
     summary: str
     kinds: frozenset[Kind] = _ALL
-    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `internal` (500) and the
-    #: database's `database_unavailable` (503) and `database_timeout` (504) are added to all.
+    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `untrusted_host` (400), `internal`
+    #: (500) and the database's `database_unavailable` (503) and `database_timeout` (504) are added to all.
     errors: tuple[str, ...] = ()
 
 
-_BODY = ("bad_json", "payload_too_large", "unknown_field", "invalid")  # refusals of a JSON body
+_BODY = ("bad_json", "payload_too_large", "unsupported_media_type", "unknown_field", "invalid")  # JSON bodies
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "GET", "/{id}", 200, "Retrieve a {label} by id.", errors=("not_found",)),
     Operation(
@@ -62,10 +62,16 @@ OPERATIONS: tuple[Operation, ...] = (
             "page_size_out_of_range",
             "payload_too_large",
             "filter_too_slow",
+            "unsupported_media_type",
         ),
     ),
     Operation(
-        "create", "POST", "", 201, "Create a {label}.", errors=(*_BODY, "not_found", "conflict", "refused")
+        "create",
+        "POST",
+        "",
+        201,
+        "Create a {label}.",
+        errors=(*_BODY, "not_found", "conflict", "refused", "idempotency_key_reused"),
     ),
     Operation(
         "update",
@@ -73,7 +79,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "/{id}",
         200,
         "Change fields of a {label}.",
-        errors=(*_BODY, "bad_parameter", "not_found", "conflict", "refused"),  # bad_parameter: If-Match
+        # bad_parameter: If-Match
+        errors=(*_BODY, "bad_parameter", "not_found", "conflict", "refused", "idempotency_key_reused"),
     ),
     Operation(
         "finalize",
@@ -82,7 +89,8 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         "Finalize a {label} (one-way; it then refuses edits).",
         kinds=frozenset({Kind.TASK}),
-        errors=("not_found", "refused", "invalid"),  # invalid: a bad or reused Idempotency-Key
+        # invalid: a bad Idempotency-Key; unsupported_media_type: every POST is JSON (CSRF)
+        errors=("not_found", "refused", "invalid", "unsupported_media_type", "idempotency_key_reused"),
     ),
 )
 
@@ -102,11 +110,11 @@ class RestRoute:
 
     @property
     def error_codes(self) -> tuple[str, ...]:
-        """Every error code this route can answer with, the server-side ones last."""
+        """Every error code this route can answer with, the edge's and the server-side ones last."""
         codes = self.operation.errors
         if self.operation.name == "delete" and self.entity.kind is not Kind.TASK:
             codes = tuple(c for c in codes if c != "bad_parameter")  # only tasks take `cascade`
-        return (*codes, "internal", "database_unavailable", "database_timeout")
+        return (*codes, "untrusted_host", "internal", "database_unavailable", "database_timeout")
 
 
 ROUTES: tuple[RestRoute, ...] = tuple(

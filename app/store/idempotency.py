@@ -14,9 +14,17 @@ async def get(db: Db, key: str, session: Session = None) -> Doc | None:
 
 
 async def insert(
-    db: Db, key: str, operation: str, answer: dict[str, Any], now: dt.datetime, session: Session = None
+    db: Db,
+    key: str,
+    operation: str,
+    answer: dict[str, Any],
+    now: dt.datetime,
+    session: Session = None,
+    payload_hash: str | None = None,
 ) -> None:
-    """Keep `answer` under `key`; a concurrent insert of the same key conflicts on `_id`."""
-    await db[IDEMPOTENCY_KEYS.name].insert_one(
-        {"_id": key, "operation": operation, "answer": answer, "created_at": now}, session=session
-    )
+    """Keep `answer` (and the request's fingerprint) under `key`; a concurrent insert of the same key
+    conflicts on `_id`."""
+    doc = {"_id": key, "operation": operation, "answer": answer, "created_at": now}
+    if payload_hash is not None:
+        doc["payload_hash"] = payload_hash
+    await db[IDEMPOTENCY_KEYS.name].insert_one(doc, session=session)

@@ -59,6 +59,20 @@ def check_storable(value: Any, path: str = "body", max_depth: int = MAX_DEPTH) -
             raise Unstorable(f"a value of type {type(item).__name__}", where)
 
 
+def too_deep(value: Any, max_depth: int) -> bool:
+    """Whether `value` nests lists and objects deeper than `max_depth` (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
 def _check_text(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
