@@ -2,10 +2,13 @@
 # (the embedded mongod is meant for development; in a container, use a real replica set or Atlas).
 FROM python:3.11-slim
 
+# Set TRUSTED_HOSTS to the host names clients use to reach the container (a service name, a domain):
+# requests whose Host header is not loopback or one of those are refused (DNS-rebinding protection).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000
 WORKDIR /srv
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY agent_tasks_client ./agent_tasks_client
 RUN pip install --no-cache-dir . && useradd --create-home agent
 USER agent
 EXPOSE 8000

@@ -156,12 +156,16 @@ def test_long_list_variables_and_literals_are_refused(server: ServerProcess) -> 
     # 1,000 items pass this check (the filter's own limits then apply to them).
     ok = post(server, {"query": query, "variables": {"s": ["PENDING"] * 1000}}).json()
     assert all(e["extensions"]["code"] != "LIST_TOO_LONG" for e in ok.get("errors", [])), ok
+    # The 1,000,000 items (11 MB) are over MAX_BODY_BYTES: refused before the body is read.
     response = post(server, {"query": query, "variables": {"s": ["PENDING"] * 1_000_000}}, GRJ)
+    assert response.status_code == 413
+    # 50,000 items fit in a body; the list itself is refused.
+    response = post(server, {"query": query, "variables": {"s": ["PENDING"] * 50_000}}, GRJ)
     assert response.status_code == 400
     (error,) = response.json()["errors"]
-    assert error["extensions"] == {"code": "LIST_TOO_LONG", "items": 1_000_000, "limit": 1000}
+    assert error["extensions"] == {"code": "LIST_TOO_LONG", "items": 50_000, "limit": 1000}
     assert error["message"] == (
-        "The variable `$s` holds a list of 1000000 items; at most 1000 are accepted (MAX_LIST_ITEMS)."
+        "The variable `$s` holds a list of 50000 items; at most 1000 are accepted (MAX_LIST_ITEMS)."
     )
     # Inside a JSON scalar too, and written in the document.
     nested = {"filter": {"status": {"$in": ["pending"] * 1001}}}
@@ -229,7 +233,7 @@ async def test_a_query_past_the_deadline_is_cancelled_and_a_mutation_is_not(
     app = create_app(settings.model_copy(update={"query_timeout_seconds": 1e-6}))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
         gql = GraphQLClient(http)
         await db.agent_task_states.insert_one(task("t1", "in_progress"))

@@ -106,16 +106,31 @@ class AgentTasksSchema(strawberry.Schema):
         timeout = self.timeout_seconds
         if timeout is None or execution_context.operation_type is not OperationType.QUERY:
             return await super()._execute_operation(execution_context, *args, **kwargs)
+        # In a task of its own, and answered at the deadline whatever it does with its cancellation: with
+        # `asyncio.timeout` around the execution, a query whose deadline had passed still answered its data
+        # (the cancellation was absorbed somewhere below, in the driver or graphql-core's gathering).
+        work = asyncio.ensure_future(super()._execute_operation(execution_context, *args, **kwargs))
         try:
-            async with asyncio.timeout(timeout):
-                return await super()._execute_operation(execution_context, *args, **kwargs)
-        except TimeoutError:
-            raise refusal(
-                f"The query ran longer than {timeout:g} s (QUERY_TIMEOUT_SECONDS) and was cancelled: "
-                "ask for less (smaller pages, fewer nested lists).",
-                "QUERY_TIMEOUT",
-                limit_seconds=timeout,
-            ) from None
+            done, _ = await asyncio.wait({work}, timeout=timeout)
+        except asyncio.CancelledError:
+            work.cancel()  # the request itself was cancelled (client gone, shutdown)
+            raise
+        if work in done:
+            return work.result()
+        work.cancel()
+        work.add_done_callback(_discard)
+        raise refusal(
+            f"The query ran longer than {timeout:g} s (QUERY_TIMEOUT_SECONDS) and was cancelled: "
+            "ask for less (smaller pages, fewer nested lists).",
+            "QUERY_TIMEOUT",
+            limit_seconds=timeout,
+        )
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Retrieve what a query cancelled at its deadline ended with, so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def build_schema(
