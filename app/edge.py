@@ -19,6 +19,7 @@ from asgi_correlation_id.log_filters import CorrelationIdFilter
 from starlette._utils import parse_host_header
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
@@ -123,3 +124,27 @@ class RefusalLog:
             await send(message)
 
         await self.app(scope, receive, logging_send)
+
+
+class BodyTooLarge(Exception):
+    """A request body over `limit` bytes; GraphQL and REST each answer it 413 in their own error shape."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"larger than MAX_BODY_BYTES ({limit} bytes)")
+        self.limit = limit
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused (`BodyTooLarge`) from its Content-Length, or as soon as a chunked body (or one
+    with a false length) passes `limit`: it is never read whole into memory first."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -37,6 +37,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
 from app.api.context import Context
+from app.edge import BodyTooLarge, read_capped
 from app.store import storable
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -194,28 +195,16 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
                 415, f"A GraphQL POST must be sent as {JSON} in UTF-8; Content-Type was {header!r}."
             )
         # Strawberry reads the same body afterwards: Starlette keeps it on the request.
-        body = await self._read_capped(request)
+        try:
+            body = await read_capped(request, self.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise RequestRefused(413, f"The request body is {exc}.") from None
         request._body = body
         if not body.strip():
             raise RequestRefused(400, 'The request body is empty: send a JSON object {"query": ...}.')
         value = self._check_json(body, "body")
         if not isinstance(value, dict | list):
             raise RequestRefused(400, 'The request body must be a JSON object {"query": ...}.')
-
-    async def _read_capped(self, request: Request) -> bytes:
-        limit = self.max_body_bytes
-        too_large = RequestRefused(413, f"The request body is larger than MAX_BODY_BYTES ({limit} bytes).")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _check_json(self, raw: str | bytes, name: str) -> Any:
         """The parsed JSON, refused (400) when it is not JSON or nests deeper than `max_json_depth`. What

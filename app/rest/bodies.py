@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from app.edge import BodyTooLarge, read_capped
 from app.rest.errors import ApiError
 from app.store import storable
 from app.store.filters import FilterError, parse_filter_json
@@ -23,7 +24,10 @@ from app.store.filters import FilterError, parse_filter_json
 async def read_json(request: Request) -> Any:
     """The parsed body, or `None` when the body is empty."""
     settings = request.app.state.agent_tasks.settings
-    raw = await _read_capped(request, settings.max_body_bytes)
+    try:
+        raw = await read_capped(request, settings.max_body_bytes)
+    except BodyTooLarge as exc:
+        raise ApiError("payload_too_large", f"the body is {exc}", limit=exc.limit) from None
     if not raw.strip():
         return None
     try:
@@ -33,25 +37,6 @@ async def read_json(request: Request) -> Any:
         raise ApiError("bad_json", str(exc).replace("filter is not", "the body is not", 1)) from exc
     check_storable(value, max_depth=settings.max_json_depth)
     return value
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it exceeds `limit` bytes: a chunked body without a length (or
-    with a false one) is never read whole into memory first."""
-    too_large = ApiError(
-        "payload_too_large", f"the body is larger than MAX_BODY_BYTES ({limit} bytes)", limit=limit
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def check_storable(value: Any, path: str = "body", max_depth: int = storable.MAX_DEPTH) -> None:
