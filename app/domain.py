@@ -111,6 +111,22 @@ TASK_KIND_DESCRIPTIONS: dict[TaskKind, str] = {
     TaskKind.STANDALONE: "A task outside the hierarchy (seed 000).",
 }
 
+
+class Scope(StrEnum):
+    """What a caller may do (issue 13); an API key or a token carries a set of them."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+SCOPE_DESCRIPTIONS: dict[Scope, str] = {
+    Scope.READ: "Queries and subscriptions: read tasks, outputs, states, events and statistics.",
+    Scope.WRITE: "Create tasks, drive their lifecycle (claim, start, progress, complete, fail), record events.",
+    Scope.ADMIN: "Deletes and cascades, and API key management.",
+}
+
+
 # --- numeric bounds ------------------------------------------------------------------------------------
 
 #: Longest task id (and idempotency key), in characters.
