@@ -122,7 +122,7 @@ class Scope(StrEnum):
 
 SCOPE_DESCRIPTIONS: dict[Scope, str] = {
     Scope.READ: "Queries and subscriptions: read tasks, outputs, states, events and statistics.",
-    Scope.WRITE: "Create tasks, drive their lifecycle (claim, start, progress, complete, fail), record events.",
+    Scope.WRITE: "Create tasks, drive their lifecycle (claim, start, progress, finish), record events.",
     Scope.ADMIN: "Deletes and cascades, and API key management.",
 }
 
