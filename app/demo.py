@@ -16,6 +16,7 @@ from app.domain import Status
 from app.lifecycle import state_machine as sm
 from app.lifecycle.documents import new_state_doc
 from app.lifecycle.events import EventType, event_doc
+from app.principal import acting_as, system
 from app.store import collections as c
 from app.store import events as event_store
 from app.store.bulk import upsert_by_id
@@ -357,6 +358,10 @@ def demo_documents() -> Documents:
     return _demo()[0]
 
 
+#: The actor of the demo's event history.
+DEMO = system("demo")
+
+
 def demo_events() -> list[dict[str, Any]]:
     """The demo's event history, oldest first, as the services would have written it (unstamped)."""
     return _demo()[1]
@@ -586,7 +591,8 @@ async def _append_demo_events(db: Db, *, reset: bool) -> list[dict[str, Any]]:
         elif await event_store.any_about_tasks(db, task_ids, session):
             return []
         batch = [dict(e) for e in history]  # fresh documents on every attempt of the transaction
-        await event_store.append_events(db, session, batch)
+        with acting_as(DEMO):  # the history's actor: the demo seeder, not whoever started the server
+            await event_store.append_events(db, session, batch)
         return batch
 
     return await in_transaction(db, work)

@@ -60,6 +60,9 @@ def system(job: str) -> Principal:
     return Principal(kind="system", id=job, name=job, scopes=frozenset(Scope))
 
 
+#: Who writes when no caller is known: the server's own code called outside a request and a job.
+SERVER = system("server")
+
 #: The caller of the request (or background job) being served; None outside of one.
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
 

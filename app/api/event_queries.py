@@ -42,6 +42,13 @@ class EventQuery:
         agent_id: Annotated[
             str | None, strawberry.argument(description="Only the events of (or reported by) this agent.")
         ] = None,
+        actor_id: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Only the events written by this caller: an API key's id, a JWT's subject or"
+                " a server job's name (`actor.id`)."
+            ),
+        ] = None,
         types: Annotated[
             list[EventType] | None,
             strawberry.argument(description="Only events of these types (an empty list matches none)."),
@@ -63,7 +70,9 @@ class EventQuery:
             after_id = None if after is None else decode_event_cursor(after)
         except CursorError as exc:
             raise UserInputError(str(exc), "BAD_CURSOR") from exc
-        query = events_filter(task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, types=types)
+        query = events_filter(
+            task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, actor_id=actor_id, types=types
+        )
         # One extra event tells whether a next page exists.
         docs = await find_events(info.context.store.db, query, after=after_id, limit=size + 1)
         events = [event_from_doc(doc) for doc in docs[:size]]

@@ -36,6 +36,7 @@ from app.domain import TERMINAL, utcnow
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, NotFound, Refused
 from app.lifecycle.transitions import Action, Lifecycle
+from app.principal import acting_as, system
 from app.store import states as state_store
 from app.store.failures import classify, describe
 
@@ -105,6 +106,10 @@ async def lapse_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, ba
     return lapsed
 
 
+#: The actor of the events the sweeper writes (TASK_FAILED on expiry, LEASE_EXPIRED).
+SWEEPER = system("expiry-sweeper")
+
+
 class ExpirySweeper:
     """Runs `expire_overdue`, then `lapse_overdue`, every `interval` seconds as an asyncio task, until
     stopped.
@@ -142,7 +147,8 @@ class ExpirySweeper:
         """One sweep: expire batches until a short one shows nothing more is overdue; the ids expired."""
         expired: list[str] = []
         while True:
-            ids = await expire_overdue(self.lifecycle, batch=self.batch)
+            with acting_as(SWEEPER):
+                ids = await expire_overdue(self.lifecycle, batch=self.batch)
             expired += ids
             if len(ids) < self.batch:
                 return expired
@@ -151,7 +157,8 @@ class ExpirySweeper:
         """One sweep of the leases that ran out, batch after batch; the ids lapsed."""
         lapsed: list[str] = []
         while True:
-            ids = await lapse_overdue(self.lifecycle, batch=self.batch)
+            with acting_as(SWEEPER):
+                ids = await lapse_overdue(self.lifecycle, batch=self.batch)
             lapsed += ids
             if len(ids) < self.batch:
                 return lapsed

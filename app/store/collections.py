@@ -249,6 +249,12 @@ TASK_EVENTS = CollectionSpec(
         "agent_id": S,
         "timestamp": DT,
         "payload": J,
+        # Who wrote it (app.principal: kind key/jwt/anonymous/system, id, name) and the request's id.
+        "actor": OBJ,
+        "actor.kind": S,
+        "actor.id": S,
+        "actor.name": S,
+        "request_id": S,
     },
     # `seq` is the commit-order position stamped after commit (app/store/events.py); unstamped events
     # (seq null) sort first in each index and are never read.
@@ -257,6 +263,7 @@ TASK_EVENTS = CollectionSpec(
         _idx("task_id", "seq"),
         _idx("workflow_id", "seq"),
         _idx("agent_id", "seq"),
+        _idx("actor.id", "seq"),
     ),
 )
 

@@ -31,6 +31,15 @@ arrive in the order they were made. So:
 An event's cursor is its `seq` in hex. A writer waits (briefly) for its events to be stamped before
 answering, so what a mutation returns carries its cursors and a read right after it sees them.
 
+## Who did it
+
+Every event records its **actor** (`{kind, id, name}`: the API key, the JWT subject, anonymous, or the
+server's own background job) and the **request id** (`X-Request-ID`, the one in the server's log lines)
+of the request that wrote it. `append_events` takes both from the context of the call
+(`app.principal.current_principal`, set by the authentication middleware or by a background job, and
+asgi-correlation-id's request id), so no service has to pass them down. `taskEvents(actorId:)` reads
+them back through the `(actor.id, seq)` index.
+
 An event that no process saw committed (every server down at that moment, or a change stream that lost
 its history) stays unstamped; `orphans` finds it after a grace period, and the hub stamps it through a
 `_CLOCK` marker event: stamped when the marker's commit is reached in the stream, with the marker's
@@ -43,10 +52,12 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from asgi_correlation_id import correlation_id
 from bson import ObjectId, Timestamp
 from pymongo import UpdateOne, WriteConcern
 from pymongo.read_concern import ReadConcern
 
+from app.principal import SERVER, current_principal
 from app.store.collections import TASK_EVENTS
 from app.store.cursors import NOT_OURS, CursorError
 from app.store.types import BACKGROUND, Db, Doc, Session
@@ -60,11 +71,16 @@ _STAMPED = {"$gt": ORIGIN}
 
 
 async def append_events(db: Db, session: Session, events: list[Doc]) -> None:
-    """Insert `events` (unstamped) in the caller's transaction; sets each event's `_id` and `seq`."""
+    """Insert `events` (unstamped) in the caller's transaction; sets each event's `_id` and `seq`, and its
+    `actor` and `request_id` from the call's context unless the event has them already."""
     if not events:
         return
+    actor = (current_principal.get() or SERVER).actor
+    request_id = correlation_id.get()
     for event in events:
         event.setdefault("_id", ObjectId())
+        event.setdefault("actor", actor)
+        event.setdefault("request_id", request_id)
         event["seq"] = None
     await db[TASK_EVENTS.name].insert_many(events, session=session)
 
@@ -104,6 +120,7 @@ def events_filter(
     task_id: str | None = None,
     workflow_id: str | None = None,
     agent_id: str | None = None,
+    actor_id: str | None = None,
     types: Iterable[str] | None = None,
 ) -> Document:
     """The MongoDB filter for the events matching every criterion given (None: no criterion).
@@ -117,6 +134,8 @@ def events_filter(
         query["workflow_id"] = workflow_id
     if agent_id is not None:
         query["agent_id"] = agent_id
+    if actor_id is not None:
+        query["actor.id"] = actor_id
     if types is not None:
         query["type"] = {"$in": sorted({str(t) for t in types})}
     return query
@@ -128,7 +147,8 @@ async def find_events(
     """Up to `limit` stamped events matching `query`, in commit order, strictly after position `after`.
 
     Read from one snapshot, so the answer is a prefix of the commit order (see the module docstring).
-    Served by the `(task_id, seq)`, `(workflow_id, seq)`, `(agent_id, seq)` or `(seq, _id)` index.
+    Served by the `(task_id, seq)`, `(workflow_id, seq)`, `(agent_id, seq)`, `(actor.id, seq)` or
+    `(seq, _id)` index.
     """
     mongo_filter: Document = {**query, "seq": {"$gt": after if after is not None else ORIGIN}}
     async with db.client.start_session(snapshot=True) as session:

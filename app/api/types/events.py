@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any, TypeAlias
 
 import strawberry
@@ -18,6 +19,42 @@ from app.api.types.convert import as_datetime
 from app.api.types.enums import TaskStatus
 from app.lifecycle.events import EventType as StoredEventType
 from app.store.events import encode_event_cursor
+
+
+@strawberry.enum(description="What kind of caller wrote an event.")
+class ActorKind(Enum):
+    KEY = strawberry.enum_value("key", description="An API key (`id` is the key's id).")
+    JWT = strawberry.enum_value("jwt", description="A JWT's subject (`id` is its `sub` claim).")
+    ANONYMOUS = strawberry.enum_value("anonymous", description="A caller without credentials (open mode).")
+    SYSTEM = strawberry.enum_value(
+        "system", description="The server's own work (`id` names it: `expiry-sweeper`, `demo`, `server`)."
+    )
+
+
+@strawberry.type(description="Who wrote an event: the caller of the request, or the server's own job.")
+class Actor:
+    kind: ActorKind = strawberry.field(description="Kind of caller.")
+    id: str | None = strawberry.field(
+        description="The API key's id, the JWT's subject or the job's name; null for anonymous callers."
+    )
+    name: str | None = strawberry.field(description="The key's name, or the token's name claim.")
+
+
+def actor_from_doc(value: Any) -> Actor | None:
+    """The stored `actor` sub-document as an `Actor`; None for events written before actors existed."""
+    if not isinstance(value, Mapping):
+        return None
+    try:
+        kind = ActorKind(value.get("kind"))
+    except ValueError:
+        return None
+    name = value.get("name")
+    return Actor(
+        kind=kind,
+        id=None if value.get("id") is None else str(value["id"]),
+        name=None if name is None else str(name),
+    )
+
 
 # `strawberry.enum` registers the stored enum itself (named EventType) as the GraphQL enum `EventType`
 # and returns it; the alias gives the API a name for it that type checkers take as a type.
@@ -38,6 +75,13 @@ class TaskEvent:
     )
     agent_id: str | None = strawberry.field(description="The agent the event concerns or that reported it.")
     timestamp: dt.datetime = strawberry.field(description="When the change committed.")
+    actor: Actor | None = strawberry.field(
+        description="Who wrote it: the API key, JWT subject or anonymous caller of the request, or the"
+        " server's own job (null for events written before actors were recorded)."
+    )
+    request_id: str | None = strawberry.field(
+        description="The id of the request that wrote it (its `X-Request-ID`, as in the server's log)."
+    )
 
 
 @strawberry.type(description="A task was created.")
@@ -167,7 +211,7 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
         )
     kwargs: dict[str, Any] = {}
     for name in cls.__dataclass_fields__:
-        if name in ("id", "cursor", "type", "task_id", "workflow_id", "agent_id", "timestamp"):
+        if name in _COMMON_FIELDS:
             continue
         value = payload.get(name)
         if name in ("status", "from_status", "to_status") and cls not in (
@@ -202,7 +246,15 @@ def _common(doc: Mapping[str, Any], kind: StoredEventType) -> dict[str, Any]:
         "workflow_id": doc.get("workflow_id"),
         "agent_id": doc.get("agent_id"),
         "timestamp": as_datetime(doc.get("timestamp")) or dt.datetime.fromtimestamp(0, dt.UTC),
+        "actor": actor_from_doc(doc.get("actor")),
+        "request_id": None if doc.get("request_id") is None else str(doc["request_id"]),
     }
+
+
+#: The `TaskEvent` interface's fields (`_common`), as opposed to each type's payload fields.
+_COMMON_FIELDS = frozenset(
+    ("id", "cursor", "type", "task_id", "workflow_id", "agent_id", "timestamp", "actor", "request_id")
+)
 
 
 ALL_EVENT_TYPES: list[type[TaskEvent]] = [*_TYPES.values(), OtherEvent]

@@ -1,0 +1,94 @@
+"""Accountability: every event records who wrote it (`actor`) and the request that did (`request_id`),
+stored and exposed on `TaskEvent`, and `taskEvents(actorId:)` filters by it.
+
+The API keys' and JWTs' own actors are tested with them (tests/test_auth*.py); here the caller is
+anonymous (the server runs open on loopback) or one of the server's own jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, get_args
+
+import httpx
+
+from app.api.types.events import ActorKind
+from app.demo import DEMO_WORKFLOW_ID, load_demo
+from app.domain import Scope
+from app.lifecycle.expiry import ExpirySweeper
+from app.lifecycle.transitions import Lifecycle, utcnow
+from app.principal import Principal, PrincipalKind, acting_as
+from app.store.indexes import ensure_indexes
+from tests.conftest import GraphQLClient
+from tests.lifecycle_helpers import append_stamped, task
+
+CREATE = """mutation { r: createAgentTask(input: {id: "a1", agentName: "AgentA"}) { __typename } }"""
+START = """mutation { r: startTask(id: "a1") { __typename } }"""
+EVENTS = """query($actorId: String, $taskId: ID) {
+  taskEvents(actorId: $actorId, taskId: $taskId, first: 100) {
+    edges { node { type taskId actor { kind id name } requestId } }
+  }
+}"""
+
+
+async def post(http: httpx.AsyncClient, query: str, request_id: str | None = None) -> httpx.Response:
+    headers = {} if request_id is None else {"X-Request-ID": request_id}
+    response = await http.post("/graphql", json={"query": query}, headers=headers)
+    assert response.status_code == 200, response.text
+    assert "errors" not in response.json(), response.json()
+    return response
+
+
+async def events(gql: GraphQLClient, **variables: Any) -> list[dict[str, Any]]:
+    data = await gql.data(EVENTS, variables)
+    return [edge["node"] for edge in data["taskEvents"]["edges"]]
+
+
+async def test_task_events_filters_by_actor_id(
+    client: httpx.AsyncClient, gql: GraphQLClient, db: Any
+) -> None:
+    await post(client, CREATE)
+    key = Principal(kind="key", id="k1d2e3", name="ci-runner", scopes=frozenset(Scope))
+    other = Principal(kind="jwt", id="user-7", name="Ada", scopes=frozenset(Scope))
+    with acting_as(key):
+        mine = [{"type": "TOOL_CALL", "task_id": "a1", "payload": {"tool_name": f"t{i}"}} for i in range(3)]
+        await append_stamped(db, mine)
+    with acting_as(other):
+        await append_stamped(db, [{"type": "TOOL_CALL", "task_id": "a1", "payload": {"tool_name": "x"}}])
+
+    by_key = await events(gql, actorId="k1d2e3")
+    assert [e["actor"] for e in by_key] == [{"kind": "KEY", "id": "k1d2e3", "name": "ci-runner"}] * 3
+    by_user = await events(gql, actorId="user-7")
+    assert [e["actor"] for e in by_user] == [{"kind": "JWT", "id": "user-7", "name": "Ada"}]
+    assert await events(gql, actorId="nobody") == []
+    # Combined with the other criteria: every criterion must match.
+    assert len(await events(gql, actorId="k1d2e3", taskId="a1")) == 3
+    assert await events(gql, actorId="k1d2e3", taskId="other") == []
+    # The filter is served by its own index, not by a collection scan.
+    indexes = await db.task_events.index_information()
+    assert [("actor.id", 1), ("seq", 1)] in [info["key"] for info in indexes.values()]
+
+
+async def test_the_sweeper_and_the_demo_are_actors_too(db: Any) -> None:
+    await ensure_indexes(db)
+    past = utcnow() - dt.timedelta(seconds=1)
+    await db.agent_task_states.insert_one(task("late", "in_progress", attempts=1, expires_at=past))
+    await ExpirySweeper(Lifecycle(db), interval=3600).sweep()
+    swept = [e async for e in db.task_events.find({"task_id": "late"})]
+    assert swept and {(e["actor"]["kind"], e["actor"]["id"]) for e in swept} == {("system", "expiry-sweeper")}
+    assert {e["request_id"] for e in swept} == {None}  # no request: the sweeper's own work
+
+    await load_demo(db, events=True)
+    demo = [e async for e in db.task_events.find({"workflow_id": DEMO_WORKFLOW_ID})]
+    assert demo and {e["actor"]["id"] for e in demo} == {"demo"}
+
+
+async def test_events_from_before_actors_have_none(
+    client: httpx.AsyncClient, gql: GraphQLClient, db: Any
+) -> None:
+    await post(client, CREATE)
+    await db.task_events.update_many({"task_id": "a1"}, {"$unset": {"actor": "", "request_id": ""}})
+    assert [(e["actor"], e["requestId"]) for e in await events(gql, taskId="a1")] == [(None, None)]
+
+
+def test_actor_kinds_are_the_principal_kinds() -> None:
+    assert sorted(k.value for k in ActorKind) == sorted(get_args(PrincipalKind))
