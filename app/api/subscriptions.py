@@ -60,9 +60,19 @@ def _predicate(query: Mapping[str, Any]) -> Any:
     types = set(query["type"]["$in"]) if "type" in query else None
 
     def accepts(event: Mapping[str, Any]) -> bool:
-        return all(event.get(k) == v for k, v in wanted.items()) and (types is None or event["type"] in types)
+        return all(_value(event, k) == v for k, v in wanted.items()) and (
+            types is None or event["type"] in types
+        )
 
     return accepts
+
+
+def _value(event: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path of an event document (`actor.id`), None where it is absent."""
+    value: Any = event
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def _slow(exc: SlowConsumer) -> UserInputError:
@@ -134,6 +144,13 @@ class Subscription:
             strawberry.ID | None, strawberry.argument(description="Only the events of this workflow's tasks.")
         ] = None,
         agent_id: Annotated[str | None, strawberry.argument(description="Only this agent's events.")] = None,
+        actor_id: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Only the events written by this caller (`actor.id`: an API key's id, a JWT's"
+                " subject or a server job's name)."
+            ),
+        ] = None,
         types: Annotated[
             list[EventType] | None, strawberry.argument(description="Only events of these types.")
         ] = None,
@@ -143,7 +160,9 @@ class Subscription:
         ] = None,
     ) -> AsyncGenerator[TaskEvent, None]:
         db = info.context.store.db
-        query = events_filter(task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, types=types)
+        query = events_filter(
+            task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, actor_id=actor_id, types=types
+        )
         try:
             last = ORIGIN if after in (None, "HEAD") else decode_event_cursor(after)
         except CursorError as exc:
