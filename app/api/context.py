@@ -15,6 +15,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from app.api.loaders import Loaders
+from app.principal import OPEN, Principal
 from app.resources import AppState
 from app.settings import Settings
 from app.store.failures import require_database
@@ -30,6 +31,8 @@ class Context:
     request: Request | WebSocket | None = None
     response: Response | WebSocket | None = None
     loaders: Loaders = field(init=False)
+    #: The caller (app/auth): from the request's state over HTTP, from `connection_init` on a WebSocket.
+    principal: Principal = OPEN
 
     def __post_init__(self) -> None:
         self.loaders = Loaders.create(self.app.store)
