@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -126,3 +130,36 @@ async def test_a_valid_key_is_accepted_in_keys_mode(keys_client: httpx.AsyncClie
     answer = await keys_client.post("/graphql", json=QUERY, headers={"Authorization": f"Bearer {secret}"})
     assert answer.json() == {"data": {"__typename": "Query"}}
     assert (await db.api_keys.find_one({"_id": key.id}))["last_used_at"] is not None
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MONGODB_URI": settings.mongodb_uri or "", "MONGODB_DB": settings.mongodb_db}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_keys_cli_creates_lists_and_revokes(settings: Settings, db: Any) -> None:
+    created = _cli(settings, "create", "--name", "ci", "--scopes", "read,write", "--agent", "writer")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.split("secret (shown once, keep it): ")[1].split()[0]
+    stored = await db.api_keys.find_one({})
+    assert stored["hash"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert stored["name"] == "ci" and stored["scopes"] == ["read", "write"] and stored["agents"] == ["writer"]
+    listed = _cli(settings, "list")
+    assert (
+        listed.returncode == 0 and f"{stored['_id']}\tci\tread,write\tagents=writer\tactive" in listed.stdout
+    )
+    assert secret not in listed.stdout
+    revoked = _cli(settings, "revoke", stored["_id"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert (await db.api_keys.find_one({}))["revoked_at"] is not None
+    with pytest.raises(AuthenticationError, match="was revoked"):
+        await KeyService(db).authenticate(secret)
+    assert _cli(settings, "revoke", "nope").returncode != 0
