@@ -17,6 +17,7 @@ from app.auth.keys import PREFIX, KeyService
 from app.domain import Scope as AccessScope
 from app.edge import refuse, send_json
 from app.principal import ANONYMOUS, OPEN, AuthenticationError, Principal, acting_as
+from app.resources import AppState
 from app.settings import Settings
 
 JwtVerifier = Callable[[str], Awaitable[Principal]]
@@ -64,9 +65,9 @@ class Authenticator:
         return await self.jwt(token)
 
 
-def _authenticator(scope: Scope, jwt: JwtVerifier | None) -> Authenticator:
-    # The application state is opened by the lifespan, after the middleware stack is built.
-    state = scope["app"].state.agent_tasks
+def authenticator(state: AppState, jwt: JwtVerifier | None = None) -> Authenticator:
+    """The application's authenticator (made once, on first use: the state is opened by the lifespan,
+    after the middleware stack is built)."""
     auth = state.extras.get("authenticator")
     if auth is None:
         auth = Authenticator(state.settings, KeyService(state.store.db), jwt)
@@ -88,7 +89,7 @@ class AuthMiddleware:
         header = dict(scope.get("headers") or []).get(b"authorization")
         try:
             token = bearer(header.decode("latin-1") if header is not None else None)
-            principal = await _authenticator(scope, self.jwt).authenticate(token)
+            principal = await authenticator(scope["app"].state.agent_tasks, self.jwt).authenticate(token)
         except AuthenticationError as exc:
             await self._refuse(scope, send, exc.message)
             return
