@@ -58,10 +58,13 @@ class AgentTasksClient:
         headers: Mapping[str, str] | None = None,
         retries: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         base = url.rstrip("/")
         self.endpoint = base if base.endswith("/graphql") else f"{base}/graphql"
         self.headers = dict(headers or {})
+        if api_key is not None:  # sent on every request and on watch_events' WebSocket upgrade
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
         self.retries = retries
         self._http = httpx.AsyncClient(

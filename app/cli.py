@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import errno
 import logging
 import signal
@@ -270,6 +271,14 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             print(f"agent-tasks: GraphiQL at {self._url}", file=sys.stderr, flush=True)
+            settings = self._state.settings
+            mode = (
+                f"open: anyone who can reach {settings.host}:{settings.port} may read and write"
+                " — bound to loopback"
+                if settings.auth_open
+                else "API keys required (`agent-tasks keys create`)"
+            )
+            print(f"agent-tasks: access: {mode}", file=sys.stderr, flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -301,6 +310,42 @@ async def _load_demo(settings: Settings, reset: bool) -> None:
     print(f"agent-tasks: demo workflow {DEMO_WORKFLOW_ID!r} loaded into database {settings.mongodb_db!r}")
 
 
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    """`agent-tasks keys create|list|revoke`: API keys in the configured database."""
+    from app.auth.keys import KeyService
+    from app.domain import Scope
+    from app.resources import open_resources
+
+    async with open_resources(settings) as state:
+        keys = KeyService(state.store.db)
+        if args.keys_command == "create":
+            try:
+                scopes = [Scope(s.strip()) for s in args.scopes.split(",") if s.strip()]
+                expires = (
+                    dt.datetime.now(dt.UTC) + dt.timedelta(days=args.expires_days)
+                    if args.expires_days
+                    else None
+                )
+                key, secret = await keys.create(args.name, scopes, args.agent or None, expires)
+            except ValueError as exc:
+                print(f"agent-tasks: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"created key {key.id} ({key.name}; scopes: {','.join(key.scopes)})")
+            print(f"secret (shown once, keep it): {secret}")
+            print(f"use it as: Authorization: Bearer {secret}")
+        elif args.keys_command == "list":
+            for k in await keys.list():
+                status = "revoked" if k.revoked_at else "active"
+                agents = ",".join(k.agents) if k.agents is not None else "*"
+                print(f"{k.id}\t{k.name}\t{','.join(k.scopes)}\tagents={agents}\t{status}")
+        else:
+            if await keys.revoke(args.id) is None:
+                print(f"agent-tasks: no key {args.id!r}", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"revoked key {args.id}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="agent-tasks", description=__doc__.split("\n\n")[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--workflow", help="work on this workflow (default: create a new episode)")
     agent.add_argument("--pace", type=float, default=1.0, help="scale every pause (0.1: ten times faster)")
     agent.add_argument("--seed", type=int, help="seed the random pauses and failures")
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", default="read", help="comma-separated: read,write,admin")
+    create.add_argument("--agent", action="append", help="bind the key to this agent (repeatable)")
+    create.add_argument("--expires-days", type=float, help="the key expires after this many days")
+    key_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
@@ -359,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(log_filter())
     if args.command == "serve":
         return _serve(settings)
+    if args.command == "keys":
+        return asyncio.run(_keys(settings, args))
     if args.command == "demo":
         from app.mongo.client import MongoUnavailable
         from app.mongo.embedded import EmbeddedMongoError

@@ -84,7 +84,9 @@ class TrustedHosts(TrustedHostMiddleware):
         await send_json(send, 400, body)
 
 
-async def send_json(send: Send, status: int, body: Any) -> None:
+async def send_json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -93,6 +95,7 @@ async def send_json(send: Send, status: int, body: Any) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
             ],
         }
     )

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import Context
@@ -29,8 +30,10 @@ from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.live_limits import LiveConnectionCap, TransportWSHandler
 from app.api.schema import build_schema
+from app.auth.middleware import AuthMiddleware, JwtVerifier, authenticator, bearer
 from app.edge import edge_middleware
 from app.metrics import metrics_middleware, metrics_route
+from app.principal import OPEN, AuthenticationError
 from app.resources import AppState, open_resources
 from app.rest import rest_routes
 from app.settings import Settings
@@ -52,7 +55,22 @@ class AgentTasksGraphQL(LiveConnectionCap, GraphQLOverHTTP):
         state: AppState = request.app.state.agent_tasks
         if isinstance(response, WebSocket):  # asked once per connection: remembered, to close it on shutdown
             state.websockets.add(response)
-        return Context(app=state, request=request, response=response)
+        principal = getattr(request.state, "principal", None)  # set by AuthMiddleware
+        return Context(app=state, request=request, response=response, principal=principal or OPEN)
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """Credentials in `connection_init` (`Authorization: Bearer …`, `authorization`, or `apiKey`): the
+        socket's operations run as that principal; without any, the upgrade request's stands."""
+        params = context.connection_params or {}
+        value = params.get("Authorization", params.get("authorization"))
+        api_key = params.get("apiKey")
+        if value is None and api_key is None:
+            return
+        try:
+            token = bearer(str(value)) if value is not None else str(api_key)
+            context.principal = await authenticator(context.app).authenticate(token)
+        except AuthenticationError as exc:
+            raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from this server's own assets (app.web), where Strawberry's page loads unpkg.com."""
@@ -105,7 +123,11 @@ async def ready(request: Request) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings, *, mongo_listeners: Sequence[CommandListener] = (), state: AppState | None = None
+    settings: Settings,
+    *,
+    mongo_listeners: Sequence[CommandListener] = (),
+    state: AppState | None = None,
+    jwt: JwtVerifier | None = None,
 ) -> Starlette:
     """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands. With `state` (resources the
     caller opened, as `agent-tasks serve` does to report start-up failures itself) the lifespan only
@@ -160,7 +182,12 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
-        middleware=[*edge_middleware(settings), metrics_middleware(), *cors(settings)],
+        middleware=[
+            *edge_middleware(settings),
+            metrics_middleware(),
+            *cors(settings),
+            Middleware(AuthMiddleware, jwt=jwt),
+        ],
     )
 
 

@@ -220,6 +220,30 @@ class Settings(BaseSettings):
         " `*.example.com` matches subdomains, `*` any host. HOST is added when it is a specific address.",
     )
 
+    auth_mode: Literal["auto", "open", "keys"] = Field(
+        default="auto",
+        description="`open`: a request without credentials may do anything; `keys`: it acts with"
+        " AUTH_ANONYMOUS_SCOPES only; `auto`: open when HOST is a loopback address, keys otherwise.",
+    )
+    auth_anonymous_scopes: Annotated[list[Literal["read", "write", "admin"]], NoDecode] = Field(
+        default_factory=list,
+        description="Scopes of a request without credentials when keys are required (comma-separated).",
+    )
+
+    @field_validator("auth_anonymous_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @property
+    def auth_open(self) -> bool:
+        """Whether a request without credentials acts with every scope (AUTH_MODE resolved)."""
+        if self.auth_mode != "auto":
+            return self.auth_mode == "open"
+        return self.host.strip().strip("[]").lower() in ("localhost", "::1") or self.host.startswith("127.")
+
     @field_validator("cors_allow_origins", "trusted_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:

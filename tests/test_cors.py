@@ -106,12 +106,19 @@ def test_requests_from_an_allowed_origin_may_read_the_answer_and_its_headers(
     answer = httpx.post(
         f"{server.url}/graphql",
         json={"query": f'{{ agentTask(id: "{task_id}") {{ agentName }} }}'},
-        headers={"Origin": FRONTEND, "Authorization": "Bearer ignored"},
+        headers={"Origin": FRONTEND},
     )
     assert (
         answer.status_code == 200 and answer.json()["data"]["agentTask"]["agentName"] == "SnippetCraftAgent"
     )
     assert answer.headers["access-control-allow-origin"] == FRONTEND
+    # A bad credential is refused (401) even in open mode, and the page may read why.
+    refused = httpx.post(
+        f"{server.url}/graphql",
+        json={"query": "{ __typename }"},
+        headers={"Origin": FRONTEND, "Authorization": "Bearer not-a-key"},
+    )
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == FRONTEND
     assert {"accept", "origin"} <= listed(answer.headers["vary"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from app.api.loaders import Loaders
+from app.principal import OPEN, Principal, current_principal
 from app.resources import AppState
 from app.settings import Settings
 from app.store.failures import require_database
@@ -30,6 +32,10 @@ class Context:
     request: Request | WebSocket | None = None
     response: Response | WebSocket | None = None
     loaders: Loaders = field(init=False)
+    #: The caller (app/auth): from the request's state over HTTP, from `connection_init` on a WebSocket.
+    principal: Principal = OPEN
+    #: A WebSocket's `connection_init` payload (Strawberry sets it; credentials are read from it).
+    connection_params: dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         self.loaders = Loaders.create(self.app.store)
@@ -56,6 +62,15 @@ class ContextPerOperation(SchemaExtension):
         context = self.execution_context.context
         if isinstance(context, Context) and isinstance(context.request, WebSocket):
             self.execution_context.context = dataclasses.replace(context)  # `__post_init__`: new loaders
+        if isinstance(context, Context):
+            # The services and the outbox read the caller from here (HTTP: AuthMiddleware set it already).
+            token = current_principal.set(context.principal)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(ValueError):  # reset from another context: nothing to undo
+                    current_principal.reset(token)
+            return
         yield
 
 

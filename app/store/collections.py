@@ -275,6 +275,14 @@ IDEMPOTENCY_KEYS = CollectionSpec(
     indexes=(_idx("created_at", ttl=24 * 3600),),
 )
 
+#: API keys (app/store/keys.py): only the SHA-256 of each secret is kept; `_id` is the public key id.
+API_KEYS = CollectionSpec(
+    name="api_keys",
+    id_field="_id",
+    fields={"name": S, "hash": S, "scopes": FieldKind.STRING_LIST, "created_at": DT, "revoked_at": DT},
+    indexes=(_idx("hash", unique=True), _idx("created_at")),
+)
+
 #: Small server-wide settings shared by every process, e.g. the cursor-signing secret (app/store/config.py).
 SERVER_CONFIG = CollectionSpec(name="server_config", id_field="_id", fields={"value": S})
 
@@ -289,5 +297,6 @@ ALL: tuple[CollectionSpec, ...] = (
     AGENT_TASK_STATES,
     TASK_EVENTS,
     IDEMPOTENCY_KEYS,
+    API_KEYS,
     SERVER_CONFIG,
 )

@@ -1,0 +1,1 @@
+"""Authentication: API keys (`keys`) and the middleware (credentials → Principal)."""
