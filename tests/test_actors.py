@@ -43,6 +43,28 @@ async def events(gql: GraphQLClient, **variables: Any) -> list[dict[str, Any]]:
     return [edge["node"] for edge in data["taskEvents"]["edges"]]
 
 
+async def test_events_record_the_anonymous_caller_and_the_request_id(
+    client: httpx.AsyncClient, gql: GraphQLClient, db: Any
+) -> None:
+    await post(client, CREATE, request_id="create-req-1")
+    started = await post(client, START)  # no X-Request-ID: the server gives one and echoes it
+    generated = started.headers["X-Request-ID"]
+    assert generated and generated != "create-req-1"
+
+    stored = [e async for e in db.task_events.find({"task_id": "a1"}).sort("_id", 1)]
+    anonymous = {"kind": "anonymous", "id": None, "name": None}
+    assert [(e["type"], e["actor"], e["request_id"]) for e in stored] == [
+        ("TASK_CREATED", anonymous, "create-req-1"),
+        ("STATUS_CHANGED", anonymous, generated),
+    ]
+
+    listed = await events(gql, taskId="a1")
+    assert [(e["type"], e["actor"], e["requestId"]) for e in listed] == [
+        ("TASK_CREATED", {"kind": "ANONYMOUS", "id": None, "name": None}, "create-req-1"),
+        ("STATUS_CHANGED", {"kind": "ANONYMOUS", "id": None, "name": None}, generated),
+    ]
+
+
 async def test_task_events_filters_by_actor_id(
     client: httpx.AsyncClient, gql: GraphQLClient, db: Any
 ) -> None:
