@@ -314,10 +314,10 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     """`agent-tasks keys create|list|revoke`: API keys in the configured database."""
     from app.auth.keys import KeyService
     from app.domain import Scope
-    from app.resources import open_resources
+    from app.resources import open_database
 
-    async with open_resources(settings) as state:
-        keys = KeyService(state.store.db)
+    async with open_database(settings) as db:
+        keys = KeyService(db)
         if args.keys_command == "create":
             try:
                 scopes = [Scope(s.strip()) for s in args.scopes.split(",") if s.strip()]

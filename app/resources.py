@@ -29,6 +29,7 @@ from app.store.config import shared_secret
 from app.store.cursors import CursorCodec
 from app.store.indexes import ensure_indexes
 from app.store.repository import Store
+from app.store.types import Db
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,31 @@ class AppState:
             # Already closed by either side: Starlette refuses a second close, which is fine here.
             with contextlib.suppress(Exception):
                 await websocket.close(GOING_AWAY, "server shutting down")
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Db]:
+    """Only the database (mongod if embedded, a client, the indexes): for command-line tools such as
+    `agent-tasks keys`, which need no event hub and no sweeper running in the background."""
+    embedded: EmbeddedMongod | None = None
+    uri = settings.mongodb_uri
+    if uri is None:
+        embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
+        uri = await asyncio.to_thread(embedded.start)
+    client = make_client(
+        uri,
+        timeout_seconds=settings.mongodb_timeout_seconds,
+        server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
+    )
+    try:
+        await check_deployment(client, settings.mongodb_startup_timeout_seconds)
+        db = client[settings.mongodb_db]
+        await ensure_indexes(db)
+        yield db
+    finally:
+        await client.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
 
 
 @asynccontextmanager

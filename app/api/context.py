@@ -85,6 +85,7 @@ class DatabaseGate(SchemaExtension):
         if (
             isinstance(context, Context)
             and self.execution_context.operation_type is not OperationType.SUBSCRIPTION
+            and self.execution_context.result is None  # not refused already (scopes)
         ):
             app = context.app
             try:

@@ -122,6 +122,11 @@ def request_error_status(result: ExecutionResult) -> int | None:
         return None  # the query ran and was cancelled at its deadline: an execution result
     if all(error.message == _UNEXPECTED for error in result.errors):
         return 500
+    codes = {(error.extensions or {}).get("code") for error in result.errors}
+    if "UNAUTHENTICATED" in codes:  # refused by the scope check (app/api/access.py), nothing ran
+        return 401
+    if "FORBIDDEN" in codes:
+        return 403
     return 400
 
 

@@ -24,7 +24,7 @@ from app.api.types.convert import from_doc
 from app.api.types.enums import TaskStatus
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.tasks import AgentTaskState
-from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused, ServiceError
+from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, NotYourAgent, Refused, ServiceError
 
 S = TypeVar("S")
 
@@ -75,6 +75,15 @@ class ValidationError(Error):
     )
 
 
+@strawberry.type(
+    description="The caller is bound to agents (an agent-bound API key or token) and the task belongs to"
+    " another agent, or to none. Nothing was written."
+)
+class ForbiddenError(Error):
+    agent_name: str | None = strawberry.field(description="The agent the task belongs to (null: none).")
+    code: str = strawberry.field(default="FORBIDDEN", description="Always FORBIDDEN.")
+
+
 @strawberry.type(description="The change was applied.")
 class TaskTransitionSuccess:
     state: AgentTaskState = strawberry.field(description="The task's state after the change.")
@@ -92,11 +101,13 @@ class NothingToClaim:
 
 
 #: What a service refusal becomes (`error_from`); every mutation's result union holds these (or some).
-ErrorResult = NotFoundError | ValidationError | TransitionError | ConflictError
+ErrorResult = NotFoundError | ValidationError | TransitionError | ConflictError | ForbiddenError
 
 
 def error_from(exc: ServiceError) -> ErrorResult:
     """The GraphQL error type for a service refusal."""
+    if isinstance(exc, NotYourAgent):
+        return ForbiddenError(message=exc.message, agent_name=exc.agent_name)
     if isinstance(exc, NotFound):
         return NotFoundError(message=exc.message, id=None if exc.id is None else strawberry.ID(exc.id))
     if isinstance(exc, Refused):

@@ -21,6 +21,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 from strawberry.utils.logging import StrawberryLogger
 
+from app.api.access import ScopeCheck
 from app.api.analytics import AnalyticsQuery
 from app.api.context import ContextPerOperation, DatabaseGate
 from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
@@ -162,6 +163,7 @@ def build_schema(
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
             ContextPerOperation,
+            ScopeCheck,  # before the database gate: a refusal needs no database
             DatabaseGate,
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: ParserCache(maxsize=CACHE_SIZE),

@@ -16,7 +16,7 @@ from app.domain import Status, TaskKind, normalise_status
 from app.lifecycle import dependencies as deps_rules
 from app.lifecycle import state_machine as sm
 from app.lifecycle.documents import check_not_expired, new_state_doc, state_fields
-from app.lifecycle.errors import Conflict, Invalid, NotFound
+from app.lifecycle.errors import Conflict, Invalid, NotFound, check_agent
 from app.lifecycle.events import EventType
 from app.lifecycle.levels import LEVELS, HierarchyService, Written, check_id, check_size, task_event
 from app.lifecycle.transitions import check_version, version_of
@@ -44,6 +44,7 @@ class AgentTaskWrites(HierarchyService):
         and an input naming another parent is refused.
         """
         operation = "create_agent_task" if parent_id is None else f"add_subtask:{parent_id}"
+        check_agent(state.get("agent_name"), "the new task")
         if parent_id is not None:
             named = state.get("parent_task_id")
             if named is not None and named != parent_id:

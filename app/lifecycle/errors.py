@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.principal import current_principal
+
 
 class ServiceError(Exception):
     """A request the services refuse; `str()` is one sentence saying what was wrong. Nothing was written."""
@@ -61,3 +63,30 @@ class IdempotencyKeyReused(Invalid):
     """An idempotency key sent again with a different request (REST 422 `idempotency_key_reused`)."""
 
     code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class NotYourAgent(ServiceError):
+    """The caller is bound to agents (an agent-bound API key or token) and the task belongs to another
+    agent, or to none: it may not claim, change or report on it. Nothing was written."""
+
+    code = "FORBIDDEN"
+
+    def __init__(self, message: str, *, agent_name: str | None) -> None:
+        super().__init__(message)
+        self.agent_name = agent_name
+
+
+def check_agent(agent_name: str | None, what: str) -> None:
+    """Refuse with `NotYourAgent` unless the current caller (`app.principal.current_principal`) may act
+    for `agent_name`; callers not bound to agents (and the server's own jobs) always may."""
+    agent_name = agent_name or None  # stored as "" by some writers: no agent either way
+    principal = current_principal.get()
+    if principal is None or principal.may_act_for(agent_name):
+        return
+    allowed = ", ".join(sorted(principal.agents or ())) or "none"
+    owner = f"agent '{agent_name}'" if agent_name else "no agent"
+    raise NotYourAgent(
+        f"{what} belongs to {owner}; this caller ({principal.kind} {principal.id}) may act only for:"
+        f" {allowed}",
+        agent_name=agent_name,
+    )

@@ -18,7 +18,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.domain import MAX_ID_LENGTH
 from app.lifecycle import idempotency
-from app.lifecycle.errors import Invalid, NotFound
+from app.lifecycle.errors import Invalid, NotFound, check_agent
 from app.lifecycle.events import EventType, event_doc
 from app.lifecycle.transitions import Lifecycle
 from app.store import states as state_store
@@ -177,6 +177,7 @@ class Recorder:
             state = await state_store.get(self.db, task_id, session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
+            check_agent(_agent_of(state), f"task '{task_id}'")
             agent_id = payload["agent_id"] or _agent_of(state)
             # Seed 003's payload names its agent; the default is filled in, so the stored payload is whole.
             event = event_doc(

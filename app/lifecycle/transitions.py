@@ -20,7 +20,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.domain import MAX_ID_LENGTH, TaskKind, as_utc, utcnow
 from app.lifecycle import idempotency
 from app.lifecycle import state_machine as sm
-from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused
+from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused, check_agent
 from app.lifecycle.events import event_doc
 from app.store import states as state_store
 from app.store import tasks as task_store
@@ -205,6 +205,7 @@ class Lifecycle:
             state = await state_store.get(self.db, task_id, session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
+            check_agent(state.get("agent_name"), f"task '{task_id}'")
             check_version(state, expected_version)
             if operation != "expire" and sm.is_expired(state, now):
                 # Reads already show it failed; the sweeper records the failure and its events.
@@ -251,6 +252,7 @@ class Lifecycle:
         """
         if not agent_name:
             raise Invalid("agent_name", "agent_name must not be empty")
+        check_agent(agent_name, f"claiming for agent '{agent_name}': the queue")
         start = self.start_action(lease_seconds, worker_id)
         operation = f"claim:{agent_name}"
         held: set[str] = set()

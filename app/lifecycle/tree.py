@@ -20,7 +20,7 @@ from app.domain import TaskKind
 from app.lifecycle import dependencies as deps_rules
 from app.lifecycle import state_machine as sm
 from app.lifecycle.documents import check_not_expired, new_state_doc
-from app.lifecycle.errors import Conflict, Invalid, Refused
+from app.lifecycle.errors import Conflict, Invalid, Refused, check_agent
 from app.lifecycle.events import EventType
 from app.lifecycle.levels import (
     LEVELS,
@@ -64,6 +64,7 @@ class TreeWrites(HierarchyService):
         while stack:
             task = stack.pop()
             count += 1
+            check_agent(task.state.get("agent_name"), f"the new task at {task.path}")
             stack.extend(task.children)
         if count > self.lifecycle.max_workflow_tasks:
             raise Invalid(

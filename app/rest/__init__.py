@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from app.auth.scopes import REST
 from app.rest.errors import json_errors
 from app.rest.handlers import HANDLERS
 from app.rest.openapi import openapi_endpoint
@@ -59,7 +60,7 @@ def rest_routes() -> list[Route]:
     routes += [
         _RestRoute(
             route.path,
-            json_errors(HANDLERS[route.operation.name](route.entity)),
+            json_errors(HANDLERS[route.operation.name](route.entity), REST[route.operation.name]),
             methods=[route.operation.method],
             name=route.operation_id,
             siblings=routes,

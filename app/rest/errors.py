@@ -32,7 +32,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.lifecycle.errors import Conflict, Invalid, NotFound, Refused, ServiceError
+from app.auth.scopes import Forbidden, Unauthenticated, require
+from app.domain import Scope
+from app.lifecycle.errors import Conflict, Invalid, NotFound, NotYourAgent, Refused, ServiceError
+from app.principal import OPEN, Principal
 from app.rest.documents import RestJSONResponse
 from app.store.cursors import CursorError
 from app.store.failures import FilterTooSlow, classify, describe, require_database
@@ -50,6 +53,8 @@ ERROR_CODES: dict[str, int] = {
     "bad_parameter": 400,
     "untrusted_host": 400,
     "page_size_out_of_range": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
     "not_found": 404,
     "refused": 409,
     "conflict": 409,
@@ -94,6 +99,12 @@ def as_api_error(exc: Exception) -> ApiError | None:
     """The `ApiError` for an expected refusal, or None for a bug."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, Unauthenticated):
+        return ApiError("unauthenticated", exc.message, required_scope=exc.scope.value)
+    if isinstance(exc, Forbidden):
+        return ApiError("forbidden", exc.message, required_scope=exc.scope.value)
+    if isinstance(exc, NotYourAgent):
+        return ApiError("forbidden", exc.message, agent_name=exc.agent_name)
     if isinstance(exc, NotFound):
         return ApiError("not_found", exc.message, id=exc.id)
     if isinstance(exc, Refused):
@@ -117,8 +128,19 @@ def as_api_error(exc: Exception) -> ApiError | None:
     return None
 
 
+def caller(request: Request) -> Principal:
+    """The request's principal (the authentication middleware's); open when none was set (an app
+    mounted without it, as some tests build)."""
+    principal = getattr(request.state, "principal", None)
+    return principal if isinstance(principal, Principal) else OPEN
+
+
 def error_response(error: ApiError) -> Response:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status == 503 else None
+    headers: dict[str, str] | None = None
+    if error.status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    elif error.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
     return RestJSONResponse(
         {"error": {"code": error.code, "message": error.message, **error.extra}},
         status_code=error.status,
@@ -126,12 +148,15 @@ def error_response(error: ApiError) -> Response:
     )
 
 
-def json_errors(handler: Handler) -> Handler:
-    """Wrap a route handler so that every refusal, and every bug, answers with a JSON error body."""
+def json_errors(handler: Handler, scope: Scope | None = None) -> Handler:
+    """Wrap a route handler so that every refusal, and every bug, answers with a JSON error body; with
+    `scope`, the caller must hold it (checked first, before the body is looked at)."""
 
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         try:
+            if scope is not None:
+                require(caller(request), scope, f"{request.method} {request.url.path}")
             if request.method in ("POST", "PATCH"):
                 check_json_media_type(request)
             state = request.app.state.agent_tasks  # fail fast while MongoDB is down (`require_database`)

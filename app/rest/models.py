@@ -387,6 +387,8 @@ ErrorDetail = _model(
         "current_status": _optional(str, "The current status, when a transition was refused."),
         "details": _optional(list[dict[str, str]], "Every problem found in the body."),
         "limit_ms": _optional(int, "The time limit a filter ran out of (`filter_too_slow`)."),
+        "required_scope": _optional(str, "The scope the route needs (`unauthenticated`, `forbidden`)."),
+        "agent_name": _optional(str, "The agent the task belongs to (`forbidden` for agent-bound keys)."),
     },
 )
 ErrorResponse = _model(

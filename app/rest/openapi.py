@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.auth.scopes import REST
 from app.rest.documents import RestJSONResponse
 from app.rest.entities import Entity, Kind
 from app.rest.errors import ERROR_CODES
@@ -27,6 +28,8 @@ _STATUS_TEXT = {
     200: "OK",
     201: "Created",
     400: "Bad request",
+    401: "Unauthenticated",
+    403: "Forbidden",
     404: "Not found",
     409: "Refused by a rule",
     413: "Body too large",
@@ -48,6 +51,9 @@ _CODE_TEXT = {
     " version, disagreeing with `expected_version`, or sent where there is no version)",
     "untrusted_host": "the `Host` header names a host this server does not answer to (TRUSTED_HOSTS)",
     "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
+    "unauthenticated": "no valid credentials: the `Authorization: Bearer` API key or token is malformed,"
+    " unknown, expired or revoked, or the server requires credentials for this scope (`required_scope`)",
+    "forbidden": "the key or token lacks the scope this route needs (`required_scope`)",
     "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
     " output not created yet)",
     "conflict": "the id is taken (or the output exists), the task has children and `cascade` is not set, the"
@@ -234,6 +240,7 @@ def _operation(route: RestRoute, settings: Settings, refs: dict[tuple[str, str],
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.operation.summary.format(label=entity.label),
+        "description": f"Needs the `{REST[route.operation.name].value}` scope (see Access control).",
         "tags": [entity.name],
         "parameters": _parameters(route, settings),
         "responses": _responses(route, refs),
@@ -269,7 +276,19 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             " GraphQL at /graphql.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (`atk_…`) or a JWT from the configured issuer. A server"
+                    " running open (loopback, `AUTH_MODE=open`) also takes requests without one.",
+                }
+            },
+        },
+        # A bearer credential, or none where the server runs open (app/auth).
+        "security": [{"bearer": []}, {}],
     }
 
 

@@ -32,8 +32,9 @@ class Operation:
     success: int
     summary: str
     kinds: frozenset[Kind] = _ALL
-    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `untrusted_host` (400), `internal`
-    #: (500) and the database's `database_unavailable` (503) and `database_timeout` (504) are added to all.
+    #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `unauthenticated` (401) and
+    #: `forbidden` (403: app/auth/scopes.py), `untrusted_host` (400), `internal` (500) and the database's
+    #: `database_unavailable` (503) and `database_timeout` (504) are added to all.
     errors: tuple[str, ...] = ()
 
 
@@ -114,7 +115,15 @@ class RestRoute:
         codes = self.operation.errors
         if self.operation.name == "delete" and self.entity.kind is not Kind.TASK:
             codes = tuple(c for c in codes if c != "bad_parameter")  # only tasks take `cascade`
-        return (*codes, "untrusted_host", "internal", "database_unavailable", "database_timeout")
+        return (
+            *codes,
+            "unauthenticated",
+            "forbidden",
+            "untrusted_host",
+            "internal",
+            "database_unavailable",
+            "database_timeout",
+        )
 
 
 ROUTES: tuple[RestRoute, ...] = tuple(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from app.api.results import NotFoundError, ValidationError, capture
+from app.api.results import ForbiddenError, NotFoundError, ValidationError, capture
 from app.api.types.events import TaskEvent, event_from_doc
 from app.lifecycle.recording import Recorder
 
@@ -21,7 +21,7 @@ class RecordEventSuccess:
 
 
 RecordEventResult = Annotated[
-    RecordEventSuccess | NotFoundError | ValidationError,
+    RecordEventSuccess | NotFoundError | ValidationError | ForbiddenError,
     strawberry.union("RecordEventResult", description="Outcome of a record* mutation."),
 ]
 

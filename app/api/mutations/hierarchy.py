@@ -18,6 +18,8 @@ from app.api import inputs as i
 from app.api.inputs import IdempotencyKey
 from app.api.results import (
     ConflictError,
+    ErrorResult,
+    ForbiddenError,
     NotFoundError,
     TransitionError,
     ValidationError,
@@ -74,35 +76,40 @@ class DeleteSuccess:
 
 # The result unions: the success type, then the errors `capture` may answer, in this order.
 MetaWorkflowTaskResult = Annotated[
-    MetaWorkflowTaskSuccess | NotFoundError | ValidationError | TransitionError | ConflictError,
+    MetaWorkflowTaskSuccess
+    | NotFoundError
+    | ValidationError
+    | TransitionError
+    | ConflictError
+    | ForbiddenError,
     strawberry.union("MetaWorkflowTaskResult", description="Outcome of writing a meta workflow task."),
 ]
 SubTaskResult = Annotated[
-    SubTaskSuccess | NotFoundError | ValidationError | TransitionError | ConflictError,
+    SubTaskSuccess | ErrorResult,
     strawberry.union("SubTaskResult", description="Outcome of writing a sub-task."),
 ]
 BehaviorTaskResult = Annotated[
-    BehaviorTaskSuccess | NotFoundError | ValidationError | TransitionError | ConflictError,
+    BehaviorTaskSuccess | ErrorResult,
     strawberry.union("BehaviorTaskResult", description="Outcome of writing a behavior task."),
 ]
 TaskOutputResult = Annotated[
-    TaskOutput | NotFoundError | ValidationError | TransitionError | ConflictError,
+    TaskOutput | ErrorResult,
     strawberry.union("TaskOutputResult", description="Outcome of writing a meta workflow task's output."),
 ]
 SubTaskOutputResult = Annotated[
-    SubTaskOutput | NotFoundError | ValidationError | TransitionError | ConflictError,
+    SubTaskOutput | ErrorResult,
     strawberry.union("SubTaskOutputResult", description="Outcome of writing a sub-task's output."),
 ]
 BehaviorTaskOutputResult = Annotated[
-    BehaviorTaskOutput | NotFoundError | ValidationError | TransitionError | ConflictError,
+    BehaviorTaskOutput | ErrorResult,
     strawberry.union("BehaviorTaskOutputResult", description="Outcome of writing a behavior task's output."),
 ]
 AgentTaskResult = Annotated[
-    AgentTaskSuccess | NotFoundError | ValidationError | TransitionError | ConflictError,
+    AgentTaskSuccess | ErrorResult,
     strawberry.union("AgentTaskResult", description="Outcome of creating or editing an agent task."),
 ]
 DeleteResult = Annotated[
-    DeleteSuccess | NotFoundError | ValidationError | TransitionError | ConflictError,
+    DeleteSuccess | ErrorResult,
     strawberry.union("DeleteResult", description="Outcome of a delete."),
 ]
 

@@ -15,6 +15,7 @@ from strawberry.scalars import JSON
 from app.api.inputs import IdempotencyKey
 from app.api.results import (
     ConflictError,
+    ForbiddenError,
     LeaseLostError,
     NotFoundError,
     NothingToClaim,
@@ -35,11 +36,12 @@ TaskTransitionResult = Annotated[
     | TransitionError
     | ConflictError
     | ValidationError
-    | LeaseLostError,
+    | LeaseLostError
+    | ForbiddenError,
     strawberry.union("TaskTransitionResult", description="Outcome of a lifecycle mutation."),
 ]
 ClaimTaskResult = Annotated[
-    TaskTransitionSuccess | NothingToClaim | ConflictError | ValidationError,
+    TaskTransitionSuccess | NothingToClaim | ConflictError | ValidationError | ForbiddenError,
     strawberry.union(
         "ClaimTaskResult", description="Outcome of claimTask: a started task, or nothing to claim."
     ),

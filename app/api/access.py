@@ -1,0 +1,93 @@
+"""Scopes for GraphQL: every operation's root fields are checked against `app.auth.scopes.GRAPHQL` before
+anything runs.
+
+The check is on the operation as a whole: if any root field it selects (through fragments too) needs a
+scope the caller lacks, the operation is refused with one error and no resolver runs, so a mutation
+document mixing an allowed and a refused field writes nothing. Introspection (`__schema`, `__type`,
+`__typename`) needs no scope: GraphiQL and code generators can load the schema before a key is entered.
+
+The error's `extensions` carry `code` (`FORBIDDEN`, or `UNAUTHENTICATED` for an anonymous caller of a
+server that requires credentials) and `requiredScope`. Over HTTP the answer is 200 under
+`application/json` (as every GraphQL error there) and 401 / 403 under `application/graphql-response+json`
+(no `data`: nothing was executed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from app.api.context import Context
+from app.auth.scopes import GRAPHQL, Forbidden, Unauthenticated, require
+
+#: The root type each operation type starts from.
+_ROOTS = {
+    OperationType.QUERY: "Query",
+    OperationType.MUTATION: "Mutation",
+    OperationType.SUBSCRIPTION: "Subscription",
+}
+
+
+def root_fields(document: DocumentNode, operation_name: str | None) -> Iterator[str]:
+    """The names of the root fields the operation `operation_name` selects, fragments followed."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
+    seen: set[str] = set()
+
+    def walk(selection_set: SelectionSetNode) -> Iterator[str]:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                yield selection.name.value
+            elif isinstance(selection, InlineFragmentNode):
+                yield from walk(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = fragments.get(name)
+                if fragment is not None and name not in seen:  # validation refuses cycles; be safe anyway
+                    seen.add(name)
+                    yield from walk(fragment.selection_set)
+
+    for operation in chosen[:1]:
+        yield from walk(operation.selection_set)
+
+
+def refusal(exc: Forbidden | Unauthenticated) -> GraphQLError:
+    return GraphQLError(exc.message, extensions={"code": exc.code, "requiredScope": exc.scope.value})
+
+
+class ScopeCheck(SchemaExtension):
+    """Refuse an operation whose root fields need a scope the caller (`Context.principal`) lacks."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        document = ctx.graphql_document
+        if isinstance(context, Context) and document is not None:
+            fields = GRAPHQL[_ROOTS[ctx.operation_type]]
+            try:
+                for name in dict.fromkeys(root_fields(document, ctx.operation_name)):
+                    if name.startswith("__"):
+                        continue
+                    scope = fields.get(name)
+                    if scope is not None:  # an unknown field was refused by validation already
+                        require(context.principal, scope, f"`{name}`")
+            except (Forbidden, Unauthenticated) as exc:
+                if ctx.operation_type is OperationType.SUBSCRIPTION:
+                    raise refusal(exc) from None  # Strawberry answers an error raised here as the result
+                # Set before execution: Strawberry then skips it and answers this.
+                ctx.result = ExecutionResult(data=None, errors=[refusal(exc)])
+        yield

@@ -1,0 +1,152 @@
+"""The one table of what needs which scope, and the one check (`require`) every way in uses.
+
+- `read`: every query and subscription, REST `GET` and `POST …/query`.
+- `write`: creating tasks and outputs, editing them, the lifecycle (claim, start, heartbeat, progress,
+  complete, fail, retry, cancel), finalizing, recording events.
+- `admin`: deletes (a cascade removes whole subtrees, and their history stays without them) and API key
+  management.
+
+GraphQL checks each operation's root fields against `GRAPHQL` before anything runs (`app.api.access`),
+REST checks each route's operation against `REST` before its body is read (`app.rest.errors`), so a
+refusal writes nothing. A test asserts that the tables name every root field of the schema and every
+REST operation: a new field cannot be served without a scope.
+
+A caller without the scope is refused with `Forbidden` (GraphQL `FORBIDDEN`, REST 403); an anonymous
+caller of a server that requires keys is told to authenticate instead (`Unauthenticated`: GraphQL
+`UNAUTHENTICATED`, REST 401), since any key may carry the scope.
+"""
+
+from __future__ import annotations
+
+from app.domain import Scope
+from app.principal import Principal
+
+R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
+
+#: Every root field of the GraphQL schema, by root type, and the scope it needs.
+GRAPHQL: dict[str, dict[str, Scope]] = {
+    "Query": {
+        "metaWorkflowTask": R,
+        "subTask": R,
+        "behaviorTask": R,
+        "agentTask": R,
+        "taskOutput": R,
+        "subTaskOutput": R,
+        "behaviorTaskOutput": R,
+        "metaWorkflowTasks": R,
+        "subTasks": R,
+        "behaviorTasks": R,
+        "agentTasks": R,
+        "taskOutputs": R,
+        "subTaskOutputs": R,
+        "behaviorTaskOutputs": R,
+        "taskEvents": R,
+        "agentStats": R,
+        "agentsStats": R,
+    },
+    "Mutation": {
+        # The lifecycle of one task.
+        "claimTask": W,
+        "startTask": W,
+        "heartbeatTask": W,
+        "reportProgress": W,
+        "completeTask": W,
+        "failTask": W,
+        "retryTask": W,
+        "cancelTask": W,
+        # Events recorded by agents.
+        "recordToolCall": W,
+        "recordToolResult": W,
+        "recordMemoryOperation": W,
+        # The hierarchy: creating, editing and finalizing are writes; deleting is admin.
+        "createMetaWorkflowTask": W,
+        "updateMetaWorkflowTask": W,
+        "deleteMetaWorkflowTask": A,
+        "finalizeMetaWorkflowTask": W,
+        "createTaskOutput": W,
+        "updateTaskOutput": W,
+        "deleteTaskOutput": A,
+        "createSubTask": W,
+        "updateSubTask": W,
+        "deleteSubTask": A,
+        "finalizeSubTask": W,
+        "createSubTaskOutput": W,
+        "updateSubTaskOutput": W,
+        "deleteSubTaskOutput": A,
+        "createBehaviorTask": W,
+        "updateBehaviorTask": W,
+        "deleteBehaviorTask": A,
+        "finalizeBehaviorTask": W,
+        "createBehaviorTaskOutput": W,
+        "updateBehaviorTaskOutput": W,
+        "deleteBehaviorTaskOutput": A,
+        "createWorkflow": W,
+        "createAgentTask": W,
+        "addSubtask": W,
+        "updateAgentTask": W,
+        "deleteAgentTask": A,
+    },
+    "Subscription": {
+        "taskEvents": R,
+        "taskStateChanged": R,
+        "workflowProgress": R,
+    },
+}
+
+#: Every REST operation (`app.rest.routes.OPERATIONS`) and the scope it needs, whatever the entity.
+REST: dict[str, Scope] = {
+    "get": R,
+    "query": R,  # a POST, but it only reads
+    "create": W,
+    "update": W,
+    "finalize": W,
+    "delete": A,
+}
+
+
+class Unauthenticated(Exception):
+    """An anonymous caller lacks the scope: it must present credentials (401)."""
+
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str, scope: Scope) -> None:
+        super().__init__(message)
+        self.message = message
+        self.scope = scope
+
+
+class Forbidden(Exception):
+    """An authenticated caller lacks the scope (403); nothing was done."""
+
+    code = "FORBIDDEN"
+
+    def __init__(self, message: str, scope: Scope) -> None:
+        super().__init__(message)
+        self.message = message
+        self.scope = scope
+
+
+def describe(principal: Principal) -> str:
+    """The caller in a refusal: `API key 3f2a… (ci)`, `token subject ada`, `anonymous callers`."""
+    if principal.kind == "key":
+        return f"API key {principal.id} ({principal.name})"
+    if principal.kind == "jwt":
+        return f"token subject {principal.id}"
+    return f"{principal.kind} callers"
+
+
+def require(principal: Principal, scope: Scope, what: str) -> None:
+    """Refuse unless `principal` has `scope`; `what` names the field or route for the message."""
+    if principal.has(scope):
+        return
+    held = ", ".join(sorted(s.value for s in principal.scopes)) or "none"
+    if principal.kind == "anonymous":
+        raise Unauthenticated(
+            f"{what} needs the `{scope.value}` scope and this server requires credentials for it: send"
+            " `Authorization: Bearer <API key or token>`",
+            scope,
+        )
+    raise Forbidden(
+        f"{what} needs the `{scope.value}` scope; {describe(principal)} has: {held}",
+        scope,
+    )
