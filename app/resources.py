@@ -57,6 +57,8 @@ class AppState:
     extras: dict[str, Any] = field(default_factory=dict)
     #: Open GraphQL WebSocket connections (registered when they open, gone when they are), for shutdown.
     websockets: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    #: Tasks watching live connections (a WebSocket's API key), cancelled when the resources close.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def end_live_connections(self, grace_seconds: float) -> None:
         """Shutdown, before the HTTP server waits for its connections: end every subscription and close
@@ -130,6 +132,7 @@ async def open_resources(
     )
     sweeper: ExpirySweeper | None = None
     hub: EventHub | None = None
+    state: AppState | None = None
     try:
         # A bounded wait, and one sentence if MongoDB is unreachable or cannot run this server.
         await check_deployment(client, settings.mongodb_startup_timeout_seconds)
@@ -171,6 +174,9 @@ async def open_resources(
             await load_demo(db, events=True, settle=hub.settle)
         yield state
     finally:
+        if state is not None:
+            for task in list(state.background):
+                task.cancel()
         if sweeper is not None:  # stopped before the client closes: it may be mid-transaction
             await sweeper.stop()
         if hub is not None:

@@ -6,6 +6,8 @@ it with their own settings; `agent-tasks serve` builds it from the environment.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
@@ -30,7 +32,7 @@ from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.live_limits import LiveConnectionCap, TransportWSHandler
 from app.api.schema import build_schema
-from app.auth.middleware import AuthMiddleware, JwtVerifier, authenticator, bearer
+from app.auth.middleware import AuthMiddleware, JwtVerifier, authenticator, bearer, watch_key
 from app.edge import edge_middleware
 from app.metrics import metrics_middleware, metrics_route
 from app.principal import OPEN, AuthenticationError
@@ -64,13 +66,34 @@ class AgentTasksGraphQL(LiveConnectionCap, GraphQLOverHTTP):
         params = context.connection_params or {}
         value = params.get("Authorization", params.get("authorization"))
         api_key = params.get("apiKey")
-        if value is None and api_key is None:
-            return
-        try:
-            token = bearer(str(value)) if value is not None else str(api_key)
-            context.principal = await authenticator(context.app).authenticate(token)
-        except AuthenticationError as exc:
-            raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
+        auth = authenticator(context.app)
+        if value is not None or api_key is not None:
+            try:
+                token = bearer(str(value)) if value is not None else str(api_key)
+                context.principal = await auth.authenticate(token)
+            except AuthenticationError as exc:
+                raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
+        socket = context.response
+        if context.principal.kind == "key" and isinstance(socket, WebSocket):
+            # A revoked (or expired) key ends the socket, and with it every subscription on it.
+            async def close() -> None:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    await socket.close(code=4403, reason="API key revoked or expired")
+
+            task = asyncio.create_task(
+                watch_key(
+                    auth,
+                    context.principal,
+                    context.app.settings.auth_recheck_seconds,
+                    lambda: (
+                        socket.client_state is not WebSocketState.DISCONNECTED
+                        and socket.application_state is not WebSocketState.DISCONNECTED
+                    ),
+                    close,
+                )
+            )
+            context.app.background.add(task)
+            task.add_done_callback(context.app.background.discard)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from this server's own assets (app.web), where Strawberry's page loads unpkg.com."""

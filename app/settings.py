@@ -229,6 +229,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Scopes of a request without credentials when keys are required (comma-separated).",
     )
+    auth_recheck_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often an open WebSocket or SSE stream made with an API key checks that the key is"
+        " still valid; a revoked or expired key ends it within this time.",
+    )
 
     @field_validator("auth_anonymous_scopes", mode="before")
     @classmethod

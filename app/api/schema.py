@@ -28,6 +28,7 @@ from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask
 from app.api.event_queries import EventQuery
 from app.api.execution import EventScopedExecutor
 from app.api.guards import QueryLimits, check_request, refusal
+from app.api.keys import KeyMutation, KeyQuery
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
@@ -46,12 +47,12 @@ CACHE_SIZE = 512
 
 
 @strawberry.type(description="Reading the task hierarchy, its outputs, its execution states and its events.")
-class Query(ReadQuery, EventQuery, AnalyticsQuery):
+class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery):
     pass
 
 
 @strawberry.type(description="Changing tasks: lifecycle, CRUD, finalization, events.")
-class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMutation):
+class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMutation, KeyMutation):
     pass
 
 

@@ -9,9 +9,13 @@ mode. The principal is put on the scope state and in `current_principal` for the
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from pymongo.errors import PyMongoError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.keys import PREFIX, KeyService
 from app.domain import Scope as AccessScope
@@ -19,6 +23,8 @@ from app.edge import refuse, send_json
 from app.principal import ANONYMOUS, OPEN, AuthenticationError, Principal, acting_as
 from app.resources import AppState
 from app.settings import Settings
+
+logger = logging.getLogger("agent_tasks.auth")
 
 JwtVerifier = Callable[[str], Awaitable[Principal]]
 
@@ -55,6 +61,15 @@ class Authenticator:
             else ANONYMOUS
         )
 
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether an API key principal's key is still neither revoked nor expired (others: True; a JWT's
+        own expiry was checked when it was presented)."""
+        if principal.kind != "key" or principal.id is None:
+            return True
+        key = await self.keys.get(principal.id)
+        now = dt.datetime.now(dt.UTC)
+        return key is not None and key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+
     async def authenticate(self, token: str | None) -> Principal:
         if token is None:
             return self.anonymous()
@@ -73,6 +88,35 @@ def authenticator(state: AppState, jwt: JwtVerifier | None = None) -> Authentica
         auth = Authenticator(state.settings, KeyService(state.store.db), jwt)
         state.extras["authenticator"] = auth
     return auth
+
+
+async def watch_key(
+    auth: Authenticator,
+    principal: Principal,
+    interval: float,
+    alive: Callable[[], bool],
+    on_lost: Callable[[], Awaitable[None]],
+) -> None:
+    """Every `interval` seconds while `alive()`, check the principal's key; once it is revoked or has
+    expired, call `on_lost` (which ends the live connection) and stop. A MongoDB hiccup is no verdict:
+    the next tick checks again."""
+    while alive():
+        await asyncio.sleep(interval)
+        if not alive():
+            return
+        try:
+            valid = await auth.still_valid(principal)
+        except PyMongoError:
+            continue
+        if not valid:
+            logger.info("API key %s was revoked or expired: ending its live connection", principal.id)
+            await on_lost()
+            return
+
+
+def _streaming(scope: Scope) -> bool:
+    accept = dict(scope.get("headers") or []).get(b"accept", b"")
+    return b"text/event-stream" in accept
 
 
 class AuthMiddleware:
@@ -95,7 +139,46 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         with acting_as(principal):
-            await self.app(scope, receive, send)
+            if principal.kind == "key" and scope["type"] == "http" and _streaming(scope):
+                await self._stream(principal, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+
+    async def _stream(self, principal: Principal, scope: Scope, receive: Receive, send: Send) -> None:
+        """A server-sent events stream (a subscription over HTTP) made with an API key: it ends once the
+        key is revoked or expires (checked every AUTH_RECHECK_SECONDS)."""
+        state = scope["app"].state.agent_tasks
+        started = finished = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started, finished
+            started = started or message["type"] == "http.response.start"
+            finished = finished or (message["type"] == "http.response.body" and not message.get("more_body"))
+            await send(message)
+
+        serving = asyncio.ensure_future(self.app(scope, receive, tracking_send))
+
+        async def end() -> None:
+            serving.cancel()
+
+        watcher = asyncio.ensure_future(
+            watch_key(
+                authenticator(state, self.jwt),
+                principal,
+                state.settings.auth_recheck_seconds,
+                lambda: not serving.done(),
+                end,
+            )
+        )
+        try:
+            await serving
+        except asyncio.CancelledError:
+            if not watcher.done():  # cancelled from outside (shutdown, client gone): not ours to absorb
+                raise
+            if started and not finished:  # close the stream the client is reading
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, message: str) -> None:

@@ -43,6 +43,7 @@ GRAPHQL: dict[str, dict[str, Scope]] = {
         "taskEvents": R,
         "agentStats": R,
         "agentsStats": R,
+        "apiKeys": A,
     },
     "Mutation": {
         # The lifecycle of one task.
@@ -85,6 +86,9 @@ GRAPHQL: dict[str, dict[str, Scope]] = {
         "addSubtask": W,
         "updateAgentTask": W,
         "deleteAgentTask": A,
+        # Key management.
+        "createApiKey": A,
+        "revokeApiKey": A,
     },
     "Subscription": {
         "taskEvents": R,
