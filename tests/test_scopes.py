@@ -246,3 +246,27 @@ def test_root_fields_follow_fragments() -> None:
     document = parse("query Q { a ...F ... on Query { b } } query Other { z } fragment F on Query { c }")
     assert list(root_fields(document, "Q")) == ["a", "c", "b"]
     assert list(root_fields(document, "Other")) == ["z"]
+
+
+def test_the_readme_table_is_the_code_table() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = {
+        m[1]: (m[2], m[3]) for m in re.finditer(r"^\| `(read|write|admin)` \| (.*) \| (.*) \|$", readme, re.M)
+    }
+    assert set(rows) == {"read", "write", "admin"}
+    for scope in Scope:
+        graphql_cell, rest_cell = rows[scope.value]
+        listed = {
+            (part.split(":")[0].strip(), name)
+            for part in graphql_cell.split(";")
+            for name in re.findall(r"`(\w+)`", part)
+        }
+        wanted = {
+            (root, name) for root, fields in GRAPHQL.items() for name, s in fields.items() if s is scope
+        }
+        assert listed == wanted, scope
+        methods = {op.name for op in OPERATIONS if f"`{op.method} /<entity>{op.suffix}`" in rest_cell}
+        assert methods == {name for name, s in REST.items() if s is scope}, scope

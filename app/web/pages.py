@@ -122,6 +122,10 @@ It also serves seed 002's REST API over the same data.</p>
     requests by route, method and status, with their durations; this process's subscriptions, WebSocket
     connections and event hub.</li>
 </ul>
+<p>Access: with an API key (<code>agent-tasks keys create</code>), send
+<code>Authorization: Bearer atk_…</code>; in GraphiQL put <code>{{"Authorization": "Bearer atk_…"}}</code> in
+the Headers tab (it is also sent as the WebSocket's <code>connection_init</code> payload). A server on
+loopback runs open unless <code>AUTH_MODE=keys</code>.</p>
 <p class="muted">Everything on these pages is served by this server; nothing is loaded from the internet.
 agent-tasks {escape(_server_version())}.</p>
 </body>
