@@ -6,20 +6,25 @@ anonymous (the server runs open on loopback) or one of the server's own jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any, get_args
 
 import httpx
 
 from app.api.types.events import ActorKind
+from app.auth.keys import KeyService
 from app.demo import DEMO_WORKFLOW_ID, load_demo
 from app.domain import Scope
 from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.transitions import Lifecycle, utcnow
 from app.principal import Principal, PrincipalKind, acting_as
+from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import append_stamped, task
+from tests.servers import serve
+from tests.wsclient import GraphQLWebSocket
 
 CREATE = """mutation { r: createAgentTask(input: {id: "a1", agentName: "AgentA"}) { __typename } }"""
 START = """mutation { r: startTask(id: "a1") { __typename } }"""
@@ -114,3 +119,41 @@ async def test_events_from_before_actors_have_none(
 
 def test_actor_kinds_are_the_principal_kinds() -> None:
     assert sorted(k.value for k in ActorKind) == sorted(get_args(PrincipalKind))
+
+
+async def test_keys_are_the_actors_of_what_they_write_and_subscriptions_filter_by_them(
+    settings: Settings, db: Any
+) -> None:
+    keys = KeyService(db)
+    first, first_secret = await keys.create("ingest", [Scope.READ, Scope.WRITE])
+    _, second_secret = await keys.create("ops", [Scope.READ, Scope.WRITE])
+    env = {"MONGODB_URI": settings.mongodb_uri or "", "MONGODB_DB": settings.mongodb_db, "AUTH_MODE": "keys"}
+    with serve(env) as server:
+        ws = await GraphQLWebSocket.open(server.url, init=False)
+        await ws.send({"type": "connection_init", "payload": {"apiKey": first_secret}})
+        assert (await ws.receive())["type"] == "connection_ack"
+        await ws.subscribe(
+            'subscription($a: String) { taskEvents(actorId: $a, after: "HEAD") { taskId actor { kind id name } } }',
+            {"a": first.id},
+        )
+        await asyncio.sleep(0.3)  # registered before the writes
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            for task_id, secret in (("k1", second_secret), ("k2", first_secret)):
+                create = f'mutation {{ r: createAgentTask(input: {{id: "{task_id}"}}) {{ __typename }} }}'
+                answer = await http.post(
+                    "/graphql", json={"query": create}, headers={"Authorization": f"Bearer {secret}"}
+                )
+                assert answer.json()["data"]["r"]["__typename"] == "AgentTaskSuccess"
+            listed = await http.post(
+                "/graphql",
+                json={"query": EVENTS, "variables": {"actorId": first.id}},
+                headers={"Authorization": f"Bearer {second_secret}"},
+            )
+        nodes = [e["node"] for e in listed.json()["data"]["taskEvents"]["edges"]]
+        actor = {"kind": "KEY", "id": first.id, "name": "ingest"}
+        assert [(n["taskId"], n["actor"]) for n in nodes] == [("k2", actor)]
+        assert (await ws.next())["taskEvents"] == {"taskId": "k2", "actor": actor}
+        assert await ws.nothing_within(0.3)  # the other key's event is not this subscription's
+        await ws.close()
+    stored = await db.task_events.find_one({"task_id": "k1"})
+    assert stored["actor"]["kind"] == "key" and stored["actor"]["name"] == "ops"
