@@ -29,7 +29,13 @@ from agent_tasks_client.documents import (
     operation,
     transition_fields,
 )
-from agent_tasks_client.errors import AgentTasksError, TransportError, raise_for_member
+from agent_tasks_client.errors import (
+    AgentTasksError,
+    Forbidden,
+    TransportError,
+    Unauthorized,
+    raise_for_member,
+)
 from agent_tasks_client.models import Event, EventPage, TaskState
 
 if TYPE_CHECKING:
@@ -631,6 +637,12 @@ def _data(response: httpx.Response) -> dict[str, Any]:
     errors = body.get("errors") if isinstance(body, dict) else None
     if errors:
         messages = "; ".join(str(e.get("message")) for e in errors)
+        codes = [(e.get("extensions") or {}) for e in errors if isinstance(e, dict)]
+        for extensions in codes:
+            if extensions.get("code") == "FORBIDDEN":
+                raise Forbidden(messages, required_scope=extensions.get("requiredScope"), data=body)
+        if response.status_code == 401 or any(x.get("code") == "UNAUTHENTICATED" for x in codes):
+            raise Unauthorized(messages, status_code=response.status_code, errors=list(errors))
         raise TransportError(
             f"GraphQL error (HTTP {response.status_code}): {messages}",
             status_code=response.status_code,

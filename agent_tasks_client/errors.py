@@ -110,6 +110,32 @@ class TransportError(AgentTasksError):
         self.errors = errors or []
 
 
+class Unauthorized(TransportError):
+    """The server wants credentials, or refused the ones given (HTTP 401, GraphQL `UNAUTHENTICATED`):
+    pass `api_key=` (a missing, unknown, expired or revoked key)."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(AgentTasksError):
+    """The key lacks the scope an operation needs (GraphQL `FORBIDDEN`, `required_scope`), or is bound to
+    other agents than the task's (`ForbiddenError`, `agent_name`). Nothing was written."""
+
+    code = "forbidden"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        required_scope: str | None = None,
+        agent_name: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, data=data)
+        self.required_scope = required_scope
+        self.agent_name = agent_name
+
+
 class RetryableError(Exception):
     """Raised by a worker's handler: the attempt failed and the task may be tried again (`isFinal: false`).
     Any other exception is treated the same way; this one says so explicitly."""
@@ -139,6 +165,8 @@ def raise_for_member(member: Mapping[str, Any]) -> None:
             current_status=_status(member.get("leaseStatus", member.get("currentStatus"))),
             data=member,
         )
+    if typename == "ForbiddenError":
+        raise Forbidden(message, agent_name=member.get("agentName"), data=member)
     if typename is not None and typename.endswith("Error"):  # a refusal this client does not know yet
         raise AgentTasksError(f"{typename}: {message}", data=member)
 
