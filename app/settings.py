@@ -229,6 +229,42 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Scopes of a request without credentials when keys are required (comma-separated).",
     )
+    rate_limits: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Rate limits per caller (shared by every process through MongoDB); auto: on when the"
+        " server requires credentials (not open).",
+    )
+    rate_limit_read: str = Field(
+        default="1200/minute", description="Budget of an API key or token for `read` requests."
+    )
+    rate_limit_write: str = Field(
+        default="600/minute", description="Budget of an API key or token for `write` requests."
+    )
+    rate_limit_admin: str = Field(
+        default="60/minute", description="Budget of an API key or token for `admin` requests."
+    )
+    rate_limit_anonymous: str = Field(
+        default="120/minute", description="Budget of each client address without credentials (any scope)."
+    )
+
+    @field_validator("rate_limit_read", "rate_limit_write", "rate_limit_admin", "rate_limit_anonymous")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate limit such as `600/minute`, `10/second` or `1000 per hour`"
+            ) from None
+        return value
+
+    @property
+    def rate_limits_active(self) -> bool:
+        """Whether requests are rate limited (RATE_LIMITS resolved)."""
+        return self.rate_limits == "on" or (self.rate_limits == "auto" and not self.auth_open)
+
     auth_recheck_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -32,6 +32,8 @@ from strawberry.types.graphql import OperationType
 
 from app.api.context import Context
 from app.auth.scopes import GRAPHQL, Forbidden, Unauthenticated, require
+from app.domain import Scope
+from app.ratelimit import RateLimited, limiter
 
 #: The root type each operation type starts from.
 _ROOTS = {
@@ -65,6 +67,16 @@ def root_fields(document: DocumentNode, operation_name: str | None) -> Iterator[
         yield from walk(operation.selection_set)
 
 
+#: Scopes from least to most demanding: an operation spends from the budget of its highest.
+_RANK = [Scope.READ, Scope.WRITE, Scope.ADMIN]
+
+
+def rate_limited(exc: RateLimited) -> GraphQLError:
+    return GraphQLError(
+        exc.message, extensions={"code": "RATE_LIMITED", "retryAfter": exc.retry_after, "limit": exc.limit}
+    )
+
+
 def refusal(exc: Forbidden | Unauthenticated) -> GraphQLError:
     return GraphQLError(exc.message, extensions={"code": exc.code, "requiredScope": exc.scope.value})
 
@@ -72,12 +84,20 @@ def refusal(exc: Forbidden | Unauthenticated) -> GraphQLError:
 class ScopeCheck(SchemaExtension):
     """Refuse an operation whose root fields need a scope the caller (`Context.principal`) lacks."""
 
+    @staticmethod
+    async def _hit(context: Context, scope: Scope) -> None:
+        state = context.app
+        request = context.request
+        address = request.client.host if request is not None and request.client else None
+        await limiter(state.extras, state.settings, state.store.db).hit(context.principal, scope, address)
+
     async def on_execute(self) -> AsyncIterator[None]:
         ctx = self.execution_context
         context = ctx.context
         document = ctx.graphql_document
         if isinstance(context, Context) and document is not None:
             fields = GRAPHQL[_ROOTS[ctx.operation_type]]
+            needed: list[Scope] = []
             try:
                 for name in dict.fromkeys(root_fields(document, ctx.operation_name)):
                     if name.startswith("__"):
@@ -85,9 +105,13 @@ class ScopeCheck(SchemaExtension):
                     scope = fields.get(name)
                     if scope is not None:  # an unknown field was refused by validation already
                         require(context.principal, scope, f"`{name}`")
-            except (Forbidden, Unauthenticated) as exc:
+                        needed.append(scope)
+                if needed:  # one hit per operation, from the budget of its highest scope
+                    await self._hit(context, max(needed, key=_RANK.index))
+            except (Forbidden, Unauthenticated, RateLimited) as exc:
+                error = rate_limited(exc) if isinstance(exc, RateLimited) else refusal(exc)
                 if ctx.operation_type is OperationType.SUBSCRIPTION:
-                    raise refusal(exc) from None  # Strawberry answers an error raised here as the result
+                    raise error from None  # Strawberry answers an error raised here as the result
                 # Set before execution: Strawberry then skips it and answers this.
-                ctx.result = ExecutionResult(data=None, errors=[refusal(exc)])
+                ctx.result = ExecutionResult(data=None, errors=[error])
         yield

@@ -127,6 +127,8 @@ def request_error_status(result: ExecutionResult) -> int | None:
         return 401
     if "FORBIDDEN" in codes:
         return 403
+    if "RATE_LIMITED" in codes:
+        return 429
     return 400
 
 
@@ -253,6 +255,10 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             if request_adapter.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
                 raise RequestRefused(405, f"{exc.reason}: send them with POST.", {"Allow": "POST"}) from exc
             raise
+        for error in result.errors or ():
+            retry_after = (error.extensions or {}).get("retryAfter")
+            if retry_after is not None:  # rate limited (app/ratelimit.py): say when to come back
+                sub_response.headers["Retry-After"] = str(retry_after)
         if sub_response.media_type == GRAPHQL_RESPONSE_JSON:
             status = request_error_status(result)
             if status is not None:

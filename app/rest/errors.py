@@ -36,6 +36,7 @@ from app.auth.scopes import Forbidden, Unauthenticated, require
 from app.domain import Scope
 from app.lifecycle.errors import Conflict, Invalid, NotFound, NotYourAgent, Refused, ServiceError
 from app.principal import OPEN, Principal
+from app.ratelimit import RateLimited, limiter
 from app.rest.documents import RestJSONResponse
 from app.store.cursors import CursorError
 from app.store.failures import FilterTooSlow, classify, describe, require_database
@@ -59,6 +60,7 @@ ERROR_CODES: dict[str, int] = {
     "refused": 409,
     "conflict": 409,
     "payload_too_large": 413,
+    "rate_limited": 429,
     "unsupported_media_type": 415,
     "invalid": 422,
     "idempotency_key_reused": 422,
@@ -99,6 +101,8 @@ def as_api_error(exc: Exception) -> ApiError | None:
     """The `ApiError` for an expected refusal, or None for a bug."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, RateLimited):
+        return ApiError("rate_limited", exc.message, retry_after=exc.retry_after, limit=exc.limit)
     if isinstance(exc, Unauthenticated):
         return ApiError("unauthenticated", exc.message, required_scope=exc.scope.value)
     if isinstance(exc, Forbidden):
@@ -141,6 +145,8 @@ def error_response(error: ApiError) -> Response:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     elif error.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
+    elif error.status == 429:
+        headers = {"Retry-After": str(error.extra.get("retry_after", 1))}
     return RestJSONResponse(
         {"error": {"code": error.code, "message": error.message, **error.extra}},
         status_code=error.status,
@@ -156,7 +162,11 @@ def json_errors(handler: Handler, scope: Scope | None = None) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             if scope is not None:
-                require(caller(request), scope, f"{request.method} {request.url.path}")
+                principal = caller(request)
+                require(principal, scope, f"{request.method} {request.url.path}")
+                state = request.app.state.agent_tasks
+                address = request.client.host if request.client else None
+                await limiter(state.extras, state.settings, state.store.db).hit(principal, scope, address)
             if request.method in ("POST", "PATCH"):
                 check_json_media_type(request)
             state = request.app.state.agent_tasks  # fail fast while MongoDB is down (`require_database`)

@@ -387,6 +387,8 @@ ErrorDetail = _model(
         "current_status": _optional(str, "The current status, when a transition was refused."),
         "details": _optional(list[dict[str, str]], "Every problem found in the body."),
         "limit_ms": _optional(int, "The time limit a filter ran out of (`filter_too_slow`)."),
+        "retry_after": _optional(int, "Seconds until the rate limit's window ends (`rate_limited`)."),
+        "limit": _optional(str, "The rate limit that applied, e.g. `600 per 1 minute` (`rate_limited`)."),
         "required_scope": _optional(str, "The scope the route needs (`unauthenticated`, `forbidden`)."),
         "agent_name": _optional(str, "The agent the task belongs to (`forbidden` for agent-bound keys)."),
     },

@@ -29,6 +29,7 @@ _STATUS_TEXT = {
     201: "Created",
     400: "Bad request",
     401: "Unauthenticated",
+    429: "Too many requests",
     403: "Forbidden",
     404: "Not found",
     409: "Refused by a rule",
@@ -53,6 +54,8 @@ _CODE_TEXT = {
     "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
     "unauthenticated": "no valid credentials: the `Authorization: Bearer` API key or token is malformed,"
     " unknown, expired or revoked, or the server requires credentials for this scope (`required_scope`)",
+    "rate_limited": "the caller's budget for this scope is spent (RATE_LIMIT_READ / _WRITE / _ADMIN per key,"
+    " RATE_LIMIT_ANONYMOUS per address): wait `Retry-After` seconds (`retry_after`)",
     "forbidden": "the key or token lacks the scope this route needs (`required_scope`)",
     "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
     " output not created yet)",
@@ -229,7 +232,7 @@ def _error_response(status: int, codes: list[str], error_ref: dict[str, Any]) ->
         "description": f"{_STATUS_TEXT[status]}.\n\n{listed}",
         **_json({"allOf": [error_ref, narrowed]}),
     }
-    if status == 503:
+    if status in (429, 503):
         retry = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
         answer["headers"] = {"Retry-After": retry}
     return answer

@@ -119,6 +119,7 @@ class RestRoute:
             *codes,
             "unauthenticated",
             "forbidden",
+            "rate_limited",
             "untrusted_host",
             "internal",
             "database_unavailable",
