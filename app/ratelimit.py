@@ -59,6 +59,9 @@ class PyMongoStorage(MongoDBStorage):
         self._MongoDBStorage__collection_mapping = {"counters": COUNTERS, "windows": WINDOWS}
         self._MongoDBStorage__indices_created = False
 
+    def __del__(self) -> None:
+        """Nothing to close: the client is the application's (the parent would close it)."""
+
 
 @dataclass(frozen=True)
 class RateLimited(Exception):

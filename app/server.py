@@ -32,7 +32,7 @@ from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.live_limits import LiveConnectionCap, TransportWSHandler
 from app.api.schema import build_schema
-from app.auth.middleware import AuthMiddleware, JwtVerifier, authenticator, bearer, watch_key
+from app.auth.middleware import AuthMiddleware, TokenVerifier, authenticator, bearer, watch_key
 from app.edge import edge_middleware
 from app.metrics import metrics_middleware, metrics_route
 from app.principal import OPEN, AuthenticationError
@@ -150,7 +150,7 @@ def create_app(
     *,
     mongo_listeners: Sequence[CommandListener] = (),
     state: AppState | None = None,
-    jwt: JwtVerifier | None = None,
+    jwt: TokenVerifier | None = None,
 ) -> Starlette:
     """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands. With `state` (resources the
     caller opened, as `agent-tasks serve` does to report start-up failures itself) the lifespan only

@@ -14,6 +14,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: The JWT signature algorithms a server may accept: asymmetric only (an HMAC secret would have to be shared).
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+
+
+def _default_jwt_algorithms() -> list[JwtAlgorithm]:
+    return ["RS256", "ES256"]
+
 
 class Settings(BaseSettings):
     """Server configuration. Environment variables use the field name in upper case."""
@@ -264,6 +271,51 @@ class Settings(BaseSettings):
     def rate_limits_active(self) -> bool:
         """Whether requests are rate limited (RATE_LIMITS resolved)."""
         return self.rate_limits == "on" or (self.rate_limits == "auto" and not self.auth_open)
+
+    jwt_issuer: str | None = Field(
+        default=None,
+        description="Accept JWTs from this issuer (`iss`); unset: no JWTs. Needs JWT_AUDIENCE and"
+        " JWT_JWKS_URL or JWT_PUBLIC_KEY.",
+    )
+    jwt_audience: str | None = Field(default=None, description="The audience (`aud`) tokens must name.")
+    jwt_jwks_url: str | None = Field(default=None, description="The issuer's JWKS (its public keys).")
+    jwt_public_key: str | None = Field(
+        default=None, description="One PEM public key (or a path to one) instead of a JWKS."
+    )
+    jwt_algorithms: Annotated[list[JwtAlgorithm], NoDecode] = Field(
+        default_factory=_default_jwt_algorithms,
+        description="Signature algorithms accepted (asymmetric only, comma-separated).",
+    )
+    jwt_scopes_claim: str = Field(
+        default="scope", description="Claim holding the scopes (a dotted path reaches nested claims)."
+    )
+    jwt_scope_prefix: str = Field(default="", description="Prefix of this API's scopes in that claim.")
+    jwt_agents_claim: str | None = Field(
+        default=None, description="Claim listing the agents a token may act for; unset: any agent."
+    )
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600, description="Clock skew allowed on exp/nbf.")
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0, description="How long the JWKS is kept.")
+    jwt_jwks_refetch_seconds: float = Field(
+        default=30.0, ge=0, description="Least time between fetches of the JWKS for an unknown key id."
+    )
+    jwt_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=60, description="JWKS fetch timeout.")
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> Settings:
+        if self.jwt_issuer is None:
+            return self
+        if not self.jwt_audience:
+            raise ValueError("JWT_ISSUER is set: set JWT_AUDIENCE too (the `aud` tokens must name)")
+        if bool(self.jwt_jwks_url) == bool(self.jwt_public_key):
+            raise ValueError("JWT_ISSUER is set: set exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY")
+        return self
 
     auth_recheck_seconds: float = Field(
         default=5.0,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth.jwt import JwtVerifier
 from app.auth.keys import PREFIX, KeyService
 from app.domain import Scope as AccessScope
 from app.edge import refuse, send_json
@@ -26,7 +27,7 @@ from app.settings import Settings
 
 logger = logging.getLogger("agent_tasks.auth")
 
-JwtVerifier = Callable[[str], Awaitable[Principal]]
+TokenVerifier = Callable[[str], Awaitable[Principal]]
 
 
 def bearer(value: str | None) -> str | None:
@@ -42,10 +43,11 @@ def bearer(value: str | None) -> str | None:
 class Authenticator:
     """Credentials → Principal, for HTTP requests and WebSocket `connection_init` payloads alike."""
 
-    def __init__(self, settings: Settings, keys: KeyService, jwt: JwtVerifier | None = None) -> None:
+    def __init__(self, settings: Settings, keys: KeyService, jwt: TokenVerifier | None = None) -> None:
         self.settings = settings
         self.keys = keys
-        self.jwt = jwt
+        # JWTs from the configured issuer (JWT_ISSUER), unless the app was given its own verifier.
+        self.jwt = jwt if jwt is not None else (JwtVerifier(settings) if settings.jwt_issuer else None)
 
     def anonymous(self) -> Principal:
         if self.settings.auth_open:
@@ -80,7 +82,7 @@ class Authenticator:
         return await self.jwt(token)
 
 
-def authenticator(state: AppState, jwt: JwtVerifier | None = None) -> Authenticator:
+def authenticator(state: AppState, jwt: TokenVerifier | None = None) -> Authenticator:
     """The application's authenticator (made once, on first use: the state is opened by the lifespan,
     after the middleware stack is built)."""
     auth = state.extras.get("authenticator")
@@ -122,7 +124,7 @@ def _streaming(scope: Scope) -> bool:
 class AuthMiddleware:
     """Authenticate every HTTP request and WebSocket upgrade (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, jwt: JwtVerifier | None = None) -> None:
+    def __init__(self, app: ASGIApp, jwt: TokenVerifier | None = None) -> None:
         self.app = app
         self.jwt = jwt
 
