@@ -61,8 +61,13 @@ READ = "{ agentTasks(first: 5) { edges { node { taskId } } } }"
 
 
 async def snapshot(db: Any) -> dict[str, list[dict[str, Any]]]:
-    """Every stored document but the keys' (whose `last_used_at` a request may move)."""
-    return {name: docs for name, docs in (await everything(db)).items() if name != "api_keys"}
+    """Every stored document but the keys' (whose `last_used_at` a request may move) and the rate limits'
+    counters (every request, refused or not, spends from its budget)."""
+    return {
+        name: docs
+        for name, docs in (await everything(db)).items()
+        if name != "api_keys" and not name.startswith("rate_limit")
+    }
 
 
 def refused(body: dict[str, Any], code: str, scope: str) -> str:
