@@ -4,6 +4,8 @@ FROM python:3.11-slim
 
 # Set TRUSTED_HOSTS to the host names clients use to reach the container (a service name, a domain):
 # requests whose Host header is not loopback or one of those are refused (DNS-rebinding protection).
+# Bound to 0.0.0.0, AUTH_MODE=auto requires credentials: create a key first (`docker run … agent-tasks keys
+# create --name admin --scopes read,write,admin`), or configure JWT_ISSUER; AUTH_MODE=open only on a private network.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000
 WORKDIR /srv
 COPY pyproject.toml README.md ./
