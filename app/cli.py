@@ -274,7 +274,7 @@ class _Server(uvicorn.Server):
             settings = self._state.settings
             mode = (
                 f"open: anyone who can reach {settings.host}:{settings.port} may read and write"
-                " — bound to loopback"
+                + (" (AUTH_MODE=open)" if settings.auth_mode == "open" else " — bound to loopback")
                 if settings.auth_open
                 else "API keys required (`agent-tasks keys create`)"
             )

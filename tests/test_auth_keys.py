@@ -163,3 +163,18 @@ async def test_keys_cli_creates_lists_and_revokes(settings: Settings, db: Any) -
     with pytest.raises(AuthenticationError, match="was revoked"):
         await KeyService(db).authenticate(secret)
     assert _cli(settings, "revoke", "nope").returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        ("auto", "open: anyone who can reach 127.0.0.1:"),
+        ("keys", "API keys required (`agent-tasks keys create`)"),
+    ],
+)
+def test_the_start_up_line_says_who_may_call(settings: Settings, mode: str, said: str) -> None:
+    from tests.servers import serve
+
+    env = {"MONGODB_URI": settings.mongodb_uri or "", "MONGODB_DB": settings.mongodb_db, "AUTH_MODE": mode}
+    with serve(env) as server:
+        assert any(said in line for line in server.output), server.output
