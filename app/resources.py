@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandListener
 
 from app.lifecycle.expiry import ExpirySweeper
@@ -81,9 +82,11 @@ class AppState:
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Db]:
-    """Only the database (mongod if embedded, a client, the indexes): for command-line tools such as
-    `agent-tasks keys`, which need no event hub and no sweeper running in the background."""
+async def _database(
+    settings: Settings, listeners: Sequence[CommandListener] = ()
+) -> AsyncIterator[tuple[str, Db]]:
+    """The database's URI and handle, ready (mongod if embedded, a client, a bounded check, the indexes);
+    closed in reverse."""
     embedded: EmbeddedMongod | None = None
     uri = settings.mongodb_uri
     if uri is None:
@@ -91,14 +94,16 @@ async def open_database(settings: Settings) -> AsyncIterator[Db]:
         uri = await asyncio.to_thread(embedded.start)
     client = make_client(
         uri,
+        listeners,
         timeout_seconds=settings.mongodb_timeout_seconds,
         server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
     )
     try:
+        # A bounded wait, and one sentence if MongoDB is unreachable or cannot run this server.
         await check_deployment(client, settings.mongodb_startup_timeout_seconds)
         db = client[settings.mongodb_db]
         await ensure_indexes(db)
-        yield db
+        yield uri, db
     finally:
         await client.close()
         if embedded is not None:
@@ -106,38 +111,45 @@ async def open_database(settings: Settings) -> AsyncIterator[Db]:
 
 
 @asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Db]:
+    """Only the database: for command-line tools such as `agent-tasks keys`, which need no event hub and
+    no sweeper running in the background."""
+    async with _database(settings) as (_, db):
+        yield db
+
+
+@asynccontextmanager
 async def open_resources(
     settings: Settings, listeners: Sequence[CommandListener] = ()
 ) -> AsyncIterator[AppState]:
     """Everything the app needs, opened in order and closed in reverse (mongod if embedded, client…)."""
-    embedded: EmbeddedMongod | None = None
-    uri = settings.mongodb_uri
-    if uri is None:
-        embedded = EmbeddedMongod(settings.data_dir, settings.embedded_mongo_port)
-        uri = await asyncio.to_thread(embedded.start)
-    client = make_client(
-        uri,
-        listeners,
-        timeout_seconds=settings.mongodb_timeout_seconds,
-        server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
-    )
-    # The event hub has a client of its own, without the operation timeout: its change stream waits for
-    # events indefinitely by design, and cancelling (at shutdown) a change stream's getMore that runs
-    # under `timeoutMS` could hang in PyMongo 4.20's async network layer (the tests caught `stop()`
-    # never returning). Its loops retry on failure by themselves; server selection is still bounded.
-    hub_client = make_client(
-        uri,
-        listeners,
-        server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
-    )
+    async with _database(settings, listeners) as (uri, db):
+        # The event hub has a client of its own, without the operation timeout: its change stream waits
+        # for events indefinitely by design, and cancelling (at shutdown) a change stream's getMore that
+        # runs under `timeoutMS` could hang in PyMongo 4.20's async network layer (the tests caught
+        # `stop()` never returning). Its loops retry on failure by themselves; server selection is still
+        # bounded.
+        hub_client = make_client(
+            uri,
+            listeners,
+            server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
+        )
+        try:
+            async with _services(settings, db, hub_client) as state:
+                yield state
+        finally:
+            await hub_client.close()
+
+
+@asynccontextmanager
+async def _services(
+    settings: Settings, db: Db, hub_client: AsyncMongoClient[dict[str, Any]]
+) -> AsyncIterator[AppState]:
+    """The event hub, the services and the sweeper over a ready database; stopped in reverse."""
     sweeper: ExpirySweeper | None = None
     hub: EventHub | None = None
     state: AppState | None = None
     try:
-        # A bounded wait, and one sentence if MongoDB is unreachable or cannot run this server.
-        await check_deployment(client, settings.mongodb_startup_timeout_seconds)
-        db = client[settings.mongodb_db]
-        await ensure_indexes(db)
         secret = (
             settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
         )
@@ -181,7 +193,3 @@ async def open_resources(
             await sweeper.stop()
         if hub is not None:
             await hub.stop()
-        await hub_client.close()
-        await client.close()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
