@@ -31,7 +31,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from app.api.context import Context
-from app.auth.scopes import GRAPHQL, Forbidden, Unauthenticated, require
+from app.auth.scopes import GRAPHQL, ScopeRefusal, require
 from app.domain import Scope
 from app.ratelimit import RateLimited, limiter
 
@@ -77,7 +77,7 @@ def rate_limited(exc: RateLimited) -> GraphQLError:
     )
 
 
-def refusal(exc: Forbidden | Unauthenticated) -> GraphQLError:
+def refusal(exc: ScopeRefusal) -> GraphQLError:
     return GraphQLError(exc.message, extensions={"code": exc.code, "requiredScope": exc.scope.value})
 
 
@@ -108,7 +108,7 @@ class ScopeCheck(SchemaExtension):
                         needed.append(scope)
                 if needed:  # one hit per operation, from the budget of its highest scope
                     await self._hit(context, max(needed, key=_RANK.index))
-            except (Forbidden, Unauthenticated, RateLimited) as exc:
+            except (ScopeRefusal, RateLimited) as exc:
                 error = rate_limited(exc) if isinstance(exc, RateLimited) else refusal(exc)
                 if ctx.operation_type is OperationType.SUBSCRIPTION:
                     raise error from None  # Strawberry answers an error raised here as the result

@@ -108,19 +108,8 @@ REST: dict[str, Scope] = {
 }
 
 
-class Unauthenticated(Exception):
-    """An anonymous caller lacks the scope: it must present credentials (401)."""
-
-    code = "UNAUTHENTICATED"
-
-    def __init__(self, message: str, scope: Scope) -> None:
-        super().__init__(message)
-        self.message = message
-        self.scope = scope
-
-
-class Forbidden(Exception):
-    """An authenticated caller lacks the scope (403); nothing was done."""
+class ScopeRefusal(Exception):
+    """A caller lacks `scope`; nothing was done. `code` is machine-readable."""
 
     code = "FORBIDDEN"
 
@@ -128,6 +117,16 @@ class Forbidden(Exception):
         super().__init__(message)
         self.message = message
         self.scope = scope
+
+
+class Unauthenticated(ScopeRefusal):
+    """An anonymous caller lacks the scope: it must present credentials (401)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(ScopeRefusal):
+    """An authenticated caller lacks the scope (403)."""
 
 
 def describe(principal: Principal) -> str:
