@@ -4,6 +4,7 @@ events written in the same transaction, compare-and-set, dependency release, ide
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -273,3 +274,30 @@ async def test_claim_reads_expiry_dates_written_as_strings(gql: GraphQLClient, d
     first = (await gql.data(CLAIM, {"agent": "AgentA"}))["r"]
     assert first["state"]["id"] == "fresh"
     assert (await gql.data(CLAIM, {"agent": "AgentA"}))["r"]["__typename"] == "NothingToClaim"
+
+
+async def test_claim_reads_past_stale_images_of_recent_claims(db: Any) -> None:
+    """A claimer whose snapshot predates recent claims still sees those tasks pending. The candidate query
+    leaves room for only a few of them (`CLAIM_STALE_SLACK`), so when more come back it reads further
+    instead of handing out nothing; a lingering task claimable again (a later version) is not skipped."""
+    from app.lifecycle.transitions import CLAIM_STALE_SLACK, Lifecycle
+    from app.store.indexes import ensure_indexes
+
+    await ensure_indexes(db)
+    lifecycle = Lifecycle(db)
+    stale = CLAIM_STALE_SLACK * 3
+    await db.agent_task_states.insert_many(
+        [task(f"t{i:02}", "pending", priority="urgent", minute=i) for i in range(stale + 1)]
+    )
+    # As just after this process claimed t00…: their commits are not in the snapshot the query reads.
+    for i in range(stale):
+        lifecycle._claiming[f"t{i:02}"] = time.monotonic() + 60
+        lifecycle._claimed_version[f"t{i:02}"] = 1
+    applied = await lifecycle.claim("AgentA")
+    assert applied is not None and applied.state["_id"] == f"t{stale:02}"
+    assert (await db.agent_task_states.find_one({"_id": f"t{stale:02}"}))["status"] == "in_progress"
+    # t03 failed since and is claimable again, at a later version than the claim this process made.
+    await db.agent_task_states.update_one({"_id": "t03"}, {"$set": {"version": 3, "status": "retrying"}})
+    again = await lifecycle.claim("AgentA")
+    assert again is not None and again.state["_id"] == "t03"
+    assert (await db.agent_task_states.find_one({"_id": "t03"}))["status"] == "in_progress"

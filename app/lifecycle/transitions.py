@@ -33,6 +33,8 @@ Doc = dict[str, Any]
 Action = Callable[[Mapping[str, Any], dt.datetime], sm.Transition]
 #: How long a task this process claimed stays skipped by its other claimers after the commit.
 CLAIM_LINGER_SECONDS = 2.0
+#: How many stale images of lingering claims a candidate query leaves room for before reading further.
+CLAIM_STALE_SLACK = 4
 #: Called with the events a change committed, once it has committed (see `Lifecycle.settle`).
 Settle = Callable[[list[Doc]], Awaitable[None]]
 
@@ -310,16 +312,22 @@ class Lifecycle:
         priority present (retries), skipping those this process is claiming right now.
 
         The query skips the tasks being claimed when it is sent; claims that start while it runs are
-        skipped afterwards, so it reads one candidate more for each claim in flight."""
+        skipped afterwards, so it reads one candidate more for each claim in flight (about as many start
+        meanwhile), and a few more for stale images of recent claims."""
         wanted = 1 if attempts == 1 else self.claim_spread
         now_mono = time.monotonic()
         for task_id in [t for t, until in self._claiming.items() if until < now_mono]:
             del self._claiming[task_id]
             self._claimed_version.pop(task_id, None)
-        # Claims in flight are left out by the query; lingering ones are read (one may be claimable
-        # again) and sorted out by `_skipped`, so each takes a slot of the limit.
+        # Claims in flight are left out by the query. Lingering ones are read (one may be claimable again)
+        # and sorted out by `_skipped`, but only the few whose commit is not in the query's snapshot yet
+        # can come back: the others are `in_progress` there. So the limit leaves room for a few of them
+        # (`CLAIM_STALE_SLACK`), not for all: with hundreds lingering at a high claim rate, reading one
+        # candidate per lingering claim cost more than everything else in a claim. When a snapshot holds
+        # more stale ones than that, the loop below reads further.
         in_flight = [t for t, until in self._claiming.items() if until == math.inf]
-        limit = wanted + len(self._claiming)
+        lingering = len(self._claiming) - len(in_flight)
+        limit = wanted + len(in_flight) + min(lingering, CLAIM_STALE_SLACK)
         while True:
             docs = await state_store.claimable(
                 self.db,
