@@ -301,3 +301,49 @@ async def test_claim_reads_past_stale_images_of_recent_claims(db: Any) -> None:
     again = await lifecycle.claim("AgentA")
     assert again is not None and again.state["_id"] == "t03"
     assert (await db.agent_task_states.find_one({"_id": "t03"}))["status"] == "in_progress"
+
+
+async def test_a_claim_reads_a_few_candidates_on_the_claim_index(gql: GraphQLClient, db: Any) -> None:
+    """However long the queue, a claim reads a handful of index keys and documents: the claim index yields
+    them in claim order (MongoDB's profiler says what the query examined and which plan it used)."""
+    from app.store.collections import CLAIM_INDEX
+
+    await db.agent_task_states.insert_many(
+        [
+            task(f"q{i:03}", "pending", priority=("low", "medium", "high", "urgent")[i % 4], minute=i)
+            for i in range(400)
+        ]
+    )
+    await db.command("profile", 2)
+    try:
+        r = (await gql.data(CLAIM, {"agent": "AgentA"}))["r"]
+    finally:
+        await db.command("profile", 0)
+    assert r["state"]["id"] == "q003"  # the oldest urgent one
+    finds = [
+        p
+        async for p in db["system.profile"].find(
+            {"ns": f"{db.name}.agent_task_states", "op": "query", "command.filter.agent_name": "AgentA"}
+        )
+    ]
+    assert len(finds) == 1, finds
+    claim_scan = "IXSCAN { " + ", ".join(f"{k}: {d}" for k, d in CLAIM_INDEX.keys) + " }"
+    assert finds[0]["planSummary"] == f"{claim_scan}, {claim_scan}"  # one scan per claimable status, merged
+    assert finds[0]["docsExamined"] <= 8 and finds[0]["keysExamined"] <= 8, finds[0]
+
+
+async def test_start_up_drops_the_retired_claim_index(db: Any) -> None:
+    """The claim index before it ended with `_id` costs every write and serves nothing: start-up drops it
+    where an earlier version created it, and creates the current one."""
+    from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX
+    from app.store.indexes import ensure_indexes
+
+    (retired,) = AGENT_TASK_STATES.retired_indexes
+    await db.agent_task_states.create_index(
+        [("agent_name", 1), ("status", 1), ("priority_rank", -1), ("created_at", 1)], name=retired
+    )
+    await ensure_indexes(db)
+    names = set(await db.agent_task_states.index_information())
+    assert retired not in names and CLAIM_INDEX.name in names
+    await ensure_indexes(db)  # and again, as every later start does
+    assert set(await db.agent_task_states.index_information()) == names

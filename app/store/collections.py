@@ -52,6 +52,9 @@ class CollectionSpec:
     id_kind: FieldKind = FieldKind.STRING
     #: Fields the server adds for itself; documents written by other programs may lack them.
     server_fields: frozenset[str] = field(default_factory=frozenset)
+    #: Names of indexes earlier versions created that nothing uses any more: dropped at start-up, since
+    #: every write would keep paying for them.
+    retired_indexes: tuple[str, ...] = ()
 
     def kind_of(self, path: str) -> FieldKind | None:
         """The kind of a filter path, or None when the path is not allowed on this collection.
@@ -169,6 +172,12 @@ BEHAVIOR_TASK_OUTPUTS = CollectionSpec(
     sort_fields=("behavior_task_id",),
 )
 
+#: claimTask: the most urgent, oldest ready task of an agent. `_id` completes the claim order, so the
+#: index yields candidates already sorted (two scans merged, one per claimable status) and a claim reads
+#: only the few it needs. The claim query names it (`hint`): left to itself the planner may pick
+#: `expires_at_1` for the query's expiry condition and sort every pending task of the agent, per claim.
+CLAIM_INDEX = _idx("agent_name", "status", ("priority_rank", -1), "created_at", "_id")
+
 AGENT_TASK_STATES = CollectionSpec(
     name="agent_task_states",
     id_field="task_id",
@@ -221,8 +230,7 @@ AGENT_TASK_STATES = CollectionSpec(
         _idx("expires_at"),
         # the same sweeper: leases that ran out.
         _idx("lease_expires_at"),
-        # claimTask: the most urgent, oldest ready task of an agent.
-        _idx("agent_name", "status", ("priority_rank", -1), "created_at"),
+        CLAIM_INDEX,
         # agentStats: one agent's states created since a date (app/store/analytics.py).
         _idx("agent_name", "created_at"),
     ),
@@ -237,6 +245,8 @@ AGENT_TASK_STATES = CollectionSpec(
         "expires_at",
     ),
     server_fields=frozenset({"version", "task_kind", "workflow_id", "max_attempts", "priority_rank"}),
+    # The claim index before it ended with `_id`.
+    retired_indexes=("agent_name_1_status_1_priority_rank_-1_created_at_1",),
 )
 
 TASK_EVENTS = CollectionSpec(

@@ -6,13 +6,14 @@ import contextlib
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import CollectionInvalid
+from pymongo.errors import CollectionInvalid, OperationFailure
 
 from app.store import collections
 
 
 async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
-    """Create every collection and its secondary indexes; safe to run on each start and from many processes.
+    """Create every collection and its secondary indexes, and drop the indexes a collection retired; safe
+    to run on each start and from many processes.
 
     Collections are created up front because MongoDB cannot create one inside a multi-document
     transaction on 6.0 when another transaction races on it.
@@ -22,6 +23,12 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
         if spec.name not in existing:
             with contextlib.suppress(CollectionInvalid):  # another process created it first
                 await db.create_collection(spec.name)
+        if spec.retired_indexes:
+            present = {info["name"] async for info in await db[spec.name].list_indexes()}
+            for name in spec.retired_indexes:
+                if name in present:
+                    with contextlib.suppress(OperationFailure):  # another process dropped it first
+                        await db[spec.name].drop_index(name)
         for index in spec.indexes:
             options: dict[str, Any] = (
                 {}

@@ -11,13 +11,14 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ReturnDocument
 
-from app.store.collections import AGENT_TASK_STATES
+from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX
 from app.store.types import BACKGROUND, Collection, Db, Doc, Session
 
-#: The order claims hand tasks out in: most urgent first, then oldest, then by id (on the claim index).
-CLAIM_ORDER = [("priority_rank", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+#: The order claims hand tasks out in: most urgent first, then oldest, then by id: the claim index's keys
+#: after the agent and the status, so the index yields it.
+CLAIM_ORDER = list(CLAIM_INDEX.keys[2:])
 
 
 def _states(db: Db) -> Collection:
@@ -131,7 +132,8 @@ async def claimable(
     session: Session = None,
 ) -> list[Doc]:
     """The first `limit` of the agent's pending or retrying, unexpired tasks in `CLAIM_ORDER` (on the claim
-    index: the two statuses are merged in order).
+    index, named so the planner cannot choose a plan that sorts every pending task: the two statuses are
+    merged in order, and the expiry is checked on the few documents read).
 
     ISO-string expiries (written by other programs) cannot be compared here; the caller checks them.
     """
@@ -147,7 +149,9 @@ async def claimable(
         query["workflow_id"] = workflow_id
     if task_kinds:
         query["task_kind"] = {"$in": task_kinds}
-    cursor = _states(db).find(query, sort=CLAIM_ORDER, limit=limit, batch_size=limit, session=session)
+    cursor = _states(db).find(
+        query, sort=CLAIM_ORDER, limit=limit, batch_size=limit, hint=CLAIM_INDEX.name, session=session
+    )
     return [doc async for doc in cursor]
 
 
