@@ -901,50 +901,55 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
     claim_runs: list[ClaimRun] = []
     try:
         await prepare_floor_db(mongo, floor_db)
-        servers: list[Server] = []
-        floors: dict[int, float] = {}
-        for count in sorted(set(args.servers) | set(args.claim_servers)):
+        servers: list[Server] = []  # running now
+        started: list[Server] = []  # every one started, for the log summary
+
+        def run_servers(count: int) -> tuple[list[str], list[int]]:
+            """Exactly `count` servers running (the first ones stay up; extras are stopped, so an idle
+            one never weighs on a point that does not use it)."""
+            while len(servers) > count:
+                procs.stop_server(servers.pop())
             while len(servers) < count:
                 log(f"starting server {len(servers) + 1} …")
                 servers.append(procs.start_server(env))
-            urls = [s.url for s in servers]
-            pids = [s.process.pid for s in servers]
-            if count in args.servers and not args.no_progress:
-                for n in args.clients:
-                    if n not in floors and not args.no_floor:
-                        log(f"floor, {n} workers …")
-                        floor = await floor_point(
-                            mongo, floor_db, n, run_id, seconds=args.seconds, warmup=args.warmup
-                        )
-                        floors[n] = floor.rate
-                        points.append(floor)
-                    log(f"reportProgress, {n} clients, {count} server(s) …")
-                    point = await progress_point(
-                        urls,
-                        n,
-                        run_id,
-                        seconds=args.seconds,
-                        warmup=args.warmup,
-                        mongo=mongo,
-                        server_pids=pids,
-                    )
-                    if floors.get(n):
-                        point.vs_floor = point.rate / floors[n]
-                    points.append(point)
-            if count in args.claim_servers and not args.no_claims:
-                log(f"claimTask, {args.claimers} claimers, {count} server(s) …")
-                claim_runs.append(
-                    await claim_run(
-                        urls,
-                        run_id,
-                        tasks=args.claim_tasks,
-                        claimers=args.claimers,
-                        mongo=mongo,
-                        server_pids=pids,
-                        give_up_after=args.claim_timeout,
-                    )
+                started.append(servers[-1])
+            return [s.url for s in servers], [s.process.pid for s in servers]
+
+        # Interleaved: for each N, the floor and then each server count back to back, so one vs two
+        # servers are compared on the same database size and machine state (not two ends of the run).
+        for n in [] if args.no_progress else args.clients:
+            floor_rate: float | None = None
+            if not args.no_floor:
+                log(f"floor, {n} workers …")
+                floor = await floor_point(
+                    mongo, floor_db, n, run_id, seconds=args.seconds, warmup=args.warmup
                 )
-        log_lines = server_log_summary(servers)
+                floor_rate = floor.rate
+                points.append(floor)
+            for count in sorted(set(args.servers)):
+                urls, pids = run_servers(count)
+                log(f"reportProgress, {n} clients, {count} server(s) …")
+                point = await progress_point(
+                    urls, n, run_id, seconds=args.seconds, warmup=args.warmup, mongo=mongo, server_pids=pids
+                )
+                if floor_rate:
+                    point.vs_floor = point.rate / floor_rate
+                points.append(point)
+        for count in [] if args.no_claims else sorted(set(args.claim_servers)):
+            urls, pids = run_servers(count)
+            log(f"claimTask, {args.claimers} claimers, {count} server(s) …")
+            claim_runs.append(
+                await claim_run(
+                    urls,
+                    run_id,
+                    tasks=args.claim_tasks,
+                    claimers=args.claimers,
+                    mongo=mongo,
+                    server_pids=pids,
+                    give_up_after=args.claim_timeout,
+                )
+            )
+        log_lines = server_log_summary(started)
     finally:
         await mongo.close()
     points.sort(key=lambda p: (p.clients, p.target != "floor", p.target))
