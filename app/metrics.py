@@ -61,15 +61,17 @@ class LiveCollector(Collector):
             int(hub.running),
         )
         yield GaugeMetricFamily(
-            "agent_tasks_event_hub_leader",
-            "1 while this process holds the lease that stamps event positions.",
-            int(hub.leader),
+            "agent_tasks_event_hub_orphan_sweeper",
+            "1 while this process holds the lease that sweeps for events no change stream saw.",
+            int(hub.sweeps_orphans),
         )
         yield CounterMetricFamily(
             "agent_tasks_event_hub_restarts", "Times the hub reopened its change stream.", hub.restarts
         )
         yield CounterMetricFamily(
-            "agent_tasks_events_stamped", "Events this process gave a position to.", hub.stamped
+            "agent_tasks_events_stamped",
+            "Events whose position this process wrote (the first of the processes to stamp it).",
+            hub.stamped,
         )
 
 

@@ -159,11 +159,13 @@ async def _services(
             queue_bytes=settings.subscription_queue_bytes,
             orphan_grace_seconds=settings.event_orphan_grace_seconds,
             settle_seconds=settings.event_settle_seconds,
+            batch_seconds=settings.event_batch_seconds,
         )
         await hub.start()
         lifecycle = Lifecycle(
             db,
             settle=hub.settle,
+            writing=hub.writing,
             claim_spread=settings.claim_spread,
             lease_seconds=settings.lease_seconds,
             lease_bounds=(settings.lease_seconds_min, settings.lease_seconds_max),

@@ -114,7 +114,7 @@ async def health(request: Request) -> JSONResponse:
                 "restarts": hub.restarts,
                 "last_position": None if hub.last_position is None else str(hub.last_position),
                 "stamped": hub.stamped,
-                "stamping_leader": hub.leader,
+                "orphan_sweeper": hub.sweeps_orphans,
             },
         }
     )

@@ -157,6 +157,14 @@ class Settings(BaseSettings):
         description="How long a mutation waits for its events' commit-order positions (cursors) before"
         " answering without them (only when the change stream is down).",
     )
+    event_batch_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="How long a server process may hold events that no request of its own waits for (another"
+        " process's writes) before stamping them, in one write, and passing them to its subscribers; its"
+        " own requests' events are stamped at once. 0: every event at once.",
+    )
     event_orphan_grace_seconds: float = Field(
         default=90.0,
         ge=1,

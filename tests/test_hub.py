@@ -1,5 +1,6 @@
-"""The event hub on a real change stream: fan-out by key, survival of a dropped stream (resume token),
-a lost resume token (GAP to every subscriber), and clean unsubscription."""
+"""The event hub on a real change stream: fan-out by key, batching of what nobody here waits for,
+survival of a dropped stream (resume token), a lost resume token (GAP to every subscriber), and clean
+unsubscription."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.monitoring import CommandListener, CommandStartedEvent
 
 from app.lifecycle.events import EventType, event_doc
 from app.live.hub import ALL, GAP, EventHub, HubUnavailable, SlowConsumer
@@ -199,6 +201,93 @@ def standalone_uri(tmp_path: Path) -> Iterator[str]:
     finally:
         mongod.terminate()
         mongod.wait(20)
+
+
+class HubCommands(CommandListener):
+    """The commands a hub's own client sends on `task_events`: its change-stream reads and its stamps."""
+
+    def __init__(self) -> None:
+        self.get_mores = 0
+        self.stamps = 0
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if event.command_name == "getMore" and event.command.get("collection") == "task_events":
+            self.get_mores += 1
+        elif event.command_name == "update" and event.command.get("update") == "task_events":
+            self.stamps += 1
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+async def stamped(db: Any, ids: list[Any]) -> list[Any]:
+    """The positions of these events once all are stamped (waiting up to 10 s), in the order of `ids`."""
+    for _ in range(200):
+        found = {e["_id"]: e["seq"] async for e in db.task_events.find({"_id": {"$in": ids}})}
+        if all(found.get(i) is not None for i in ids):
+            return [found[i] for i in ids]
+        await asyncio.sleep(0.05)
+    raise AssertionError("events not stamped within 10 s")
+
+
+async def test_a_hub_that_only_watches_reads_and_stamps_in_batches(settings: Any, db: Any) -> None:
+    """Events none of its requests waits for (another process's writes) are read and stamped many at a
+    time: 40 events written 10 ms apart cost this hub a handful of change-stream reads and stamp writes,
+    not 40 of each, and still get their positions in commit order."""
+    commands = HubCommands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongodb_uri, tz_aware=True, event_listeners=[commands]
+    )
+    hub = await started_hub(client[settings.mongodb_db], batch_seconds=0.05)  # 0.5 s with no subscriber
+    try:
+        await asyncio.sleep(0.2)  # the stream's first read, whatever it returns, is not counted
+        reads, writes = commands.get_mores, commands.stamps
+        events = [tool_call(f"t{i}") for i in range(40)]
+        for event in events:
+            await append_events(db, None, [event])
+            await asyncio.sleep(0.01)
+        positions = await stamped(db, [e["_id"] for e in events])
+        assert positions == sorted(positions)
+        assert commands.stamps - writes <= 8, commands.stamps - writes
+        assert commands.get_mores - reads <= 8, commands.get_mores - reads
+    finally:
+        await hub.stop()
+        await client.close()
+
+
+async def test_a_request_of_its_own_is_never_held(db: Any) -> None:
+    """However long the hub may hold other processes' events, the events a request of this process waits
+    for are read and stamped at once: announced (`writing`) or not (only `settle`)."""
+    hub = await started_hub(db, batch_seconds=1, settle_seconds=5)  # 10 s with no subscriber
+    try:
+        with hub.writing():
+            announced = [tool_call("a")]
+            await append_events(db, None, announced)
+            await hub.settle(announced)
+        unannounced = [tool_call("b")]
+        await append_events(db, None, unannounced)
+        await hub.settle(unannounced)
+        assert announced[0]["seq"] is not None and unannounced[0]["seq"] is not None
+        assert unannounced[0]["seq"] > announced[0]["seq"]
+    finally:
+        await hub.stop()
+
+
+async def test_a_new_subscriber_ends_the_long_hold(db: Any) -> None:
+    """With no subscriber a hub holds others' events ten times `batch_seconds`; one that subscribes gets
+    the events held so far within `batch_seconds`, as live ones, not when the long hold ends."""
+    hub = await started_hub(db, batch_seconds=1)  # 10 s with no subscriber
+    try:
+        await append_events(db, None, [tool_call("held")])
+        await asyncio.sleep(0.3)  # read and held by now
+        async with hub.subscribe(ALL, lambda e: True) as everything:
+            event = await asyncio.wait_for(everything.next(), 5)
+            assert event["task_id"] == "held" and event["seq"] is not None
+    finally:
+        await hub.stop()
 
 
 async def test_a_standalone_mongod_is_refused_with_a_clear_message(standalone_uri: str) -> None:

@@ -79,7 +79,7 @@ def test_metrics_count_requests_by_route_and_follow_live_connections(mongo_uri: 
         ) in after
 
         assert gauge(after, "agent_tasks_event_hub_running") == 1
-        assert gauge(after, "agent_tasks_event_hub_leader") == 1  # the only process: it stamps
+        assert gauge(after, "agent_tasks_event_hub_orphan_sweeper") == 1  # the only process: it sweeps
         assert gauge(after, "agent_tasks_subscriptions") == 0
         assert gauge(after, "agent_tasks_websocket_connections") == 0
 

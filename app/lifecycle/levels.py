@@ -168,23 +168,27 @@ class HierarchyService:
         payload: Any = None,
     ) -> Written:
         """Run `work` in a transaction, once per idempotency key; a replay answers what the first wrote."""
-        written = await idempotency.run_once(
-            self.db,
-            key,
-            operation,
-            work,
-            encode=_answer,
-            decode=lambda answer, events: Written(doc=answer["doc"], states=answer["states"], events=events),
-            clock=self.lifecycle.clock,
-            payload=payload,
-        )
-        await self.lifecycle.settle(written.events)
+        with self.lifecycle.writing():
+            written = await idempotency.run_once(
+                self.db,
+                key,
+                operation,
+                work,
+                encode=_answer,
+                decode=lambda answer, events: Written(
+                    doc=answer["doc"], states=answer["states"], events=events
+                ),
+                clock=self.lifecycle.clock,
+                payload=payload,
+            )
+            await self.lifecycle.settle(written.events)
         return written
 
     async def run(self, work: Callable[[AsyncClientSession], Awaitable[Written]]) -> Written:
         """Run `work` in a transaction (no idempotency key: deletes); settle its events."""
-        written = await in_transaction(self.db, work)
-        await self.lifecycle.settle(written.events)
+        with self.lifecycle.writing():
+            written = await in_transaction(self.db, work)
+            await self.lifecycle.settle(written.events)
         return written
 
 

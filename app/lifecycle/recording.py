@@ -208,17 +208,18 @@ class Recorder:
                 raise NotFound(f"the event recorded under this idempotency key ({event_id}) no longer exists")
             return events[0]
 
-        event = await idempotency.run_once(
-            self.db,
-            key,
-            operation,
-            work,
-            encode=lambda event: {"event_ids": [event["_id"]]},
-            decode=decode,
-            clock=self.clock,
-            payload=payload,
-        )
-        await self._lifecycle.settle([event])
+        with self._lifecycle.writing():
+            event = await idempotency.run_once(
+                self.db,
+                key,
+                operation,
+                work,
+                encode=lambda event: {"event_ids": [event["_id"]]},
+                decode=decode,
+                clock=self.clock,
+                payload=payload,
+            )
+            await self._lifecycle.settle([event])
         return event
 
 

@@ -7,11 +7,13 @@ transaction and returns the new state document with the events it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,8 @@ CLAIM_LINGER_SECONDS = 2.0
 CLAIM_STALE_SLACK = 4
 #: Called with the events a change committed, once it has committed (see `Lifecycle.settle`).
 Settle = Callable[[list[Doc]], Awaitable[None]]
+#: Held around a change that writes events (see `Lifecycle.writing`).
+Writing = Callable[[], AbstractContextManager[None]]
 
 
 async def _as_written(events: list[Doc]) -> None:
@@ -106,6 +110,7 @@ class Lifecycle:
         db: Db,
         clock: Callable[[], dt.datetime] = utcnow,
         settle: Settle | None = None,
+        writing: Writing | None = None,
         claim_spread: int = 8,
         lease_seconds: float = 60,
         lease_bounds: tuple[float, float] = (1, 3600),
@@ -132,6 +137,9 @@ class Lifecycle:
         # Waits until committed events carry their commit-order position (the event hub's `settle`);
         # without a hub (a bare service in a script or test) events are answered as written.
         self.settle: Settle = settle or _as_written
+        # Tells the event hub a change that writes events is under way, so it watches for the commit
+        # without pausing (the hub's `writing`); nothing without a hub.
+        self.writing: Writing = writing or contextlib.nullcontext
 
     # ----------------------------------------------------------------- leases
 
@@ -423,18 +431,19 @@ class Lifecycle:
         payload: Any = None,
     ) -> Any:
         """Run `work` in a transaction, once per idempotency key; a replay answers the state as it was."""
-        applied = await idempotency.run_once(
-            self.db,
-            key,
-            operation,
-            work,
-            encode=lambda applied: None if applied is None else _answer(applied),
-            decode=lambda answer, events: Applied(state=answer["state"], events=events),
-            clock=self.clock,
-            payload=payload,
-        )
-        if applied is not None:
-            await self.settle(applied.events)
+        with self.writing():
+            applied = await idempotency.run_once(
+                self.db,
+                key,
+                operation,
+                work,
+                encode=lambda applied: None if applied is None else _answer(applied),
+                decode=lambda answer, events: Applied(state=answer["state"], events=events),
+                clock=self.clock,
+                payload=payload,
+            )
+            if applied is not None:
+                await self.settle(applied.events)
         return applied
 
 

@@ -6,16 +6,33 @@ the hub hands each inserted event to the subscribers under its keys whose predic
 every server process watches the same collection, a write handled by any process reaches subscribers
 on all of them: processes stay stateless and need no sticky sessions.
 
-Stamping (why: `app.store.events`): a reader task takes the inserts (and the stamps written on them)
-off the change stream in commit order and queues them; a stamper task takes everything queued at once
-and computes each event's position from its commit's `clusterTime`. The process holding the stamping
-lease (`_lease_loop`, a few seconds, renewed continuously) writes the positions (one ordered,
-majority-acknowledged bulk write) and then releases the events; the others hold each event until its
-stamp comes through their own stream. Releasing means waking the writers waiting for it (`settle`) and
-dispatching it to subscribers, always after its position is stored: that is what makes the hand-over of
-a new subscriber exact, since an event dispatched before it registered is already readable by its
-replay. One write per event however many processes run; a leader that dies is replaced when its lease
-lapses, and its successor stamps what was held meanwhile.
+Stamping (why: `app.store.events`): a reader task takes the inserts off the change stream in commit
+order and queues them; a stamper task takes everything queued at once, computes each event's position
+from its commit's `clusterTime`, writes the positions (one ordered, majority-acknowledged bulk write) and
+then releases the events. Releasing means waking the writers waiting for it (`settle`) and dispatching
+it to subscribers, always after its position is stored: that is what makes the hand-over of a new
+subscriber exact, since an event dispatched before it registered is already readable by its replay.
+
+Every process stamps every event it sees, and they all compute the same position for it, so whichever
+writes first sets it and the others' writes match it and change nothing. Why not one stamping process:
+that was the first design (a leader under a lease, the others waiting for its stamps to come back
+through their own change stream). A mutation handled by a follower then waited for two change-stream
+hops instead of one, and every process woke twice per event (the insert, then the stamp), so two server
+processes were slower than one at low concurrency (150 against 173 transitions/s with one client).
+Stamping everywhere costs one update per event per process, all but one of them matching an
+already-stamped event. It keeps every mutation's wait to its own process's stream, needs no hand-over
+when a process dies, and since each process writes in commit order, whatever a reader sees is still a
+prefix of the commit order. A lease (`_lease_loop`) remains for the one job that must run once: the
+orphan sweep.
+
+What a process does not wait for, it batches. While none of its requests writes or waits for events,
+its reader lets changes accumulate for up to `batch_seconds` before the next change-stream read
+(`_pause`), and its stamper holds the events none of its requests waits for as long (`_stamp_loop`);
+ten times as long while no subscriber is registered on it (`_hold`). By then their writer's process has
+stamped them, so this one finds them stamped, in one round trip for many events. Without that, a
+second server process cost every event a change-stream read and a racing stamp write more, and two
+processes stayed slower than one at low concurrency. Subscribers of a process see other processes'
+events that much later (tens of milliseconds); its own requests are never held.
 
 Each subscriber has a buffer bounded in events (`limit`) and in bytes (`limit_bytes`, the events' BSON
 size, computed once per event whatever the number of subscribers). A subscriber that falls further behind
@@ -38,9 +55,9 @@ import datetime as dt
 import logging
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 from bson import ObjectId, Timestamp
@@ -53,16 +70,18 @@ from app.store.types import Db
 logger = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+_T = TypeVar("_T")
 #: Routing keys: ("task", id), ("workflow", id), ("agent", id) or ALL.
 Key = tuple[Any, ...]
 ALL: Key = ("all",)
 #: Pushed to every subscriber when the hub may have missed events (its resume token was lost).
 GAP: Doc = {"_gap": True}
-#: Internal inbox items: "this process now leads", and the key of a stamp seen in the stream.
-_LEAD: Doc = {"_lead": True}
-_STAMPED = "_stamped"
-#: The lease that says which process stamps event positions (`server_config`).
-_LEASE = "event_stamper"
+#: How much longer a process with no subscriber holds events no request of its own waits for.
+IDLE_HOLD_FACTOR = 10
+#: Queued for the stamper when a request starts waiting for events it may be holding back.
+_NUDGE: Doc = {"_nudge": True}
+#: The lease that says which process runs the orphan sweep (`server_config`).
+_LEASE = "event_orphan_sweep"
 
 
 def _resumable(exc: OperationFailure) -> bool:
@@ -71,6 +90,15 @@ def _resumable(exc: OperationFailure) -> bool:
 
 
 _NOT_A_REPLICA_SET = 40573
+
+
+def _buffered(stream: Any) -> int | None:
+    """How many changes the stream holds already fetched, or None when this PyMongo does not say.
+
+    PyMongo has no public way to ask; its change stream keeps them in its command cursor's `_data`. A
+    test checks this against the installed PyMongo; were it gone, the hub never pauses (`_pause`)."""
+    data = getattr(getattr(stream, "_cursor", None), "_data", None)
+    return len(data) if data is not None else None
 
 
 def _bson_size(event: Doc) -> int:
@@ -185,6 +213,7 @@ class EventHub:
         orphan_grace_seconds: float = 90.0,
         settle_seconds: float = 5.0,
         lease_seconds: float = 3.0,
+        batch_seconds: float = 0.02,
     ) -> None:
         self.db = db
         self.queue_size = queue_size
@@ -193,11 +222,10 @@ class EventHub:
         self.orphan_grace_seconds = orphan_grace_seconds
         self.settle_seconds = settle_seconds
         self.lease_seconds = lease_seconds
-        #: Who this process is, for the stamping lease; whether it holds it.
+        self.batch_seconds = batch_seconds
+        #: Who this process is, for the orphan-sweep lease; whether it holds it.
         self.owner = uuid.uuid4().hex
-        self.leader = False
-        #: Events seen inserted whose position is not stored yet, in commit order.
-        self._held: OrderedDict[Any, Doc] = OrderedDict()
+        self.sweeps_orphans = False
         self._by_key: dict[Key, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -205,6 +233,9 @@ class EventHub:
         self._ready = asyncio.Event()
         self._inbox: asyncio.Queue[Doc] = asyncio.Queue()
         self._waiters: dict[Any, asyncio.Future[ObjectId]] = {}
+        #: Requests of this process writing events right now (`writing`), and the reader's wake-up call.
+        self._writers = 0
+        self._wake = asyncio.Event()
         self._recent: OrderedDict[Any, ObjectId] = OrderedDict()
         # Position bookkeeping across stream reopens: the commit being numbered and its next index.
         self._commit: Timestamp | None = None
@@ -243,8 +274,8 @@ class EventHub:
                 await self._task
             self._task = None
         await self._cancel_helpers()
-        if self.leader:  # hand over at once rather than after the lease lapses
-            self.leader = False
+        if self.sweeps_orphans:  # hand over at once rather than after the lease lapses
+            self.sweeps_orphans = False
             with contextlib.suppress(PyMongoError):
                 await config.release_lease(self.db, _LEASE, self.owner)
         for waiter in self._waiters.values():
@@ -292,6 +323,17 @@ class EventHub:
 
     # ----------------------------------------------------------------- writers
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a request's write of events: while one runs, the change stream is read without pause, so
+        its commit is seen as soon as it happens."""
+        self._writers += 1
+        self._wake.set()
+        try:
+            yield
+        finally:
+            self._writers -= 1
+
     async def settle(self, events: list[Doc]) -> None:
         """Wait until these just-committed events are stamped (at most `settle_seconds`) and set their
         `seq`, so a writer answers with cursors and a read right after sees its events. Events still
@@ -310,6 +352,8 @@ class EventHub:
             futures.append((event, future))
         if not futures:
             return
+        self._inbox.put_nowait(_NUDGE)  # the stamper may hold these already: it stamps them now
+        self._wake.set()  # and the reader may be pausing: the commit is to be seen at once
         try:
             await asyncio.wait_for(asyncio.gather(*(f for _, f in futures)), self.settle_seconds)
         except TimeoutError:
@@ -334,6 +378,8 @@ class EventHub:
             subscriber.close()
         self._by_key.setdefault(key, set()).add(subscriber)
         self._idle.clear()
+        self._wake.set()  # the reader and the stamper hold events for less from now on
+        self._inbox.put_nowait(_NUDGE)
         try:
             yield subscriber
         finally:
@@ -363,48 +409,69 @@ class EventHub:
     # ----------------------------------------------------------------- stamping
 
     async def _stamp_loop(self) -> None:
-        """Handle what the reader queued, a batch at a time, in stream order: the leader stamps new events
-        and releases them; the others hold them until the leader's stamp comes through the stream."""
+        """Handle what the reader queued, in stream order: give each new event its position, stamp and
+        release them.
+
+        Events a request of this process waits for are stamped at once (with every event before them:
+        stamps are written in commit order). The others, written by other processes (whose own hub
+        stamps them at once) or by programs that do not wait, are held up to `batch_seconds` and stamped
+        together: by then their writer's process has normally stamped them, so this process's write only
+        finds them stamped, in one round trip for many events instead of one racing write per event."""
+        pending: list[Doc] = []
+        arrived: list[float] = []  # when each pending event came off the stream
+        loop = asyncio.get_running_loop()
+
+        async def flush(count: int) -> None:
+            head = pending[:count]
+            del pending[:count], arrived[:count]
+            await self._flush(head)
+
         while True:
-            batch = [await self._inbox.get()]
+            timeout = None if not pending else arrived[0] + self._hold() - loop.time()
+            try:
+                batch = [await asyncio.wait_for(self._inbox.get(), timeout)]
+            except TimeoutError:
+                batch = []
             while not self._inbox.empty() and len(batch) < 1000:
                 batch.append(self._inbox.get_nowait())
-            pending: list[Doc] = []
             for item in batch:
+                if item is _NUDGE:  # a request here now waits for an event: see below
+                    continue
                 if item is GAP:
-                    await self._flush(pending)
-                    # Stamps of held events may have been in the lost history: subscribers re-read them
-                    # from the collection, and their writers have answered (or will) without cursors.
-                    self._held.clear()
+                    # Stamps of the events in the lost history are the orphan sweep's; subscribers re-read
+                    # them from the collection, and their writers have answered (or will) without cursors.
+                    await flush(len(pending))
                     self._broadcast_gap()
-                elif item is _LEAD:  # this process just became the leader: stamp what it holds
-                    await self._flush(pending)
-                    await self._flush(list(self._held.values()))
-                elif _STAMPED in item:
-                    await self._flush(pending)
-                    await self._stamped_elsewhere(item[_STAMPED], item["seq"])
-                else:
-                    seq = self._next_position(item.pop("_cluster_time"))
-                    if item.get("type") == event_store.CLOCK:
-                        if self.leader:  # orphans take positions at the marker's commit
-                            await self._flush(pending)
-                            await self._stamp_orphans(item, seq)
-                        continue
-                    item["seq"] = seq
-                    self._held[item["_id"]] = item
-                    if self.leader:
-                        pending.append(item)
-            await self._flush(pending)
+                    continue
+                seq = self._next_position(item.pop("_cluster_time"))
+                if item.get("type") == event_store.CLOCK:  # orphans take positions at the marker's commit
+                    await flush(len(pending))
+                    await self._stamp_orphans(item, seq)
+                    continue
+                item["seq"] = seq
+                pending.append(item)
+                arrived.append(loop.time())
+            if not pending:
+                continue
+            if loop.time() - arrived[0] >= self._hold() or len(pending) >= 1000:
+                await flush(len(pending))
+                continue
+            # Through the last event a request here waits for (what is before it must be stamped first);
+            # what follows it is other processes' and stays held: their writers are stamping it now.
+            for index in range(len(pending) - 1, -1, -1):
+                if pending[index]["_id"] in self._waiters:
+                    await flush(index + 1)
+                    break
 
     async def _flush(self, events: list[Doc]) -> None:
-        """(Leader) write these events' positions, then release them, in order.
+        """Write these events' positions, then release them, in order.
 
-        When some were stamped already (by a previous leader, or an orphan at its marker) the stored
-        position is the one used."""
+        When one was stamped already with another position (an orphan at its marker, while this process
+        could not write) the stored position is the one used."""
         if not events:
             return
-        stamped = await self._write_stamps([(e["_id"], e["seq"]) for e in events])
-        if stamped < len(events):
+        matched = await self._write_stamps([(e["_id"], e["seq"]) for e in events])
+        if matched < len(events):
             stored = await self._read_positions([e["_id"] for e in events])
             for event in events:
                 event["seq"] = stored.get(event["_id"]) or event["seq"]
@@ -412,23 +479,8 @@ class EventHub:
             self._release(event)
         events.clear()
 
-    async def _stamped_elsewhere(self, event_id: Any, seq: ObjectId) -> None:
-        """A stamp written by the leader (another process, or this one: then already released)."""
-        event = self._held.get(event_id)
-        if event is None:
-            if event_id in self._recent:
-                return
-            # An event this hub never saw inserted (an orphan stamped at a marker): read it.
-            found = await event_store.by_ids(self.db, [event_id])
-            if not found:
-                return
-            event = found[0]
-        event["seq"] = seq
-        self._release(event)
-
     def _release(self, event: Doc) -> None:
         """The event's position is stored: wake its writer and hand it to the subscribers (once)."""
-        self._held.pop(event["_id"], None)
         if event["_id"] in self._recent:
             return
         self._remember(event["_id"], event["seq"])
@@ -436,31 +488,35 @@ class EventHub:
         self._dispatch(event)
 
     async def _read_positions(self, ids: list[Any]) -> dict[Any, ObjectId | None]:
+        return await self._retrying("reading event positions", event_store.positions_of, ids)
+
+    async def _retrying(
+        self, what: str, read: Callable[[Db, list[Any]], Awaitable[_T]], ids: list[Any]
+    ) -> _T:
+        """A read the stamper cannot go on without, retried until MongoDB answers (as stamps are)."""
         while True:
             try:
-                return await event_store.positions_of(self.db, ids)
+                return await read(self.db, ids)
             except PyMongoError as exc:
-                logger.warning("reading event positions failed (%s); retrying", exc)
+                logger.warning("%s failed (%s); retrying", what, exc)
                 await asyncio.sleep(self.retry_seconds)
 
-    # ----------------------------------------------------------------- leadership
+    # ----------------------------------------------------------------- the orphan-sweep lease
 
     async def _lease_loop(self) -> None:
-        """Hold (or wait for) the stamping lease: one process stamps, so N processes cost one write per
-        event, not N. A leader that stops renewing (crashed, cut off) is replaced once its lease lapses."""
+        """Hold (or wait for) the orphan-sweep lease, so one process sweeps; a holder that stops renewing
+        (crashed, cut off) is replaced once its lease lapses."""
         while True:
             try:
-                leader = await config.take_lease(self.db, _LEASE, self.owner, self.lease_seconds)
+                holds = await config.take_lease(self.db, _LEASE, self.owner, self.lease_seconds)
             except PyMongoError as exc:
-                logger.warning("stamping lease unavailable (%s)", exc)
-                leader = False
-            if leader and not self.leader:
-                logger.info("this process now stamps event positions")
-                self.leader = True
-                self._inbox.put_nowait(_LEAD)
-            elif not leader and self.leader:
-                logger.warning("this process lost the stamping lease")
-                self.leader = False
+                logger.warning("orphan-sweep lease unavailable (%s)", exc)
+                holds = False
+            if holds and not self.sweeps_orphans:
+                logger.info("this process now sweeps for unstamped events")
+            elif not holds and self.sweeps_orphans:
+                logger.warning("this process lost the orphan-sweep lease")
+            self.sweeps_orphans = holds
             await asyncio.sleep(self.lease_seconds / 3)
 
     def _next_position(self, cluster_time: Timestamp) -> ObjectId:
@@ -472,12 +528,13 @@ class EventHub:
         return event_store.position(cluster_time, self._n)
 
     async def _write_stamps(self, stamps: list[tuple[Any, ObjectId]]) -> int:
-        """Write the positions, retrying until MongoDB takes them: nothing is dispatched before."""
+        """Write the positions, retrying until MongoDB takes them: nothing is dispatched before. Returns
+        how many events hold the position given (set now, or by another process)."""
         while True:
             try:
-                written = await event_store.stamp(self.db, stamps)
-                self.stamped += written
-                return written
+                result = await event_store.stamp(self.db, stamps)
+                self.stamped += result.modified
+                return result.matched
             except PyMongoError as exc:
                 logger.warning("stamping %d events failed (%s); retrying", len(stamps), exc)
                 await asyncio.sleep(self.retry_seconds)
@@ -497,7 +554,7 @@ class EventHub:
         while True:
             try:
                 cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.orphan_grace_seconds)
-                found = await event_store.orphans(self.db, cutoff) if self.leader else []
+                found = await event_store.orphans(self.db, cutoff) if self.sweeps_orphans else []
                 if found:
                     logger.warning("%d events were never stamped; stamping them now", len(found))
                     await event_store.insert_clock(self.db, found)
@@ -508,19 +565,43 @@ class EventHub:
     async def _stamp_orphans(self, marker: Doc, marker_seq: ObjectId) -> None:
         """Stamp the events a `_CLOCK` marker names at the marker's own commit (a commit of its own): after
         everything committed before it, before everything committed later. Every process computes the
-        same positions, so whichever writes first wins; the marker is removed afterwards."""
+        same positions, so whichever writes first wins, and every process releases them to its own
+        subscribers (those another process stamped at this marker too); the marker is removed afterwards.
+        An event stamped some other way meanwhile was released when that happened, and is left alone."""
         ids = list(marker.get("orphans") or [])
-        found = {e["_id"]: e for e in await event_store.by_ids(self.db, ids)}
+        found = {
+            e["_id"]: e for e in await self._retrying("reading orphaned events", event_store.by_ids, ids)
+        }
         base = marker_seq.binary[:8]
         events = []
         for n, event_id in enumerate(ids, start=1):
             event = found.get(event_id)
-            if event is not None and event.get("seq") is None:
-                event["seq"] = ObjectId(base + n.to_bytes(4, "big"))
+            at_marker = ObjectId(base + n.to_bytes(4, "big"))
+            if event is not None and event.get("seq") in (None, at_marker):
+                event["seq"] = at_marker
                 events.append(event)
         await self._flush(events)
         with contextlib.suppress(PyMongoError):
             await event_store.remove_clock(self.db, marker["_id"])
+
+    async def _pause(self, stream: Any) -> None:
+        """Once the fetched changes are handled, and while no request here writes or waits for events,
+        let the next ones accumulate for up to `batch_seconds` and fetch them in one round trip: a process
+        that only sees other processes' writes then costs itself and MongoDB one change-stream read per
+        `batch_seconds`, not one per event. A request that starts writing ends the pause at once."""
+        if self.batch_seconds <= 0 or _buffered(stream) != 0:
+            return
+        self._wake.clear()
+        if self._writers or self._waiters:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._hold())
+
+    def _hold(self) -> float:
+        """How long what no request here waits for may be held: `batch_seconds` while a subscriber is
+        registered here, ten times that while none is (this process's stamps then only repeat its writer's,
+        so they can wait; a subscriber that registers ends the longer hold at once)."""
+        return self.batch_seconds if self._by_key else self.batch_seconds * IDLE_HOLD_FACTOR
 
     def _broadcast_gap(self) -> None:
         for subs in self._by_key.values():
@@ -547,13 +628,10 @@ class EventHub:
                 async with self._stream as stream:
                     async for change in stream:
                         self.resume_token = stream.resume_token
-                        if change["operationType"] == "insert":
-                            event = change["fullDocument"]
-                            event["_cluster_time"] = change["clusterTime"]
-                            self._inbox.put_nowait(event)
-                        else:  # the leader stamped an event: its position is stored
-                            seq = change["updateDescription"]["updatedFields"]["seq"]
-                            self._inbox.put_nowait({_STAMPED: change["documentKey"]["_id"], "seq": seq})
+                        event = change["fullDocument"]
+                        event["_cluster_time"] = change["clusterTime"]
+                        self._inbox.put_nowait(event)
+                        await self._pause(stream)
                 # The stream was closed without an error (e.g. `interrupt`): reopen after the token.
             except asyncio.CancelledError:
                 raise

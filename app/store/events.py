@@ -18,15 +18,14 @@ arrive in the order they were made. So:
    transaction (the outbox: the event exists exactly when its change committed). No shared document.
 2. The event hub (`app.live.hub`, one per server process) watches the inserts and gives each event its
    position: `seq = position(clusterTime, n)`, an ObjectId made of the commit time's seconds and
-   increment and `n`, the event's index within its commit. One process at a time (the holder of a
-   lease in `server_config`) writes them with `stamp`, in stream order, with `w: majority`, before
-   handing the events to its subscribers; the other processes see each stamp arrive in their own change
-   stream and hand the event to theirs then. Every process computes the same position for the same
-   event, so a new leader taking over mid-stream stamps exactly what the old one would have (`seq: null`
-   in the filter makes a repeated stamp a no-op).
+   increment and `n`, the event's index within its commit. Every process computes the same position for
+   the same event and writes it with `stamp`, in stream order, with `w: majority`, before handing the
+   events to its writers and subscribers. The first write sets it; the others match the position
+   already there and change nothing (why every process stamps rather than one: `app.live.hub`).
 3. Readers only see stamped events, ordered by `seq`, and read from one snapshot (`snapshot` read
-   concern): because stamps are written in commit order, whatever snapshot a reader sees holds a prefix
-   of the commit order, so resuming after the last `seq` it saw never skips an event.
+   concern): because each process writes stamps in commit order, a stamp is stored only after every
+   earlier event's stamp, so whatever snapshot a reader sees holds a prefix of the commit order, and
+   resuming after the last `seq` it saw never skips an event.
 
 An event's cursor is its `seq` in hex. A writer waits (briefly) for its events to be stamped before
 answering, so what a mutation returns carries its cursors and a read right after it sees them.
@@ -50,7 +49,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgi_correlation_id import correlation_id
 from bson import ObjectId, Timestamp
@@ -205,18 +204,26 @@ async def latest_position(db: Db) -> ObjectId:
     return doc["seq"] if doc else ORIGIN
 
 
-async def stamp(db: Db, stamps: Sequence[tuple[Any, ObjectId]]) -> int:
-    """Give each event `_id` its position, in order, unless it already has one; majority-acknowledged, so
-    a snapshot read after this returns sees them. Returns how many were stamped by this call (the others
-    had been stamped already, normally by another process with the same position)."""
+class Stamped(NamedTuple):
+    """What a `stamp` call found: events now holding the position given (`matched`), and how many of
+    them this call set (`modified`; the others had it already, set by another process)."""
+
+    matched: int
+    modified: int
+
+
+async def stamp(db: Db, stamps: Sequence[tuple[Any, ObjectId]]) -> Stamped:
+    """Give each event `_id` its position, in order, unless it has one; majority-acknowledged, so a
+    snapshot read after this returns sees them. An event that already holds the same position counts as
+    matched and is not written again (every server process stamps every event, with the same position)."""
     if not stamps:
-        return 0
+        return Stamped(0, 0)
     coll = db[TASK_EVENTS.name].with_options(write_concern=WriteConcern("majority"))
     result = await coll.bulk_write(
-        [UpdateOne({"_id": _id, "seq": None}, {"$set": {"seq": seq}}) for _id, seq in stamps],
+        [UpdateOne({"_id": _id, "seq": {"$in": [None, seq]}}, {"$set": {"seq": seq}}) for _id, seq in stamps],
         comment=BACKGROUND,
     )
-    return result.modified_count
+    return Stamped(result.matched_count, result.modified_count)
 
 
 async def positions_of(db: Db, ids: list[Any]) -> dict[Any, ObjectId | None]:
@@ -250,15 +257,11 @@ async def remove_clock(db: Db, marker_id: Any) -> None:
 
 
 async def watch_changes(db: Db, *, resume_after: Any = None) -> Any:
-    """A change stream, in commit order, of the events inserted into `task_events` and of the stamps
-    written on them (an update setting `seq`), resumed after a token."""
-    match = {
-        "$or": [
-            {"operationType": "insert"},
-            {"operationType": "update", "updateDescription.updatedFields.seq": {"$exists": True}},
-        ]
-    }
-    return await db[TASK_EVENTS.name].watch([{"$match": match}], resume_after=resume_after)
+    """A change stream, in commit order, of the events inserted into `task_events`, resumed after a
+    token. (Stamps, being updates, are left out: every process writes its own.)"""
+    return await db[TASK_EVENTS.name].watch(
+        [{"$match": {"operationType": "insert"}}], resume_after=resume_after
+    )
 
 
 async def by_ids(db: Db, ids: list[Any], session: Session = None) -> list[Doc]:
