@@ -409,7 +409,7 @@ class EventHub:
 
         Events a request of this process waits for are stamped at once (with every event before them:
         stamps are written in commit order). The others, written by other processes (whose own hub
-        stamps them at once) or by programs that do not wait, are held up to `batch_seconds` and stamped
+        stamps them at once) or by programs that do not wait, are held up to `_hold()` and stamped
         together: by then their writer's process has normally stamped them, so this process's write only
         finds them stamped, in one round trip for many events instead of one racing write per event."""
         pending: list[Doc] = []
