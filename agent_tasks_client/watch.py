@@ -87,7 +87,10 @@ async def watch(
 async def _init(ws: ClientConnection, wait: float) -> None:
     await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
     while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), wait))
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 the latter can lose a cancellation that lands
+        # as the message arrives (CPython gh-86296), and the caller's `stop()` would then wait forever.
+        async with asyncio.timeout(wait):
+            message = json.loads(await ws.recv())
         if message.get("type") == "connection_ack":
             return
         if message.get("type") == "ping":

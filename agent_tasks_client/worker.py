@@ -195,8 +195,11 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, cut short by `stop` or by a wake-up from the event subscription."""
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 the latter can lose a cancellation that lands
+        # as the event is set (CPython gh-86296).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _poke(self) -> None:
         """Wake every sleeping slot (each waits on the event it found; the next ones on a fresh one)."""

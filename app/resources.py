@@ -125,10 +125,9 @@ async def open_resources(
     """Everything the app needs, opened in order and closed in reverse (mongod if embedded, client…)."""
     async with _database(settings, listeners) as (uri, db):
         # The event hub has a client of its own, without the operation timeout: its change stream waits
-        # for events indefinitely by design, and cancelling (at shutdown) a change stream's getMore that
-        # runs under `timeoutMS` could hang in PyMongo 4.20's async network layer (the tests caught
-        # `stop()` never returning). Its loops retry on failure by themselves; server selection is still
-        # bounded.
+        # for events indefinitely by design, and its loops retry on failure by themselves; server selection
+        # is still bounded. (Cancelling its loops at shutdown once hung `stop()`: a cancellation lost in
+        # the driver's `asyncio.wait_for` on Python 3.11; `app.cancellation` now cancels until it takes.)
         hub_client = make_client(
             uri,
             listeners,

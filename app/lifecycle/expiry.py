@@ -26,12 +26,12 @@ the same expiry to a document being read, so the API never shows an expired task
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from app.cancellation import stop_task
 from app.domain import TERMINAL, utcnow
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, NotFound, Refused
@@ -136,12 +136,7 @@ class ExpirySweeper:
     async def stop(self) -> None:
         """Stop the loop and wait for it to end; an expiry in flight is abandoned (its transaction aborts)."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        # Awaiting the cancelled task is what keeps it from being garbage-collected while pending.
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
 
     async def sweep(self) -> list[str]:
         """One sweep: expire batches until a short one shows nothing more is overdue; the ids expired."""

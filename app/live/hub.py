@@ -63,6 +63,7 @@ import bson
 from bson import ObjectId, Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
 
+from app.cancellation import stop_task, stop_tasks
 from app.store import config
 from app.store import events as event_store
 from app.store.types import Db
@@ -267,11 +268,8 @@ class EventHub:
             self._task.result()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         await self._cancel_helpers()
         if self.sweeps_orphans:  # hand over at once rather than after the lease lapses
             self.sweeps_orphans = False
@@ -282,12 +280,8 @@ class EventHub:
         self._waiters.clear()
 
     async def _cancel_helpers(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await stop_tasks(tasks)
 
     def end_subscriptions(self) -> None:
         """Shutdown, first step: end every subscription, and every one opened from now on.
@@ -304,7 +298,8 @@ class EventHub:
     async def wait_idle(self, seconds: float) -> bool:
         """Wait (at most `seconds`) until no subscriber is registered; whether none is."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
         return self._idle.is_set()
 
     @property
@@ -350,7 +345,8 @@ class EventHub:
         self._inbox.put_nowait(_NUDGE)  # the stamper may hold these already: it stamps them now
         self._wake.set()  # and the reader may be pausing: the commit is to be seen at once
         try:
-            await asyncio.wait_for(asyncio.gather(*(f for _, f in futures)), self.settle_seconds)
+            async with asyncio.timeout(self.settle_seconds):
+                await asyncio.gather(*(f for _, f in futures))
         except TimeoutError:
             logger.warning("events not stamped within %.1f s; answering without cursors", self.settle_seconds)
         finally:
@@ -424,7 +420,8 @@ class EventHub:
         while True:
             timeout = None if not pending else arrived[0] + self._hold() - loop.time()
             try:
-                batch = [await asyncio.wait_for(self._inbox.get(), timeout)]
+                async with asyncio.timeout(timeout):
+                    batch = [await self._inbox.get()]
             except TimeoutError:
                 batch = []
             while not self._inbox.empty() and len(batch) < 1000:
@@ -592,7 +589,8 @@ class EventHub:
         if self._waiters:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._hold())
+            async with asyncio.timeout(self._hold()):
+                await self._wake.wait()
 
     def _hold(self) -> float:
         """How long what no request here waits for may be held: `batch_seconds` while a subscriber is
