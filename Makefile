@@ -24,7 +24,7 @@ run: $(STAMP)
 # The static checks alone (a few seconds), in the order `make test` runs them.
 check: $(STAMP)
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app agent_tasks_client
+	$(BIN)/mypy app agent_tasks_client bench
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/ruff check .
 

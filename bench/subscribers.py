@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from app.mongo.embedded import EmbeddedMongod
 from tests.servers import serve
@@ -91,7 +92,9 @@ class Subscriber:
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with connect(self.url, subprotocols=["graphql-transport-ws"], proxy=None, max_queue=None) as ws:
+        async with connect(
+            self.url, subprotocols=[Subprotocol("graphql-transport-ws")], proxy=None, max_queue=None
+        ) as ws:
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
             assert json.loads(await ws.recv())["type"] == "connection_ack"
             payload = {"query": SUBSCRIPTION, "variables": {"w": self.workflow_id}}
@@ -195,7 +198,7 @@ async def main(args: argparse.Namespace) -> None:
                 runner.cancel()
             await asyncio.gather(*runners, return_exceptions=True)
             # What each subscriber should have received: every stored event of its workflow after the start.
-            expected: dict[str, list[int]] = {}
+            expected: dict[str, list[str]] = {}
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
                 for wid in workflows:
                     cursors: list[str] = []

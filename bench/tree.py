@@ -66,12 +66,13 @@ async def main(args: argparse.Namespace) -> None:
 
                 async def floor() -> str:
                     meta = await db.meta_workflow_tasks.find_one({"_id": WORKFLOW})
+                    assert meta is not None
                     ids = [WORKFLOW]
                     subs = [d async for d in db.sub_tasks.find({"_id": {"$in": meta["sub_task_ids"]}})]
                     beh_ids = [b for s in subs for b in s["behavior_task_ids"]]
                     behaviors = [d async for d in db.behavior_tasks.find({"_id": {"$in": beh_ids}})]
                     ids += [s["_id"] for s in subs]
-                    found = {}
+                    found: dict[str, list[dict[str, Any]]] = {}
                     for name, keys in (
                         ("task_outputs", [WORKFLOW]),
                         ("sub_task_outputs", [s["_id"] for s in subs]),
@@ -119,7 +120,9 @@ async def main(args: argparse.Namespace) -> None:
                             ]
                     return docs
 
-                app = create_app(Settings(_env_file=None, mongodb_uri=uri, mongodb_db=db_name))
+                # `_env_file` is pydantic-settings' own init argument, which mypy does not see.
+                settings = Settings(_env_file=None, mongodb_uri=uri, mongodb_db=db_name)  # type: ignore[call-arg]
+                app = create_app(settings)
                 async with (
                     app.router.lifespan_context(app),
                     httpx.AsyncClient(

@@ -1,7 +1,7 @@
 """Write-throughput benchmark: `reportProgress` from N concurrent clients against one and two server
 processes, the same transaction in plain PyMongo as the floor, and 16 concurrent `claimTask` claimers.
 
-    python -m bench.writes [--clients 1 4 16 64] [--seconds 15] [--servers 1 2]
+    python -m bench.writes [--clients 1 4 16 64] [--seconds 15] [--servers 1 2] [--rounds 2]
                            [--claimers 16] [--claim-tasks 2000] [--quick] [--json]
 
 Everything runs on this machine: one embedded mongod (a one-node replica set, fresh data directory, any
@@ -14,6 +14,9 @@ public GraphQL API, so it measures whatever write path the code has when it runs
 its own `httpx.AsyncClient` (so its own connection pool, one keep-alive connection, as separate agent
 processes would have) sending `reportProgress` on its own task, back to back, for `--seconds` after a
 `--warmup`. With two server processes (same database) the clients are split round-robin between them.
+Each server count is measured `--rounds` times per N (default 2), in alternating order (one server, two,
+two, one: so neither always runs first, right after a server started or on the smaller database), and
+one vs two servers are compared on the means.
 Per point:
 
 - transitions/s: successful `reportProgress` answers (`TaskTransitionSuccess`) received inside the
@@ -71,6 +74,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -366,7 +370,7 @@ class Errors:
 
 async def create_tasks(url: str, tasks: Sequence[Doc], *, start: bool, concurrency: int = 4) -> None:
     """Create standalone tasks through the API (and start them), SEED_BATCH per request."""
-    batches = [tasks[i : i + SEED_BATCH] for i in range(0, len(tasks), SEED_BATCH)]
+    batches = [list(tasks[i : i + SEED_BATCH]) for i in range(0, len(tasks), SEED_BATCH)]
     queue: asyncio.Queue[list[Doc]] = asyncio.Queue()
     for batch in batches:
         queue.put_nowait(batch)
@@ -425,6 +429,8 @@ class Point:
     cpu_ms_per_op: dict[str, float] = field(default_factory=dict)
     vs_floor: float | None = None
     load_average: str = ""
+    #: Which measurement of this target at this N (`--rounds`), in the order they ran.
+    round: int = 0
 
 
 Op = Callable[[int], Awaitable[Outcome]]
@@ -717,8 +723,8 @@ def priority_check(
     latest_sent = dict.fromkeys(PRIORITIES, -inf)
     latest_answered = dict.fromkeys(PRIORITIES, -inf)
     for task_id, priority in seeded.items():
-        claim = first_claim.get(task_id)
-        sent, answered = (claim.sent, claim.answered) if claim else (inf, inf)
+        first = first_claim.get(task_id)
+        sent, answered = (first.sent, first.answered) if first else (inf, inf)
         latest_sent[priority] = max(latest_sent[priority], sent)
         latest_answered[priority] = max(latest_answered[priority], answered)
     out_of_order = violations = 0
@@ -820,7 +826,7 @@ def print_progress_table(points: Sequence[Point], seconds: float, warmup: float,
         file=out,
     )
     header = (
-        f"{'clients':>7}  {'target':<9} {'trans/s':>8} {'×floor':>6} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'clients':>7}  {'target':<9} {'rd':>2} {'trans/s':>8} {'×floor':>6} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>8} {'gql err':>7} {'err res':>7} {'http':>5} {'commit':>7} {'abort':>7} "
         f"{'w.confl':>8} {'cpu ms/op srv+mongod+bench':>27}  load"
     )
@@ -830,7 +836,7 @@ def print_progress_table(points: Sequence[Point], seconds: float, warmup: float,
         cpu = p.cpu_ms_per_op
         cpu_text = f"{fmt(cpu.get('servers', math.nan), 1)}+{fmt(cpu.get('mongod', math.nan), 1)}+{fmt(cpu.get('bench', math.nan), 1)}"
         print(
-            f"{p.clients:>7}  {p.target:<9} {fmt(p.rate, 1):>8} {fmt(p.vs_floor if p.vs_floor is not None else math.nan, 2):>6} "
+            f"{p.clients:>7}  {p.target:<9} {p.round or '':>2} {fmt(p.rate, 1):>8} {fmt(p.vs_floor if p.vs_floor is not None else math.nan, 2):>6} "
             f"{fmt(p.p50_ms, 1):>8} {fmt(p.p99_ms, 1):>8} {fmt(p.max_ms, 0):>8} "
             f"{p.errors['graphql_errors']:>7} {p.errors['error_results']:>7} {p.errors['http_failures']:>5} "
             f"{p.committed:>7} {p.aborted:>7} {p.write_conflicts:>8} {cpu_text:>27}  {p.load_average}",
@@ -839,6 +845,39 @@ def print_progress_table(points: Sequence[Point], seconds: float, warmup: float,
     examples = [(p, e) for p in points for e in p.errors["examples"]]
     for p, (text, count) in examples[:10]:
         print(f"  error at {p.clients} clients, {p.target}: {count}× {text}", file=out)
+
+
+def ratios(points: Sequence[Point]) -> list[Doc]:
+    """Per N, each server count's mean transitions/s over its rounds, and each ÷ the one-server mean."""
+    by_n: dict[int, dict[str, list[float]]] = {}
+    for p in points:
+        if p.target != "floor":
+            by_n.setdefault(p.clients, {}).setdefault(p.target, []).append(p.rate)
+    rows: list[Doc] = []
+    for n, targets in sorted(by_n.items()):
+        means = {target: statistics.fmean(rates) for target, rates in targets.items()}
+        base = means.get("1 server")
+        rows.append(
+            {
+                "clients": n,
+                "mean_rate": means,
+                "vs_one_server": {t: m / base for t, m in means.items()} if base else {},
+                "rounds": {t: len(rates) for t, rates in targets.items()},
+            }
+        )
+    return rows
+
+
+def print_ratios(rows: Sequence[Doc], out: TextIO) -> None:
+    if not any(len(r["mean_rate"]) > 1 for r in rows):
+        return
+    print("\nserver counts compared (mean transitions/s over the rounds, ÷ one server's mean):", file=out)
+    for r in rows:
+        parts = [
+            f"{t} {fmt(r['mean_rate'][t], 1)}/s ×{fmt(r['vs_one_server'].get(t, math.nan), 3)}"
+            for t in r["mean_rate"]
+        ]
+        print(f"  {r['clients']:>3} clients   " + "   ".join(parts), file=out)
 
 
 def print_claim_table(runs: Sequence[ClaimRun], out: TextIO) -> None:
@@ -917,6 +956,8 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
 
         # Interleaved: for each N, the floor and then each server count back to back, so one vs two
         # servers are compared on the same database size and machine state (not two ends of the run).
+        # With several rounds the order alternates (1, 2, 2, 1, …: an ABBA design), so neither count
+        # always runs first, on the smaller database or right after a server started.
         for n in [] if args.no_progress else args.clients:
             floor_rate: float | None = None
             if not args.no_floor:
@@ -926,15 +967,24 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
                 )
                 floor_rate = floor.rate
                 points.append(floor)
-            for count in sorted(set(args.servers)):
-                urls, pids = run_servers(count)
-                log(f"reportProgress, {n} clients, {count} server(s) …")
-                point = await progress_point(
-                    urls, n, run_id, seconds=args.seconds, warmup=args.warmup, mongo=mongo, server_pids=pids
-                )
-                if floor_rate:
-                    point.vs_floor = point.rate / floor_rate
-                points.append(point)
+            for round_ in range(args.rounds):
+                counts = sorted(set(args.servers), reverse=round_ % 2 == 1)
+                for count in counts:
+                    urls, pids = run_servers(count)
+                    log(f"reportProgress, {n} clients, {count} server(s), round {round_ + 1} …")
+                    point = await progress_point(
+                        urls,
+                        n,
+                        run_id,
+                        seconds=args.seconds,
+                        warmup=args.warmup,
+                        mongo=mongo,
+                        server_pids=pids,
+                    )
+                    point.round = round_ + 1
+                    if floor_rate:
+                        point.vs_floor = point.rate / floor_rate
+                    points.append(point)
         for count in [] if args.no_claims else sorted(set(args.claim_servers)):
             urls, pids = run_servers(count)
             log(f"claimTask, {args.claimers} claimers, {count} server(s) …")
@@ -952,9 +1002,11 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
         log_lines = server_log_summary(started)
     finally:
         await mongo.close()
-    points.sort(key=lambda p: (p.clients, p.target != "floor", p.target))
+    points.sort(key=lambda p: (p.clients, p.target != "floor", p.target, p.round))
+    server_ratios = ratios(points)
     if points:
         print_progress_table(points, args.seconds, args.warmup, out)
+        print_ratios(server_ratios, out)
     if claim_runs:
         print_claim_table(claim_runs, out)
     print(
@@ -970,6 +1022,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
         "load_average": {"start": load_before, "end": load_average()},
         "config": {k: v for k, v in vars(args).items() if k != "json"},
         "report_progress": [asdict(p) for p in points],
+        "server_ratios": server_ratios,
         "claims": [asdict(r) for r in claim_runs],
         "server_log": log_lines,
     }
@@ -988,6 +1041,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers", type=int, nargs="+", default=[1, 2], help="server process counts for reportProgress"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="measurements of each server count per N, in alternating order (1 2 2 1 …; default 2)",
     )
     parser.add_argument("--claimers", type=int, default=16)
     parser.add_argument("--claim-tasks", type=int, help="pending tasks to claim (default 2000; quick: 200)")
@@ -1011,7 +1070,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name, value in defaults.items():  # explicit flags win over --quick
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if min([*args.clients, *args.servers, *args.claim_servers, args.claimers]) < 1:
+    if min([*args.clients, *args.servers, *args.claim_servers, args.claimers, args.rounds]) < 1:
         parser.error("client, server and claimer counts must be at least 1")
     return args
 
