@@ -515,10 +515,11 @@ async def progress_point(
     warmup: float,
     mongo: AsyncMongoClient[Doc],
     server_pids: Sequence[int],
+    round_: int = 1,
 ) -> Point:
     """N clients, each with its own started task and its own HTTP client, split round-robin over `urls`."""
     label = f"{len(urls)} server" + ("s" if len(urls) > 1 else "")
-    ids = [f"progress-{run_id}-{len(urls)}s-{n}c-{i}" for i in range(n)]
+    ids = [f"progress-{run_id}-{len(urls)}s-{n}c-r{round_}-{i}" for i in range(n)]
     tasks = [
         {"id": task_id, "agentName": f"bench-progress-{i}", "name": task_id} for i, task_id in enumerate(ids)
     ]
@@ -980,6 +981,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
                         warmup=args.warmup,
                         mongo=mongo,
                         server_pids=pids,
+                        round_=round_ + 1,
                     )
                     point.round = round_ + 1
                     if floor_rate:
