@@ -849,7 +849,9 @@ def print_progress_table(points: Sequence[Point], seconds: float, warmup: float,
 
 
 def ratios(points: Sequence[Point]) -> list[Doc]:
-    """Per N, each server count's mean transitions/s over its rounds, and each ÷ the one-server mean."""
+    """Per N, each server count's mean transitions/s over its rounds, each ÷ the one-server mean, and
+    how precise that ratio is: ± 1.96 standard errors of the difference of the means (Welch), ÷ the
+    one-server mean. A ratio whose interval holds 1 is a difference this run cannot tell from noise."""
     by_n: dict[int, dict[str, list[float]]] = {}
     for p in points:
         if p.target != "floor":
@@ -857,12 +859,22 @@ def ratios(points: Sequence[Point]) -> list[Doc]:
     rows: list[Doc] = []
     for n, targets in sorted(by_n.items()):
         means = {target: statistics.fmean(rates) for target, rates in targets.items()}
+        base_rates = targets.get("1 server", [])
         base = means.get("1 server")
+        margins: dict[str, float] = {}
+        for target, rates in targets.items():
+            if base and len(rates) > 1 and len(base_rates) > 1:
+                error = math.sqrt(
+                    statistics.variance(rates) / len(rates)
+                    + statistics.variance(base_rates) / len(base_rates)
+                )
+                margins[target] = 1.96 * error / base
         rows.append(
             {
                 "clients": n,
                 "mean_rate": means,
                 "vs_one_server": {t: m / base for t, m in means.items()} if base else {},
+                "margin_95": margins,
                 "rounds": {t: len(rates) for t, rates in targets.items()},
             }
         )
@@ -872,10 +884,14 @@ def ratios(points: Sequence[Point]) -> list[Doc]:
 def print_ratios(rows: Sequence[Doc], out: TextIO) -> None:
     if not any(len(r["mean_rate"]) > 1 for r in rows):
         return
-    print("\nserver counts compared (mean transitions/s over the rounds, ÷ one server's mean):", file=out)
+    print(
+        "\nserver counts compared (mean transitions/s over the rounds, ÷ one server's mean, ± its 95 % margin):",
+        file=out,
+    )
     for r in rows:
         parts = [
             f"{t} {fmt(r['mean_rate'][t], 1)}/s ×{fmt(r['vs_one_server'].get(t, math.nan), 3)}"
+            + (f" ±{r['margin_95'][t]:.3f}" if t != "1 server" and t in r["margin_95"] else "")
             for t in r["mean_rate"]
         ]
         print(f"  {r['clients']:>3} clients   " + "   ".join(parts), file=out)

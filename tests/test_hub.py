@@ -241,7 +241,7 @@ async def test_a_hub_that_only_watches_reads_and_stamps_in_batches(settings: Any
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongodb_uri, tz_aware=True, event_listeners=[commands]
     )
-    hub = await started_hub(client[settings.mongodb_db], batch_seconds=0.05)  # 0.5 s with no subscriber
+    hub = await started_hub(client[settings.mongodb_db], batch_seconds=0.01)  # 0.5 s with no subscriber
     try:
         await asyncio.sleep(0.2)  # the stream's first read, whatever it returns, is not counted
         reads, writes = commands.get_mores, commands.stamps
@@ -261,7 +261,7 @@ async def test_a_hub_that_only_watches_reads_and_stamps_in_batches(settings: Any
 async def test_a_request_of_its_own_is_never_held(db: Any) -> None:
     """However long the hub may hold other processes' events, the events a request of this process waits
     for are read and stamped at once: announced (`writing`) or not (only `settle`)."""
-    hub = await started_hub(db, batch_seconds=1, settle_seconds=5)  # 10 s with no subscriber
+    hub = await started_hub(db, batch_seconds=1, settle_seconds=5)  # 50 s with no subscriber
     try:
         with hub.writing():
             announced = [tool_call("a")]
@@ -277,9 +277,9 @@ async def test_a_request_of_its_own_is_never_held(db: Any) -> None:
 
 
 async def test_a_new_subscriber_ends_the_long_hold(db: Any) -> None:
-    """With no subscriber a hub holds others' events ten times `batch_seconds`; one that subscribes gets
+    """With no subscriber a hub holds others' events fifty times `batch_seconds`; one that subscribes gets
     the events held so far within `batch_seconds`, as live ones, not when the long hold ends."""
-    hub = await started_hub(db, batch_seconds=1)  # 10 s with no subscriber
+    hub = await started_hub(db, batch_seconds=1)  # 50 s with no subscriber
     try:
         await append_events(db, None, [tool_call("held")])
         await asyncio.sleep(0.3)  # read and held by now
