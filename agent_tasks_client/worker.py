@@ -161,7 +161,15 @@ class Worker:
             slot.cancel()
         if pending:
             logger.warning("%s: cancelled %d handler(s) after the grace period", self.worker_id, len(pending))
-        await asyncio.gather(*self._slots, *([self._waker] if self._waker else []), return_exceptions=True)
+        rest = {*self._slots, *([self._waker] if self._waker else [])}
+        while rest:
+            done, rest = await asyncio.wait(rest, timeout=0.5)
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    logger.error("%s: %s ended with %r", self.worker_id, task.get_name(), error)
+            for task in rest:  # again: on Python 3.11 a cancellation can be lost (CPython gh-86296)
+                task.cancel()
 
     # ------------------------------------------------------------------------------------------- slots
 

@@ -303,6 +303,61 @@ async def test_claim_reads_past_stale_images_of_recent_claims(db: Any) -> None:
     assert (await db.agent_task_states.find_one({"_id": "t03"}))["status"] == "in_progress"
 
 
+async def test_two_processes_claiming_spread_after_a_collision(db: Any) -> None:
+    """Two processes (two Lifecycles, each with its own in-process bookkeeping) with 8 claimers each
+    over one agent's queue: every task is handed out exactly once, and a collision between them (a
+    retried claim) puts the process that lost it into spreading its first attempts."""
+    from app.lifecycle.transitions import Lifecycle
+    from app.store.indexes import ensure_indexes
+
+    await ensure_indexes(db)
+    processes = [Lifecycle(db), Lifecycle(db)]
+    await db.agent_task_states.insert_many([task(f"t{i:03}", "pending", minute=i) for i in range(96)])
+    aborted = await aborted_transactions(db)
+
+    async def claimer(lifecycle: Lifecycle) -> list[str]:
+        got: list[str] = []
+        while (applied := await lifecycle.claim("AgentA")) is not None:
+            got.append(applied.state["_id"])
+        return got
+
+    results = await asyncio.gather(*(claimer(processes[i % 2]) for i in range(16)))
+    claimed = [t for got in results for t in got]
+    assert sorted(claimed) == [f"t{i:03}" for i in range(96)]  # each task exactly once
+    assert await db.agent_task_states.count_documents({"status": "in_progress", "attempts": 1}) == 96
+    collisions = await aborted_transactions(db) - aborted
+    contended = [p for p in processes if p._contended_until > 0]
+    # Sixteen claimers on the head of one queue from two processes collide; whoever lost spreads.
+    assert collisions > 0 and contended, (collisions, [p._contended_until for p in processes])
+
+
+async def test_a_contended_process_spreads_within_the_top_priority_only(db: Any) -> None:
+    """Spreading (after a collision with another process) picks at random among the oldest candidates
+    of the most urgent priority present: age order loosens within that window, priority order never."""
+    import random
+
+    from app.lifecycle.transitions import Lifecycle
+    from app.store.indexes import ensure_indexes
+
+    await ensure_indexes(db)
+    lifecycle = Lifecycle(db, claim_spread=4)
+    await db.agent_task_states.insert_many(
+        [task(f"u{i}", "pending", priority="urgent", minute=i) for i in range(6)]
+        + [task(f"l{i}", "pending", priority="low", minute=i) for i in range(6)]
+    )
+    random.seed(7)
+    lifecycle._contended_until = time.monotonic() + 60
+    order = []
+    for _ in range(12):
+        applied = await lifecycle.claim("AgentA")
+        assert applied is not None
+        order.append(applied.state["_id"])
+    assert sorted(order[:6]) == [f"u{i}" for i in range(6)]  # every urgent task before any low one
+    assert sorted(order[6:]) == [f"l{i}" for i in range(6)]
+    assert order != [*(f"u{i}" for i in range(6)), *(f"l{i}" for i in range(6))]  # spread, not strict
+    assert await lifecycle.claim("AgentA") is None
+
+
 async def test_a_claim_reads_a_few_candidates_on_the_claim_index(gql: GraphQLClient, db: Any) -> None:
     """However long the queue, a claim reads a handful of index keys and documents: the claim index yields
     them in claim order (MongoDB's profiler says what the query examined and which plan it used)."""

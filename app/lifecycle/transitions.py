@@ -37,6 +37,8 @@ Action = Callable[[Mapping[str, Any], dt.datetime], sm.Transition]
 CLAIM_LINGER_SECONDS = 2.0
 #: How many stale images of lingering claims a candidate query leaves room for before reading further.
 CLAIM_STALE_SLACK = 4
+#: How long after a claim here collided with another process's claim every claim here spreads at once.
+CLAIM_CONTENTION_SECONDS = 2.0
 #: Called with the events a change committed, once it has committed (see `Lifecycle.settle`).
 Settle = Callable[[list[Doc]], Awaitable[None]]
 #: Held around a change that writes events (see `Lifecycle.writing`).
@@ -134,6 +136,9 @@ class Lifecycle:
         #: The version each lingering claim wrote: a candidate read at a later version (failed or lapsed
         #: since, and claimable again) is no stale snapshot, and is not skipped.
         self._claimed_version: dict[str, int] = {}
+        #: Until when claims here spread from their first attempt: a claim collided with another process's
+        #: a moment ago (`claim`).
+        self._contended_until = 0.0
         # Waits until committed events carry their commit-order position (the event hub's `settle`);
         # without a hub (a bare service in a script or test) events are answered as written.
         self.settle: Settle = settle or _as_written
@@ -257,8 +262,13 @@ class Lifecycle:
         claimed is skipped by the other claimers (`_claiming`), so concurrent claims here never conflict
         and still go strictly by priority, then age. Claimers in other processes can still pick the same
         task; the loser's transaction conflicts and is retried, and a retry picks at random among the
-        `claim_spread` most urgent, oldest candidates of the top priority present, so two processes
-        rarely collide twice. A lower priority is never handed out while a higher one is claimable.
+        most urgent, oldest candidates of the top priority present (`claim_spread` of them, plus as many
+        as this process has claims in flight: the other processes' in-flight claims sit among the same
+        few), so two processes rarely collide twice. For `CLAIM_CONTENTION_SECONDS` after such a
+        collision, every claim here picks that way from its first attempt: with several processes
+        claiming for one agent, taking the head of the queue first made most first attempts collide
+        (`bench.writes`, two servers). Age order within a priority is then kept only within that window;
+        a lower priority is never handed out while a higher one is claimable.
         """
         if not agent_name:
             raise Invalid("agent_name", "agent_name must not be empty")
@@ -275,10 +285,11 @@ class Lifecycle:
                 self._claiming.pop(task_id, None)
             held.clear()
             now = self.clock()
-            picks = await self._candidates(session, agent_name, now, workflow_id, task_kinds, attempts)
+            spread = attempts > 1 or time.monotonic() < self._contended_until
+            picks = await self._candidates(session, agent_name, now, workflow_id, task_kinds, spread)
             if not picks:
                 return None
-            state = picks[0] if attempts == 1 else random.choice(picks)
+            state = random.choice(picks) if spread else picks[0]
             held.add(state["_id"])
             self._claiming[state["_id"]] = math.inf
             self._claimed_version.pop(state["_id"], None)  # in flight: skipped whatever its version
@@ -292,6 +303,8 @@ class Lifecycle:
             for task_id in held:
                 self._claiming.pop(task_id, None)
             raise
+        if attempts > 1:  # collided (with another process: claims here skip each other's)
+            self._contended_until = time.monotonic() + CLAIM_CONTENTION_SECONDS
         linger = time.monotonic() + CLAIM_LINGER_SECONDS
         for task_id in held:
             self._claiming[task_id] = linger
@@ -314,15 +327,14 @@ class Lifecycle:
         now: dt.datetime,
         workflow_id: str | None,
         task_kinds: list[str] | None,
-        attempts: int,
+        spread: bool,
     ) -> list[Doc]:
-        """The first claimable task (first attempt), or up to `claim_spread` of them, all of the top
-        priority present (retries), skipping those this process is claiming right now.
+        """The first claimable task, or (`spread`) up to `claim_spread` plus as many as claims in flight
+        here of them, all of the top priority present, skipping those this process is claiming right now.
 
         The query skips the tasks being claimed when it is sent; claims that start while it runs are
         skipped afterwards, so it reads one candidate more for each claim in flight (about as many start
         meanwhile), and a few more for stale images of recent claims."""
-        wanted = 1 if attempts == 1 else self.claim_spread
         now_mono = time.monotonic()
         for task_id in [t for t, until in self._claiming.items() if until < now_mono]:
             del self._claiming[task_id]
@@ -334,6 +346,7 @@ class Lifecycle:
         # candidate per lingering claim cost more than everything else in a claim. When a snapshot holds
         # more stale ones than that, the loop below reads further.
         in_flight = [t for t, until in self._claiming.items() if until == math.inf]
+        wanted = self.claim_spread + len(in_flight) if spread else 1
         lingering = len(self._claiming) - len(in_flight)
         limit = wanted + len(in_flight) + min(lingering, CLAIM_STALE_SLACK)
         while True:
