@@ -175,8 +175,10 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         le=100,
-        description="Concurrent claims of one agent pick at random among this many of its most urgent,"
-        " oldest ready tasks, so claimers in different processes rarely race for the same one.",
+        description="A claim that collided with another process's (and, for 2 s after one, every claim of"
+        " this process) picks at random among this many of the agent's most urgent, oldest ready tasks,"
+        " plus one per claim in flight here, so claimers in different processes rarely race for the same"
+        " one.",
     )
     expiry_sweep_seconds: float = Field(
         default=5.0,
