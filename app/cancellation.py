@@ -1,4 +1,5 @@
-"""Stopping background asyncio tasks for sure: `stop_task` cancels until the cancellation takes.
+"""Stopping background asyncio tasks for sure: `stop_task` cancels until the cancellation takes and waits
+for the end; `cancel_until_done` does the same without waiting.
 
 Why a single `task.cancel()` is not enough here: on Python 3.11 (which this project supports),
 `asyncio.wait_for` returns the awaited result instead of raising `CancelledError` when the cancellation
@@ -38,6 +39,15 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
             raise
     with contextlib.suppress(asyncio.CancelledError):
         task.result()
+
+
+def cancel_until_done(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` now, and again every `RECANCEL_SECONDS` until it has ended, without waiting for it:
+    for a caller that must not block on the task, such as a watcher ending the request it watches."""
+    if task.done():
+        return
+    task.cancel()
+    asyncio.get_running_loop().call_later(RECANCEL_SECONDS, cancel_until_done, task)
 
 
 async def stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from app.cancellation import stop_task, stop_tasks
+from app.cancellation import cancel_until_done, stop_task, stop_tasks
 
 
 async def _loop_that_loses_one_cancellation(ticks: list[int]) -> None:
@@ -82,3 +82,16 @@ async def test_stop_tasks_ends_every_one() -> None:
     async with asyncio.timeout(5):
         await stop_tasks(tasks)
     assert all(t.cancelled() for t in tasks)
+
+
+async def test_cancel_until_done_repeats_without_waiting() -> None:
+    """For a caller that must not block (a watcher ending the request it watches): it returns at once,
+    and the task ends even though it lost the first cancellation."""
+    ticks: list[int] = []
+    task = asyncio.create_task(_loop_that_loses_one_cancellation(ticks))
+    await asyncio.sleep(0.03)
+    cancel_until_done(task)
+    assert not task.done()  # returned without waiting
+    async with asyncio.timeout(5):
+        await asyncio.wait({task})
+    assert task.cancelled()

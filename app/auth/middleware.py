@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.jwt import JwtVerifier
 from app.auth.keys import PREFIX, KeyService
+from app.cancellation import cancel_until_done
 from app.domain import Scope as AccessScope
 from app.edge import refuse, send_json
 from app.principal import ANONYMOUS, OPEN, AuthenticationError, Principal, acting_as
@@ -161,7 +162,7 @@ class AuthMiddleware:
         serving = asyncio.ensure_future(self.app(scope, receive, tracking_send))
 
         async def end() -> None:
-            serving.cancel()
+            cancel_until_done(serving)
 
         watcher = asyncio.ensure_future(
             watch_key(
