@@ -224,6 +224,9 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
                 log_level=settings.log_level,
                 lifespan="on",
                 ws_per_message_deflate=settings.ws_per_message_deflate,
+                # X-Forwarded-For from the configured proxies only: uvicorn's default trusts loopback.
+                proxy_headers=bool(settings.forwarded_allow_ips),
+                forwarded_allow_ips=settings.forwarded_allow_ips,
             )
             server = _Server(config, state, settings.shutdown_grace_seconds, f"http://{host}:{port}/graphql")
             # From here a signal drains the server (a second Ctrl-C: at once, as uvicorn does).

@@ -6,6 +6,7 @@ I/O at import time: `Settings()` is built by the CLI or by a test and passed dow
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -236,6 +237,14 @@ class Settings(BaseSettings):
         description="Host names the server answers to (the `Host` header), comma-separated or a JSON list;"
         " `*.example.com` matches subdomains, `*` any host. HOST is added when it is a specific address.",
     )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses of the reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are"
+        " believed (IPs or networks such as `10.0.0.0/8`, comma-separated; `*` any, only when nothing but"
+        " the proxy can reach the server). Empty (the default): those headers are ignored, so the client"
+        " address (rate limits, logs) is the connection's peer. uvicorn's own default (loopback) does not"
+        " apply.",
+    )
 
     auth_mode: Literal["auto", "open", "keys"] = Field(
         default="auto",
@@ -349,7 +358,7 @@ class Settings(BaseSettings):
             return self.auth_mode == "open"
         return self.host.strip().strip("[]").lower() in ("localhost", "::1") or self.host.startswith("127.")
 
-    @field_validator("cors_allow_origins", "trusted_hosts", mode="before")
+    @field_validator("cors_allow_origins", "trusted_hosts", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         """`a,b` or `["a", "b"]` from the environment; a list when built in code."""
@@ -391,6 +400,29 @@ class Settings(BaseSettings):
             default_port = {"http": 80, "https": 443}[scheme]
             host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
             checked.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default_port) else ""))
+        return checked
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, proxies: list[str]) -> list[str]:
+        """Addresses and networks as uvicorn's ProxyHeadersMiddleware matches them (or `*`)."""
+        if "*" in proxies:
+            return ["*"]
+        checked = []
+        for proxy in (p.strip().strip("[]") for p in proxies):
+            try:
+                checked.append(
+                    str(
+                        ipaddress.ip_network(proxy, strict=False)
+                        if "/" in proxy
+                        else ipaddress.ip_address(proxy)
+                    )
+                )
+            except ValueError:
+                raise ValueError(
+                    f"FORWARDED_ALLOW_IPS holds proxy addresses or networks such as 127.0.0.1 or"
+                    f" 10.0.0.0/8 (or `*`), not {proxy!r}."
+                ) from None
         return checked
 
     @field_validator("trusted_hosts")

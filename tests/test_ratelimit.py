@@ -110,3 +110,44 @@ async def test_open_servers_are_not_limited_by_default(settings: Settings, db: A
 def test_a_malformed_limit_is_refused_at_start_up() -> None:
     with pytest.raises(ValidationError, match="is not a rate limit such as `600/minute`"):
         Settings(_env_file=None, rate_limit_write="often")
+
+
+async def test_forwarded_addresses_are_ignored_unless_the_proxy_is_trusted(
+    settings: Settings, db: Any
+) -> None:
+    """Issue 18 finding 8: a client on loopback sending its own `X-Forwarded-For` got a new address (and a
+    new anonymous budget) with every request. By default no proxy is trusted; FORWARDED_ALLOW_IPS names
+    the proxies whose `X-Forwarded-For` is believed."""
+    limited = env(settings, AUTH_ANONYMOUS_SCOPES="read", RATE_LIMIT_ANONYMOUS="3/minute")
+
+    async def reads(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            return [
+                await http.get("/agent-tasks/none", headers={"X-Forwarded-For": f"203.0.113.{n}"})
+                for n in range(4)
+            ]
+
+    with serve(limited) as server:  # by default; uvicorn's own default trusted loopback
+        answers = await reads(server.url)
+    assert [a.status_code for a in answers] == [404, 404, 404, 429]
+    assert "address 127.0.0.1" in answers[-1].json()["error"]["message"]
+    await db.rate_limit_counters.delete_many({})
+
+    with serve({**limited, "FORWARDED_ALLOW_IPS": "127.0.0.1"}) as server:  # behind a proxy on loopback
+        answers = await reads(server.url)
+        assert [a.status_code for a in answers] == [404] * 4  # one budget per forwarded address
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            forwarded = {"X-Forwarded-For": "198.51.100.7"}
+            for _ in range(3):
+                assert (await http.get("/agent-tasks/none", headers=forwarded)).status_code == 404
+            refused = await http.get("/agent-tasks/none", headers=forwarded)
+    assert refused.status_code == 429
+    assert "address 198.51.100.7" in refused.json()["error"]["message"]
+
+
+def test_forwarded_allow_ips_holds_addresses_and_networks() -> None:
+    proxies = Settings(_env_file=None, forwarded_allow_ips="127.0.0.1, [::1], 10.0.0.0/8").forwarded_allow_ips
+    assert proxies == ["127.0.0.1", "::1", "10.0.0.0/8"]
+    assert Settings(_env_file=None).forwarded_allow_ips == []
+    with pytest.raises(ValidationError, match="FORWARDED_ALLOW_IPS holds proxy addresses"):
+        Settings(_env_file=None, forwarded_allow_ips="proxy.internal")
