@@ -27,7 +27,7 @@ class Principal:
     anonymous (no credentials), or the server's own background work (`system`, `id` the job).
 
     `agents` is None when the caller may act for any agent; otherwise the agent names whose tasks it
-    may claim and transition."""
+    may claim, transition, create, change and delete (`app.lifecycle.levels`, "Agent-bound callers")."""
 
     kind: PrincipalKind
     id: str | None
@@ -39,8 +39,8 @@ class Principal:
         return scope in self.scopes
 
     def may_act_for(self, agent_name: str | None) -> bool:
-        """Whether this caller may claim or transition a task of `agent_name` (a task with no agent name
-        belongs to no bound agent, so an agent-bound caller may not)."""
+        """Whether this caller may write a task of `agent_name` (a task with no agent name belongs to no
+        bound agent, so an agent-bound caller may not)."""
         return self.agents is None or (agent_name is not None and agent_name in self.agents)
 
     @property

@@ -3,6 +3,11 @@ of any task's descriptive state fields.
 
 A state's status is the lifecycle's (`app.lifecycle.transitions`); here only what a client may set —
 agent, inputs, priority, dependencies, parent — is written, with compare-and-set on `version`.
+
+An agent-bound caller (`app.lifecycle.levels`, "Agent-bound callers") may create, edit or delete only
+its agents' tasks, may give a task only to one of its agents, and may add a child to, move a task to or
+from, or delete a child of only its agents' tasks (a standalone task's parent is the one its
+`parent_task_id` names).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class AgentTaskWrites(HierarchyService):
             parent = state.get("parent_task_id")
             if parent is not None and not await state_store.exists(self.db, parent, session):
                 raise NotFound(f"no parent task with id '{parent}'", id=parent)
+            if parent is not None:
+                await self.check_agents(session, {parent: f"the parent task '{parent}'"})
             deps = deps_rules.normalise(state.get("dependencies") or [], "input.dependencies", tid)
             statuses = await deps_rules.check_graph(self.db, session, {tid: deps}, {tid: "input"})
             check_not_expired(state, now, "input")
@@ -92,7 +99,11 @@ class AgentTaskWrites(HierarchyService):
         expected_version: int | None = None,
         idempotency_key: str | None = None,
     ) -> Written:
-        """Edit the descriptive fields of any task's state (not its status: that is the lifecycle's)."""
+        """Edit the descriptive fields of any task's state (not its status: that is the lifecycle's).
+
+        An agent-bound caller must be allowed for the task's current agent, for the agent it is given to
+        (`agent_name` in `patch`, null included) and, when `parent_task_id` changes, for the old and the new
+        parent (each if it exists)."""
         operation = f"update_agent_task:{task_id}"
 
         async def work(session: AsyncClientSession) -> Written:
@@ -100,10 +111,21 @@ class AgentTaskWrites(HierarchyService):
             state = await state_store.get(self.db, task_id, session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
+            check_agent(state.get("agent_name"), f"task '{task_id}'")
             check_version(state, expected_version)
             changes = state_fields(patch)
             if not changes:
                 raise Invalid("input", "nothing to update")
+            if "agent_name" in changes:
+                check_agent(changes["agent_name"], f"task '{task_id}', given to its new agent,")
+            old_parent, new_parent = state.get("parent_task_id"), changes.get("parent_task_id")
+            if "parent_task_id" in changes and new_parent != old_parent:
+                parents = {}
+                if old_parent:
+                    parents[old_parent] = f"the current parent task '{old_parent}' of task '{task_id}'"
+                if new_parent:
+                    parents[new_parent] = f"the new parent task '{new_parent}' of task '{task_id}'"
+                await self.check_agents(session, parents, existing_only=True)
             if "dependencies" in changes:
                 changes.update(await self._dependency_changes(session, state, changes["dependencies"], now))
             parent = changes.get("parent_task_id")
@@ -166,13 +188,21 @@ class AgentTaskWrites(HierarchyService):
         return changes
 
     async def delete_standalone(self, task_id: str) -> Written:
-        """Delete a standalone task's state; refused while another task depends on it or names it parent."""
+        """Delete a standalone task's state; refused while another task depends on it or names it parent.
+
+        An agent-bound caller must be allowed for the task and for its parent (if it has one that exists)."""
 
         async def work(session: AsyncClientSession) -> Written:
             now = self.lifecycle.clock()
             state = await state_store.get(self.db, task_id, session)
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
+            check_agent(state.get("agent_name"), f"task '{task_id}'")
+            parent = state.get("parent_task_id")
+            if parent:
+                await self.check_agents(
+                    session, {parent: f"the parent task '{parent}' of task '{task_id}'"}, existing_only=True
+                )
             for level in LEVELS.values():
                 if await task_store.exists(self.db, level.spec, task_id, session):
                     raise Conflict(

@@ -76,6 +76,12 @@ class NotYourAgent(ServiceError):
         self.agent_name = agent_name
 
 
+def agent_bound() -> bool:
+    """Whether the current caller is bound to agents (so a write must read the agents it would touch)."""
+    principal = current_principal.get()
+    return principal is not None and principal.agents is not None
+
+
 def check_agent(agent_name: str | None, what: str) -> None:
     """Refuse with `NotYourAgent` unless the current caller (`app.principal.current_principal`) may act
     for `agent_name`; callers not bound to agents (and the server's own jobs) always may."""

@@ -5,6 +5,25 @@ Rules (seed 002):
 - a parent's id list (`sub_task_ids`, `behavior_task_ids`) and the child's parent id are written together;
 - every task gets its `agent_task_states` document (same id) when it is created, and loses it when deleted;
 - finalization is one-way; a finalized task refuses edits, moves, deletes and new children or outputs.
+
+Agent-bound callers (`app.principal.Principal.agents`): a task's agent is its state's `agent_name` (a
+hierarchy task has a state of the same id; one without a state, or without an agent, belongs to no bound
+caller). Every write refuses with `NotYourAgent`, unless the caller may act for the agent of every task it
+changes (`HierarchyService.check_agents`, inside the write's transaction, before anything is written):
+
+- the task it edits, finalizes, deletes, or whose output or state it writes, at its current agent; and its
+  new agent when the write changes `agent_name`;
+- every task of a subtree the write takes along: all of a cascade's deletions, all of a moved subtree
+  (their states change workflow);
+- the parent that gains or loses a child: the existing parent a task is created under, the new and the
+  old parent of a move, the parent of a deleted task (a task's children are part of it: its workflow,
+  its roll-up).
+
+What the services derive from an allowed write is not checked again: dependents released by a
+completion, the record of a finalized sub-task in its meta task's output. The read that checks is in
+the write's own snapshot-isolated transaction, and only `update_state` changes an agent (compare-and-set
+on the state's `version`), so a concurrent reassignment either conflicts with the write or is ordered
+after it: never a write checked against an agent the task no longer has.
 """
 
 from __future__ import annotations
@@ -18,10 +37,11 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.domain import MAX_DOCUMENT_BYTES, MAX_ID_LENGTH, TaskKind, has_control_characters
 from app.lifecycle import idempotency
-from app.lifecycle.errors import Invalid, NotFound, Refused
+from app.lifecycle.errors import Invalid, NotFound, Refused, agent_bound, check_agent
 from app.lifecycle.events import EventType, event_doc
 from app.lifecycle.transitions import Lifecycle
 from app.store import collections as c
+from app.store import states as state_store
 from app.store import tasks as task_store
 from app.store.collections import CollectionSpec
 from app.store.storable import Unstorable, check_storable, encoded_size
@@ -159,6 +179,21 @@ class HierarchyService:
         if doc is None:
             raise NotFound(f"no {level.label} with id '{task_id}'", id=task_id)
         return doc
+
+    async def check_agents(
+        self, session: AsyncClientSession, tasks: Mapping[str, str], *, existing_only: bool = False
+    ) -> None:
+        """Refuse (`NotYourAgent`) unless the current caller may act for the agent of every task in `tasks`
+        (task id → how the refusal names it, e.g. `"sub-task 's1'"`), read from their states in `session`'s
+        transaction; in order, so the first one refused is named. With `existing_only`, ids without a
+        state are skipped (a parent that no longer exists has nobody to protect); otherwise such a task
+        belongs to no agent. One read, and none for a caller not bound to agents."""
+        if not tasks or not agent_bound():
+            return
+        agents = await state_store.agents(self.db, tasks, session)
+        for task_id, what in tasks.items():
+            if task_id in agents or not existing_only:
+                check_agent(agents.get(task_id), what)
 
     async def once(
         self,

@@ -1,6 +1,8 @@
 """Writing the output documents of the three hierarchy levels (seed 002 §4-6).
 
 An output belongs to its task (same id): the task must exist, and a finalized task's output is frozen.
+An agent-bound caller may write only the outputs of its agents' tasks (the task's state's `agent_name`;
+an output whose task has no state belongs to no agent).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class OutputWrites(HierarchyService):
 
         async def work(session: AsyncClientSession) -> Doc:
             task = await self.load(session, level, task_id)
+            await self.check_agents(session, {task_id: f"{level.label} '{task_id}'"})
             refuse_finalized(level, task, "change the output of")
             existing = await task_store.get(self.db, output_spec, task_id, session)
             if create and existing is not None:
@@ -47,6 +50,7 @@ class OutputWrites(HierarchyService):
             existing = await task_store.get(self.db, output_spec, task_id, session)
             if existing is None:
                 raise NotFound(f"no output for {level.label} '{task_id}'", id=task_id)
+            await self.check_agents(session, {task_id: f"{level.label} '{task_id}'"})
             task = await task_store.get(self.db, level.spec, task_id, session)
             if task is not None:
                 refuse_finalized(level, task, "change the output of")

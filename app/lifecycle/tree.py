@@ -5,7 +5,9 @@ transaction that also writes its events.
 Rules (seed 002), on top of those in `app.lifecycle.levels`:
 - deleting a task with children is refused unless `cascade`, which removes the subtree with its outputs and
   states; a delete that would leave another task depending on a removed one is refused;
-- finalizing a sub-task appends it to its meta task's `task_outputs.finalized_sub_task_ids`.
+- finalizing a sub-task appends it to its meta task's `task_outputs.finalized_sub_task_ids`;
+- an agent-bound caller may act only on its agents' tasks: the task, the subtree a move or a cascade
+  takes along, and the parent that gains or loses a child (`app.lifecycle.levels`, "Agent-bound callers").
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class TreeWrites(HierarchyService):
         if not parent_id:
             raise Invalid(f"{root.path}.{level.parent_field}", f"a {level.label} needs its parent's id")
         parent_doc = await self.load(session, level.parent, parent_id)
+        await self.check_agents(session, {parent_id: f"the parent {level.parent.label} '{parent_id}'"})
         refuse_finalized(level.parent, parent_doc, "add children to")
         return parent_doc
 
@@ -180,13 +183,17 @@ class TreeWrites(HierarchyService):
     async def update(
         self, kind: str, task_id: str, patch: Doc, *, idempotency_key: str | None = None
     ) -> Written:
-        """Set the given seed fields of a task; a new parent id moves it (both id lists updated)."""
+        """Set the given seed fields of a task; a new parent id moves it (both id lists updated).
+
+        An agent-bound caller must be allowed for the task and, for a move, for its subtree and for the
+        old and the new parent."""
         level = LEVELS[kind]
         operation = f"update:{kind}:{task_id}"
 
         async def work(session: AsyncClientSession) -> Written:
             now = self.lifecycle.clock()
             doc = await self.load(session, level, task_id)
+            await self.check_agents(session, {task_id: f"{level.label} '{task_id}'"})
             refuse_finalized(level, doc, "edit")
             changes = {
                 k: v for k, v in patch.items() if k not in ("_id", level.children_field, "is_finalized")
@@ -231,11 +238,23 @@ class TreeWrites(HierarchyService):
         parent_level = level.parent
         assert parent_level is not None and parent_level.children_field is not None  # only children move
         new_parent = await self.load(session, parent_level, new_parent_id)
+        subtree = await self._subtree(session, level, doc)
+        moved = f"(moved with {level.label} '{doc['_id']}')"
+        await self.check_agents(
+            session,
+            {
+                new_parent_id: f"the new parent {parent_level.label} '{new_parent_id}'",
+                **{d["_id"]: f"{lvl.label} '{d['_id']}' {moved}" for lvl, d in subtree[1:]},
+            },
+        )
         refuse_finalized(parent_level, new_parent, "add children to")
         old_parent_id = doc.get(level.parent_field or "")
         if old_parent_id:
             old_parent = await task_store.get(self.db, parent_level.spec, old_parent_id, session)
             if old_parent is not None:
+                await self.check_agents(
+                    session, {old_parent_id: f"the current parent {parent_level.label} '{old_parent_id}'"}
+                )
                 refuse_finalized(parent_level, old_parent, "remove children from")
                 await task_store.unlink_child(
                     self.db,
@@ -252,18 +271,20 @@ class TreeWrites(HierarchyService):
         workflow_id = (
             new_parent_id if parent_level.kind == TaskKind.META_WORKFLOW else new_parent.get("task_id")
         )
-        subtree = await self._subtree(session, level, doc)
         await state_store.set_workflow(self.db, [d["_id"] for _, d in subtree], workflow_id, session)
 
     # ------------------------------------------------------------------ deleting
 
     async def delete(self, kind: str, task_id: str, *, cascade: bool = False) -> Written:
-        """Delete a task, its output and state; with `cascade`, its whole subtree too."""
+        """Delete a task, its output and state; with `cascade`, its whole subtree too.
+
+        An agent-bound caller must be allowed for every task deleted and for the parent losing it."""
         level = LEVELS[kind]
 
         async def work(session: AsyncClientSession) -> Written:
             now = self.lifecycle.clock()
             doc = await self.load(session, level, task_id)
+            await self.check_agents(session, {task_id: f"{level.label} '{task_id}'"})
             refuse_finalized(level, doc, "delete")
             children = doc.get(level.children_field) or [] if level.children_field else []
             if children and not cascade and level.child is not None:
@@ -276,8 +297,15 @@ class TreeWrites(HierarchyService):
                 # A finalized parent's child list is final too: no path may take a child out of it.
                 parent = await task_store.get(self.db, level.parent.spec, parent_id, session)
                 if parent is not None:
+                    await self.check_agents(
+                        session, {parent_id: f"the parent {level.parent.label} '{parent_id}'"}
+                    )
                     refuse_finalized(level.parent, parent, "remove children from")
             subtree = await self._subtree(session, level, doc)
+            deleted = f"(deleted with {level.label} '{task_id}')"
+            await self.check_agents(
+                session, {d["_id"]: f"{lvl.label} '{d['_id']}' {deleted}" for lvl, d in subtree[1:]}
+            )
             for lvl, descendant in subtree[1:]:
                 # A cascade that would remove a finalized descendant is refused as a whole.
                 if descendant.get("is_finalized"):
@@ -348,6 +376,7 @@ class TreeWrites(HierarchyService):
         async def work(session: AsyncClientSession) -> Written:
             now = self.lifecycle.clock()
             doc = await self.load(session, level, task_id)
+            await self.check_agents(session, {task_id: f"{level.label} '{task_id}'"})
             if doc.get("is_finalized"):
                 raise Refused(f"{level.label} '{task_id}' is already finalized")
             await task_store.set_fields(self.db, level.spec, task_id, {"is_finalized": True}, session)

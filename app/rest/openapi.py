@@ -56,7 +56,8 @@ _CODE_TEXT = {
     " unknown, expired or revoked, or the server requires credentials for this scope (`required_scope`)",
     "rate_limited": "the caller's budget for this scope is spent (RATE_LIMIT_READ / _WRITE / _ADMIN per key,"
     " RATE_LIMIT_ANONYMOUS per address): wait `Retry-After` seconds (`retry_after`)",
-    "forbidden": "the key or token lacks the scope this route needs (`required_scope`)",
+    "forbidden": "the key or token lacks the scope this route needs (`required_scope`), or is bound to agents"
+    " and the write touches another agent's task (`agent_name`: that task's agent; null: none)",
     "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
     " output not created yet)",
     "conflict": "the id is taken (or the output exists), the task has children and `cascade` is not set, the"

@@ -89,6 +89,15 @@ async def statuses(db: Db, ids: Iterable[Any], session: Session = None) -> dict[
     return {doc["_id"]: doc.get("status") async for doc in cursor}
 
 
+async def agents(db: Db, ids: Iterable[Any], session: Session = None) -> dict[Any, Any]:
+    """The stored `agent_name` of each id that has a state (None where it names none)."""
+    keys = list(ids)
+    if not keys:
+        return {}
+    cursor = _states(db).find({"_id": {"$in": keys}}, {"agent_name": 1}, session=session)
+    return {doc["_id"]: doc.get("agent_name") async for doc in cursor}
+
+
 async def dependency_layer(db: Db, ids: Iterable[str], session: Session = None) -> dict[str, Doc]:
     """Status and dependencies of these tasks: one breadth-first layer of the dependency graph."""
     cursor = _states(db).find({"_id": {"$in": list(ids)}}, {"status": 1, "dependencies": 1}, session=session)
