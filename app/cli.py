@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print its secret once")
     create.add_argument("--name", required=True)
-    create.add_argument("--scopes", default="read", help="comma-separated: read,write,admin")
+    create.add_argument("--scopes", default="read", help="comma-separated: read,write,admin,metrics")
     create.add_argument("--agent", action="append", help="bind the key to this agent (repeatable)")
     create.add_argument("--expires-days", type=float, help="the key expires after this many days")
     key_commands.add_parser("list", help="list keys (never their secrets)")

@@ -118,12 +118,14 @@ class Scope(StrEnum):
     READ = "read"
     WRITE = "write"
     ADMIN = "admin"
+    METRICS = "metrics"
 
 
 SCOPE_DESCRIPTIONS: dict[Scope, str] = {
     Scope.READ: "Queries and subscriptions: read tasks, outputs, states, events and statistics.",
     Scope.WRITE: "Create tasks, drive their lifecycle (claim, start, progress, finish), record events.",
     Scope.ADMIN: "Deletes and cascades, and API key management.",
+    Scope.METRICS: "`GET /metrics` (Prometheus) on a server that requires keys, and nothing else.",
 }
 
 

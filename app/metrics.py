@@ -5,6 +5,10 @@ Each server process answers for itself (scrape every process, as Prometheus does
 nothing is shared through MongoDB. The request metrics use the route's template (`/meta-tasks/{id}`), not
 the path, so ids never become label values, and unknown paths are not recorded at all: a client cannot
 grow the label space.
+
+Access follows the server's (`docs/SECURITY.md`): on an open server anyone may scrape; on a server that
+requires keys the scraper needs a key or token with the `metrics` scope (401 without credentials, 403
+without the scope, in the REST error shape), unless `METRICS_PUBLIC=true` opens `/metrics` alone.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette_exporter import PrometheusMiddleware
 
+from app.auth.scopes import ScopeRefusal, Unauthenticated, require
+from app.domain import Scope
+from app.principal import OPEN, Principal
 from app.resources import AppState
 
 METRICS_PATH = "/metrics"
@@ -80,6 +87,10 @@ def metrics_route() -> Route:
 
     async def metrics(request: Request) -> Response:
         state: AppState = request.app.state.agent_tasks
+        if not state.settings.metrics_public:
+            refused = _refusal(request)
+            if refused is not None:
+                return refused
         live: CollectorRegistry | None = state.extras.get("metrics_registry")
         if live is None:  # one registry per app: several apps in one process (the tests) never collide
             live = CollectorRegistry(auto_describe=True)
@@ -88,3 +99,20 @@ def metrics_route() -> Route:
         return Response(generate_latest(REGISTRY) + generate_latest(live), media_type=CONTENT_TYPE)
 
     return Route(METRICS_PATH, metrics, methods=["GET"])
+
+
+def _refusal(request: Request) -> Response | None:
+    """None when the caller may scrape (an open server's anonymous caller holds every scope), else the
+    401 / 403 answer in the REST error shape."""
+    principal = getattr(request.state, "principal", None)  # set by AuthMiddleware
+    try:
+        require(principal if isinstance(principal, Principal) else OPEN, Scope.METRICS, "GET /metrics")
+    except ScopeRefusal as exc:
+        code, status = ("unauthenticated", 401) if isinstance(exc, Unauthenticated) else ("forbidden", 403)
+        request.state.refusal = f"{code}: {exc.message}"  # the edge's one log line (app/edge.py)
+        return JSONResponse(
+            {"error": {"code": code, "message": exc.message, "required_scope": exc.scope.value}},
+            status_code=status,
+            headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
+        )
+    return None

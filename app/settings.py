@@ -251,6 +251,12 @@ class Settings(BaseSettings):
         description="`open`: a request without credentials may do anything; `keys`: it acts with"
         " AUTH_ANONYMOUS_SCOPES only; `auto`: open when HOST is a loopback address, keys otherwise.",
     )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve `/metrics` without credentials on a server that requires keys (for a scraper on a"
+        " private network). Off: it needs a key or token with the `metrics` scope. An open server"
+        " (AUTH_MODE) serves it to anyone either way.",
+    )
     auth_anonymous_scopes: Annotated[list[Literal["read", "write", "admin"]], NoDecode] = Field(
         default_factory=list,
         description="Scopes of a request without credentials when keys are required (comma-separated).",

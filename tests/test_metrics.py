@@ -5,6 +5,10 @@ open subscription."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import uuid
 
 import httpx
@@ -101,3 +105,41 @@ def test_metrics_count_requests_by_route_and_follow_live_connections(mongo_uri: 
         during = asyncio.run(with_a_subscription())
         assert gauge(during, "agent_tasks_subscriptions") == 1
         assert gauge(during, "agent_tasks_websocket_connections") == 1
+
+
+def test_metrics_follow_the_access_mode(mongo_uri: str) -> None:
+    """Issue 18 finding 9: `/metrics` answered anyone on a server that requires keys. There it needs a key
+    with the `metrics` scope (401 without credentials, 403 with a key lacking it, in the REST error shape),
+    unless METRICS_PUBLIC=true says scrapers may read it without one; an open server stays open (above)."""
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": f"metrics_{uuid.uuid4().hex[:12]}", "AUTH_MODE": "keys"}
+
+    def key(scopes: str) -> str:
+        created = subprocess.run(
+            [sys.executable, "-m", "app.cli", "keys", "create", "--name", "scraper", "--scopes", scopes],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return re.findall(r"atk_\S+", created.stdout)[0]
+
+    reader = key("read")
+    with serve(env) as server:
+        anonymous = httpx.get(f"{server.url}/metrics")
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+        error = anonymous.json()["error"]
+        assert error["code"] == "unauthenticated" and error["required_scope"] == "metrics"
+        forbidden = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {reader}"})
+        assert forbidden.status_code == 403
+        assert forbidden.json()["error"]["code"] == "forbidden"
+        assert "agent_tasks_http_requests_total" not in anonymous.text + forbidden.text
+        scraper = key("metrics")
+        scraped = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {scraper}"})
+        assert scraped.status_code == 200 and "agent_tasks_event_hub_running" in scraped.text
+        # The scraper's key reads nothing else.
+        tasks = httpx.get(f"{server.url}/agent-tasks/none", headers={"Authorization": f"Bearer {scraper}"})
+        assert tasks.status_code == 403
+    with serve({**env, "METRICS_PUBLIC": "true"}) as server:  # the explicit opt-out: a private network
+        public = httpx.get(f"{server.url}/metrics")
+        assert public.status_code == 200 and "agent_tasks_event_hub_running" in public.text
+        assert httpx.get(f"{server.url}/agent-tasks/none").status_code == 401  # nothing else opens

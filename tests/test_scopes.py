@@ -259,9 +259,10 @@ def test_the_readme_table_is_the_code_table() -> None:
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     rows = {
-        m[1]: (m[2], m[3]) for m in re.finditer(r"^\| `(read|write|admin)` \| (.*) \| (.*) \|$", readme, re.M)
+        m[1]: (m[2], m[3])
+        for m in re.finditer(r"^\| `(read|write|admin|metrics)` \| (.*) \| (.*) \|$", readme, re.M)
     }
-    assert set(rows) == {"read", "write", "admin"}
+    assert set(rows) == {s.value for s in Scope}
     for scope in Scope:
         graphql_cell, rest_cell = rows[scope.value]
         listed = {
