@@ -27,6 +27,8 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.api.context import Context
+from app.api.document_shape import ShapeLimits
+from app.api.documents import DocumentLimits
 from app.api.guards import QueryLimits
 from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
@@ -157,15 +159,23 @@ def create_app(
     hands it to the routes, and the caller closes it."""
     graphql_app = AgentTasksGraphQL(
         build_schema(
-            settings.max_query_depth,
-            settings.max_query_aliases,
-            settings.max_query_tokens,
             QueryLimits(
                 cost_max=settings.query_cost_max,
                 list_size=settings.query_cost_list_size,
                 max_list_items=settings.max_list_items,
                 default_page_size=settings.default_page_size,
                 max_page_size=settings.max_page_size,
+            ),
+            DocumentLimits(
+                max_tokens=settings.max_query_tokens,
+                shape=ShapeLimits(
+                    max_depth=settings.max_query_depth,
+                    max_aliases=settings.max_query_aliases,
+                    max_work=settings.graphql_validation_work_max,
+                ),
+                inline_bytes=settings.graphql_inline_document_bytes,
+                cpu_ms=settings.graphql_prepare_cpu_ms,
+                cpu_window=settings.graphql_prepare_cpu_window_seconds,
             ),
             settings.query_timeout_seconds,
         ),

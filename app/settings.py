@@ -98,6 +98,29 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=1, description="Deepest GraphQL selection a query may have.")
     max_query_aliases: int = Field(default=50, ge=1, description="Most aliases one GraphQL document may use.")
     max_query_tokens: int = Field(default=20_000, ge=100, description="Longest GraphQL document, in tokens.")
+    graphql_validation_work_max: int = Field(
+        default=5_000,
+        ge=100,
+        description="Most work validating one GraphQL document may take, estimated before validation from its"
+        " nodes and the pairs of same-named fields in one selection (a unit is ~100 of graphql-core's"
+        " function calls; app/api/document_shape.py); past it the document is refused (QUERY_TOO_COMPLEX).",
+    )
+    graphql_inline_document_bytes: int = Field(
+        default=2048,
+        ge=0,
+        description="GraphQL documents longer than this (characters) are parsed and validated in a worker"
+        " thread, one at a time and at most one per client, so the event loop keeps serving others.",
+    )
+    graphql_prepare_cpu_ms: int = Field(
+        default=2500,
+        ge=1,
+        description="Milliseconds of CPU one client's new GraphQL documents (parsing and validation; a"
+        " document seen before costs nothing) may take per GRAPHQL_PREPARE_CPU_WINDOW_SECONDS; past it the"
+        " client's new documents are refused with RATE_LIMITED until the window ends.",
+    )
+    graphql_prepare_cpu_window_seconds: float = Field(
+        default=10.0, gt=0, description="The window of GRAPHQL_PREPARE_CPU_MS."
+    )
     query_cost_max: int = Field(
         default=100_000,
         ge=1,

@@ -189,13 +189,18 @@ async def test_cursor_survives_a_server_restart(gql: GraphQLClient, db: Any, set
 async def test_hostile_documents_are_refused_before_they_run(gql: GraphQLClient, command_log: Any) -> None:
     nested = "parent { " * 13 + "id" + " }" * 13
     deep = await gql.error(f'{{ agentTask(id: "b") {{ {nested} }} }}')
-    assert "exceeds maximum operation depth of 12" in deep["message"]
-    lists = "subTask { behaviorTasks { " * 7 + "id" + " } }" * 7  # refused for its cost first
+    assert deep["extensions"] == {"code": "QUERY_TOO_DEEP", "depth": 14, "limit": 12}
+    assert "MAX_QUERY_DEPTH" in deep["message"]
+    lists = "subTask { behaviorTasks { " * 5 + "id" + " } }" * 5  # within the depth, refused for its cost
     assert (await gql.error(f'{{ behaviorTask(id: "b") {{ {lists} }} }}'))["extensions"]["code"] == (
         "QUERY_TOO_COSTLY"
     )
     aliases = " ".join(f'a{i}: agentTask(id: "x") {{ id }}' for i in range(51))
-    assert "aliases found" in (await gql.error(f"{{ {aliases} }}"))["message"]
+    assert (await gql.error(f"{{ {aliases} }}"))["extensions"] == {
+        "code": "TOO_MANY_ALIASES",
+        "aliases": 51,
+        "limit": 50,
+    }
     tokens = " ".join(f"a{i}: __typename" for i in range(7000))
     assert "token" in (await gql.error(f"{{ {tokens} }}"))["message"].lower()
     assert command_log.reads() == []  # none of them reached MongoDB

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    GraphQLSchema,
+    NameNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    specified_rules,
 )
+from graphql import OperationType as GraphQLOperationType
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 from strawberry.utils.logging import StrawberryLogger
 
 from app.api.access import ScopeCheck
 from app.api.analytics import AnalyticsQuery
-from app.api.context import ContextPerOperation, DatabaseGate
+from app.api.context import Context, ContextPerOperation, DatabaseGate
+from app.api.documents import DocumentBudgetExceeded, DocumentLimits, DocumentPreparer
 from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
 from app.api.event_queries import EventQuery
 from app.api.execution import EventScopedExecutor
@@ -39,9 +45,6 @@ from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
 
 logger = logging.getLogger("agent_tasks.graphql")
 
-#: Parsed and validated documents kept, each (least recently used first out).
-CACHE_SIZE = 512
-
 # The roots are the topical classes merged (what `strawberry.tools.merge_types` does), written as classes
 # so that their names and descriptions are plain code; fields keep the order of the bases.
 
@@ -56,30 +59,88 @@ class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMut
     pass
 
 
-class GuardedValidation(ValidationCache):
-    """`guards.check_request` (per request: it reads the variables), then the cached validation. The
-    checks run first so that a document they refuse is never handed to graphql-core's validation."""
+def placeholder(operation_name: str | None) -> DocumentNode:
+    """A document Strawberry can take the operation type of (`query <operation_name> { __typename }`),
+    standing in for a refused text: validation then answers the refusal, over HTTP and WebSocket alike
+    (an error raised while parsing would escape Strawberry's streaming path as an unexpected one)."""
+    return DocumentNode(
+        definitions=(
+            OperationDefinitionNode(
+                operation=GraphQLOperationType.QUERY,
+                name=NameNode(value=operation_name) if operation_name else None,
+                variable_definitions=(),
+                directives=(),
+                selection_set=SelectionSetNode(
+                    selections=(FieldNode(name=NameNode(value="__typename"), arguments=(), directives=()),)
+                ),
+            ),
+        )
+    )
 
-    def __init__(self, limits: QueryLimits, maxsize: int) -> None:
-        super().__init__(maxsize=maxsize)
+
+def client_of(context: object) -> str:
+    """Whose budget a document's preparation is charged to: the API key or token subject, else the
+    client's address."""
+    if isinstance(context, Context):
+        principal = context.principal
+        if principal.kind in ("key", "jwt") and principal.id:
+            return f"{principal.kind}:{principal.id}"
+        request = context.request
+        if request is not None and request.client is not None:
+            return f"address:{request.client.host}"
+    return "address:unknown"
+
+
+class PreparedDocuments(SchemaExtension):
+    """Parsing and validation through the `DocumentPreparer` (`app/api/documents.py`: once per text,
+    large texts off the event loop, a CPU budget per client), then `guards.check_request` per request (it
+    reads the variables). A refused text (syntax, shape, budget) is answered as a request error with its
+    code, in place of validation's."""
+
+    def __init__(self, preparer: DocumentPreparer, limits: QueryLimits) -> None:
+        super().__init__()
+        self.preparer = preparer
         self.limits = limits
+        self.refusal: GraphQLError | None = None
+        self.errors: list[GraphQLError] = []
+
+    async def on_parse(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        if context.graphql_document is None and context.query:
+            try:
+                prepared = await self.preparer.prepare(
+                    context.query, context.schema._schema, client_of(context.context)
+                )
+            except DocumentBudgetExceeded as exc:
+                self.refusal = exc
+            else:
+                if prepared.document is None:
+                    self.refusal = prepared.errors[0]
+                else:
+                    context.graphql_document = prepared.document
+                    self.errors = list(prepared.errors)
+            if self.refusal is not None:
+                context.graphql_document = placeholder(context._provided_operation_name)
+        yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        assert context.graphql_document is not None
-        error = check_request(
-            context.schema._schema,
-            context.graphql_document,
-            # As the client sent it: `operation_name` falls back on the first operation's name.
-            context._provided_operation_name,
-            context.variables,
-            self.limits,
-        )
-        if error is None:
-            yield from super().on_validate()
+        if self.refusal is not None:
+            context.pre_execution_errors = [self.refusal]
         else:
-            context.pre_execution_errors = [error]
-            yield
+            assert context.graphql_document is not None
+            # Before validation's errors, as before validation itself: what it refuses is the reason
+            # to give, even for a document validation also refuses.
+            error = check_request(
+                context.schema._schema,
+                context.graphql_document,
+                # As the client sent it: `operation_name` falls back on the first operation's name.
+                context._provided_operation_name,
+                context.variables,
+                self.limits,
+            )
+            context.pre_execution_errors = [error] if error is not None else self.errors
+        yield
 
 
 class AgentTasksSchema(strawberry.Schema):
@@ -136,27 +197,22 @@ def _discard(task: asyncio.Future[Any]) -> None:
 
 
 def build_schema(
-    max_query_depth: int = 12,
-    max_aliases: int = 50,
-    max_tokens: int = 20_000,
     limits: QueryLimits | None = None,
+    documents: DocumentLimits | None = None,
     timeout_seconds: float | None = None,
 ) -> strawberry.Schema:
     """The schema served at /graphql. Extensions do not change the SDL, only how requests run: the limits
-    refuse a hostile document (too deep, too many aliases of a costly field, too long) before it runs.
+    refuse a hostile document (too long, too deep, too many aliases, too costly to validate or to answer)
+    before it runs.
 
-    A document is parsed and validated once, not on every request (`ParserCache`, `ValidationCache`:
-    an agent sends the same few mutations thousands of times). Validation results are cached by document
-    and rule set, so the depth and alias rules are built here, once per schema: limiters constructed per
-    request would make a new rule class each time and the cache would never hit. Both caches are LRUs of
-    `CACHE_SIZE` documents, so a client sending endless distinct documents only churns them. Before
-    validation, `guards.check_request` refuses, per request, what `limits` bound (cost, list lengths,
-    page sizes, several operations without a name); `timeout_seconds` is the queries' deadline."""
-    limit_rules = [
-        *QueryDepthLimiter(max_depth=max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
-    ]
+    A text is parsed, shape-checked and validated once (`documents`: `app/api/documents.py`, with its
+    own cache, large texts off the event loop, a CPU budget per client); `guards.check_request` then
+    refuses, per request, what `limits` bound (cost, list lengths, page sizes, several operations without
+    a name); `timeout_seconds` is the queries' deadline."""
     limits = limits or QueryLimits()
+    preparer = DocumentPreparer(
+        partial(_validate, rules=tuple(specified_rules)), documents or DocumentLimits()
+    )
     schema = AgentTasksSchema(
         query=Query,
         mutation=Mutation,
@@ -166,10 +222,7 @@ def build_schema(
             ContextPerOperation,
             ScopeCheck,  # before the database gate: a refusal needs no database
             DatabaseGate,
-            lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: ParserCache(maxsize=CACHE_SIZE),
-            lambda: AddValidationRules(limit_rules),
-            lambda: GuardedValidation(limits, CACHE_SIZE),
+            lambda: PreparedDocuments(preparer, limits),
             lambda: MaskUnexpectedErrors(should_mask_error=should_mask_error),
         ],
         # Subscription events run with caches of their own: graphql-core's grow for the subscription's life.
@@ -177,6 +230,11 @@ def build_schema(
     )
     schema.timeout_seconds = timeout_seconds
     return schema
+
+
+def _validate(schema: GraphQLSchema, document: DocumentNode, rules: tuple[Any, ...]) -> list[GraphQLError]:
+    """graphql-core's rules and Strawberry's own (`validate_document` adds `@oneOf` and `Maybe` checks)."""
+    return validate_document(schema, document, rules)
 
 
 def export_sdl() -> str:
