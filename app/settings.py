@@ -372,6 +372,14 @@ class Settings(BaseSettings):
         description="How often an open WebSocket or SSE stream made with an API key checks that the key is"
         " still valid; a revoked or expired key ends it within this time.",
     )
+    auth_key_cache_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="How long a process trusts what it read of an API key for the operations sent over a"
+        " WebSocket opened with it (each is checked): a key revoked by another process or the CLI is refused"
+        " within this time, one revoked through this process at once. 0: read the key for every operation.",
+    )
 
     @field_validator("auth_anonymous_scopes", mode="before")
     @classmethod

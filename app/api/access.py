@@ -6,6 +6,11 @@ scope the caller lacks, the operation is refused with one error and no resolver 
 document mixing an allowed and a refused field writes nothing. Introspection (`__schema`, `__type`,
 `__typename`) needs no scope: GraphiQL and code generators can load the schema before a key is entered.
 
+An operation sent over a WebSocket opened with an API key first checks that the key is still valid
+(`Authenticator.still_valid`: read at most AUTH_KEY_CACHE_SECONDS ago, a revocation on this process at
+once): a revoked or expired key's operation is refused with `UNAUTHENTICATED` and nothing runs. (An HTTP
+request is authenticated afresh by `AuthMiddleware` every time.)
+
 The error's `extensions` carry `code` (`FORBIDDEN`, or `UNAUTHENTICATED` for an anonymous caller of a
 server that requires credentials) and `requiredScope`. Over HTTP the answer is 200 under
 `application/json` (as every GraphQL error there) and 401 / 403 under `application/graphql-response+json`
@@ -27,10 +32,13 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
 )
+from pymongo.errors import PyMongoError
+from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from app.api.context import Context
+from app.auth.middleware import authenticator
 from app.auth.scopes import GRAPHQL, ScopeRefusal, require
 from app.domain import Scope
 from app.ratelimit import RateLimited, limiter
@@ -91,6 +99,24 @@ class ScopeCheck(SchemaExtension):
         address = request.client.host if request is not None and request.client else None
         await limiter(state.extras, state.settings, state.store.db).hit(context.principal, scope, address)
 
+    @staticmethod
+    async def _revoked(context: Context) -> GraphQLError | None:
+        """The refusal for an operation on a WebSocket whose API key was revoked (or expired) since the
+        socket opened; None when the key is valid, or the caller is no key, or the request is HTTP."""
+        principal = context.principal
+        if principal.kind != "key" or not isinstance(context.request, WebSocket):
+            return None
+        try:
+            if await authenticator(context.app).still_valid(principal):
+                return None
+        except PyMongoError as exc:  # answered as DATABASE_UNAVAILABLE / DATABASE_TIMEOUT (masking)
+            return GraphQLError(str(exc), original_error=exc)
+        return GraphQLError(
+            f"API key {principal.id} was revoked or has expired: this connection's operations are refused"
+            " (it is closed with 4403 shortly); reconnect with a valid key",
+            extensions={"code": "UNAUTHENTICATED"},
+        )
+
     async def on_execute(self) -> AsyncIterator[None]:
         ctx = self.execution_context
         context = ctx.context
@@ -98,6 +124,13 @@ class ScopeCheck(SchemaExtension):
         if isinstance(context, Context) and document is not None:
             fields = GRAPHQL[_ROOTS[ctx.operation_type]]
             needed: list[Scope] = []
+            revoked = await self._revoked(context)
+            if revoked is not None:
+                if ctx.operation_type is OperationType.SUBSCRIPTION:
+                    raise revoked
+                ctx.result = ExecutionResult(data=None, errors=[revoked])
+                yield
+                return
             try:
                 for name in dict.fromkeys(root_fields(document, ctx.operation_name)):
                     if name.startswith("__"):

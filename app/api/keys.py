@@ -13,6 +13,7 @@ import strawberry
 
 from app.api.results import NotFoundError, ValidationError
 from app.auth.keys import ApiKey, KeyService
+from app.auth.middleware import authenticator
 from app.domain import MAX_ID_LENGTH, SCOPE_DESCRIPTIONS, Scope, as_utc, utcnow
 
 strawberry.enum(
@@ -91,7 +92,9 @@ RevokeApiKeyResult = Annotated[
 
 
 def _keys(info: strawberry.Info) -> KeyService:
-    return KeyService(info.context.store.db)
+    """The process's key service: a key revoked through it is refused at once on this process's open
+    WebSockets too (`KeyService.active`)."""
+    return authenticator(info.context.app).keys
 
 
 def _invalid(field: str, message: str) -> ValidationError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,10 +76,19 @@ class ApiKey:
 
 
 class KeyService:
-    """API keys over one database."""
+    """API keys over one database.
 
-    def __init__(self, db: Db) -> None:
+    `active` answers from what it read at most `cache_seconds` ago: a revocation anywhere (another server
+    process, the CLI) counts within that time, and a revocation through this service at once. The server
+    keeps one service per process (`app.auth.middleware.authenticator`)."""
+
+    def __init__(self, db: Db, cache_seconds: float = 0.0) -> None:
         self.db = db
+        self.cache_seconds = cache_seconds
+        #: Key id → (when it was read, `time.monotonic()`; the key, None when there is none).
+        self._seen: dict[str, tuple[float, ApiKey | None]] = {}
+        #: Keys revoked through this service: revoked for good, whatever a read in flight comes back with.
+        self._revoked: set[str] = set()
 
     async def create(
         self,
@@ -118,7 +128,28 @@ class KeyService:
     async def revoke(self, key_id: str) -> ApiKey | None:
         """Revoke the key (idempotent); None when there is no such key."""
         doc = await key_store.revoke(self.db, key_id, _now())
-        return ApiKey.from_doc(doc) if doc is not None else None
+        if doc is None:
+            return None
+        self._revoked.add(key_id)
+        return ApiKey.from_doc(doc)
+
+    async def active(self, key_id: str) -> bool:
+        """Whether the key exists and is neither revoked nor expired (see the class docstring)."""
+        if key_id in self._revoked:
+            return False
+        seen = self._seen.get(key_id)
+        if seen is None or time.monotonic() - seen[0] >= self.cache_seconds:
+            read_at = time.monotonic()
+            seen = (read_at, await self.get(key_id))
+            if self.cache_seconds > 0:
+                self._seen[key_id] = seen
+        key = seen[1]
+        return (
+            key is not None
+            and key.revoked_at is None
+            and key_id not in self._revoked  # revoked here while it was being read
+            and (key.expires_at is None or key.expires_at > _now())
+        )
 
     async def authenticate(self, secret: str) -> Principal:
         """The principal of a valid secret; else AuthenticationError (malformed, unknown,

@@ -10,7 +10,6 @@ mode. The principal is put on the scope state and in `current_principal` for the
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -65,13 +64,12 @@ class Authenticator:
         )
 
     async def still_valid(self, principal: Principal) -> bool:
-        """Whether an API key principal's key is still neither revoked nor expired (others: True; a JWT's
-        own expiry was checked when it was presented)."""
+        """Whether an API key principal's key is still neither revoked nor expired, as read at most
+        AUTH_KEY_CACHE_SECONDS ago (a revocation through this process counts at once: `KeyService.active`).
+        Others: True (a JWT's own expiry was checked when it was presented)."""
         if principal.kind != "key" or principal.id is None:
             return True
-        key = await self.keys.get(principal.id)
-        now = dt.datetime.now(dt.UTC)
-        return key is not None and key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+        return await self.keys.active(principal.id)
 
     async def authenticate(self, token: str | None) -> Principal:
         if token is None:
@@ -88,7 +86,8 @@ def authenticator(state: AppState, jwt: TokenVerifier | None = None) -> Authenti
     after the middleware stack is built)."""
     auth = state.extras.get("authenticator")
     if auth is None:
-        auth = Authenticator(state.settings, KeyService(state.store.db), jwt)
+        keys = KeyService(state.store.db, state.settings.auth_key_cache_seconds)
+        auth = Authenticator(state.settings, keys, jwt)
         state.extras["authenticator"] = auth
     return auth
 
