@@ -110,7 +110,7 @@ def test_the_costly_queries_of_the_issue_are_refused_before_execution(server: Se
         response = post(server, {"query": COPIES}, accept)
         assert response.status_code == (400 if accept == GRJ else 200), response.text
         (error,) = response.json()["errors"]
-        assert error["extensions"] == {"code": "QUERY_TOO_COMPLEX", "limit": 20_000}
+        assert error["extensions"] == {"code": "QUERY_TOO_COMPLEX", "limit": 5_000}
         assert "GRAPHQL_VALIDATION_WORK_MAX" in error["message"]
     for query in (BACK_AND_FORTH,):
         for accept in (GRJ, "application/json"):
