@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import uvicorn
 
-from app.edge import log_filter
+from app.edge import log_filter, url_limited_protocol
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -223,6 +223,7 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
                 port=port,
                 log_level=settings.log_level,
                 lifespan="on",
+                http=url_limited_protocol(settings.max_url_bytes),
                 ws_per_message_deflate=settings.ws_per_message_deflate,
                 # X-Forwarded-For from the configured proxies only: uvicorn's default trusts loopback.
                 proxy_headers=bool(settings.forwarded_allow_ips),

@@ -9,6 +9,7 @@ so a client's mistake never logs a traceback (only the unexpected, a 500, does).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -151,3 +152,78 @@ async def read_capped(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+#: After a 414, how much more of the request is read (and dropped) before the connection is closed anyway,
+#: and for how long at most.
+LINGER_BYTES = 8 * 1024 * 1024
+LINGER_SECONDS = 5.0
+
+
+class UrlTooLong(Exception):
+    """Raised from the HTTP parser's URL callback to stop reading a request whose URL is over the limit."""
+
+
+def url_limited_protocol(max_url_bytes: int) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol, answering a request line whose URL is longer than `max_url_bytes` with
+    414 and a JSON error naming the limit (`MAX_URL_BYTES`) before reading the rest of it. Without it a
+    URL past ~64 KiB (httptools' URL parser counts in 16 bits) got uvicorn's bare 400 "Invalid HTTP request
+    received." whatever its length. uvicorn takes a protocol class as `Config(http=...)`; where httptools
+    is not installed, uvicorn's default is kept ("auto": h11, whose own limit answers 400)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools ships with uvicorn[standard]
+        return "auto"
+
+    class UrlLimitedHttpTools(HttpToolsProtocol):
+        refused = False
+        discarded = b""  # the tail of what was read after refusing (the end of the head may straddle reads)
+        discarded_bytes = 0
+
+        def data_received(self, data: bytes) -> None:
+            if not self.refused:
+                super().data_received(data)
+                return
+            # Read the rest of the request head before closing: closing with unread bytes would reset the
+            # connection, and the client could lose the 414 before reading it.
+            self.discarded_bytes += len(data)
+            self.discarded = (self.discarded + data)[-4:]
+            if b"\r\n\r\n" in self.discarded or self.discarded_bytes > LINGER_BYTES:
+                self.transport.close()
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            if len(self.url) > max_url_bytes and not self.refused:
+                self.refused = True
+                graphql = self.url.startswith(b"/graphql")
+                message = (
+                    f"The URL is longer than MAX_URL_BYTES ({max_url_bytes} bytes):"
+                    " send the request as a POST body."
+                )
+                body: dict[str, Any] = (
+                    {
+                        "errors": [
+                            {
+                                "message": message,
+                                "extensions": {"code": "URI_TOO_LONG", "limit": max_url_bytes},
+                            }
+                        ]
+                    }
+                    if graphql
+                    else {"error": {"code": "uri_too_long", "message": message, "limit": max_url_bytes}}
+                )
+                payload = json.dumps(body).encode()
+                head = (
+                    "HTTP/1.1 414 URI Too Long\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n"
+                )
+                logger.info("refused request: 414 URI too long (over %d bytes)", max_url_bytes)
+                self.transport.write(head.encode("ascii") + payload)
+                asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
+                raise UrlTooLong  # stops the parser; what follows is read and dropped (`data_received`)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self.refused:  # the 414 is the answer already
+                super().send_400_response(msg)
+
+    return UrlLimitedHttpTools

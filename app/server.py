@@ -189,6 +189,7 @@ def create_app(
     )
 
     graphql_app.max_body_bytes = settings.max_body_bytes
+    graphql_app.max_url_bytes = settings.max_url_bytes
     graphql_app.max_json_depth = settings.max_json_depth
 
     @asynccontextmanager

@@ -232,8 +232,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
-        description="Largest request body (GraphQL and REST) and GraphQL GET query string, in bytes; larger"
-        " is refused with 413 before it is read whole.",
+        description="Largest request body (GraphQL and REST), in bytes; larger is refused with 413 before it"
+        " is read whole.",
+    )
+    max_url_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=60_000,
+        description="Longest request URL (path and query string), in bytes; longer is refused with 414 as"
+        " soon as the request line is read (a GraphQL GET's query string too). At most 60,000: uvicorn's"
+        " HTTP parser cannot take a URL past 64 KiB.",
     )
     max_json_depth: int = Field(
         default=64,

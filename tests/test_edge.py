@@ -55,7 +55,7 @@ async def test_a_300_mb_body_is_refused_413_without_being_read(client: httpx.Asy
 async def test_the_body_limit_is_the_one_setting(settings: Settings, db: Any) -> None:
     from app.server import create_app
 
-    app = create_app(settings.model_copy(update={"max_body_bytes": 2048}))
+    app = create_app(settings.model_copy(update={"max_body_bytes": 2048, "max_url_bytes": 2048}))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
@@ -68,6 +68,8 @@ async def test_the_body_limit_is_the_one_setting(settings: Settings, db: Any) ->
             "/graphql", params={"query": "{ __typename }", "variables": "{}" + " " * 3000}
         )
         assert long_get.status_code == 414
+        assert long_get.json()["errors"][0]["extensions"] == {"code": "URI_TOO_LONG"}
+        assert "MAX_URL_BYTES (2048 bytes)" in long_get.json()["errors"][0]["message"]
 
 
 def nested(depth: int) -> bytes:

@@ -222,7 +222,10 @@ def test_a_body_that_is_not_json_is_a_400_graphql_error(plain_server: ServerProc
         assert response.status_code == 400 and media_type(response) == accept
         assert response.json() == {
             "errors": [
-                {"message": "The body is not valid JSON: Expecting value: line 1 column 11 (char 10)."}
+                {
+                    "message": "The body is not valid JSON: Expecting value: line 1 column 11 (char 10).",
+                    "extensions": {"code": "BAD_JSON"},
+                }
             ]
         }
     empty = httpx.post(f"{plain_server.url}/graphql", headers={"Content-Type": JSON, "Accept": GRJ})

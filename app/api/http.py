@@ -25,6 +25,7 @@ import json
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError, get_operation_ast
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -34,9 +35,11 @@ from strawberry.extensions import MaskErrors
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
+from strawberry.types.graphql import OperationType
 
 from app.api.context import Context
+from app.api.schema import AgentTasksSchema, client_of
 from app.edge import BodyTooLarge, read_capped
 from app.store import storable
 
@@ -47,12 +50,38 @@ JSON = "application/json"
 _UNEXPECTED = MaskErrors().error_message
 
 
+#: The `extensions.code` of each refusal of the view, by status (Strawberry's own refusals included).
+VIEW_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "BODY_TOO_LARGE",
+    414: "URI_TOO_LONG",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+#: Strawberry's refusal of a JSON array (several operations in one request), which this server does not run.
+BATCHING_REFUSED = "Batching is not enabled"
+
+
 class RequestRefused(HTTPException):
     """A refusal of the view with headers of its own (`Allow` for a 405)."""
 
-    def __init__(self, status_code: int, reason: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status_code: int, reason: str, headers: dict[str, str] | None = None, code: str | None = None
+    ) -> None:
         super().__init__(status_code, reason)
         self.headers = headers or {}
+        self.code = code
+
+
+def view_code(exc: HTTPException) -> str:
+    """The machine-readable code of a refusal of the view."""
+    if isinstance(exc, RequestRefused) and exc.code:
+        return exc.code
+    if exc.reason == BATCHING_REFUSED:
+        return "BATCHING_NOT_ENABLED"
+    return VIEW_CODES.get(exc.status_code, "BAD_REQUEST")
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -132,9 +161,13 @@ def request_error_status(result: ExecutionResult) -> int | None:
     return 400
 
 
-def error_response(status: int, message: str, media_type: str, headers: dict[str, str]) -> Response:
-    """A refusal as a GraphQL response: `{"errors": [{"message": …}]}` with no `data`."""
-    response = JSONResponse({"errors": [{"message": message}]}, status_code=status, headers=headers)
+def error_response(
+    status: int, message: str, media_type: str, headers: dict[str, str], code: str = "BAD_REQUEST"
+) -> Response:
+    """A refusal as a GraphQL response: `{"errors": [{"message": …, "extensions": {"code": …}}]}`, no
+    `data`."""
+    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    response = JSONResponse(body, status_code=status, headers=headers)
     response.headers["content-type"] = f"{media_type}; charset=utf-8"
     response.headers["vary"] = "Accept"
     return response
@@ -145,10 +178,11 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
 
     Sizes are bounded before Strawberry sees a request: a POST body over `max_body_bytes` is refused 413
     from its `Content-Length`, or as soon as the bytes streamed in pass the limit; a GET query string over
-    it is refused 414. A body (or GET `variables`/`extensions`) that is not JSON or is nested deeper than
-    `max_json_depth` is refused 400."""
+    `max_url_bytes` is refused 414. A body (or GET `variables`/`extensions`) that is not JSON or is nested
+    deeper than `max_json_depth` is refused 400 (`JSON_TOO_DEEP`)."""
 
     max_body_bytes = 1024 * 1024
+    max_url_bytes = 32 * 1024
     max_json_depth = 64
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,7 +198,10 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             response = await self.run(request)
         except HTTPException as exc:
             headers = exc.headers if isinstance(exc, RequestRefused) else {}
-            response = error_response(exc.status_code, exc.reason, media_type, headers)
+            message = exc.reason
+            if message == BATCHING_REFUSED:
+                message = f"{BATCHING_REFUSED}: send one operation per request (a JSON object, not an array)."
+            response = error_response(exc.status_code, message, media_type, headers, view_code(exc))
             scope.setdefault("state", {})["refusal"] = exc.reason  # for the edge's log line
         await response(scope, receive, send)
 
@@ -186,9 +223,11 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         """A POST must carry a JSON object in UTF-8: 415 for another media type, 413 over the size limit,
         400 for another body. A GET's query string is bounded and its JSON parameters checked alike."""
         if request.method != "POST":
-            if len(request.scope.get("query_string", b"")) > self.max_body_bytes:
+            # The server's HTTP protocol refuses longer URLs before they get here (app/edge.py); this
+            # holds the limit where the app is served another way (tests, another ASGI server).
+            if len(request.scope.get("query_string", b"")) > self.max_url_bytes:
                 raise RequestRefused(
-                    414, f"The query string is longer than MAX_BODY_BYTES ({self.max_body_bytes} bytes)."
+                    414, f"The query string is longer than MAX_URL_BYTES ({self.max_url_bytes} bytes)."
                 )
             for name in ("variables", "extensions"):
                 if raw := request.query_params.get(name):
@@ -221,14 +260,18 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             value = json.loads(raw)
         except RecursionError:
             raise RequestRefused(
-                400, f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels)."
+                400,
+                f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels).",
+                code="JSON_TOO_DEEP",
             ) from None
         except (ValueError, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RequestRefused(400, f"The {name} is not valid JSON: {reason}.") from None
+            raise RequestRefused(400, f"The {name} is not valid JSON: {reason}.", code="BAD_JSON") from None
         if storable.too_deep(value, self.max_json_depth):
             raise RequestRefused(
-                400, f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels)."
+                400,
+                f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels).",
+                code="JSON_TOO_DEEP",
             )
         return value
 
@@ -237,6 +280,48 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         # Carried to `create_response`, which sees only the sub-response.
         sub_response.media_type = getattr(request.state, "graphql_media_type", JSON)
         return sub_response
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        """A mutation sent over `GET` for a stream (`Accept: text/event-stream`) is refused 405 like a plain
+        one; Strawberry would answer it inside the stream, as an unexpected error."""
+        if (
+            request_adapter.method == "GET"
+            and isinstance(request_data, GraphQLRequestData)
+            and request_data.protocol != "http"
+            and request_data.query
+            and await self._operation_type(request_data, context) is OperationType.MUTATION
+        ):
+            raise RequestRefused(
+                405, "Mutations are not allowed over GET: send them with POST.", {"Allow": "POST"}
+            )
+        return await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+
+    async def _operation_type(
+        self, request_data: GraphQLRequestData, context: Context
+    ) -> OperationType | None:
+        """The type of the operation a request asks for, from the schema's prepared documents (it is
+        prepared once; the execution that follows finds it ready); None if it cannot be told."""
+        schema = self.schema
+        if not isinstance(schema, AgentTasksSchema) or schema.documents is None or not request_data.query:
+            return None
+        try:
+            prepared = await schema.documents.prepare(request_data.query, schema._schema, client_of(context))
+        except GraphQLError:
+            return None  # over the client's budget: the execution says so
+        if prepared.document is None:
+            return None
+        operation = get_operation_ast(prepared.document, request_data.operation_name)
+        return None if operation is None else OperationType(operation.operation.value)
 
     async def execute_single(
         self,

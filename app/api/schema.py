@@ -149,6 +149,8 @@ class AgentTasksSchema(strawberry.Schema):
     cancelled halfway would leave the client unsure whether it happened); subscriptions run on."""
 
     timeout_seconds: float | None = None
+    #: Where its documents are prepared (`build_schema` sets it; the HTTP view asks it too).
+    documents: DocumentPreparer | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -229,6 +231,7 @@ def build_schema(
         execution_context_class=EventScopedExecutor,
     )
     schema.timeout_seconds = timeout_seconds
+    schema.documents = preparer
     return schema
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from app.edge import BodyTooLarge, read_capped
 from app.rest.errors import ApiError
 from app.store import storable
-from app.store.filters import FilterError, parse_filter_json
+from app.store.filters import FilterError, JsonTooDeep, parse_filter_json
 
 
 async def read_json(request: Request) -> Any:
@@ -32,6 +32,11 @@ async def read_json(request: Request) -> Any:
         return None
     try:
         value = parse_filter_json(raw)
+    except JsonTooDeep:
+        depth = settings.max_json_depth
+        raise ApiError(
+            "bad_json", f"the body is nested deeper than MAX_JSON_DEPTH ({depth} levels)", limit=depth
+        ) from None
     except FilterError as exc:
         # parse_filter_json words it for filters; for a body the problem is the body.
         raise ApiError("bad_json", str(exc).replace("filter is not", "the body is not", 1)) from exc

@@ -79,6 +79,10 @@ _NUMBER_KINDS = frozenset({FieldKind.INT, FieldKind.FLOAT})
 _Resolver = Callable[[str, str], tuple[FieldKind, str]]
 
 
+class JsonTooDeep(FilterError):
+    """JSON nested deeper than the parser goes (a REST body says which limit applies)."""
+
+
 def parse_filter_json(text: str | bytes) -> Any:
     """Parse a filter sent as JSON text (a REST body or a string argument); `NaN`/`Infinity` are refused."""
 
@@ -87,7 +91,10 @@ def parse_filter_json(text: str | bytes) -> Any:
 
     try:
         return json.loads(text, parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except RecursionError:
+        # Python's parser gives up (~1,000 levels) before any depth limit is checked: say so plainly.
+        raise JsonTooDeep("filter is nested too deep to parse") from None
+    except (ValueError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FilterError(f"filter is not valid JSON: {reason}") from exc
 
