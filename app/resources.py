@@ -1,6 +1,6 @@
 """What the lifespan opens once and every request shares (`AppState`), and `open_resources`, which opens
 it in order and closes it in reverse: the embedded mongod (when no `MONGODB_URI` is set), the client, the
-collections and indexes, the event hub and the expiry sweeper.
+collections and indexes, the process's registration (`Presence`), the event hub and the expiry sweeper.
 
 The GraphQL and REST layers both reach the services through `AppState`; neither imports the other.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,7 +24,8 @@ from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.transitions import Lifecycle
 from app.live.hub import EventHub
-from app.mongo.client import check_deployment, make_client
+from app.live.presence import Presence
+from app.mongo.client import app_name, check_deployment, make_client
 from app.mongo.embedded import EmbeddedMongod
 from app.settings import Settings
 from app.store.config import shared_secret
@@ -83,10 +85,10 @@ class AppState:
 
 @asynccontextmanager
 async def _database(
-    settings: Settings, listeners: Sequence[CommandListener] = ()
+    settings: Settings, listeners: Sequence[CommandListener] = (), process_id: str | None = None
 ) -> AsyncIterator[tuple[str, Db]]:
     """The database's URI and handle, ready (mongod if embedded, a client, a bounded check, the indexes);
-    closed in reverse."""
+    closed in reverse. The client is named after `process_id` (default: a new one)."""
     embedded: EmbeddedMongod | None = None
     uri = settings.mongodb_uri
     if uri is None:
@@ -97,6 +99,7 @@ async def _database(
         listeners,
         timeout_seconds=settings.mongodb_timeout_seconds,
         server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
+        appname=app_name(process_id or uuid.uuid4().hex),
     )
     try:
         # A bounded wait, and one sentence if MongoDB is unreachable or cannot run this server.
@@ -123,7 +126,10 @@ async def open_resources(
     settings: Settings, listeners: Sequence[CommandListener] = ()
 ) -> AsyncIterator[AppState]:
     """Everything the app needs, opened in order and closed in reverse (mongod if embedded, client…)."""
-    async with _database(settings, listeners) as (uri, db):
+    # Who this process is to MongoDB (both clients' appName) and to the other processes (its registration,
+    # the event hub's lease): how a survivor finds the transactions this process leaves open if it dies.
+    process_id = uuid.uuid4().hex
+    async with _database(settings, listeners, process_id) as (uri, db):
         # The event hub has a client of its own, without the operation timeout: its change stream waits
         # for events indefinitely by design, and its loops retry on failure by themselves; server selection
         # is still bounded. (Cancelling its loops at shutdown once hung `stop()`: a cancellation lost in
@@ -132,9 +138,10 @@ async def open_resources(
             uri,
             listeners,
             server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
+            appname=app_name(process_id),
         )
         try:
-            async with _services(settings, db, hub_client) as state:
+            async with _services(settings, db, hub_client, process_id) as state:
                 yield state
         finally:
             await hub_client.close()
@@ -142,18 +149,28 @@ async def open_resources(
 
 @asynccontextmanager
 async def _services(
-    settings: Settings, db: Db, hub_client: AsyncMongoClient[dict[str, Any]]
+    settings: Settings, db: Db, hub_client: AsyncMongoClient[dict[str, Any]], process_id: str
 ) -> AsyncIterator[AppState]:
-    """The event hub, the services and the sweeper over a ready database; stopped in reverse."""
+    """The registration, the event hub, the services and the sweeper over a ready database; stopped in
+    reverse."""
     sweeper: ExpirySweeper | None = None
     hub: EventHub | None = None
     state: AppState | None = None
+    presence = Presence(
+        db,
+        process_id,
+        app_name(process_id),
+        heartbeat_seconds=settings.process_heartbeat_seconds,
+        lapse_seconds=settings.process_lapse_seconds,
+    )
     try:
+        await presence.start()  # registered before this process's first transaction
         secret = (
             settings.cursor_secret.encode() if settings.cursor_secret else await shared_secret(db, "cursor")
         )
         hub = EventHub(
             hub_client[settings.mongodb_db],
+            owner=process_id,
             queue_size=settings.subscription_queue_size,
             queue_bytes=settings.subscription_queue_bytes,
             orphan_grace_seconds=settings.event_orphan_grace_seconds,
@@ -194,3 +211,4 @@ async def _services(
             await sweeper.stop()
         if hub is not None:
             await hub.stop()
+        await presence.stop()

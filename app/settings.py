@@ -195,6 +195,22 @@ class Settings(BaseSettings):
         description="Age after which an event no change stream saw committed is stamped by the orphan sweep;"
         " longer than MongoDB's transaction lifetime (60 s), so its transaction has surely ended.",
     )
+    process_heartbeat_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often a server process renews its registration (`server_processes`) and looks for"
+        " transactions left open by a server process that died; a crashed process's transactions (which hold"
+        " the writes its clients retry elsewhere) are aborted within one to two of these.",
+    )
+    process_lapse_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A server process that has not renewed its registration for this long (its host went"
+        " down, or it is cut off from MongoDB) is taken for dead and the transactions it left open are"
+        " aborted; at least 3 x PROCESS_HEARTBEAT_SECONDS.",
+    )
     claim_spread: int = Field(
         default=8,
         ge=1,
@@ -495,6 +511,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LEASE_SECONDS ({self.lease_seconds}) must lie between LEASE_SECONDS_MIN"
                 f" ({self.lease_seconds_min}) and LEASE_SECONDS_MAX ({self.lease_seconds_max})."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lapse_after_heartbeats(self) -> Settings:
+        if self.process_lapse_seconds < 3 * self.process_heartbeat_seconds:
+            raise ValueError(
+                f"PROCESS_LAPSE_SECONDS ({self.process_lapse_seconds:g}) must be at least three"
+                f" PROCESS_HEARTBEAT_SECONDS ({self.process_heartbeat_seconds:g}): a live process would lapse"
+                " between its heartbeats."
             )
         return self
 

@@ -36,7 +36,7 @@ async def snapshot(db: Any) -> dict[str, list[dict[str, Any]]]:
     """Every document of every collection, to prove a refusal changed nothing."""
     out = {}
     for name in await db.list_collection_names():
-        if name not in ("server_config",):
+        if name not in ("server_config", "server_processes"):
             out[name] = [d async for d in db[name].find().sort("_id", 1)]
     return out
 

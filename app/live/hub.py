@@ -218,6 +218,7 @@ class EventHub:
         settle_seconds: float = 5.0,
         lease_seconds: float = 3.0,
         batch_seconds: float = 0.02,
+        owner: str | None = None,
     ) -> None:
         self.db = db
         self.queue_size = queue_size
@@ -227,8 +228,8 @@ class EventHub:
         self.settle_seconds = settle_seconds
         self.lease_seconds = lease_seconds
         self.batch_seconds = batch_seconds
-        #: Who this process is, for the orphan-sweep lease; whether it holds it.
-        self.owner = uuid.uuid4().hex
+        #: Who this process is, for the orphan-sweep lease (the process id, when given); whether it holds it.
+        self.owner = owner or uuid.uuid4().hex
         self.sweeps_orphans = False
         self._by_key: dict[Key, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None

@@ -21,6 +21,15 @@ from pymongo.errors import (
 )
 from pymongo.monitoring import CommandListener
 
+#: The `appName` of this server's MongoDB clients; a server process adds its own id (`app_name`).
+APP_NAME = "agent-tasks"
+
+
+def app_name(process_id: str) -> str:
+    """The `appName` a server process's clients carry: MongoDB shows it with each of their connections and
+    open transactions, which is how another process finds those of one that died (app/live/presence.py)."""
+    return f"{APP_NAME}/{process_id}"
+
 
 class MongoUnavailable(RuntimeError):
     """MongoDB cannot be used by this server; the message says why and what to do, in one sentence."""
@@ -32,6 +41,7 @@ def make_client(
     *,
     timeout_seconds: float | None = None,
     server_selection_timeout_seconds: float | None = None,
+    appname: str = APP_NAME,
 ) -> AsyncMongoClient[dict[str, Any]]:
     """A client that returns timezone-aware datetimes (so the API always answers in UTC with an offset).
 
@@ -39,7 +49,8 @@ def make_client(
     server selection, connection checkout and round trips included, ends within it, and each command
     carries the `maxTimeMS` left, so mongod stops working on it too. `server_selection_timeout_seconds`
     bounds the wait for a usable server (PyMongo's default is 30 s), so an unreachable MongoDB fails a
-    request in that time. Options given in the URI win over these.
+    request in that time. Options given in the URI win over these, except `appname`, which names the
+    client to MongoDB: a server process's own name must reach MongoDB (app/live/presence.py).
 
     Raises `MongoUnavailable` when the URI itself is unusable (not a MongoDB URI, an unknown option…)."""
     options: dict[str, Any] = {}
@@ -55,7 +66,7 @@ def make_client(
             tz_aware=True,
             uuidRepresentation="standard",
             event_listeners=list(listeners),
-            appname="agent-tasks",
+            appname=appname,
             **{key: value for key, value in options.items() if key.lower() not in uri_options},
         )
     except ConfigurationError as exc:

@@ -296,6 +296,11 @@ API_KEYS = CollectionSpec(
 #: Small server-wide settings shared by every process, e.g. the cursor-signing secret (app/store/config.py).
 SERVER_CONFIG = CollectionSpec(name="server_config", id_field="_id", fields={"value": S})
 
+#: The running server processes, each renewing its registration (app/store/processes.py, app/live/presence).
+SERVER_PROCESSES = CollectionSpec(
+    name="server_processes", id_field="_id", fields={"app_name": S, "until": DT, "host": S, "pid": INT}
+)
+
 #: Every collection, in the order the hierarchy reads.
 ALL: tuple[CollectionSpec, ...] = (
     META_WORKFLOW_TASKS,
@@ -309,4 +314,5 @@ ALL: tuple[CollectionSpec, ...] = (
     IDEMPOTENCY_KEYS,
     API_KEYS,
     SERVER_CONFIG,
+    SERVER_PROCESSES,
 )
