@@ -33,7 +33,7 @@ from app.api.guards import QueryLimits
 from app.api.http import GraphQLOverHTTP
 from app.api.legacy_ws import GraphQLWSHandler
 from app.api.live_limits import LiveConnectionCap, TransportWSHandler
-from app.api.schema import build_schema
+from app.api.schema import AgentTasksSchema, build_schema
 from app.auth.middleware import AuthMiddleware, TokenVerifier, authenticator, bearer, watch_key
 from app.edge import edge_middleware
 from app.metrics import metrics_middleware, metrics_route
@@ -192,15 +192,21 @@ def create_app(
     graphql_app.max_url_bytes = settings.max_url_bytes
     graphql_app.max_json_depth = settings.max_json_depth
 
+    documents = graphql_app.schema.documents if isinstance(graphql_app.schema, AgentTasksSchema) else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        if state is not None:
-            app.state.agent_tasks = state
-            yield {}
-            return
-        async with open_resources(settings, mongo_listeners) as opened:
-            app.state.agent_tasks = opened
-            yield {}
+        try:
+            if state is not None:
+                app.state.agent_tasks = state
+                yield {}
+                return
+            async with open_resources(settings, mongo_listeners) as opened:
+                app.state.agent_tasks = opened
+                yield {}
+        finally:
+            if documents is not None:  # its worker process, if a large document started one
+                documents.close()
 
     return Starlette(
         routes=[

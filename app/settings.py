@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         default=2048,
         ge=0,
         description="GraphQL documents longer than this (characters) are parsed and validated in a worker"
-        " thread, one at a time and at most one per client, so the event loop keeps serving others.",
+        " process, one at a time and at most one per client, so the event loop keeps serving others.",
     )
     graphql_prepare_cpu_ms: int = Field(
         default=2500,

@@ -1,6 +1,8 @@
-"""Cost-limit benchmark: how long a trivial query from another client waits while big queries run.
+"""Cost-limit benchmark: how long a trivial query from another client waits while big queries run, and
+while another client floods the server with documents at the token limit.
 
     python -m bench.cost [--workflows 5] [--sub-tasks 25] [--behaviors 20] [--seconds 10]
+    python -m bench.cost --flood-only [--rounds 3] [--round-seconds 8]
 
 Loads `--workflows` synthetic workflows (the issue's 5 of 25×20), starts a real `agent-tasks serve`, then:
 
@@ -9,14 +11,23 @@ Loads `--workflows` synthetic workflows (the issue's 5 of 25×20), starts a real
 - runs, back to back for `--seconds`, the largest queries the default cost limit allows over that data
   (the whole tree of one workflow, `queries/WorkflowTree.graphql`, and every workflow's tasks with their
   states), while a second client sends `{ __typename }` every 20 ms; prints how long those waited
-  (median, 99th percentile, maximum) next to how long one big query takes.
+  (median, 99th percentile, maximum) next to how long one big query takes;
+- the flood (issue 18, finding 6): a probe client sends `{ __typename }` every 20 ms while, in alternate
+  rounds of `--round-seconds`, nobody else does anything (the floor) or one client in another process
+  sends, back to back, distinct documents at the token limit (10,000-ish aliases, directives, operations,
+  or over the limit), each refused. Prints the probe's median and p99 for both, the p99 ratio, and what
+  the flooder got back (refusals by code, requests per second).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -73,6 +84,82 @@ async def measure(
     return durations, waits
 
 
+#: Documents at the token limit (20,000), each refused; `{n}` makes every one distinct (no cache hits).
+FLOODS = {
+    "aliases": lambda n: "{" + " ".join(f"a{n}_{i}: __typename" for i in range(6_600)) + "}",
+    "directives": lambda n: f"query Q{n} {{ __typename " + " ".join(["@a"] * 9_990) + "}",
+    "operations": lambda n: " ".join(f"query q{n}_{i} {{ __typename }}" for i in range(3_990)),
+    "over the token limit": lambda n: f"query Q{n} {{" + " __typename" * 25_000 + "}",
+}
+
+
+def flooder(url: str, kind: str, seconds: float) -> None:
+    """Send documents of one kind back to back for `seconds` (run in a process of its own); print a JSON
+    line of what came back."""
+    import json
+
+    make = FLOODS[kind]
+    codes: collections.Counter[str] = collections.Counter()
+    deadline = time.perf_counter() + seconds
+    n = random.randrange(1 << 30)
+    with httpx.Client(base_url=url, timeout=120) as http:
+        while time.perf_counter() < deadline:
+            n += 1
+            errors = http.post("/graphql", json={"query": make(n)}).json().get("errors") or [{}]
+            codes[str(errors[0].get("extensions", {}).get("code"))] += 1
+    print(json.dumps({"codes": codes, "per_second": sum(codes.values()) / seconds}), flush=True)
+
+
+def probe(url: str, seconds: float) -> list[float]:
+    """`{ __typename }` every 20 ms for `seconds`; each answer's latency."""
+    waits: list[float] = []
+    deadline = time.perf_counter() + seconds
+    with httpx.Client(base_url=url, timeout=120) as other:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            other.post("/graphql", json={"query": "{ __typename }"}).json()
+            waits.append(time.perf_counter() - start)
+            time.sleep(0.02)
+    return waits
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def flood(url: str, rounds: int, seconds: float) -> None:
+    """Alternate floor and flood rounds for each kind of document; print the probe's latencies."""
+    import json
+
+    for kind in FLOODS:
+        floor: list[float] = []
+        flooded: list[float] = []
+        got: collections.Counter[str] = collections.Counter()
+        rates: list[float] = []
+        for _ in range(rounds):
+            floor += probe(url, seconds)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bench.cost", "--flooder", url, kind, str(seconds + 1)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(0.5)  # the flood is under way before the probe starts
+            flooded += probe(url, seconds)
+            out, _ = process.communicate()
+            result = json.loads(out.strip().splitlines()[-1])
+            got.update(result["codes"])
+            rates.append(result["per_second"])
+        print(
+            f"flood of {kind}: probe median {statistics.median(floor) * 1000:.1f} -> "
+            f"{statistics.median(flooded) * 1000:.1f} ms, p99 {percentile(floor, 0.99) * 1000:.1f} -> "
+            f"{percentile(flooded, 0.99) * 1000:.1f} ms (x{percentile(flooded, 0.99) / percentile(floor, 0.99):.2f}),"
+            f" max {max(flooded) * 1000:.1f} ms; flooder {statistics.mean(rates):.1f} requests/s,"
+            f" answers {dict(got)} ({len(floor)} + {len(flooded)} probes)"
+        )
+
+
 async def main(args: argparse.Namespace) -> None:
     mongod = EmbeddedMongod(Path(tempfile.mkdtemp(prefix="bench-cost-")), port=0)
     uri = mongod.start()
@@ -84,6 +171,9 @@ async def main(args: argparse.Namespace) -> None:
         env = {"MONGODB_URI": uri, "MONGODB_DB": db_name, "LOG_LEVEL": "warning"}
         tree = (ROOT / "queries" / "WorkflowTree.graphql").read_text()
         with serve(env) as server:
+            if args.flood_only:
+                await asyncio.to_thread(flood, server.url, args.rounds, args.round_seconds)
+                return
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
                 for name, query in (
                     ("the issue's depth-10 query", COSTLY),
@@ -110,6 +200,7 @@ async def main(args: argparse.Namespace) -> None:
                         f"p99 {waits[int(len(waits) * 0.99)] * 1000:.1f} ms, max {waits[-1] * 1000:.1f} ms "
                         f"({len(waits)} requests)"
                     )
+            await asyncio.to_thread(flood, server.url, args.rounds, args.round_seconds)
         await client.close()
     finally:
         mongod.stop()
@@ -123,4 +214,12 @@ if __name__ == "__main__":
     parser.add_argument("--sub-tasks", type=int, default=25)
     parser.add_argument("--behaviors", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--flood-only", action="store_true", help="only the flood comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="floor/flood round pairs per kind")
+    parser.add_argument("--round-seconds", type=float, default=8)
+    parser.add_argument("--flooder", nargs=3, metavar=("URL", "KIND", "SECONDS"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.flooder:
+        flooder(arguments.flooder[0], arguments.flooder[1], float(arguments.flooder[2]))
+    else:
+        asyncio.run(main(arguments))

@@ -20,7 +20,7 @@ from pymongo import MongoClient
 
 from app.api.document_shape import ShapeLimits, ShapeRefused, measure
 from app.api.documents import DocumentLimits, DocumentPreparer, prepare_text
-from app.api.schema import _validate, build_schema
+from app.api.schema import _validate, build_schema, validation_target
 from app.server import create_app
 from app.settings import Settings
 from tests.servers import ServerProcess, serve
@@ -243,6 +243,36 @@ async def test_large_documents_are_prepared_off_the_event_loop() -> None:
     # A text prepared before is not prepared again.
     await preparer.prepare("{ __typename }", SCHEMA, "b")
     assert len(threads) == 2
+
+
+async def test_a_large_refused_document_never_reaches_this_processs_parser() -> None:
+    """Large texts are checked in a worker process first: one it refuses is answered from what the worker
+    found (with its locations), this process's validator never sees it; one it accepts is prepared here,
+    in a thread."""
+    threads: list[threading.Thread] = []
+
+    def recording(schema: GraphQLSchema, document: DocumentNode) -> list[GraphQLError]:
+        threads.append(threading.current_thread())
+        return VALIDATE(schema, document)
+
+    preparer = DocumentPreparer(recording, DocumentLimits(inline_bytes=100), validation_target)
+    try:
+        invalid = "{ " + " ".join(["__typename"] * 50) + " nope }"
+        refused = await preparer.prepare(invalid, SCHEMA, "a")
+        assert refused.document is None and threads == []
+        (error,) = refused.errors
+        assert error.extensions == {"code": "GRAPHQL_VALIDATION_FAILED"}
+        assert error.message == "Cannot query field 'nope' on type 'Query'."
+        assert error.locations is not None and error.locations[0].column == invalid.index("nope") + 1
+        too_long = await preparer.prepare("{" + " __typename" * 25_000 + "}", SCHEMA, "a")
+        assert too_long.errors[0].extensions == {"code": "QUERY_TOO_LONG", "limit": 20_000}
+        assert threads == [] and preparer.pool is not None
+        accepted = await preparer.prepare("{ " + " ".join(["__typename"] * 50) + " }", SCHEMA, "a")
+        assert accepted.document is not None and not accepted.errors
+        assert len(threads) == 1 and threads[0] is not threading.current_thread()
+    finally:
+        preparer.close()
+    assert preparer.pool is None
 
 
 def distinct_large(i: int) -> str:

@@ -8,10 +8,13 @@ back to back raised another client's median latency from 3 ms to 200–360 ms. T
 - **Once per text.** What a text prepares into (its document and validation errors, or the refusal of its
   syntax or shape) is kept in an LRU keyed by the text: the same few documents, sent thousands of times
   by agents, are prepared once, and a refused document sent again is refused from the cache.
-- **Large documents off the loop.** A text longer than `GRAPHQL_INLINE_DOCUMENT_BYTES` is prepared in a
-  worker thread, one document at a time for the whole process and at most one per client, so the loop
-  keeps serving others while it is parsed (the thread holds the GIL in slices of
-  `sys.getswitchinterval()`; the loop gets it back between them).
+- **Large documents in another process.** A text longer than `GRAPHQL_INLINE_DOCUMENT_BYTES` is first
+  parsed, shape-checked and validated in a worker process (one, started on first use, stopped by the
+  lifespan), one text at a time and at most one per client. A thread would not do: parsing holds the GIL,
+  and graphql-core's tokens form cycles that only a garbage collection frees, which stopped the event loop
+  for 60–120 ms at a time while another thread parsed. A refused text (most of what a flood sends) never
+  touches this process's parser; a text the worker accepts is parsed here in a thread (it is within every
+  limit, so its parse is bounded) and cached.
 - **A CPU budget per client.** The CPU time spent preparing a client's new documents (inline or in the
   thread, measured with `time.thread_time`) is charged to the client (its API key or token subject, else
   its address): `GRAPHQL_PREPARE_CPU_MS` milliseconds per window (default 2,500 per 10 s, a quarter
@@ -20,8 +23,8 @@ back to back raised another client's median latency from 3 ms to 200–360 ms. T
   and are never refused by it.
 
 Invariants (MUST):
-- The event loop never parses or validates a text longer than `inline_bytes`: such texts go to
-  `asyncio.to_thread` under `_Gates.worker`, which admits one at a time.
+- The event loop never parses or validates a text longer than `inline_bytes`: such texts go to the
+  worker process (then, if accepted, to a thread) under `_Gates.worker`, which admits one at a time.
 - A client has at most one text in the worker (its own lock), so no client queues more than one
   document ahead of anybody else's.
 - A text's preparation is a pure function of the text, the schema and the limits: caching it (refusals
@@ -35,17 +38,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
+import multiprocessing
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, Source, parse
 
 from app.api.document_shape import ShapeLimits, check_shape
+
+logger = logging.getLogger("agent_tasks.graphql")
 
 #: Prepared texts kept (least recently used first out), and the most text they may hold in all.
 CACHE_SIZE = 512
@@ -120,6 +130,36 @@ def prepare_text(text: str, schema: GraphQLSchema, validator: Validator, limits:
     return Prepared(document, errors)
 
 
+#: Set in the worker process by `_start_worker`: the schema and validator it checks texts against.
+_WORKER: tuple[GraphQLSchema, Validator] | None = None
+
+
+def _start_worker(target: Callable[[], tuple[GraphQLSchema, Validator]]) -> None:
+    global _WORKER
+    _WORKER = target()
+
+
+def _check_in_worker(
+    text: str, limits: DocumentLimits
+) -> tuple[list[tuple[str, list[int], dict[str, Any]]], float]:
+    """In the worker process: prepare the text; its errors (message, positions, extensions: picklable)
+    and the CPU milliseconds it took."""
+    assert _WORKER is not None, "the worker was not started with a schema"
+    started = time.process_time()
+    prepared = prepare_text(text, _WORKER[0], _WORKER[1], limits)
+    errors = [(e.message, list(e.positions or ()), dict(e.extensions or {})) for e in prepared.errors]
+    return errors, (time.process_time() - started) * 1000
+
+
+def _rebuilt(text: str, errors: list[tuple[str, list[int], dict[str, Any]]]) -> list[GraphQLError]:
+    """The worker's errors as GraphQL errors with their locations in `text`."""
+    source = Source(text)
+    return [
+        GraphQLError(message, source=source, positions=positions or None, extensions=extensions)
+        for message, positions, extensions in errors
+    ]
+
+
 class CpuBudget:
     """Milliseconds of CPU per client per fixed window, charged after the work (its cost is known only
     then) and checked before the next. Written here rather than taken from `limits`: its in-memory
@@ -183,9 +223,18 @@ class DocumentBudgetExceeded(GraphQLError):
 class DocumentPreparer:
     """The cache, the worker gate and the budgets of one schema (see the module)."""
 
-    def __init__(self, validator: Validator, limits: DocumentLimits) -> None:
+    def __init__(
+        self,
+        validator: Validator,
+        limits: DocumentLimits,
+        worker_target: Callable[[], tuple[GraphQLSchema, Validator]] | None = None,
+    ) -> None:
         self.validator = validator
         self.limits = limits
+        #: What the worker process builds to check texts against (a module-level function: it is pickled);
+        #: None: large texts are prepared in a thread of this process instead.
+        self.worker_target = worker_target
+        self.pool: ProcessPoolExecutor | None = None
         self.budget = CpuBudget(limits.cpu_ms, limits.cpu_window)
         self.cache: OrderedDict[str | bytes, tuple[Prepared, int]] = OrderedDict()
         self.cache_bytes = 0
@@ -225,6 +274,43 @@ class DocumentPreparer:
         prepared = prepare_text(text, schema, self.validator, self.limits)
         return prepared, (time.thread_time() - started) * 1000
 
+    async def prepare_large(self, text: str, schema: GraphQLSchema) -> tuple[Prepared, float]:
+        """A long text: checked in the worker process; parsed here (in a thread) only if it passes."""
+        pool = self.worker_pool()
+        if pool is None:
+            return await asyncio.to_thread(self.prepare_now, text, schema)
+        try:
+            errors, worker_ms = await asyncio.get_running_loop().run_in_executor(
+                pool, _check_in_worker, text, self.limits
+            )
+        except BrokenProcessPool:
+            logger.warning("the GraphQL document worker process died; starting another for the next text")
+            self.close()
+            return await asyncio.to_thread(self.prepare_now, text, schema)
+        if errors:
+            return Prepared(None, _rebuilt(text, errors)), worker_ms
+        prepared, ms = await asyncio.to_thread(self.prepare_now, text, schema)
+        return prepared, worker_ms + ms
+
+    def worker_pool(self) -> ProcessPoolExecutor | None:
+        """The worker process's pool, started on first use (spawned: a fork would copy the event loop)."""
+        if self.worker_target is None:
+            return None
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.worker_target,),
+            )
+        return self.pool
+
+    def close(self) -> None:
+        """Stop the worker process (the lifespan calls it at shutdown); a later text starts another."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     async def prepare(self, text: str, schema: GraphQLSchema, client: str) -> Prepared:
         """The prepared text: from the cache, else prepared inline (short) or in the worker (long), the
         client's budget permitting; raises `DocumentBudgetExceeded` when it does not."""
@@ -251,7 +337,7 @@ class DocumentPreparer:
                 if retry_after is not None:
                     raise DocumentBudgetExceeded(retry_after, self.limits)
                 async with gates.worker:
-                    fresh, cpu_ms = await asyncio.to_thread(self.prepare_now, text, schema)
+                    fresh, cpu_ms = await self.prepare_large(text, schema)
         self.budget.charge(client, cpu_ms, time.monotonic())
         self.store(key, fresh, len(text))
         return fresh

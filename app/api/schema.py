@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -213,7 +213,7 @@ def build_schema(
     a name); `timeout_seconds` is the queries' deadline."""
     limits = limits or QueryLimits()
     preparer = DocumentPreparer(
-        partial(_validate, rules=tuple(specified_rules)), documents or DocumentLimits()
+        partial(_validate, rules=tuple(specified_rules)), documents or DocumentLimits(), validation_target
     )
     schema = AgentTasksSchema(
         query=Query,
@@ -233,6 +233,11 @@ def build_schema(
     schema.timeout_seconds = timeout_seconds
     schema.documents = preparer
     return schema
+
+
+def validation_target() -> tuple[GraphQLSchema, Callable[[GraphQLSchema, DocumentNode], list[GraphQLError]]]:
+    """What the document worker process validates against: this schema and its rules (built there)."""
+    return build_schema()._schema, partial(_validate, rules=tuple(specified_rules))
 
 
 def _validate(schema: GraphQLSchema, document: DocumentNode, rules: tuple[Any, ...]) -> list[GraphQLError]:
