@@ -62,7 +62,6 @@ async def measure(
     """Run `query` back to back for `seconds` while another client sends `{ __typename }` every 20 ms;
     the big query's durations and the trivial one's waits."""
     durations: list[float] = []
-    waits: list[float] = []
     deadline = time.perf_counter() + seconds
 
     async def heavy() -> None:
@@ -71,16 +70,8 @@ async def measure(
             await post(http, query, variables)
             durations.append(time.perf_counter() - start)
 
-    def trivial() -> None:
-        # In a thread of its own: decoding the big answers in this process must not delay it.
-        with httpx.Client(base_url=url, timeout=120) as other:
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                other.post("/graphql", json={"query": "{ __typename }"}).json()
-                waits.append(time.perf_counter() - start)
-                time.sleep(0.02)
-
-    await asyncio.gather(heavy(), asyncio.to_thread(trivial))
+    # The probe in a thread of its own: decoding the big answers in this process must not delay it.
+    _, waits = await asyncio.gather(heavy(), asyncio.to_thread(probe, url, seconds))
     return durations, waits
 
 

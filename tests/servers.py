@@ -9,12 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,3 +116,16 @@ def serve(
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
+
+
+@contextmanager
+def serve_fresh(mongo_uri: str, prefix: str, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+    """`serve` on a database of its own (named `<prefix>_<random>`), dropped afterwards."""
+    db_name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with serve({"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, **(env or {})}) as process:
+            yield process
+    finally:
+        mongo: MongoClient[dict[str, object]] = MongoClient(mongo_uri)
+        with mongo:
+            mongo.drop_database(db_name)

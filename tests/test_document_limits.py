@@ -8,7 +8,6 @@ import asyncio
 import random
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -16,14 +15,13 @@ from typing import Any
 import httpx
 import pytest
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, specified_rules
-from pymongo import MongoClient
 
 from app.api.document_shape import ShapeLimits, ShapeRefused, measure
 from app.api.documents import DocumentLimits, DocumentPreparer, prepare_text
 from app.api.schema import _validate, build_schema, validation_target
 from app.server import create_app
 from app.settings import Settings
-from tests.servers import ServerProcess, serve
+from tests.servers import ServerProcess, serve_fresh
 
 GRJ = "application/graphql-response+json"
 SCHEMA = build_schema()._schema
@@ -80,13 +78,8 @@ def fan_out(levels: int, fan: int = 10) -> str:
 
 @pytest.fixture(scope="module")
 def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    db_name = f"doclimits_{uuid.uuid4().hex[:12]}"
-    try:
-        with serve({"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name}) as process:
-            yield process
-    finally:
-        with MongoClient(mongo_uri) as mongo:
-            mongo.drop_database(db_name)
+    with serve_fresh(mongo_uri, "doclimits") as process:
+        yield process
 
 
 async def test_a_fragment_fan_out_is_answered_and_the_server_stays_responsive(server: ServerProcess) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse
-from pymongo import MongoClient
 
 from app.api.guards import QueryLimits, check_request
 from app.api.schema import build_schema
@@ -23,7 +21,7 @@ from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import snapshot, task
-from tests.servers import ServerProcess, serve
+from tests.servers import ServerProcess, serve_fresh
 from tests.wsclient import GraphQLWebSocket
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +43,8 @@ TREES = (
 
 @pytest.fixture(scope="module")
 def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    db_name = f"guards_{uuid.uuid4().hex[:12]}"
-    try:
-        with serve({"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name}) as process:
-            yield process
-    finally:
-        with MongoClient(mongo_uri) as mongo:
-            mongo.drop_database(db_name)
+    with serve_fresh(mongo_uri, "guards") as process:
+        yield process
 
 
 def post(server: ServerProcess, body: dict[str, Any], accept: str = "application/json") -> httpx.Response:

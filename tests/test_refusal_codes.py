@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from pymongo import MongoClient
 
-from tests.servers import ServerProcess, serve
+from tests.servers import ServerProcess, serve_fresh
 
 GRJ = "application/graphql-response+json"
 
 
 @pytest.fixture(scope="module")
 def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    db_name = f"refusals_{uuid.uuid4().hex[:12]}"
-    try:
-        with serve({"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "LOG_LEVEL": "info"}) as process:
-            yield process
-    finally:
-        with MongoClient(mongo_uri) as mongo:
-            mongo.drop_database(db_name)
+    with serve_fresh(mongo_uri, "refusals", {"LOG_LEVEL": "info"}) as process:
+        yield process
 
 
 def no_traceback(server: ServerProcess) -> None:
