@@ -41,6 +41,7 @@ import hashlib
 import logging
 import math
 import multiprocessing
+import os
 import threading
 import time
 import weakref
@@ -135,8 +136,19 @@ _WORKER: tuple[GraphQLSchema, Validator] | None = None
 
 
 def _start_worker(target: Callable[[], tuple[GraphQLSchema, Validator]]) -> None:
+    """In the worker process: build what texts are checked against, and end with the server. A server
+    that is SIGKILLed never stops its pool, and the worker would wait for work forever: a thread sees the
+    worker handed to another parent (its server died) within a second and ends the process."""
     global _WORKER
     _WORKER = target()
+    server = os.getppid()
+
+    def end_with_the_server() -> None:
+        while os.getppid() == server:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=end_with_the_server, name="end-with-the-server", daemon=True).start()
 
 
 def _check_in_worker(
