@@ -55,12 +55,15 @@ from typing import Any
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, Source, parse
 
 from app.api.document_shape import ShapeLimits, check_shape
+from app.principal import Principal
 
 logger = logging.getLogger("agent_tasks.graphql")
 
 #: Prepared texts kept (least recently used first out), and the most text they may hold in all.
 CACHE_SIZE = 512
 CACHE_BYTES = 16 * 1024 * 1024
+#: How much lower the worker process's CPU priority is than the server's (`os.nice`).
+WORKER_NICENESS = 10
 #: Clients whose budget is remembered at once; past it the fullest budgets (idle clients) are forgotten.
 MAX_CLIENTS = 10_000
 
@@ -141,6 +144,8 @@ def _start_worker(target: Callable[[], tuple[GraphQLSchema, Validator]]) -> None
     worker handed to another parent (its server died) within a second and ends the process."""
     global _WORKER
     _WORKER = target()
+    # Below the server in the CPU's queue: on a busy machine the event loop's requests come first.
+    os.nice(WORKER_NICENESS)
     server = os.getppid()
 
     def end_with_the_server() -> None:
@@ -170,6 +175,14 @@ def _rebuilt(text: str, errors: list[tuple[str, list[int], dict[str, Any]]]) -> 
         GraphQLError(message, source=source, positions=positions or None, extensions=extensions)
         for message, positions, extensions in errors
     ]
+
+
+def client_key(principal: Principal | None, host: str | None) -> str:
+    """Whose budget a document's preparation is charged to: the API key or token subject, else the
+    client's address."""
+    if principal is not None and principal.kind in ("key", "jwt") and principal.id:
+        return f"{principal.kind}:{principal.id}"
+    return f"address:{host or 'unknown'}"
 
 
 class CpuBudget:
@@ -322,6 +335,14 @@ class DocumentPreparer:
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def over_budget(self, text: str, client: str) -> DocumentBudgetExceeded | None:
+        """The refusal a new text of this client's would get now (the HTTP view asks before Strawberry
+        reads the request: a client over its budget is refused for the least work), or None."""
+        if self.cached(self.key(text)) is not None:
+            return None
+        retry_after = self.budget.retry_after(client, time.monotonic())
+        return None if retry_after is None else DocumentBudgetExceeded(retry_after, self.limits)
 
     async def prepare(self, text: str, schema: GraphQLSchema, client: str) -> Prepared:
         """The prepared text: from the cache, else prepared inline (short) or in the worker (long), the

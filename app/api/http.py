@@ -39,6 +39,7 @@ from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 
 from app.api.context import Context
+from app.api.documents import client_key
 from app.api.schema import AgentTasksSchema, client_of
 from app.edge import BodyTooLarge, read_capped
 from app.store import storable
@@ -68,11 +69,17 @@ class RequestRefused(HTTPException):
     """A refusal of the view with headers of its own (`Allow` for a 405)."""
 
     def __init__(
-        self, status_code: int, reason: str, headers: dict[str, str] | None = None, code: str | None = None
+        self,
+        status_code: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(status_code, reason)
         self.headers = headers or {}
         self.code = code
+        self.extensions = extensions or {}
 
 
 def view_code(exc: HTTPException) -> str:
@@ -162,11 +169,16 @@ def request_error_status(result: ExecutionResult) -> int | None:
 
 
 def error_response(
-    status: int, message: str, media_type: str, headers: dict[str, str], code: str = "BAD_REQUEST"
+    status: int,
+    message: str,
+    media_type: str,
+    headers: dict[str, str],
+    code: str = "BAD_REQUEST",
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     """A refusal as a GraphQL response: `{"errors": [{"message": …, "extensions": {"code": …}}]}`, no
     `data`."""
-    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    body = {"errors": [{"message": message, "extensions": {**(extensions or {}), "code": code}}]}
     response = JSONResponse(body, status_code=status, headers=headers)
     response.headers["content-type"] = f"{media_type}; charset=utf-8"
     response.headers["vary"] = "Accept"
@@ -201,7 +213,10 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             message = exc.reason
             if message == BATCHING_REFUSED:
                 message = f"{BATCHING_REFUSED}: send one operation per request (a JSON object, not an array)."
-            response = error_response(exc.status_code, message, media_type, headers, view_code(exc))
+            extensions = exc.extensions if isinstance(exc, RequestRefused) else None
+            response = error_response(
+                exc.status_code, message, media_type, headers, view_code(exc), extensions
+            )
             scope.setdefault("state", {})["refusal"] = exc.reason  # for the edge's log line
         await response(scope, receive, send)
 
@@ -232,6 +247,7 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             for name in ("variables", "extensions"):
                 if raw := request.query_params.get(name):
                     self._check_json(raw, name)
+            self._check_budget(request, request.query_params.get("query"))
             return
         header = request.headers.get("content-type")
         content_type, params = parse_content_type(header or "")
@@ -251,6 +267,29 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         value = self._check_json(body, "body")
         if not isinstance(value, dict | list):
             raise RequestRefused(400, 'The request body must be a JSON object {"query": ...}.')
+        if isinstance(value, dict):
+            self._check_budget(request, value.get("query"))
+
+    def _check_budget(self, request: Request, text: object) -> None:
+        """A new document from a client over its preparation budget (`documents.DocumentPreparer`) is
+        refused here, 429, before Strawberry reads the request again: a flooding client costs the least."""
+        documents = self.schema.documents if isinstance(self.schema, AgentTasksSchema) else None
+        if documents is None or not isinstance(text, str):
+            return
+        principal = getattr(request.state, "principal", None)
+        refused = documents.over_budget(
+            text, client_key(principal, request.client.host if request.client else None)
+        )
+        if refused is not None:
+            extensions = dict(refused.extensions or {})
+            extensions.pop("code", None)
+            raise RequestRefused(
+                429,
+                refused.message,
+                {"Retry-After": str(extensions["retryAfter"])},
+                code="RATE_LIMITED",
+                extensions=extensions,
+            )
 
     def _check_json(self, raw: str | bytes, name: str) -> Any:
         """The parsed JSON, refused (400) when it is not JSON or nests deeper than `max_json_depth`. What

@@ -29,7 +29,7 @@ from strawberry.utils.logging import StrawberryLogger
 from app.api.access import ScopeCheck
 from app.api.analytics import AnalyticsQuery
 from app.api.context import Context, ContextPerOperation, DatabaseGate
-from app.api.documents import DocumentBudgetExceeded, DocumentLimits, DocumentPreparer
+from app.api.documents import DocumentBudgetExceeded, DocumentLimits, DocumentPreparer, client_key
 from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
 from app.api.event_queries import EventQuery
 from app.api.execution import EventScopedExecutor
@@ -79,16 +79,11 @@ def placeholder(operation_name: str | None) -> DocumentNode:
 
 
 def client_of(context: object) -> str:
-    """Whose budget a document's preparation is charged to: the API key or token subject, else the
-    client's address."""
+    """Whose budget a document's preparation is charged to (`documents.client_key`)."""
     if isinstance(context, Context):
-        principal = context.principal
-        if principal.kind in ("key", "jwt") and principal.id:
-            return f"{principal.kind}:{principal.id}"
         request = context.request
-        if request is not None and request.client is not None:
-            return f"address:{request.client.host}"
-    return "address:unknown"
+        return client_key(context.principal, request.client.host if request and request.client else None)
+    return client_key(None, None)
 
 
 class PreparedDocuments(SchemaExtension):
