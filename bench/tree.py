@@ -3,15 +3,20 @@ tree through the REST routes.
 
     python -m bench.tree [--sub-tasks 20] [--behaviors 25] [--repeat 30]
 
-- floor: the same documents fetched with the same batched `find`s in plain PyMongo, JSON-encoded;
+- floors: the same documents fetched with the same batched `find`s in PyMongo async, JSON-encoded with
+  orjson (the fair floor: the server's own driver, a fast encoder) and with `bson.json_util` (the old one,
+  about twice as slow, kept beside it for comparison with earlier figures);
 - graphql: `queries/WorkflowTree.graphql`, with every output, state, dependency and the progress roll-up,
   both in-process (the app over ASGI, comparable with the floor) and over HTTP to a real
   `agent-tasks serve` process (uvicorn, loopback, keep-alive, comparable with the REST walk);
 - rest: the same tree walked through seed 002's REST routes of that server (one GET per document, as a
   REST client must).
 
-Prints the median of `--repeat` runs of each and the ratios. The targets (docs/ARCHITECTURE.md, "Speed"): graphql within 3× the
-floor, and at least 20× faster than the REST walk.
+Prints the median of `--repeat` runs of each and the ratios, and for the server process over HTTP its CPU
+per query and per task and its peak RSS growth against the response's size. The targets
+(docs/ARCHITECTURE.md, "Speed"; issue 20): graphql within 3× the fair floor in-process and 3.5× over
+HTTP, at most 60 µs of server CPU per task on a 1×100×100 tree with peak RSS growth at most 3× the
+response, and at least 20× faster than the REST walk.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from bson import json_util
 from pymongo import AsyncMongoClient
 
@@ -64,7 +71,7 @@ async def main(args: argparse.Namespace) -> None:
                 await write_documents(db, synthetic_tree(WORKFLOW, args.sub_tasks, args.behaviors))
                 query = (ROOT / "queries" / "WorkflowTree.graphql").read_text()
 
-                async def floor() -> str:
+                async def fetch() -> dict[str, Any]:
                     meta = await db.meta_workflow_tasks.find_one({"_id": WORKFLOW})
                     assert meta is not None
                     ids = [WORKFLOW]
@@ -84,7 +91,13 @@ async def main(args: argparse.Namespace) -> None:
                         found.setdefault(name, []).extend(
                             [d async for d in db[name].find({"_id": {"$in": keys}})]
                         )
-                    return json_util.dumps({"meta": meta, "subs": subs, "behaviors": behaviors, **found})
+                    return {"meta": meta, "subs": subs, "behaviors": behaviors, **found}
+
+                async def floor() -> bytes:
+                    return orjson.dumps(await fetch())
+
+                async def old_floor() -> str:
+                    return json_util.dumps(await fetch())
 
                 async def graphql() -> dict[str, Any]:
                     response = await http.post(
@@ -135,20 +148,38 @@ async def main(args: argparse.Namespace) -> None:
                         return (await local.post("/graphql", json=body)).json()
 
                     in_process_ms = await timed(graphql_in_process, args.repeat)
+                pid = server.process.pid
+                rss_before = _status_kib(pid, "VmRSS")
                 size = len(json.dumps(await graphql()))
                 floor_ms = await timed(floor, args.repeat)
+                old_floor_ms = await timed(old_floor, args.repeat)
+                cpu_before = _cpu_seconds(pid)
                 graphql_ms = await timed(graphql, args.repeat)
-                has_rest = (await http.get(f"/meta-tasks/{WORKFLOW}")).status_code == 200
+                cpu_ms = (_cpu_seconds(pid) - cpu_before) / (args.repeat + 1) * 1000
+                rss_growth = (_status_kib(pid, "VmHWM") - rss_before) * 1024
+                has_rest = (
+                    not args.skip_rest and (await http.get(f"/meta-tasks/{WORKFLOW}")).status_code == 200
+                )
                 rest_ms = await timed(rest, max(3, args.repeat // 10)) if has_rest else float("nan")
         tasks = 1 + args.sub_tasks * (1 + args.behaviors)
         print(
             f"tree                   1 meta × {args.sub_tasks} sub-tasks × {args.behaviors} behavior tasks = {tasks} tasks, each with output and state ({size / 1024:.0f} KiB of JSON)"
         )
-        print(f"raw-driver floor       {floor_ms:.1f} ms (9 batched finds, JSON-encoded)")
+        print(f"fair floor             {floor_ms:.1f} ms (9 batched finds, PyMongo async, orjson)")
+        print(f"old floor              {old_floor_ms:.1f} ms (the same finds, bson.json_util)")
         print(
-            f"graphql, in-process    {in_process_ms:.1f} ms   ({in_process_ms / floor_ms:.1f}× the floor; target ≤ 3×)"
+            f"graphql, in-process    {in_process_ms:.1f} ms   ({in_process_ms / floor_ms:.1f}× the fair floor, target ≤ 3×;"
+            f" {in_process_ms / old_floor_ms:.1f}× the old one)"
         )
-        print(f"graphql, over HTTP     {graphql_ms:.1f} ms   (a real uvicorn process on loopback)")
+        print(
+            f"graphql, over HTTP     {graphql_ms:.1f} ms   ({graphql_ms / floor_ms:.1f}× the fair floor, target ≤ 3.5×;"
+            " a real uvicorn process on loopback)"
+        )
+        print(
+            f"server CPU, over HTTP  {cpu_ms:.1f} ms per query, {cpu_ms * 1000 / tasks:.0f} µs per task"
+            f" (target ≤ 60 µs at 1×100×100); peak RSS growth {rss_growth / 2**20:.1f} MiB"
+            f" = {rss_growth / size:.1f}× the response (target ≤ 3×)"
+        )
         if has_rest:
             print(
                 f"rest walk, over HTTP   {rest_ms:.1f} ms   (graphql is {rest_ms / graphql_ms:.0f}× faster; target ≥ 20×)"
@@ -158,6 +189,20 @@ async def main(args: argparse.Namespace) -> None:
         mongod.stop()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kib(pid: int, name: str) -> int:
+    """A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`: the peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -165,4 +210,7 @@ if __name__ == "__main__":
     parser.add_argument("--sub-tasks", type=int, default=20)
     parser.add_argument("--behaviors", type=int, default=25)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument(
+        "--skip-rest", action="store_true", help="leave out the REST walk (long on big trees)"
+    )
     asyncio.run(main(parser.parse_args()))
