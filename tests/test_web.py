@@ -56,24 +56,32 @@ def assert_local_only(html: str) -> Links:
     assert "unpkg" not in html and "cdn" not in html.lower()
     links = Links(html)
     for ref in links.refs:
-        assert (ref.startswith("/") and not ref.startswith("//")) or ref == "data:,", ref
+        # a path on this server, the empty icon, or a place on the same page (the skip link)
+        assert (ref.startswith("/") and not ref.startswith("//")) or ref == "data:," or ref.startswith("#"), (
+            ref
+        )
     return links
 
 
-async def test_landing_page_says_what_this_is_and_links_everything(client: httpx.AsyncClient) -> None:
-    page = await client.get("/")
+@pytest.mark.parametrize("path", ["/", "/about"])
+async def test_landing_page_says_what_this_is_and_links_everything(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """`/` is the monitor (tests/test_monitor.py), which keeps the links of the landing page, now at /about."""
+    page = await client.get(path)
     assert page.status_code == 200
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "GraphQL API server" in page.text and "MongoDB" in page.text
     links = assert_local_only(page.text)
-    assert {"/graphql", "/docs", "/openapi.json", "/healthz", "/metrics"} <= set(links.refs)
+    assert {"/graphql", "/docs", "/openapi.json", "/healthz", "/metrics", "/readyz"} <= set(links.refs)
+    assert ("/about" if path == "/" else "/") in links.refs
     # every link answers (GraphiQL as a browser asks for it)
     for ref in links.refs:
         if ref.startswith("/"):
             assert (await client.get(ref, headers=HTML)).status_code == 200, ref
     assert page.headers["cache-control"] == "no-cache"
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    assert (await client.head("/")).status_code == 200
+    assert (await client.head(path)).status_code == 200
 
 
 async def test_docs_is_swagger_ui_over_the_openapi_document(client: httpx.AsyncClient) -> None:

@@ -1,4 +1,5 @@
-"""The three HTML pages: the landing page (`/`), GraphiQL (`GET /graphql` in a browser), Swagger UI (`/docs`).
+"""The HTML pages: the monitor (`/` and the paths it routes), the about page (`/about`), GraphiQL
+(`GET /graphql` in a browser), Swagger UI (`/docs`).
 
 Each page loads only vendored assets from this server (`app.web.assets`), each with its `integrity=`
 hash, and answers with a Content-Security-Policy that lets the browser load nothing from another host:
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from app.web.assets import Asset, asset
+from app.web.monitor_page import monitor_html
 
 GRAPHQL_PATH = "/graphql"
 OPENAPI_PATH = "/openapi.json"
@@ -25,6 +27,7 @@ DOCS_PATH = "/docs"
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 READY_PATH = "/readyz"
+ABOUT_PATH = "/about"
 
 
 def _csp(nonce: str | None) -> str:
@@ -83,8 +86,31 @@ def _server_version() -> str:
         return "unknown"
 
 
+async def monitor_page(request: Request) -> HTMLResponse:
+    """GET / (and /workflows/<id>, /tasks/<id>, /agents): the monitor, with the server's links."""
+    root = escape(_root(request))
+    links = "".join(
+        f'<a href="{root}{path}">{label}</a>'
+        for path, label in (
+            (GRAPHQL_PATH, "GraphiQL"),
+            (DOCS_PATH, "REST API"),
+            (OPENAPI_PATH, "OpenAPI"),
+            (HEALTH_PATH, "Health"),
+            (READY_PATH, "Readiness"),
+            (METRICS_PATH, "Metrics"),
+            (ABOUT_PATH, "About"),
+        )
+    )
+    about = (
+        "agent-tasks: a GraphQL API server over the task hierarchy AI agent systems run on (meta workflow →"
+        " sub-task → behavior task), stored in MongoDB. Everything on this page is served by this server;"
+        f" nothing is loaded from the internet. agent-tasks {escape(_server_version())}."
+    )
+    return _html(monitor_html(_root(request), about, links))
+
+
 async def landing_page(request: Request) -> HTMLResponse:
-    """GET /: what this server is, and links to everything a person can open in a browser."""
+    """GET /about: what this server is, and links to everything a person can open in a browser."""
     root = escape(_root(request))
     return _html(
         f"""<!doctype html>
@@ -104,6 +130,7 @@ async def landing_page(request: Request) -> HTMLResponse:
 </head>
 <body>
 <h1>agent-tasks</h1>
+<p><a href="{root}/">The monitor</a>: every workflow, its tree and its events, live.</p>
 <p>A GraphQL API server over the task hierarchy that AI agent systems run on — meta workflow → sub-task →
 behavior task, with each task's output, execution state, dependencies and events — stored in MongoDB.
 It also serves seed 002's REST API over the same data.</p>
