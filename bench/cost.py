@@ -14,7 +14,7 @@ Loads `--workflows` synthetic workflows (the issue's 5 of 25×20), starts a real
   (median, 99th percentile, maximum) next to how long one big query takes;
 - the flood (issue 18, finding 6): a probe client sends `{ __typename }` every 20 ms while, in alternate
   rounds of `--round-seconds`, nobody else does anything (the floor) or one client in another process
-  sends, back to back, distinct documents at the token limit (10,000-ish aliases, directives, operations,
+  sends, back to back over 4 connections, distinct documents at the token limit (10,000-ish aliases, directives, operations,
   or over the limit), each refused. Prints the probe's median and p99 for both, the p99 ratio, and what
   the flooder got back (refusals by code, requests per second).
 """
@@ -75,6 +75,8 @@ async def measure(
     return durations, waits
 
 
+#: Connections the flooder sends over, each back to back.
+FLOOD_CONNECTIONS = 4
 #: Documents at the token limit (20,000), each refused; `{n}` makes every one distinct (no cache hits).
 FLOODS = {
     "aliases": lambda n: "{" + " ".join(f"a{n}_{i}: __typename" for i in range(6_600)) + "}",
@@ -84,20 +86,27 @@ FLOODS = {
 }
 
 
-def flooder(url: str, kind: str, seconds: float) -> None:
-    """Send documents of one kind back to back for `seconds` (run in a process of its own); print a JSON
-    line of what came back."""
+def flooder(url: str, kind: str, seconds: float, connections: int = FLOOD_CONNECTIONS) -> None:
+    """Send documents of one kind back to back over `connections` connections for `seconds` (run in a
+    process of its own); print a JSON line of what came back."""
     import json
+    from concurrent.futures import ThreadPoolExecutor
 
     make = FLOODS[kind]
     codes: collections.Counter[str] = collections.Counter()
     deadline = time.perf_counter() + seconds
-    n = random.randrange(1 << 30)
-    with httpx.Client(base_url=url, timeout=120) as http:
-        while time.perf_counter() < deadline:
-            n += 1
-            errors = http.post("/graphql", json={"query": make(n)}).json().get("errors") or [{}]
-            codes[str(errors[0].get("extensions", {}).get("code"))] += 1
+    start = random.randrange(1 << 30)
+
+    def send(lane: int) -> None:
+        n = start + lane * 1_000_000
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while time.perf_counter() < deadline:
+                n += 1
+                errors = http.post("/graphql", json={"query": make(n)}).json().get("errors") or [{}]
+                codes[str(errors[0].get("extensions", {}).get("code"))] += 1
+
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(send, range(connections)))
     print(json.dumps({"codes": codes, "per_second": sum(codes.values()) / seconds}), flush=True)
 
 

@@ -21,6 +21,7 @@ exchange around them (graphql-http's audit, `tests/test_graphql_http.py`, checks
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -61,6 +62,8 @@ VIEW_CODES = {
     414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+#: Longest pause before a client over its document budget is answered 429 (`_check_budget`).
+BUDGET_REFUSAL_PAUSE = 1.0
 #: Strawberry's refusal of a JSON array (several operations in one request), which this server does not run.
 BATCHING_REFUSED = "Batching is not enabled"
 
@@ -247,7 +250,7 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             for name in ("variables", "extensions"):
                 if raw := request.query_params.get(name):
                     self._check_json(raw, name)
-            self._check_budget(request, request.query_params.get("query"))
+            await self._check_budget(request, request.query_params.get("query"))
             return
         header = request.headers.get("content-type")
         content_type, params = parse_content_type(header or "")
@@ -268,11 +271,14 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         if not isinstance(value, dict | list):
             raise RequestRefused(400, 'The request body must be a JSON object {"query": ...}.')
         if isinstance(value, dict):
-            self._check_budget(request, value.get("query"))
+            await self._check_budget(request, value.get("query"))
 
-    def _check_budget(self, request: Request, text: object) -> None:
+    async def _check_budget(self, request: Request, text: object) -> None:
         """A new document from a client over its preparation budget (`documents.DocumentPreparer`) is
-        refused here, 429, before Strawberry reads the request again: a flooding client costs the least."""
+        refused here, 429, before Strawberry reads the request again, and only after a pause of up to
+        `BUDGET_REFUSAL_PAUSE` seconds (no longer than its `Retry-After`): a client flooding the server with
+        new documents is answered at the pace it should retry at, and costs the event loop next to nothing
+        while it waits."""
         documents = self.schema.documents if isinstance(self.schema, AgentTasksSchema) else None
         if documents is None or not isinstance(text, str):
             return
@@ -283,6 +289,7 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
         if refused is not None:
             extensions = dict(refused.extensions or {})
             extensions.pop("code", None)
+            await asyncio.sleep(min(float(extensions["retryAfter"]), BUDGET_REFUSAL_PAUSE))
             raise RequestRefused(
                 429,
                 refused.message,
