@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -185,6 +186,17 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
+def freeze_start_up_heap() -> None:
+    """Move everything start-up made (modules, the schema, the resources) out of the garbage collector's
+    sight: it lives as long as the process, and a full collection, which a big query's allocations
+    trigger every few requests, would otherwise walk all of it inside a request (50 ms per pass on a
+    1×20×25 tree, ~8 ms frozen; graphql-core's lexer tokens form reference cycles, so the collector
+    cannot be left off). The thresholds stay Python's: raising them kept full passes out of requests
+    but let each query's cyclic garbage pile up (peak RSS +20 to +48 MiB over 20 trees)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _route_signals(handler: Callable[[int], object]) -> None:
     loop = asyncio.get_running_loop()
     for sig in _SIGNALS:
@@ -217,8 +229,10 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
         async with open_resources(settings) as state:
             starting = False
             host, port = sock.getsockname()[:2]
+            app = create_app(settings, state=state)
+            freeze_start_up_heap()
             config = uvicorn.Config(
-                create_app(settings, state=state),
+                app,
                 host=host,
                 port=port,
                 log_level=settings.log_level,

@@ -38,6 +38,7 @@ import orjson
 from bson import json_util
 from pymongo import AsyncMongoClient
 
+from app.cli import freeze_start_up_heap
 from app.demo import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
 from app.server import create_app
@@ -142,6 +143,7 @@ async def main(args: argparse.Namespace) -> None:
                         transport=httpx.ASGITransport(app=app), base_url="http://localhost"
                     ) as local,
                 ):
+                    freeze_start_up_heap()  # as `agent-tasks serve` does once its app is built
 
                     async def graphql_in_process() -> Any:
                         body = {"query": query, "variables": {"id": WORKFLOW}}
