@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from app.web.monitor_page import FILES, MONITOR_DIR
-from tests.conftest import ROOT
-from tests.test_web import HTML, Links, assert_local_only
+from tests.conftest import ROOT, read_query
+from tests.servers import free_port, serve
+from tests.test_web import CHROMIUM, CHROMIUM_FLAGS, HTML, Links, assert_local_only
 
 
 def sri(data: bytes) -> str:
@@ -67,3 +75,234 @@ def test_the_operations_have_one_source() -> None:
         if name.endswith(".js"):
             text = (MONITOR_DIR / name).read_text(encoding="utf-8")
             assert not re.search(r"\b(query|mutation|subscription)\s+[A-Z]\w*\s*[({]", text), name
+
+
+# --- In a browser ------------------------------------------------------------------------------------
+
+WORKFLOW = "meta_podcast_ai_ethics"
+SEEN_WITHIN_MS = 1000  # a change made here must be on the page within this (polled, never a sleep)
+
+
+def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=10)
+    body = answer.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def _stored_cursors(url: str) -> list[str]:
+    """The workflow's event log as the server stores it, in order."""
+    query = read_query("TaskEvents.graphql")
+    cursors: list[str] = []
+    after = None
+    while True:
+        page = _graphql(url, query, {"workflowId": WORKFLOW, "after": after, "first": 100})["taskEvents"]
+        cursors += [edge["cursor"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return cursors
+        after = page["pageInfo"]["endCursor"]
+
+
+def _literal(value: Any) -> str:
+    """A GraphQL literal of a JSON value (object keys unquoted)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_literal(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def _mutate(url: str, field: str, **arguments: Any) -> None:
+    args = ", ".join(f"{k}: {_literal(v)}" for k, v in arguments.items())
+    data = _graphql(url, f"mutation {{ {field}({args}) {{ __typename }} }}")
+    assert data[field]["__typename"].endswith("Success"), data
+
+
+def _node(page: Any, task_id: str, attribute: str, value: str) -> None:
+    """Wait until the graph's node for `task_id` has `attribute` = `value`."""
+    page.wait_for_function(
+        "([id, attr, value]) => document.querySelector(`.node[data-id='${id}']`)?.getAttribute(attr) === value",
+        arg=[task_id, attribute, value],
+        timeout=SEEN_WITHIN_MS,
+    )
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (as .ci/run does) to run the browser test",
+)
+def test_monitor_follows_the_demo_workflow_live_in_headless_chromium(mongo_uri: str, tmp_path: Path) -> None:
+    from playwright.sync_api import Route, sync_playwright
+
+    shots = Path(os.environ.get("MONITOR_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": f"monitor_{uuid.uuid4().hex[:12]}"}
+    elsewhere: list[str] = []
+    hosts: set[str | None] = set()
+    problems: list[str] = []
+
+    def offline(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    port = free_port()
+    with (
+        serve(env, "--demo", port=port) as server,
+        tempfile.TemporaryDirectory(prefix="agent-tasks-chromium-") as profile,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            browser.route("**/*", offline)
+            browser.on("request", lambda r: hosts.add(urlsplit(r.url).hostname))
+            page = browser.new_page()
+            dropped = {"now": False}
+            page.on(
+                "console",
+                lambda m: problems.append(m.text) if m.type == "error" and not dropped["now"] else None,
+            )
+            page.on("pageerror", lambda e: problems.append(str(e)))
+
+            # The list: the demo workflow with its roll-up; open it.
+            page.goto(f"{server.url}/")
+            row = page.locator(f'tr[data-id="{WORKFLOW}"]')
+            row.wait_for(timeout=30_000)
+            assert "12 tasks" in row.inner_text() and "In progress" in row.inner_text()
+            page.locator('#live[data-state="live"]').wait_for(timeout=10_000)
+            page.screenshot(path=shots / "list.png")
+            row.get_by_role("link").first.click()
+            page.wait_for_url(f"**/workflows/{WORKFLOW}")
+
+            # The graph: every task drawn, pending and blocked ones too, with unmet dependencies marked.
+            page.locator('.node[data-id="beh_master_audio"]').wait_for(timeout=30_000)
+            assert page.locator(".node").count() == 13  # the workflow, 3 sub-tasks, 9 behavior tasks
+            assert page.locator('.node[data-status="AWAITING_DEPENDENCY"]').count() == 4
+            assert page.locator(".edges path.unmet").count() >= 3
+            assert "Blocked" in page.locator('.node[data-id="beh_polish_script"]').inner_text()
+            page.locator('#live[data-state="live"]').wait_for(timeout=30_000)
+            page.screenshot(path=shots / "graph.png")
+
+            # Mutations from here, each on the page within a second.
+            _mutate(server.url, "reportProgress", id="beh_write_script", percentage=60)
+            _node(page, "beh_write_script", "data-progress", "60")
+            _mutate(server.url, "completeTask", id="beh_write_script")
+            _node(page, "beh_write_script", "data-status", "COMPLETED")
+            _node(page, "beh_polish_script", "data-status", "PENDING")  # released by its dependency
+            _mutate(server.url, "cancelTask", id="beh_master_audio", reason="not needed")
+            _node(page, "beh_master_audio", "data-status", "CANCELLED")
+
+            # The task panel: state, dependencies, output on demand, the event log (live).
+            page.locator('.node[data-id="beh_write_script"]').click()
+            page.wait_for_url("**/tasks/beh_write_script")
+            panel = page.locator("aside.panel")
+            panel.locator(".log li", has_text="TASK_COMPLETED").wait_for(timeout=5_000)
+            assert "beh_outline_script" in panel.locator(".deps").inner_text()
+            panel.get_by_role("button", name="Show the output document").click()
+            panel.get_by_text("This task has no output document.").wait_for(timeout=5_000)
+            _mutate(
+                server.url,
+                "recordToolCall",
+                taskId="beh_write_script",
+                toolName="web_search",
+                toolArgs={"query": "AI ethics"},
+                correlationId="c-1",
+            )
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('aside.panel .log li')].some(li => li.textContent.includes('web_search'))",
+                timeout=SEEN_WITHIN_MS,
+            )
+            log = panel.locator(".log").inner_text()
+            assert "call web_search" in log and "In progress → ✓ Completed" in log and "anonymous" in log
+            page.screenshot(path=shots / "panel.png")
+
+            # The keyboard: Escape closes the panel; Tab reaches the graph, arrows move, Enter opens.
+            page.keyboard.press("Escape")
+            page.wait_for_url(f"**/workflows/{WORKFLOW}")
+            assert panel.is_hidden()
+            page.locator("body").focus()
+            for _ in range(40):
+                page.keyboard.press("Tab")
+                if page.evaluate("() => document.activeElement?.classList.contains('node')"):
+                    break
+            else:
+                raise AssertionError("Tab never reached the graph")
+            page.keyboard.press("Home")
+            page.keyboard.press("ArrowDown")  # the first sub-task
+            page.keyboard.press("ArrowRight")  # the next one in the chain
+            assert page.evaluate("() => document.activeElement.dataset.id") == "sub_script"
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("Enter")
+            page.wait_for_url("**/tasks/beh_outline_script")
+            panel.get_by_role("button", name="Show the output document").click()
+            panel.locator(".panel-output pre", has_text="art_beh_outline_script").wait_for(timeout=5_000)
+            page.keyboard.press("Escape")
+            page.wait_for_url(f"**/workflows/{WORKFLOW}")
+
+            # Drop the WebSocket (the server goes away) and restore it: the page says so, resumes after
+            # its last cursor, and holds exactly the stored event log, each event once.
+            before = page.evaluate("() => window.monitorDebug.follower.events.length")
+            dropped["now"] = True  # the browser logs the refused connections meanwhile
+            assert server.stop() == 0
+            page.locator('#live[data-state="reconnecting"]').wait_for(timeout=10_000)
+            with serve(env, port=port) as again:
+                # changes while the page is still away: it must get them from its cursor
+                _mutate(again.url, "startTask", id="beh_polish_script")
+                _mutate(
+                    again.url,
+                    "reportProgress",
+                    id="beh_polish_script",
+                    percentage=30,
+                    currentStep="tightening",
+                )
+                _mutate(
+                    again.url,
+                    "recordMemoryOperation",
+                    taskId="beh_polish_script",
+                    operation="set",
+                    keyOrQuery="draft:v2",
+                    status="SUCCESS",
+                )
+                page.locator('#live[data-state="live"]').wait_for(timeout=15_000)
+                dropped["now"] = False
+                _node(page, "beh_polish_script", "data-progress", "30")
+                _mutate(again.url, "reportProgress", id="beh_polish_script", percentage=70)
+                _node(page, "beh_polish_script", "data-progress", "70")
+                stored = _stored_cursors(again.url)
+                page.wait_for_function(
+                    "n => window.monitorDebug.follower.events.length >= n", arg=len(stored)
+                )
+                shown = page.evaluate("() => window.monitorDebug.follower.events.map(e => e.cursor)")
+                assert shown == stored  # none missed, none twice, in commit order
+                assert len(stored) >= before + 4  # start, two progress reports, a memory operation
+                assert page.evaluate("() => window.monitorDebug.follower.reconnects") >= 1
+
+                # The timeline and the agents view, by their own URLs.
+                page.goto(f"{again.url}/workflows/{WORKFLOW}?view=timeline")
+                page.locator('.tl-row[data-id="beh_write_script"] .tl-bar').wait_for(timeout=30_000)
+                assert "not started" in page.locator('.tl-row[data-id="beh_synthesize_audio"]').inner_text()
+                page.screenshot(path=shots / "timeline.png")
+                page.goto(f"{again.url}/agents")
+                card = page.locator('article.card[data-agent="VoiceForgeAgent"]')
+                card.wait_for(timeout=30_000)
+                assert "Voice catalogue timed out" in card.inner_text()
+                page.screenshot(path=shots / "agents.png", full_page=True)
+
+                # A phone: the same pages, readable.
+                phone = browser.new_page()
+                phone.set_viewport_size({"width": 390, "height": 844})
+                phone.goto(f"{again.url}/tasks/beh_select_voice")
+                phone.locator("aside.panel .log li").first.wait_for(timeout=30_000)
+                assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+                phone.screenshot(path=shots / "phone.png")
+        finally:
+            browser.close()
+    assert elsewhere == [], elsewhere
+    assert hosts <= {"127.0.0.1"}, hosts
+    assert problems == [], problems

@@ -103,12 +103,14 @@ class WorkflowView {
     window.monitorDebug = { view: this, follower: this.follower };
     this.follower.start().catch((e) => ctx.live("reconnecting") || console.warn(e));
     this.ticker = setInterval(() => { this.graph.tickLeases(); this.tickPanel(); }, 1000);
-    this.root.addEventListener("keydown", (e) => {
-      if (e.key === "Escape" && this.taskId) { e.preventDefault(); this.closePanel(); }
-    });
+    this.onKey = (e) => {
+      if (e.key === "Escape" && this.taskId && !document.querySelector("dialog[open]")) { e.preventDefault(); this.closePanel(); }
+    };
+    document.addEventListener("keydown", this.onKey);
   }
 
   unmount() {
+    if (this.onKey) document.removeEventListener("keydown", this.onKey);
     if (this.follower) this.follower.stop();
     clearInterval(this.ticker);
   }
@@ -253,7 +255,7 @@ class WorkflowView {
       this.stateBox = h("div.panel-state"),
       this.actionsBox = h("div.panel-actions"),
       h("h3", {}, "Output"),
-      this.outputBox = h("div.panel-output", {}, h("button", { type: "button", onclick: () => this.showOutput() }, "Show the output document")),
+      this.outputBox = h("div.panel-output", { tabindex: "-1" }, h("button", { type: "button", onclick: () => this.showOutput() }, "Show the output document")),
       h("h3", {}, "Events ", h("span.muted.small", {}, "(oldest first, live)")),
       this.logBox = h("ol.log", { role: "log", "aria-label": `Events of ${taskId}` }));
     this.panel.setAttribute("aria-labelledby", "panel-title");
@@ -325,6 +327,7 @@ class WorkflowView {
       const task = data.agentTask && data.agentTask.task;
       const output = task && task.output;
       this.outputBox.replaceChildren(output ? json(output) : h("p.muted", {}, "This task has no output document."));
+      this.outputBox.focus();
     } catch (e) {
       this.outputBox.replaceChildren(h("p.error", {}, e.message));
     }
