@@ -56,6 +56,10 @@ def normalise_status(value: Any) -> str:
 
     An unknown status is returned normalised but otherwise unchanged, so every action refuses it.
     """
+    if type(value) is str:  # the common case, a canonical status as stored (a tree's roll-up reads thousands)
+        known = _CANONICAL_STATUSES.get(value)
+        if known is not None:
+            return known
     if isinstance(value, Enum):
         value = value.value
     if value is None:
@@ -66,6 +70,10 @@ def normalise_status(value: Any) -> str:
     if not text:
         return Status.PENDING.value
     return STATUS_ALIASES.get(text, text)
+
+
+#: Each canonical status, as its own normal form.
+_CANONICAL_STATUSES = {status.value: status.value for status in Status}
 
 
 class Priority(StrEnum):

@@ -11,7 +11,7 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from app.api.execution import EventScopedExecutor
+from app.api.execution import EventScopedExecutor, direct, install_direct_resolvers
 
 
 @strawberry.enum
@@ -55,6 +55,19 @@ class Query:
                 Item(name="c", maybe=_bad(), count=3, colour="green"),  # type: ignore[arg-type]
             ],
         )
+
+
+@strawberry.type
+class Bad:
+    @strawberry.field
+    @direct
+    def double(self, info: strawberry.Info, times: int) -> int:
+        return times * 2
+
+
+@strawberry.type
+class BadQuery:
+    bad: Bad
 
 
 QUERIES = [
@@ -122,3 +135,15 @@ def test_resolver_middleware_sees_every_field() -> None:
     Resolving.seen = 0
     _run(StrawberryGraphQLCoreExecutionContext, "{ holder { items { name count } } }", [Resolving])
     assert direct == Resolving.seen > 0
+
+
+def test_direct_resolvers_are_installed_and_checked() -> None:
+    """`@direct` resolvers become their graphql-core fields' resolvers; one with arguments is refused."""
+    from app.api.schema import build_schema
+
+    schema = build_schema()._schema
+    state = schema.type_map["SubTask"].fields["state"]  # type: ignore[union-attr]
+    assert state.resolve is not None and state.resolve.__name__ == "resolve"  # ours, not Strawberry's
+    assert install_direct_resolvers(schema) == 8  # again: the same eight fields
+    with pytest.raises(TypeError, match="takes no arguments"):
+        install_direct_resolvers(strawberry.Schema(query=BadQuery)._schema)

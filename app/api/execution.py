@@ -24,11 +24,19 @@ raised, and both go through `handle_field_error` (null for a nullable field, pro
 applies only to Strawberry's basic fields (no resolver, no field extension, no exception handler), with
 no arguments, and only when no graphql-core middleware wraps resolvers; every other field takes
 graphql-core's path unchanged.
+
+**Direct resolvers.** A resolver marked `@direct` (it reads only `info.context` and returns a value or an
+awaitable: a task's `state` and `output`, a dependency's `satisfied`) is installed as its graphql-core
+field's own resolver (`install_direct_resolvers`), so graphql-core calls it with its resolve info instead
+of going through Strawberry's wrapper (Strawberry's `Info`, argument conversion, the field-extension
+chain: a field marked so must have no arguments and no field extensions, which is checked). graphql-core
+completes what it returns as before, so nulls and errors are unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from graphql import (
     GraphQLField,
@@ -36,13 +44,58 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
     is_leaf_type,
+    is_object_type,
 )
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import AwaitableOrValue, Path, RefMap, Undefined, UndefinedType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The attribute `@direct` sets on a resolver function.
+DIRECT = "agent_tasks_direct_resolver"
+
+
+def direct(resolver: F) -> F:
+    """Mark a resolver `(self, info)` that reads nothing of `info` but `info.context`: the executor calls
+    it without Strawberry's per-field wrapper (see the module). Put it under `@strawberry.field`."""
+    setattr(resolver, DIRECT, True)
+    return resolver
+
+
+def install_direct_resolvers(schema: GraphQLSchema) -> int:
+    """Make every `@direct` resolver its graphql-core field's resolver; how many fields were changed."""
+    installed = 0
+    for named in schema.type_map.values():
+        if not is_object_type(named):
+            continue
+        for field_def in named.fields.values():
+            strawberry_field = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            if not isinstance(strawberry_field, StrawberryField) or strawberry_field.base_resolver is None:
+                continue
+            function = strawberry_field.base_resolver.wrapped_func
+            if not getattr(function, DIRECT, False) or isinstance(function, staticmethod | classmethod):
+                continue
+            if field_def.args or strawberry_field.extensions:
+                raise TypeError(
+                    f"{named.name}.{field_def}: a @direct resolver takes no arguments or extensions"
+                )
+            field_def.resolve = _call_directly(function)
+            installed += 1
+    return installed
+
+
+def _call_directly(function: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    def resolve(source: Any, info: GraphQLResolveInfo) -> Any:
+        return function(source, info)
+
+    return resolve
+
 
 #: (field definition, (default resolver, Python attribute name, leaf type, non-null) or None when the field
 #: takes graphql-core's path), by the definition's id; the definition is kept to tell a reused id.

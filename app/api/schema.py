@@ -32,7 +32,7 @@ from app.api.context import Context, ContextPerOperation, DatabaseGate
 from app.api.documents import DocumentBudgetExceeded, DocumentLimits, DocumentPreparer, client_key
 from app.api.errors import MaskUnexpectedErrors, log_database_error, should_mask_error
 from app.api.event_queries import EventQuery
-from app.api.execution import EventScopedExecutor
+from app.api.execution import EventScopedExecutor, install_direct_resolvers
 from app.api.guards import QueryLimits, check_request, refusal
 from app.api.keys import KeyMutation, KeyQuery
 from app.api.mutations.events import EventMutation
@@ -227,6 +227,7 @@ def build_schema(
     )
     schema.timeout_seconds = timeout_seconds
     schema.documents = preparer
+    install_direct_resolvers(schema._schema)
     return schema
 
 

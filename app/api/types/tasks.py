@@ -16,6 +16,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.api.errors import page_size
+from app.api.execution import direct
 from app.api.types.convert import from_doc
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
 from app.api.types.events import EventType, TaskEvent, event_from_doc
@@ -57,6 +58,7 @@ class Task:
     id: strawberry.ID = strawberry.field(description="The task's id (its seed id, also its `_id`).")
 
     @strawberry.field(description="The execution state of this task (agent, status, progress, attempts…).")
+    @direct
     def state(self, info: strawberry.Info) -> AgentTaskState | None:
         # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.id)  # type: ignore[return-value]
@@ -94,6 +96,7 @@ class MetaWorkflowTask(Task):
         return paced(sub_tasks)  # type: ignore[return-value]  # graphql-core completes it item by item
 
     @strawberry.field(description="The output document of this meta task, if any.")
+    @direct
     def output(self, info: strawberry.Info) -> TaskOutput | None:
         # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, TaskOutput, c.TASK_OUTPUTS, self.id)  # type: ignore[return-value]
@@ -138,6 +141,7 @@ class SubTask(Task):
         return paced(behavior_tasks)  # type: ignore[return-value]  # graphql-core completes it item by item
 
     @strawberry.field(description="The output document of this sub-task, if any.")
+    @direct
     def output(self, info: strawberry.Info) -> SubTaskOutput | None:
         # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, SubTaskOutput, c.SUB_TASK_OUTPUTS, self.id)  # type: ignore[return-value]
@@ -163,6 +167,7 @@ class BehaviorTask(Task):
         return await load_one(info, SubTask, c.SUB_TASKS, self.sub_task_id or None)
 
     @strawberry.field(description="The output document of this behavior task, if any.")
+    @direct
     def output(self, info: strawberry.Info) -> BehaviorTaskOutput | None:
         # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, BehaviorTaskOutput, c.BEHAVIOR_TASK_OUTPUTS, self.id)  # type: ignore[return-value]
@@ -204,6 +209,7 @@ class TaskDependency:
     )
 
     @strawberry.field(description="The execution state of the task depended on.")
+    @direct
     def state(self, info: strawberry.Info) -> AgentTaskState | None:
         # The object when already loaded, else an awaitable of it, which graphql-core awaits (fetch.py).
         return resolve_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.task_id)  # type: ignore[return-value]
@@ -216,6 +222,7 @@ class TaskDependency:
         return await load_task(info, self.task_id, state.task_kind if state else None)
 
     @strawberry.field(description="Whether the task depended on has reached `statusExpected`.")
+    @direct
     def satisfied(self, info: strawberry.Info) -> bool:
         # Compares the stored document directly: building a whole AgentTaskState per dependency just to
         # read its status was a large share of a tree query's time.
