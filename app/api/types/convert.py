@@ -96,6 +96,22 @@ def _plan(cls: type) -> tuple[tuple[str, bool, Callable[[Any], Any] | None], ...
     return tuple(plan)
 
 
+_ABSENT = object()
+
+
+@functools.cache
+def _doc_plan(
+    cls: type, id_field: str | None
+) -> tuple[tuple[str, str, bool, bool, Callable[[Any], Any] | None], ...]:
+    """`_plan` with each field's key in the document: (key, field name, is an id, takes the default when
+    null, coercer); `id` and the seed id field (`id_field`, of a collection) read `_id` (None when absent)."""
+    ids = ("id", id_field) if id_field is not None else ()
+    return tuple(
+        ("_id" if name in ids else name, name, name in ids, default_on_null, coerce)
+        for name, default_on_null, coerce in _plan(cls)
+    )
+
+
 def from_subdoc(cls: type[T], doc: Mapping[str, Any]) -> T:
     """Build a sub-document type (no id) from a dict, with the same tolerance as `from_doc`."""
     return from_doc(cls, None, doc)
@@ -111,6 +127,22 @@ def from_doc(cls: type[T], spec: CollectionSpec | None, doc: Mapping[str, Any], 
         doc = present(doc)
     kwargs: dict[str, Any] = {}
     target: type = cls  # (as `type`: mypy cannot tell that every `type[T]` is hashable, as `_plan` needs)
+    if not extra:  # the common case, with the document's keys worked out once per type (`_doc_plan`)
+        get = doc.get
+        for key, name, is_id, default_on_null, coerce in _doc_plan(
+            target, None if spec is None else spec.id_field
+        ):
+            value = get(key, _ABSENT)
+            if value is _ABSENT:
+                if not is_id:
+                    continue
+                value = None
+            if value is None:
+                if not default_on_null:
+                    kwargs[name] = None
+            else:
+                kwargs[name] = value if coerce is None else coerce(value)
+        return cls(**kwargs)
     for name, default_on_null, coerce in _plan(target):
         if name in extra:
             kwargs[name] = extra[name]
