@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         " process, one at a time and at most one per client, so the event loop keeps serving others.",
     )
     graphql_prepare_cpu_ms: int = Field(
-        default=2500,
+        default=1000,
         ge=1,
         description="Milliseconds of CPU one client's new GraphQL documents (parsing and validation; a"
         " document seen before costs nothing) may take per GRAPHQL_PREPARE_CPU_WINDOW_SECONDS; past it the"

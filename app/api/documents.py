@@ -15,9 +15,9 @@ back to back raised another client's median latency from 3 ms to 200–360 ms. T
   for 60–120 ms at a time while another thread parsed. A refused text (most of what a flood sends) never
   touches this process's parser; a text the worker accepts is parsed here in a thread (it is within every
   limit, so its parse is bounded) and cached.
-- **A CPU budget per client.** The CPU time spent preparing a client's new documents (inline or in the
-  thread, measured with `time.thread_time`) is charged to the client (its API key or token subject, else
-  its address): `GRAPHQL_PREPARE_CPU_MS` milliseconds per window (default 2,500 per 10 s, a quarter
+- **A CPU budget per client.** The CPU time spent preparing a client's new documents (on the loop, in a
+  thread or in the worker process, each measured where it ran) is charged to the client (its API key or token subject, else
+  its address): `GRAPHQL_PREPARE_CPU_MS` milliseconds per window (default 1,000 per 10 s, a tenth
   of a core). A client over it is refused before anything is parsed (`RATE_LIMITED`, `retryAfter`; 429
   under `application/graphql-response+json`) until its window ends; documents in the cache cost nothing
   and are never refused by it.
@@ -78,7 +78,7 @@ class DocumentLimits:
     shape: ShapeLimits = field(default_factory=ShapeLimits)
     inline_bytes: int = 2048
     #: Milliseconds of CPU a client's new documents may take per `cpu_window` seconds.
-    cpu_ms: int = 2500
+    cpu_ms: int = 1000
     cpu_window: float = 10.0
 
 
