@@ -16,11 +16,11 @@ back to back raised another client's median latency from 3 ms to 200–360 ms. T
   touches this process's parser; a text the worker accepts is parsed here in a thread (it is within every
   limit, so its parse is bounded) and cached.
 - **A CPU budget per client.** The CPU time spent preparing a client's new documents (on the loop, in a
-  thread or in the worker process, each measured where it ran) is charged to the client (its API key or token subject, else
-  its address): `GRAPHQL_PREPARE_CPU_MS` milliseconds per window (default 1,000 per 10 s, a tenth
-  of a core). A client over it is refused before anything is parsed (`RATE_LIMITED`, `retryAfter`; 429
-  under `application/graphql-response+json`) until its window ends; documents in the cache cost nothing
-  and are never refused by it.
+  thread or in the worker process, each measured where it ran) is charged to the client (its API key or
+  token subject, else its address): `GRAPHQL_PREPARE_CPU_MS` milliseconds per window (default 1,000 per
+  10 s, a tenth of a core). A client over it is refused before anything is parsed (`RATE_LIMITED`,
+  `retryAfter`; 429 under `application/graphql-response+json`) until its window ends; documents in the
+  cache cost nothing and are never refused by it.
 
 Invariants (MUST):
 - The event loop never parses or validates a text longer than `inline_bytes`: such texts go to the
