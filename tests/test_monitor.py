@@ -7,12 +7,15 @@ keyboard path, and no request leaving the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import os
 import re
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient, MongoClient
 
+from app.auth.keys import KeyService
+from app.domain import Scope
 from app.web.monitor_page import FILES, MONITOR_DIR
 from tests.conftest import ROOT, read_query
+from tests.dropping_proxy import DroppingProxy
 from tests.servers import free_port, serve
 from tests.test_web import CHROMIUM, CHROMIUM_FLAGS, HTML, Links, assert_local_only
 
@@ -305,4 +312,242 @@ def test_monitor_follows_the_demo_workflow_live_in_headless_chromium(mongo_uri: 
             browser.close()
     assert elsewhere == [], elsewhere
     assert hosts <= {"127.0.0.1"}, hosts
+    assert problems == [], problems
+
+
+# --- On a server that requires keys: what each key may see and do; a drop under load --------------------
+
+
+def _post(url: str, query: str, variables: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{url}/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    body = answer.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def _stored_events(url: str, key: str) -> list[dict[str, Any]]:
+    """The workflow's stored event log (cursor, task), in order."""
+    query = read_query("TaskEvents.graphql")
+    events: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = _post(url, query, {"workflowId": WORKFLOW, "after": after, "first": 100}, key)["taskEvents"]
+        events += [{"cursor": e["cursor"], "taskId": e["node"]["taskId"]} for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return events
+        after = page["pageInfo"]["endCursor"]
+
+
+def _make_keys(mongo_uri: str, db_name: str, *specs: tuple[str, list[Scope]]) -> list[str]:
+    """API keys (their secrets) created in the server's database, as `agent-tasks keys create` does."""
+
+    async def create() -> list[str]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+        try:
+            return [(await KeyService(client[db_name]).create(name, scopes))[1] for name, scopes in specs]
+        finally:
+            await client.close()
+
+    return asyncio.run(create())
+
+
+def _enter_key(page: Any, secret: str | None) -> None:
+    """The key dialog, by keyboard: the header's Key button, type the key, Enter (or Forget the key)."""
+    page.locator("#key-button").focus()
+    page.keyboard.press("Enter")
+    page.locator("#key-input").wait_for()
+    assert page.evaluate("() => document.activeElement.id") == "key-input"
+    if secret is None:
+        page.get_by_role("button", name="Forget the key").click()
+    else:
+        page.keyboard.type(secret)
+        page.keyboard.press("Enter")
+
+
+def _tab_to(page: Any, predicate: str, limit: int = 60) -> None:
+    """Press Tab until `predicate` (a JS expression on `el`, the focused element) holds."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"() => {{ const el = document.activeElement; return Boolean({predicate}); }}"):
+            return
+    raise AssertionError(f"Tab never reached {predicate}")
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_monitor_with_keys_actions_and_a_drop_under_load(mongo_uri: str, tmp_path: Path) -> None:
+    """AUTH_MODE=keys: without a key the page says one is needed and shows nothing else; a `read` key
+    sees the workflow and no controls; a `read,write` key retries, cancels and re-prioritises from the
+    keyboard, the stored state changes and each action's event is in the panel. Then the page's
+    connection is cut (a proxy between it and the server resets it) while mutations run at 20/s on one
+    task: the panel's event log and the page's events equal the stored log, none missed, none twice."""
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("MONITOR_SCREENSHOTS") or tmp_path)
+    db_name = f"monitor_keys_{uuid.uuid4().hex[:12]}"
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "AUTH_MODE": "keys"}
+    problems: list[str] = []
+    expected_refusals = {"now": True}  # the browser logs a refused request / a cut socket as an error
+    mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    states = mongo[db_name].agent_task_states
+    reader, writer = _make_keys(
+        mongo_uri,
+        db_name,
+        ("monitor-reader", [Scope.READ]),
+        ("monitor-writer", [Scope.READ, Scope.WRITE]),
+    )
+    try:
+        with (
+            serve(env, "--demo") as server,
+            DroppingProxy(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as proxy,
+            tempfile.TemporaryDirectory(prefix="agent-tasks-chromium-") as profile,
+            sync_playwright() as playwright,
+        ):
+            browser = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_FLAGS,
+                viewport={"width": 1280, "height": 900},
+            )
+            try:
+                page = browser.new_page()
+                page.on(
+                    "console",
+                    lambda m: (
+                        problems.append(m.text)
+                        if m.type == "error" and not expected_refusals["now"]
+                        else None
+                    ),
+                )
+                page.on("pageerror", lambda e: problems.append(str(e)))
+
+                # No key: the page says a key is needed (and nothing else: no graph, no controls).
+                page.goto(f"{proxy.url}/tasks/beh_write_script")
+                page.get_by_role("heading", name="An API key is needed").wait_for(timeout=30_000)
+                assert "requires an API key" in page.get_by_role("alert").inner_text()
+                assert page.locator(".node, [data-action=cancel], [data-action=retry]").count() == 0
+                page.screenshot(path=shots / "keys-needed.png")
+
+                # A read key: the workflow and the panel, no controls.
+                _enter_key(page, reader)
+                page.locator("aside.panel .log li[data-cursor]").first.wait_for(timeout=30_000)
+                assert page.locator("#key-button").inner_text() == "Key: read"
+                assert page.locator(".node").count() == 13
+                assert page.locator("aside.panel .panel-actions").inner_text() == ""
+                assert page.locator("[data-action]").count() == 0
+                expected_refusals["now"] = False
+
+                # A read,write key: actions. First the drop under load, on the panel's task.
+                _enter_key(page, writer)
+                panel = page.locator("aside.panel")
+                panel.locator("[data-action=cancel]").wait_for(timeout=30_000)
+                assert page.locator("#key-button").inner_text() == "Key: read, write"
+                page.locator('#live[data-state="live"]').wait_for(timeout=30_000)
+
+                sent: list[int] = []
+
+                def load() -> None:
+                    with httpx.Client(headers={"Authorization": f"Bearer {writer}"}, timeout=10) as http:
+                        start = time.monotonic()
+                        for n in range(40):  # 2 s at 20/s
+                            time.sleep(max(0.0, start + n / 20 - time.monotonic()))
+                            answer = http.post(
+                                f"{server.url}/graphql",
+                                json={
+                                    "query": 'mutation($p: Float!) { reportProgress(id: "beh_write_script",'
+                                    " percentage: $p) { __typename } }",
+                                    "variables": {"p": 10 + n},
+                                },
+                            )
+                            assert "Success" in answer.text, answer.text
+                            sent.append(n)
+
+                mutator = threading.Thread(target=load)
+                expected_refusals["now"] = True
+                mutator.start()
+                time.sleep(0.6)
+                assert proxy.drop(hold=0.5) >= 1  # the page's WebSocket at least
+                page.locator('#live[data-state="reconnecting"]').wait_for(timeout=5_000)
+                mutator.join(30)
+                assert len(sent) == 40
+                page.locator('#live[data-state="live"]').wait_for(timeout=15_000)
+                expected_refusals["now"] = False
+                stored = _stored_events(server.url, writer)
+                page.wait_for_function(
+                    "n => window.monitorDebug.follower.events.length >= n", arg=len(stored), timeout=10_000
+                )
+                shown = page.evaluate("() => window.monitorDebug.follower.events.map(e => e.cursor)")
+                assert shown == [e["cursor"] for e in stored]  # none missed, none twice, in order
+                in_panel = page.evaluate(
+                    "() => [...document.querySelectorAll('aside.panel .log li[data-cursor]')].map(li => li.dataset.cursor)"
+                )
+                assert in_panel == [e["cursor"] for e in stored if e["taskId"] == "beh_write_script"]
+                assert page.evaluate("() => window.monitorDebug.follower.reconnects") >= 1
+                _node(page, "beh_write_script", "data-progress", "49")
+
+                # Set priority, cancel, retry: by keyboard from the panel; stored; each event in the panel.
+                def action_done(label: str) -> None:
+                    try:
+                        page.wait_for_function(
+                            "t => document.querySelector('.action-result')?.textContent === t",
+                            arg=f"Done: {label}.",
+                            timeout=5_000,
+                        )
+                    except Exception:
+                        raise AssertionError(panel.locator(".action-result").inner_text()) from None
+
+                def logged(*texts: str) -> None:
+                    page.wait_for_function(
+                        "texts => [...document.querySelectorAll('aside.panel .log li')].some(li =>"
+                        " texts.every(t => li.textContent.includes(t)))",
+                        arg=list(texts),
+                        timeout=SEEN_WITHIN_MS * 3,
+                    )
+
+                before = states.find_one({"_id": "beh_write_script"})
+                assert before is not None and before["status"] == "in_progress"
+                panel.focus()
+                _tab_to(page, "el.id === 'priority'")
+                page.keyboard.press("ArrowDown")
+                chosen = page.evaluate("() => document.activeElement.value")
+                assert chosen != before["priority"].upper()
+                _tab_to(page, "el.dataset.action === 'prioritise'", limit=2)
+                page.keyboard.press("Enter")
+                action_done("priority set")
+                assert page.evaluate("() => document.activeElement.classList.contains('action-result')")
+                assert states.find_one({"_id": "beh_write_script"})["priority"] == chosen.lower()
+                logged("TASK_UPDATED", "priority", "key monitor-writer")
+
+                panel.focus()
+                _tab_to(page, "el.dataset.action === 'cancel'")
+                page.keyboard.press("Enter")
+                action_done("cancelled")
+                assert states.find_one({"_id": "beh_write_script"})["status"] == "cancelled"
+                logged("STATUS_CHANGED", "→ ⊘ Cancelled", "key monitor-writer")
+                _node(page, "beh_write_script", "data-status", "CANCELLED")
+                page.screenshot(path=shots / "actions.png")
+
+                panel.focus()
+                _tab_to(page, "el.dataset.action === 'retry'")
+                page.keyboard.press(" ")
+                action_done("retried")
+                retried = states.find_one({"_id": "beh_write_script"})
+                assert retried["status"] not in ("cancelled", "in_progress"), retried["status"]
+                logged("STATUS_CHANGED", "Cancelled →", "key monitor-writer")
+
+                # Forgetting the key: back to the notice, nothing of the workflow left.
+                expected_refusals["now"] = True
+                _enter_key(page, None)
+                page.get_by_role("heading", name="An API key is needed").wait_for(timeout=10_000)
+                assert page.locator(".node, [data-action=cancel]").count() == 0
+            finally:
+                browser.close()
+    finally:
+        mongo.drop_database(db_name)
+        mongo.close()
     assert problems == [], problems

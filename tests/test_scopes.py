@@ -128,6 +128,43 @@ async def test_graphql_mutations_need_write_and_deletes_admin(app_client: httpx.
     assert await db.agent_task_states.count_documents({}) == 0
 
 
+VIEWER = "query Me { viewer { kind scopes agents } }"
+
+
+async def test_viewer_tells_any_caller_its_own_scopes(
+    app_client: httpx.AsyncClient, client: httpx.AsyncClient, db: Any
+) -> None:
+    """`viewer` needs no scope (an anonymous caller of a keys server may ask), reads nothing stored and
+    writes nothing; it answers the caller's kind, scopes (in the table's order) and agents."""
+    before = await snapshot(db)
+    anonymous = await graphql(app_client, VIEWER, {}, accept="application/graphql-response+json")
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"data": {"viewer": {"kind": "ANONYMOUS", "scopes": [], "agents": None}}}
+    cases = [
+        ((R,), None, ["READ"]),
+        ((W, R), None, ["READ", "WRITE"]),
+        ((A,), None, ["ADMIN"]),
+        ((R, W), ["b", "a"], ["READ", "WRITE"]),
+    ]
+    for scopes, agents, named in cases:
+        headers = await bearer(db, *scopes, agents=agents)
+        answer = (await graphql(app_client, VIEWER, headers)).json()
+        assert answer == {
+            "data": {
+                "viewer": {"kind": "KEY", "scopes": named, "agents": None if agents is None else ["a", "b"]}
+            }
+        }, scopes
+    # Beside a field that needs a scope, the operation needs that scope.
+    both = (await graphql(app_client, "{ viewer { kind } " + READ[1:], {})).json()
+    refused(both, "UNAUTHENTICATED", "read")
+    assert await snapshot(db) == before
+    # An open server (loopback, AUTH_MODE auto): an anonymous caller with every scope.
+    opened = (await graphql(client, VIEWER, {})).json()
+    assert opened == {
+        "data": {"viewer": {"kind": "ANONYMOUS", "scopes": [s.name for s in Scope], "agents": None}}
+    }
+
+
 async def test_rest_reads_writes_and_deletes(app_client: httpx.AsyncClient, db: Any) -> None:
     reader, writer, admin = await bearer(db, R), await bearer(db, W), await bearer(db, A, R)
     body = {"task_id": "s1", "agent_name": "A"}

@@ -136,7 +136,7 @@ class ScopeCheck(SchemaExtension):
                     if name.startswith("__"):
                         continue
                     scope = fields.get(name)
-                    if scope is not None:  # an unknown field was refused by validation already
+                    if scope is not None:  # None: none needed (viewer); unknown: refused by validation
                         require(context.principal, scope, f"`{name}`")
                         needed.append(scope)
                 if needed:  # one hit per operation, from the budget of its highest scope

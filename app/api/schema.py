@@ -42,6 +42,7 @@ from app.api.queries import ReadQuery
 from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
+from app.api.viewer import ViewerQuery
 
 logger = logging.getLogger("agent_tasks.graphql")
 
@@ -50,7 +51,7 @@ logger = logging.getLogger("agent_tasks.graphql")
 
 
 @strawberry.type(description="Reading the task hierarchy, its outputs, its execution states and its events.")
-class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery):
+class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery, ViewerQuery):
     pass
 
 

@@ -5,6 +5,7 @@
   complete, fail, retry, cancel), finalizing, recording events.
 - `admin`: deletes (a cascade removes whole subtrees, and their history stays without them) and API key
   management.
+- none: `viewer`, the caller's own kind and scopes (so a page can tell which controls to show).
 
 GraphQL checks each operation's root fields against `GRAPHQL` before anything runs (`app.api.access`),
 REST checks each route's operation against `REST` before its body is read (`app.rest.errors`), so a
@@ -23,8 +24,9 @@ from app.principal import Principal
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
 
-#: Every root field of the GraphQL schema, by root type, and the scope it needs.
-GRAPHQL: dict[str, dict[str, Scope]] = {
+#: Every root field of the GraphQL schema, by root type, and the scope it needs (None: none, as for
+#: introspection; `viewer` tells any caller, anonymous too, only its own scopes).
+GRAPHQL: dict[str, dict[str, Scope | None]] = {
     "Query": {
         "metaWorkflowTask": R,
         "subTask": R,
@@ -44,6 +46,7 @@ GRAPHQL: dict[str, dict[str, Scope]] = {
         "agentStats": R,
         "agentsStats": R,
         "apiKeys": A,
+        "viewer": None,
     },
     "Mutation": {
         # The lifecycle of one task.

@@ -13,10 +13,20 @@ import { AgentsView, ListView, keyDialog } from "./views.js";
 const viewEl = document.getElementById("view");
 const liveEl = document.getElementById("live");
 
+const STATES_EVERY_MS = 200;
+const LABELS = { MonitorRetry: "retried", MonitorCancel: "cancelled", MonitorPrioritise: "priority set" };
 const LIVE_TEXT = { live: "● live", reconnecting: "↻ reconnecting…", behind: "» behind, catching up", connecting: "… connecting" };
 
 const ctx = {
+  viewer: null, // { kind, scopes, agents } (MonitorViewer), null when the server refused the stored key
+  viewerError: null,
+  canRead: false,
   canWrite: false,
+  /** Whether the caller may change a task of `agentName` (an agent-bound key only its agents'). */
+  mayActOn(agentName) {
+    const agents = ctx.viewer && ctx.viewer.agents;
+    return ctx.canWrite && (!agents || (agentName != null && agents.includes(agentName)));
+  },
   go(path, { replace = false } = {}) {
     if (replace) history.replaceState(null, "", ROOT + path); else history.pushState(null, "", ROOT + path);
     render();
@@ -28,14 +38,38 @@ const ctx = {
   },
 };
 
-async function probeWrite() {
+/** Who the caller is (MonitorViewer): what to show (reads) and which controls (write). */
+async function loadViewer() {
   try {
-    const data = await request("MonitorCanWrite");
-    ctx.canWrite = Boolean(data && data.retryTask);
+    ctx.viewer = (await request("MonitorViewer")).viewer;
+    ctx.viewerError = null;
   } catch (e) {
-    ctx.canWrite = false;
+    ctx.viewer = null;
+    ctx.viewerError = e.message;
   }
+  const scopes = (ctx.viewer && ctx.viewer.scopes) || [];
+  ctx.canRead = scopes.includes("READ");
+  ctx.canWrite = scopes.includes("WRITE");
   document.body.dataset.canWrite = String(ctx.canWrite);
+  document.body.dataset.canRead = String(ctx.canRead);
+  const button = document.getElementById("key-button");
+  const held = scopes.map((x) => x.toLowerCase()).join(", ");
+  const keyed = ctx.viewer && ctx.viewer.kind !== "ANONYMOUS";
+  button.textContent = keyed ? `Key: ${held || "no scope"}` : ctx.viewer && ctx.canWrite ? "Key (open server)" : "Key";
+  button.title = keyed ? `A key is stored in this browser; it may: ${held || "nothing"}` : "Enter an API key";
+}
+
+/** What the page shows instead of a view when the caller may not read. */
+function keyNeeded() {
+  const why = ctx.viewerError
+    ? `The server refused the stored key: ${ctx.viewerError}`
+    : ctx.viewer && ctx.viewer.kind === "ANONYMOUS"
+      ? "This server requires an API key to read workflows. Enter a key with the read scope; it is kept in this browser only."
+      : `This key may not read workflows (it has: ${(ctx.viewer.scopes || []).map((x) => x.toLowerCase()).join(", ") || "no scope"}). Enter a key with the read scope.`;
+  return h("section.key-needed", { "aria-labelledby": "key-needed-title" },
+    h("h1#key-needed-title", {}, "An API key is needed"),
+    h("p", { role: "alert" }, why),
+    h("p", {}, h("button", { type: "button", "data-action": "enter-key", onclick: () => openKey() }, "Enter a key")));
 }
 
 /** Kind-specific names for a tree's nodes, and the tree in display order. */
@@ -187,8 +221,11 @@ class WorkflowView {
   }
 
   scheduleStates() {
+    // At most one state read every STATES_EVERY_MS (an event's status and progress are drawn at once):
+    // 20 events a second cost 5 reads a second, not 20, of a key's read budget.
     if (this.statesTimer) return;
-    this.statesTimer = setTimeout(() => { this.statesTimer = null; this.fetchStates(); }, 20);
+    const wait = Math.max(20, (this.lastStates || 0) + STATES_EVERY_MS - performance.now());
+    this.statesTimer = setTimeout(() => { this.statesTimer = null; this.lastStates = performance.now(); this.fetchStates(); }, wait);
   }
 
   async fetchStates() {
@@ -234,6 +271,8 @@ class WorkflowView {
   async openPanel(taskId) {
     this.taskId = taskId;
     this.outputShown = false;
+    this.actionResult = "";
+    this.chosenPriority = null;
     this.panel.hidden = false;
     document.body.classList.add("panel-open");
     this.panel.replaceChildren(h("p.muted", {}, "Loading…"));
@@ -265,6 +304,19 @@ class WorkflowView {
   }
 
   renderPanelState() {
+    // A redraw (each state read) must not take the focus from a keyboard user inside the panel: the
+    // element focused is found again by its id, action or link after the redraw.
+    const focused = this.panel.contains(document.activeElement) && document.activeElement !== this.panel ? document.activeElement : null;
+    const key = focused && (focused.id ? `#${focused.id}` : focused.dataset.action ? `[data-action="${focused.dataset.action}"]`
+      : focused.getAttribute("href") ? `a[href="${focused.getAttribute("href")}"]` : focused.classList.contains("action-result") ? ".action-result" : null);
+    this.drawPanelState();
+    if (key && !document.body.contains(focused)) {
+      const again = this.panel.querySelector(key);
+      if (again) again.focus();
+    }
+  }
+
+  drawPanelState() {
     const task = this.byId.get(this.taskId);
     const s = (task && task.state) || this.detail || {};
     const d = this.detail || {};
@@ -300,19 +352,29 @@ class WorkflowView {
   }
 
   renderActions(s) {
-    if (!ctx.canWrite) { this.actionsBox.replaceChildren(); return; }
+    if (!ctx.mayActOn(s.agentName)) { this.actionsBox.replaceChildren(); return; }
     const done = ["COMPLETED", "FAILED", "CANCELLED"].includes(s.status);
-    const result = h("p.small", { role: "status" });
+    // The outcome of the last action stays across redraws (the state an action returns redraws the
+    // panel); the focus goes to it, so a keyboard user whose button went away is not sent to the top.
+    const result = h("p.small.action-result", { role: "status", tabindex: "-1" }, this.actionResult || "");
     const act = async (name, vars) => {
       result.textContent = "…";
+      const taskId = this.taskId;
       try {
-        const data = await request(name, { id: this.taskId, version: s.version, ...vars });
+        const data = await request(name, { id: taskId, version: s.version, ...vars });
         const answer = Object.values(data)[0];
-        result.textContent = answer.__typename.endsWith("Success") ? "Done." : `${answer.__typename}: ${answer.message || ""}`;
-        if (answer.state) { const task = this.byId.get(this.taskId); if (task) task.state = answer.state; this.graph.refresh([this.taskId]); this.renderPanelState(); }
-      } catch (e) { result.textContent = e.message; }
+        this.actionResult = answer.__typename.endsWith("Success") ? `Done: ${LABELS[name]}.` : `${answer.__typename}: ${answer.message || ""}`;
+        if (answer.__typename.endsWith("Success")) this.chosenPriority = null;
+        if (answer.state) { const task = this.byId.get(taskId); if (task) task.state = answer.state; this.graph.refresh([taskId]); }
+      } catch (e) { this.actionResult = e.message; }
+      if (this.taskId !== taskId) return;
+      this.renderPanelState();
+      const shown = this.actionsBox.querySelector(".action-result");
+      if (shown) shown.focus();
     };
-    const priority = h("select#priority", { "aria-label": "Priority" }, PRIORITIES.map((p) => h("option", { value: p, selected: p === s.priority }, p.toLowerCase())));
+    // A priority chosen but not yet set survives the redraws of live state reads.
+    const priority = h("select#priority", { "aria-label": "Priority", onchange: (e) => { this.chosenPriority = e.target.value; } },
+      PRIORITIES.map((p) => h("option", { value: p, selected: p === (this.chosenPriority || s.priority) }, p.toLowerCase())));
     this.actionsBox.replaceChildren(h("h3", {}, "Actions"), h("div.buttons", { role: "group", "aria-label": "Actions" },
       ["FAILED", "CANCELLED"].includes(s.status) ? h("button", { type: "button", "data-action": "retry", onclick: () => act("MonitorRetry", {}) }, "↻ Retry") : null,
       !done ? h("button", { type: "button", "data-action": "cancel", onclick: () => act("MonitorCancel", { reason: "cancelled from the monitor" }) }, "⊘ Cancel") : null,
@@ -334,17 +396,24 @@ class WorkflowView {
   }
 
   renderLog() {
+    // Appends the task's events not yet in the log, each once (by cursor), in the follower's order
+    // (commit order); "No events yet." until the first.
     if (!this.logBox || !this.follower) return;
-    const events = this.follower.events.filter((e) => e.taskId === this.taskId);
-    const have = this.logBox.children.length;
-    for (const e of events.slice(have)) {
+    if (this.logBox.dataset.task !== this.taskId) { this.logBox.dataset.task = this.taskId; this.logCursors = new Set(); }
+    const fresh = this.follower.events.filter((e) => e.taskId === this.taskId && !this.logCursors.has(e.cursor));
+    if (!fresh.length) {
+      if (!this.logBox.children.length) this.logBox.append(h("li.muted.empty", {}, "No events yet."));
+      return;
+    }
+    const empty = this.logBox.querySelector("li.empty");
+    if (empty) empty.remove();
+    for (const e of fresh) {
+      this.logCursors.add(e.cursor);
       this.logBox.append(h(`li.ev.ev-${e.type.toLowerCase()}`, { "data-cursor": e.cursor },
         h("time", { datetime: e.timestamp, title: time(e.timestamp) }, clock(e.timestamp)), " ",
         h("span.ev-type", {}, e.type), " ", h("span.ev-text", {}, eventSummary(e)),
         h("span.ev-actor.muted.small", {}, ` — ${actorText(e.actor)}${e.agentId ? ` · agent ${e.agentId}` : ""}`)));
     }
-    if (!events.length && !have) this.logBox.replaceChildren(h("li.muted", {}, "No events yet."));
-    else if (events.length && this.logBox.firstChild && !this.logBox.firstChild.dataset.cursor) { this.logBox.firstChild.remove(); this.renderLog(); }
   }
 
   tickPanel() {
@@ -371,6 +440,12 @@ let current = null; // {kind, view}
 
 async function render() {
   const path = location.pathname.slice(ROOT.length) || "/";
+  if (!ctx.canRead) {
+    show("none", null);
+    document.title = "Key needed · agent-tasks";
+    viewEl.replaceChildren(keyNeeded());
+    return;
+  }
   const params = new URLSearchParams(location.search);
   const mode = params.get("view") || "graph";
   let m;
@@ -417,7 +492,7 @@ document.addEventListener("click", (e) => {
 window.addEventListener("popstate", () => render());
 
 const openKey = keyDialog(async () => {
-  await probeWrite();
+  await loadViewer();
   if (current && current.view) current.view.unmount();
   current = null;
   render();
@@ -425,5 +500,5 @@ const openKey = keyDialog(async () => {
 document.getElementById("key-button").addEventListener("click", openKey);
 
 await loadOperations();
-await probeWrite();
+await loadViewer();
 await render();
