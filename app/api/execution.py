@@ -43,14 +43,13 @@ from graphql import (
     GraphQLLeafType,
     GraphQLNonNull,
     GraphQLObjectType,
-    GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLSchema,
     is_leaf_type,
     is_object_type,
 )
-from graphql.execution.collect_fields import FieldDetailsList
-from graphql.pyutils import AwaitableOrValue, Path, RefMap, Undefined, UndefinedType
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.pyutils import AwaitableOrValue, Path, RefMap, Undefined, UndefinedType, gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
@@ -128,6 +127,22 @@ def _leaf_plan(field_def: GraphQLField) -> tuple[Any, str, GraphQLLeafType, bool
     return plan
 
 
+def _leaf_value(
+    plan: tuple[Any, str, GraphQLLeafType, bool], source: Any, parent_type: GraphQLObjectType, field_name: str
+) -> Any:
+    """A plain leaf field's completed value, as graphql-core's `complete_value` makes it: an exception the
+    value carries is raised, null in a non-null field is a TypeError, anything else is coerced."""
+    resolver, name, leaf_type, non_null = plan
+    value = resolver(source, name)
+    if isinstance(value, Exception):
+        raise value
+    if value is None or value is Undefined:
+        if non_null:
+            raise TypeError(f"Cannot return null for non-nullable field {parent_type.name}.{field_name}.")
+        return None
+    return EventScopedExecutor.complete_leaf_value(leaf_type, value)
+
+
 #: The memo caches an executor builds up while it runs, each reset to an empty instance of its type for
 #: every event (the first is the leak; the others only fill with `@defer`/`@stream`, which subscriptions
 #: refuse, and are reset so that stays true whatever graphql-core does next).
@@ -153,6 +168,68 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         # read directly. The manager hands a resolver back as it is when nothing wraps it.
         self.plain_fields = manager is None or manager.get_field_resolver(_leaf_plan) is _leaf_plan
 
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        """graphql-core's `execute_fields`, with plain leaf fields read in the loop (no `Path` made for
+        them unless they fail, no `execute_field` call); every other field as graphql-core does it."""
+        if not self.plain_fields:
+            return super().execute_fields(
+                parent_type, source_value, path, grouped_field_set, position_context
+            )
+        results: dict[str, Any] = {}
+        is_awaitable = self.is_awaitable
+        awaitable_fields: list[str] = []
+        get_field = self.schema.get_field
+        try:
+            for response_name, field_details_list in grouped_field_set.items():
+                node = field_details_list[0].node
+                field_def = get_field(parent_type, node.name.value)
+                plan = None if field_def is None or node.arguments else _leaf_plan(field_def)
+                if plan is not None:
+                    assert field_def is not None
+                    try:
+                        results[response_name] = _leaf_value(plan, source_value, parent_type, node.name.value)
+                    except Exception as raw_error:
+                        field_path = Path(path, response_name, parent_type.name)
+                        self.handle_field_error(raw_error, field_def.type, field_details_list, field_path)
+                        results[response_name] = None
+                    continue
+                result = self.execute_field(
+                    parent_type,
+                    source_value,
+                    field_details_list,
+                    Path(path, response_name, parent_type.name),
+                    position_context,
+                )
+                if result is not Undefined:
+                    results[response_name] = result
+                    if is_awaitable(result):
+                        awaitable_fields.append(response_name)
+        except Exception:
+            if awaitable_fields:
+                # As graphql-core: settle what the other fields started, as they may fail too.
+                self.settle_in_background([results[field] for field in awaitable_fields])
+            raise
+        if not awaitable_fields:
+            return results
+
+        async def get_results() -> dict[str, Any]:
+            if len(awaitable_fields) == 1:
+                field = awaitable_fields[0]
+                results[field] = await results[field]
+            else:
+                awaited = await gather_with_cancel(*(results[field] for field in awaitable_fields))
+                results.update(zip(awaitable_fields, awaited, strict=True))
+            return results
+
+        return get_results()
+
     def execute_field(
         self,
         parent_type: GraphQLObjectType,
@@ -161,26 +238,18 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         path: Path,
         position_context: Any,
     ) -> AwaitableOrValue[Any] | UndefinedType:
+        """A plain leaf field read directly (mutations' fields, executed serially, come here), any other
+        as graphql-core does it."""
         if self.plain_fields:
             node = field_details_list[0].node
             field_def = self.schema.get_field(parent_type, node.name.value)
             plan = None if field_def is None or node.arguments else _leaf_plan(field_def)
             if plan is not None:
                 assert field_def is not None
-                resolver, name, leaf_type, non_null = plan
                 try:
-                    value = resolver(source, name)
-                    if isinstance(value, Exception):
-                        raise value
-                    if value is None or value is Undefined:
-                        if non_null:
-                            field = f"{parent_type.name}.{node.name.value}"
-                            raise TypeError(f"Cannot return null for non-nullable field {field}.")
-                        return None
-                    return self.complete_leaf_value(leaf_type, value)
+                    return _leaf_value(plan, source, parent_type, node.name.value)
                 except Exception as raw_error:
-                    return_type: GraphQLOutputType = field_def.type
-                    self.handle_field_error(raw_error, return_type, field_details_list, path)
+                    self.handle_field_error(raw_error, field_def.type, field_details_list, path)
                     return None
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
 

@@ -69,6 +69,9 @@ BUDGET_REFUSAL_PAUSE = 1.0
 #: Strawberry's refusal of a JSON array (several operations in one request), which this server does not run.
 BATCHING_REFUSED = "Batching is not enabled"
 
+#: The `Content-Type`s of nearly every POST, accepted as they are (lower-cased) without parsing them.
+_PLAIN_JSON = frozenset({JSON, f"{JSON}; charset=utf-8", f"{JSON};charset=utf-8"})
+
 #: The request body `_check_body` read and parsed, with what it parsed to: Strawberry's `decode_json`
 #: then answers from it instead of parsing the body a second time (each request runs in its own task,
 #: hence its own copy of the context).
@@ -269,12 +272,13 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             await self._check_budget(request, request.query_params.get("query"))
             return
         header = request.headers.get("content-type")
-        content_type, params = parse_content_type(header or "")
-        charset = params.get("charset", "utf-8").strip("'\"").lower()
-        if content_type.lower() != JSON or charset not in ("utf-8", "utf8"):
-            raise RequestRefused(
-                415, f"A GraphQL POST must be sent as {JSON} in UTF-8; Content-Type was {header!r}."
-            )
+        if header is None or header.lower() not in _PLAIN_JSON:  # else no need to parse it (email.message)
+            content_type, params = parse_content_type(header or "")
+            charset = params.get("charset", "utf-8").strip("'\"").lower()
+            if content_type.lower() != JSON or charset not in ("utf-8", "utf8"):
+                raise RequestRefused(
+                    415, f"A GraphQL POST must be sent as {JSON} in UTF-8; Content-Type was {header!r}."
+                )
         # Strawberry reads the same body afterwards: Starlette keeps it on the request.
         try:
             body = await read_capped(request, self.max_body_bytes)
