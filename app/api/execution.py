@@ -39,12 +39,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from graphql import (
+    GraphQLBoolean,
     GraphQLField,
+    GraphQLID,
     GraphQLLeafType,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLResolveInfo,
     GraphQLSchema,
+    GraphQLString,
     is_leaf_type,
     is_object_type,
 )
@@ -96,17 +99,25 @@ def _call_directly(function: Callable[[Any, Any], Any]) -> Callable[..., Any]:
     return resolve
 
 
-#: (field definition, (default resolver, Python attribute name, leaf type, non-null) or None when the field
-#: takes graphql-core's path), by the definition's id; the definition is kept to tell a reused id.
-_LEAF_PLANS: dict[int, tuple[GraphQLField, tuple[Any, str, GraphQLLeafType, bool] | None]] = {}
+#: How to read a plain leaf field: (default resolver, Python attribute name, leaf type, non-null, the Python
+#: type whose values the scalar's coercion returns unchanged, or None).
+LeafPlan = tuple[Any, str, GraphQLLeafType, bool, type | None]
+
+#: (field definition, its `LeafPlan` or None when the field takes graphql-core's path), by the definition's
+#: id; the definition is kept to tell a reused id.
+_LEAF_PLANS: dict[int, tuple[GraphQLField, LeafPlan | None]] = {}
+
+#: graphql-core's scalars whose coercion returns a value of this exact type as it is (`serialize_string`,
+#: `serialize_id`, `serialize_boolean`); Int and Float check ranges and finiteness, so they always coerce.
+_PASS_THROUGH: dict[int, type] = {id(GraphQLString): str, id(GraphQLID): str, id(GraphQLBoolean): bool}
 
 
-def _leaf_plan(field_def: GraphQLField) -> tuple[Any, str, GraphQLLeafType, bool] | None:
+def _leaf_plan(field_def: GraphQLField) -> LeafPlan | None:
     """How to read `field_def` directly, or None: only a Strawberry basic field of a leaf type qualifies."""
     entry = _LEAF_PLANS.get(id(field_def))
     if entry is not None and entry[0] is field_def:
         return entry[1]
-    plan: tuple[Any, str, GraphQLLeafType, bool] | None = None
+    plan: LeafPlan | None = None
     strawberry_field = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
     resolve = field_def.resolve
     return_type = field_def.type
@@ -122,18 +133,25 @@ def _leaf_plan(field_def: GraphQLField) -> tuple[Any, str, GraphQLLeafType, bool
         and not field_def.args
         and is_leaf_type(named)
     ):
-        plan = (strawberry_field.default_resolver, strawberry_field.python_name, named, non_null)
+        plan = (
+            strawberry_field.default_resolver,
+            strawberry_field.python_name,
+            named,
+            non_null,
+            _PASS_THROUGH.get(id(named)),
+        )
     _LEAF_PLANS[id(field_def)] = (field_def, plan)
     return plan
 
 
-def _leaf_value(
-    plan: tuple[Any, str, GraphQLLeafType, bool], source: Any, parent_type: GraphQLObjectType, field_name: str
-) -> Any:
+def _leaf_value(plan: LeafPlan, source: Any, parent_type: GraphQLObjectType, field_name: str) -> Any:
     """A plain leaf field's completed value, as graphql-core's `complete_value` makes it: an exception the
-    value carries is raised, null in a non-null field is a TypeError, anything else is coerced."""
-    resolver, name, leaf_type, non_null = plan
+    value carries is raised, null in a non-null field is a TypeError, anything else is coerced (a value the
+    coercion would return as it is, a `str` for String or ID, a `bool` for Boolean, is returned at once)."""
+    resolver, name, leaf_type, non_null, exact = plan
     value = resolver(source, name)
+    if exact is not None and type(value) is exact:
+        return value
     if isinstance(value, Exception):
         raise value
     if value is None or value is Undefined:
@@ -147,6 +165,7 @@ def _leaf_value(
 #: every event (the first is the leak; the others only fill with `@defer`/`@stream`, which subscriptions
 #: refuse, and are reset so that stays true whatever graphql-core does next).
 PER_EVENT_CACHES: tuple[tuple[str, type], ...] = (
+    ("compiled_field_sets", dict),
     ("_relevant_sub_fields", dict),
     ("_stream_usages", RefMap),
     ("_initial_execution_plans", RefMap),
@@ -167,6 +186,8 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         # Resolver middleware (a schema extension's `resolve` hook) must see every field: then none is
         # read directly. The manager hands a resolver back as it is when nothing wraps it.
         self.plain_fields = manager is None or manager.get_field_resolver(_leaf_plan) is _leaf_plan
+        #: `_compiled`'s memo, for this execution (a subscription event's executor gets its own).
+        self.compiled_field_sets: dict[tuple[int, GraphQLObjectType], tuple[GroupedFieldSet, list[Any]]] = {}
 
     def execute_fields(
         self,
@@ -185,16 +206,16 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
         results: dict[str, Any] = {}
         is_awaitable = self.is_awaitable
         awaitable_fields: list[str] = []
-        get_field = self.schema.get_field
         try:
-            for response_name, field_details_list in grouped_field_set.items():
-                node = field_details_list[0].node
-                field_def = get_field(parent_type, node.name.value)
-                plan = None if field_def is None or node.arguments else _leaf_plan(field_def)
+            for response_name, field_details_list, field_def, plan in self._compiled(
+                parent_type, grouped_field_set
+            ):
                 if plan is not None:
                     assert field_def is not None
                     try:
-                        results[response_name] = _leaf_value(plan, source_value, parent_type, node.name.value)
+                        results[response_name] = _leaf_value(
+                            plan, source_value, parent_type, field_details_list[0].node.name.value
+                        )
                     except Exception as raw_error:
                         field_path = Path(path, response_name, parent_type.name)
                         self.handle_field_error(raw_error, field_def.type, field_details_list, field_path)
@@ -229,6 +250,26 @@ class EventScopedExecutor(StrawberryGraphQLCoreExecutionContext):
             return results
 
         return get_results()
+
+    def _compiled(
+        self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
+    ) -> list[tuple[str, FieldDetailsList, GraphQLField | None, LeafPlan | None]]:
+        """Each field of a field set with its definition and `LeafPlan`, worked out once per field set and
+        type: graphql-core collects a list's items' sub-fields once (memoized), so a list of 500 objects
+        hands the same field set 500 times."""
+        key = (id(grouped_field_set), parent_type)
+        entry = self.compiled_field_sets.get(key)
+        if entry is not None and entry[0] is grouped_field_set:
+            return entry[1]
+        compiled = []
+        for response_name, field_details_list in grouped_field_set.items():
+            node = field_details_list[0].node
+            field_def = self.schema.get_field(parent_type, node.name.value)
+            plan = None if field_def is None or node.arguments else _leaf_plan(field_def)
+            compiled.append((response_name, field_details_list, field_def, plan))
+        # The field set is kept with its entry, so its id is not reused while the entry lives.
+        self.compiled_field_sets[key] = (grouped_field_set, compiled)
+        return compiled
 
     def execute_field(
         self,
