@@ -177,7 +177,7 @@ export class Graph {
     },
     h("span.node-head", {}, badge(s.status), h("span.prio", {}, s.priority || "")),
     h("span.node-name", { title: t.id }, name),
-    h("span.node-meta", {}, `${s.agentName || "—"} · ${attempts(s)}`),
+    h("span.node-meta", { title: `${s.agentName || "—"} · ${attempts(s)}` }, `${attempts(s)} · ${s.agentName || "—"}`),
     progressBar(s.progressPercentage, `${t.id} progress`),
     foot);
     if (n.kind === "sub") {
