@@ -61,7 +61,8 @@ logger = logging.getLogger("agent_tasks.graphql")
 
 #: Prepared texts kept (least recently used first out), and the most text they may hold in all.
 CACHE_SIZE = 512
-CACHE_BYTES = 16 * 1024 * 1024
+#: A parsed document holds ~20 times its text in memory (its nodes, and the tokens their locations keep).
+CACHE_BYTES = 4 * 1024 * 1024
 #: How much lower the worker process's CPU priority is than the server's (`os.nice`).
 WORKER_NICENESS = 10
 #: Clients whose budget is remembered at once; past it the fullest budgets (idle clients) are forgotten.
