@@ -24,7 +24,7 @@ from agent_tasks_client.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from agent_tasks_client.models import Event, EventPage, TaskState
+from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState
 from agent_tasks_client.worker import Handler, Worker, WorkerStats
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Handler",
     "LeaseLost",
     "NotFound",
+    "RetryPolicy",
     "RetryableError",
     "TaskState",
     "TransitionRefused",

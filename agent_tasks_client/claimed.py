@@ -83,10 +83,25 @@ class ClaimedTask:
         self.finished = True
         return self.state
 
-    async def fail(self, error: str, details: str | None = None, *, final: bool = False) -> TaskState:
-        """Record a failure: retrying (or failed once attempts are used up); `final=True`: failed."""
+    async def fail(
+        self,
+        error: str,
+        details: str | None = None,
+        *,
+        final: bool = False,
+        error_type: str | None = None,
+        next_retry_delay: float | None = None,
+    ) -> TaskState:
+        """Record a failure: retrying after the retry policy's delay (or `next_retry_delay` seconds), or
+        failed once attempts are used up or `error_type` is non-retryable; `final=True`: failed."""
         self.state = await self.client.fail(
-            self.id, error, details=details, final=final, attempt=self.attempt
+            self.id,
+            error,
+            details=details,
+            final=final,
+            attempt=self.attempt,
+            error_type=error_type,
+            next_retry_delay=next_retry_delay,
         )
         self.finished = True
         return self.state

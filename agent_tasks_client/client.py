@@ -13,6 +13,7 @@ import logging
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +26,7 @@ from agent_tasks_client.documents import (
     EVENT_FIELDS,
     RECORD_ERROR_FIELDS,
     STATE_FIELDS,
+    STEERING_FIELDS,
     WORKFLOW_TREE,
     operation,
     transition_fields,
@@ -36,7 +38,7 @@ from agent_tasks_client.errors import (
     Unauthorized,
     raise_for_member,
 )
-from agent_tasks_client.models import Event, EventPage, TaskState
+from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState, format_time
 
 if TYPE_CHECKING:
     from agent_tasks_client.worker import Handler, Worker
@@ -79,6 +81,7 @@ class AgentTasksClient:
             transport=transport,
         )
         self._lease_support: bool | None = None
+        self._steering_support: bool | None = None
         self._probe_lock = asyncio.Lock()
 
     async def __aenter__(self) -> AgentTasksClient:
@@ -131,14 +134,39 @@ class AgentTasksClient:
                     self._lease_support = data.get("lease") is not None
         return self._lease_support
 
+    async def supports_steering(self) -> bool:
+        """Whether the server has retry policies and delayed starts (`RetryPolicy` in the schema); asked
+        once per client, like `supports_leases`. A server that refuses introspection is taken to have them."""
+        if self._steering_support is None:
+            try:
+                data = await self.execute('{ steering: __type(name: "RetryPolicy") { name } }')
+            except TransportError as exc:
+                if not exc.errors:
+                    raise
+                data = {"steering": True}
+            self._steering_support = data.get("steering") is not None
+        return self._steering_support
+
+    async def _fit(self, selection: str) -> str:
+        """`selection` without the fields this server does not have (leases, steering)."""
+        if not await self.supports_leases():
+            selection = selection.replace("leaseHolder leaseExpiresAt", "")
+        if not await self.supports_steering():
+            selection = selection.replace(STEERING_FIELDS, "")
+        return selection
+
+    async def _steering_arg(self, value: _T | None, what: str) -> _T | None:
+        """A steering argument; refused (ValueError) to a server from before retry policies."""
+        if value is not None and not await self.supports_steering():
+            raise ValueError(f"{what} needs a server with retry policies and delayed starts")
+        return value
+
     async def _transition(
         self, field: str, arguments: Mapping[str, tuple[str, Any]], *, key: str | None = None
     ) -> dict[str, Any]:
         """Run a lifecycle mutation; the success member (or NothingToClaim), refusals raised."""
         lease = await self.supports_leases()
-        selection = CLAIM_FIELDS if field == "claimTask" else transition_fields(lease)
-        if not lease:
-            selection = selection.replace("leaseHolder leaseExpiresAt", "")
+        selection = await self._fit(CLAIM_FIELDS if field == "claimTask" else transition_fields(lease))
         # A heartbeat is sent without a key unless given one: sending it twice only extends the lease
         # twice, and a key per heartbeat would keep a stored answer for a day for each one.
         key = key or (None if field == "heartbeatTask" else _key())
@@ -195,10 +223,15 @@ class AgentTasksClient:
         id: str | None = None,
         extra: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        not_before: datetime | None = None,
     ) -> TaskState:
         """`createAgentTask`: a standalone task for `agent_name`. `priority` is `low`, `medium`, `high`
-        or `urgent`; `dependencies` are `{"taskId", "statusExpected"}`; `extra` passes further
-        `CreateAgentTaskInput` fields (GraphQL names) as they are."""
+        or `urgent`; `dependencies` are `{"taskId", "statusExpected"}`; `retry_policy` how its failed
+        attempts are retried; `not_before` a delayed start; `extra` passes further `CreateAgentTaskInput`
+        fields (GraphQL names) as they are."""
+        policy = await self._steering_arg(retry_policy, "retry_policy")
+        start = await self._steering_arg(not_before, "not_before")
         fields = {
             "agentName": agent_name,
             "name": name,
@@ -209,6 +242,8 @@ class AgentTasksClient:
             "dependencies": [dict(d) for d in dependencies] if dependencies is not None else None,
             "parentTaskId": parent_task_id,
             "id": id,
+            "retryPolicy": None if policy is None else policy.to_graphql(),
+            "notBefore": None if start is None else format_time(start),
             **dict(extra or {}),
         }
         args = {
@@ -223,9 +258,7 @@ class AgentTasksClient:
         return TaskState.from_graphql(member["state"])
 
     async def _state_fields(self) -> str:
-        if await self.supports_leases():
-            return STATE_FIELDS
-        return STATE_FIELDS.replace("leaseHolder leaseExpiresAt", "")
+        return await self._fit(STATE_FIELDS)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -359,8 +392,14 @@ class AgentTasksClient:
         attempt: int | None = None,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
+        error_type: str | None = None,
+        next_retry_delay: float | None = None,
     ) -> TaskState:
-        """`failTask`: retrying (or failed once attempts are used up); `final=True`: failed, no retry."""
+        """`failTask`: retrying after the task's retry policy's delay (or failed once attempts are used
+        up); `final=True`: failed, no retry. `error_type` names the error (one of the policy's
+        non-retryable types fails it for good); `next_retry_delay` (seconds) replaces the policy's delay,
+        e.g. a model's Retry-After. Both are left out for a server from before retry policies."""
+        steering = await self.supports_steering()
         return await self._state(
             "failTask",
             {
@@ -370,6 +409,8 @@ class AgentTasksClient:
                 "isFinal": ("Boolean!", final),
                 "attempt": ("Int", await self._attempt(attempt)),
                 "expectedVersion": ("Int", expected_version),
+                "errorType": ("String", error_type if steering else None),
+                "nextRetryDelay": ("Float", next_retry_delay if steering else None),
             },
             idempotency_key,
         )

@@ -12,8 +12,11 @@ from typing import Any
 #: The state fields every lifecycle answer carries (`TaskState`).
 STATE_FIELDS = """
   id agentName status attempts version progressPercentage currentStep name workflowId taskKind
-  maxAttempts inputParameters leaseHolder leaseExpiresAt lastError { message }
+  maxAttempts inputParameters leaseHolder leaseExpiresAt nextAttemptAt notBefore
+  lastError { message }
 """
+#: State fields of a server with retry policies and delayed starts (left out for an older one).
+STEERING_FIELDS = "nextAttemptAt notBefore"
 
 #: Every event with its payload (`Event.data`).
 EVENT_FIELDS = """

@@ -138,11 +138,24 @@ class Forbidden(AgentTasksError):
 
 class RetryableError(Exception):
     """Raised by a worker's handler: the attempt failed and the task may be tried again (`isFinal: false`).
-    Any other exception is treated the same way; this one says so explicitly."""
+    Any other exception is treated the same way; this one says so explicitly, and may name the error's
+    type (`error_type`, default: the class name) and the delay before the next attempt
+    (`next_retry_delay` seconds, e.g. a model's Retry-After; default: the task's retry policy)."""
+
+    def __init__(
+        self, *args: object, error_type: str | None = None, next_retry_delay: float | None = None
+    ) -> None:
+        super().__init__(*args)
+        self.error_type = error_type
+        self.next_retry_delay = next_retry_delay
 
 
 class FatalError(Exception):
     """Raised by a worker's handler: the task failed for good (`failTask(isFinal: true)`), no retry."""
+
+    def __init__(self, *args: object, error_type: str | None = None) -> None:
+        super().__init__(*args)
+        self.error_type = error_type
 
 
 def raise_for_member(member: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -17,6 +17,39 @@ def parse_time(value: Any) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def format_time(value: datetime) -> str:
+    """A datetime as a GraphQL DateTime (naive = UTC)."""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a task's failed attempts are retried (the server's `RetryPolicyInput`; Temporal's RetryPolicy).
+    Fields left at None come from the server's defaults; `maximum_attempts` 0 = unlimited. After failed
+    attempt n the next waits min(initial_interval * backoff_coefficient ** (n - 1), maximum_interval)
+    seconds, spread by +- jitter."""
+
+    initial_interval: float | None = None
+    backoff_coefficient: float | None = None
+    maximum_interval: float | None = None
+    maximum_attempts: int | None = None
+    non_retryable_error_types: tuple[str, ...] | list[str] | None = None
+    jitter: float | None = None
+
+    def to_graphql(self) -> dict[str, Any]:
+        values = {
+            "initialInterval": self.initial_interval,
+            "backoffCoefficient": self.backoff_coefficient,
+            "maximumInterval": self.maximum_interval,
+            "maximumAttempts": self.maximum_attempts,
+            "nonRetryableErrorTypes": None
+            if self.non_retryable_error_types is None
+            else list(self.non_retryable_error_types),
+            "jitter": self.jitter,
+        }
+        return {k: v for k, v in values.items() if v is not None}
 
 
 def _lower(value: Any) -> str | None:
@@ -45,6 +78,8 @@ class TaskState:
     lease_holder: str | None = None
     lease_expires_at: datetime | None = None
     last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    not_before: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -66,6 +101,8 @@ class TaskState:
             lease_holder=data.get("leaseHolder"),
             lease_expires_at=parse_time(data.get("leaseExpiresAt")),
             last_error=last_error.get("message"),
+            next_attempt_at=parse_time(data.get("nextAttemptAt")),
+            not_before=parse_time(data.get("notBefore")),
             raw=dict(data),
         )
 

@@ -258,7 +258,15 @@ class Worker:
     async def _fail(self, task: ClaimedTask, exc: BaseException, *, final: bool) -> None:
         details = "".join(traceback.format_exception(exc))[-MAX_DETAILS:]
         try:
-            await task.fail(f"{type(exc).__name__}: {exc}", details, final=final)
+            await task.fail(
+                f"{type(exc).__name__}: {exc}",
+                details,
+                final=final,
+                # The error's type: the handler's own (RetryableError/FatalError(error_type=...)), else
+                # the exception's class name, which a retry policy's nonRetryableErrorTypes can name.
+                error_type=getattr(exc, "error_type", None) or type(exc).__name__,
+                next_retry_delay=getattr(exc, "next_retry_delay", None),
+            )
         except LeaseLost as lost:
             self._dropped(task, str(lost))
             return

@@ -187,6 +187,7 @@ async def _services(
             lease_bounds=(settings.lease_seconds_min, settings.lease_seconds_max),
             max_payload_bytes=settings.max_payload_bytes,
             max_workflow_tasks=settings.max_workflow_tasks,
+            retry_policy=settings.retry_policy(),
         )
         state = AppState(
             settings=settings,

@@ -234,6 +234,33 @@ class Settings(BaseSettings):
     )
     lease_seconds_min: int = Field(default=1, ge=1, description="Shortest lease a client may ask for.")
     lease_seconds_max: int = Field(default=3600, ge=1, description="Longest lease a client may ask for.")
+    retry_initial_interval_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="Default retry policy (a task's `retryPolicy` overrides each field): the delay before the"
+        " second attempt. 0 (the default): a failed attempt is claimable again at once, as before retry"
+        " policies (docs/STEERING.md).",
+    )
+    retry_backoff_coefficient: float = Field(
+        default=2.0,
+        ge=1,
+        le=100,
+        description="Default retry policy: each delay is this times the one before.",
+    )
+    retry_maximum_interval_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="Default retry policy: the longest delay between two attempts; 0: 100 times the initial"
+        " interval.",
+    )
+    retry_jitter: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Default retry policy: each delay is spread uniformly over delay × (1 ± jitter).",
+    )
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins whose pages may call the API from a browser (CORS), comma-separated or a JSON"
@@ -504,6 +531,15 @@ class Settings(BaseSettings):
                 )
             checked.append(host)
         return checked
+
+    def retry_policy(self) -> dict[str, Any]:
+        """The default retry policy (`app/lifecycle/retry_policy.py` field names)."""
+        return {
+            "initial_interval": self.retry_initial_interval_seconds,
+            "backoff_coefficient": self.retry_backoff_coefficient,
+            "maximum_interval": self.retry_maximum_interval_seconds,
+            "jitter": self.retry_jitter,
+        }
 
     @model_validator(mode="after")
     def _lease_within_bounds(self) -> Settings:

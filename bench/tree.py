@@ -49,22 +49,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = "bench_tree"
 
 
-#: This process's CPU per run (ms, median) of the last `timed` call: on a loaded machine wall time counts
-#: the waits for a core too, and the in-process query and the floor both run in this process.
-last_cpu_ms = 0.0
-
-
 async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
-    """The median wall time of `repeat` runs after a warm-up, in ms (the median CPU in `last_cpu_ms`)."""
-    global last_cpu_ms
     await fn()  # warm-up
-    runs, cpu = [], []
+    runs = []
     for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
+        start = time.perf_counter()
         await fn()
         runs.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    last_cpu_ms = statistics.median(cpu) * 1000
     return statistics.median(runs) * 1000
 
 
@@ -159,12 +150,10 @@ async def main(args: argparse.Namespace) -> None:
                         return (await local.post("/graphql", json=body)).json()
 
                     in_process_ms = await timed(graphql_in_process, args.repeat)
-                    in_process_cpu_ms = last_cpu_ms
                 pid = server.process.pid
                 rss_before = _status_kib(pid, "VmRSS")
                 size = len(json.dumps(await graphql()))
                 floor_ms = await timed(floor, args.repeat)
-                floor_cpu_ms = last_cpu_ms
                 old_floor_ms = await timed(old_floor, args.repeat)
                 cpu_before = _cpu_seconds(pid)
                 graphql_ms = await timed(graphql, args.repeat)
@@ -183,11 +172,6 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"graphql, in-process    {in_process_ms:.1f} ms   ({in_process_ms / floor_ms:.1f}× the fair floor, target ≤ 3×;"
             f" {in_process_ms / old_floor_ms:.1f}× the old one)"
-        )
-        print(
-            f"  CPU in this process  floor {floor_cpu_ms:.1f} ms, graphql in-process {in_process_cpu_ms:.1f} ms"
-            f" ({in_process_cpu_ms / floor_cpu_ms:.1f}×; CPU alone: the floor also waits on mongod, a loaded"
-            " machine adds waits for a core)"
         )
         print(
             f"graphql, over HTTP     {graphql_ms:.1f} ms   ({graphql_ms / floor_ms:.1f}× the fair floor, target ≤ 3.5×;"

@@ -393,7 +393,7 @@ async def test_start_up_drops_the_retired_claim_index(db: Any) -> None:
     from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX
     from app.store.indexes import ensure_indexes
 
-    (retired,) = AGENT_TASK_STATES.retired_indexes
+    retired = AGENT_TASK_STATES.retired_indexes[0]
     await db.agent_task_states.create_index(
         [("agent_name", 1), ("status", 1), ("priority_rank", -1), ("created_at", 1)], name=retired
     )

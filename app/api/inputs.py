@@ -51,6 +51,31 @@ class DependencyInput:
 
 
 @strawberry.input(
+    description="A retry policy (Temporal's RetryPolicy); omitted fields come from the server's defaults"
+    " (docs/STEERING.md)."
+)
+class RetryPolicyInput:
+    initial_interval: float | None = strawberry.field(
+        default=UNSET, description="Seconds before the second attempt (0: at once)."
+    )
+    backoff_coefficient: float | None = strawberry.field(
+        default=UNSET, description="Each delay is this times the one before (1 to 100)."
+    )
+    maximum_interval: float | None = strawberry.field(
+        default=UNSET, description="The longest delay, in seconds (0: 100 × initialInterval)."
+    )
+    maximum_attempts: int | None = strawberry.field(
+        default=UNSET, description="Attempts allowed (0 = unlimited); the same value as `maxAttempts`."
+    )
+    non_retryable_error_types: list[str] | None = strawberry.field(
+        default=UNSET, description="A failTask(errorType:) in this list fails the task for good."
+    )
+    jitter: float | None = strawberry.field(
+        default=UNSET, description="Spread each delay uniformly over delay × (1 ± jitter), 0 to 1."
+    )
+
+
+@strawberry.input(
     description="Execution-state fields a client sets (status and counters belong to the lifecycle)."
 )
 class TaskStateInput:
@@ -68,7 +93,17 @@ class TaskStateInput:
     name: str | None = strawberry.field(default=UNSET, description="Human-readable name.")
     description: str | None = strawberry.field(default=UNSET, description="What the task is about.")
     max_attempts: int | None = strawberry.field(
-        default=UNSET, description="Attempts allowed before a non-final failure becomes final (default 3)."
+        default=UNSET,
+        description="Attempts allowed before a non-final failure becomes final (default 3; 0 = unlimited);"
+        " alias of retryPolicy.maximumAttempts.",
+    )
+    retry_policy: RetryPolicyInput | None = strawberry.field(
+        default=UNSET,
+        description="How failed attempts are retried; in createWorkflow, a task's policy is inherited by"
+        " the tasks below it that name none.",
+    )
+    not_before: dt.datetime | None = strawberry.field(
+        default=UNSET, description="A delayed start: the task is not claimed before this."
     )
 
 

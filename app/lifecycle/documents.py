@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.domain import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, PRIORITY_RANK
+from app.lifecycle import retry_policy
 from app.lifecycle.errors import Invalid
 from app.store.types import Doc
 
@@ -26,6 +27,8 @@ STATE_INPUT_FIELDS = (
     "priority",
     "max_attempts",
     "parent_task_id",
+    "retry_policy",
+    "not_before",
 )
 
 
@@ -35,8 +38,24 @@ def state_fields(patch: Mapping[str, Any]) -> Doc:
     if "priority" in out:
         out["priority"] = out["priority"] or DEFAULT_PRIORITY.value
         out["priority_rank"] = PRIORITY_RANK[out["priority"]]
-    if out.get("max_attempts") is not None and out["max_attempts"] < 1:
-        raise Invalid("input.max_attempts", "max_attempts must be at least 1")
+    policy = out.get("retry_policy")
+    if policy is not None:
+        try:
+            checked = retry_policy.check(policy)
+        except retry_policy.PolicyError as exc:
+            raise Invalid(f"input.retry_policy.{exc.field}", exc.message) from exc
+        # `maximum_attempts` is stored as the state's `max_attempts` (its alias, 0 = unlimited).
+        maximum = checked.pop("maximum_attempts", None)
+        if maximum is not None:
+            if out.get("max_attempts") is not None and out["max_attempts"] != maximum:
+                raise Invalid(
+                    "input.retry_policy.maximum_attempts",
+                    f"maximum_attempts {maximum} contradicts max_attempts {out['max_attempts']} (its alias)",
+                )
+            out["max_attempts"] = maximum
+        out["retry_policy"] = checked
+    if out.get("max_attempts") is not None and out["max_attempts"] < 0:
+        raise Invalid("input.max_attempts", "max_attempts must be at least 0 (0 = unlimited)")
     return out
 
 
@@ -65,7 +84,7 @@ def new_state_doc(
     """A new `agent_task_states` document: seed 000's fields, seed 001's extras, and the server's own."""
     fields = state_fields(state)
     priority = fields.get("priority") or DEFAULT_PRIORITY.value
-    return {
+    doc: Doc = {
         "_id": task_id,
         "agent_name": fields.get("agent_name") or "",
         "triggering_event_id": fields.get("triggering_event_id"),
@@ -88,8 +107,15 @@ def new_state_doc(
         "completed_at": None,
         "execution_time_seconds": None,
         "parent_task_id": fields.get("parent_task_id"),
-        "max_attempts": fields.get("max_attempts") or DEFAULT_MAX_ATTEMPTS,
+        "max_attempts": DEFAULT_MAX_ATTEMPTS
+        if fields.get("max_attempts") is None
+        else fields["max_attempts"],
         "task_kind": kind,
         "workflow_id": workflow_id,
         "version": 1,
     }
+    # Steering fields are written only when given (a claim reads a missing one as "not set").
+    for name in ("retry_policy", "not_before"):
+        if fields.get(name) is not None:
+            doc[name] = fields[name]
+    return doc

@@ -11,7 +11,9 @@ applies the transition with compare-and-set on `version`, which is why `set_fiel
 | progress | in_progress                            | in_progress (progress_percentage, current_step) |
 | heartbeat| in_progress                            | in_progress (lease extended; progress if given) |
 | complete | in_progress                            | completed (completed_at, execution time, 100 %) |
-| fail     | in_progress, pending, retrying         | retrying; failed if final or attempts exhausted |
+| fail     | in_progress, pending, retrying         | retrying (next_attempt_at: the retry policy's   |
+|          |                                        | delay); failed if final, non-retryable or       |
+|          |                                        | attempts exhausted                              |
 | retry    | failed, cancelled                      | retrying (grants one more attempt if exhausted) |
 | cancel   | any active status                      | cancelled                                       |
 | expire   | any active status, once expires_at     | failed (last_error says it expired)             |
@@ -21,7 +23,8 @@ applies the transition with compare-and-set on `version`, which is why `set_fiel
 
 Terminal statuses: completed, failed, cancelled; every other status is active. `start` is also refused
 from awaiting_dependency, once the task has expired, and once `attempts >= max_attempts` (the state's
-`max_attempts`, else `DEFAULT_MAX_ATTEMPTS`).
+`max_attempts`, else `DEFAULT_MAX_ATTEMPTS`; 0 = unlimited), and before its `not_before` or
+`next_attempt_at` (`claim_gate`; the claim query applies the same rule).
 
 Events, in order: a status change first emits `("STATUS_CHANGED", {task_id, from_status, to_status})`,
 then the seed 003 event where there is one — `TASK_PROGRESS` {task_id, status, progress (0.0-1.0),
@@ -57,6 +60,7 @@ from app.domain import (
     as_utc,
     normalise_status,
 )
+from app.lifecycle import retry_policy
 
 #: The lease of a task in progress: who holds it, until when, and its last heartbeat.
 LEASE_FIELDS = ("lease_holder", "lease_expires_at", "last_heartbeat_at")
@@ -140,9 +144,45 @@ def has_attempts_left(state: Mapping[str, Any]) -> bool:
     return _attempts(state) < _max_attempts(state)
 
 
+#: What `max_attempts: 0` (unlimited, the retry policy's `maximumAttempts: 0`) counts as.
+UNLIMITED_ATTEMPTS = 2**62
+
+
 def _max_attempts(state: Mapping[str, Any]) -> int:
     value = _int_or(state.get("max_attempts"), DEFAULT_MAX_ATTEMPTS)
+    if value == 0 and state.get("max_attempts") is not None:
+        return UNLIMITED_ATTEMPTS
     return value if value > 0 else DEFAULT_MAX_ATTEMPTS
+
+
+def claim_gate(state: Mapping[str, Any]) -> datetime | None:
+    """The time before which the task may not start (the later of `not_before` and `next_attempt_at`)."""
+    times = [t for t in (as_utc(state.get("not_before")), as_utc(state.get("next_attempt_at"))) if t]
+    return max(times) if times else None
+
+
+def _retry_schedule(
+    state: Mapping[str, Any],
+    now: datetime,
+    policy: Mapping[str, Any] | None,
+    draw: float,
+    next_retry_delay: float | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields and event payload of a retry after the current attempt failed: `next_attempt_at`
+    (None when the delay is 0) and the delays (computed before jitter, and applied)."""
+    effective = retry_policy.effective(None, policy)
+    computed = retry_policy.computed_delay(effective, max(1, _attempts(state)))
+    if next_retry_delay is not None:
+        applied = float(next_retry_delay)
+    else:
+        applied = retry_policy.jittered(computed, float(effective.get("jitter") or 0.0), draw)
+    at = now + timedelta(seconds=applied) if applied > 0 else None
+    payload = {
+        "retry_delay_seconds": computed,
+        "applied_delay_seconds": applied,
+        "next_attempt_at": at.isoformat() if at else None,
+    }
+    return {"next_attempt_at": at}, payload
 
 
 def _now(now: datetime) -> datetime:
@@ -223,6 +263,10 @@ def start(
             status,
             f"cannot start: no attempts left ({attempts} of {max_attempts} used)",
         )
+    gate, now_utc = claim_gate(state), as_utc(now)
+    if gate is not None and now_utc is not None and now_utc < gate:
+        what = "its next attempt is due" if state.get("next_attempt_at") else "it may start"
+        raise _refuse("start", status, f"cannot start before {gate.isoformat()} ({what} then)")
     fields = {
         "attempts": attempts + 1,
         "started_at": now,
@@ -231,6 +275,8 @@ def start(
         "progress_percentage": 0,
         "current_step": None,
     }
+    if state.get("next_attempt_at") is not None:
+        fields["next_attempt_at"] = None
     if lease is not None:
         fields |= {
             "lease_holder": holder or state.get("agent_name") or None,
@@ -381,25 +427,65 @@ def fail(
     error: str,
     details: str | None = None,
     is_final: bool = False,
+    *,
+    error_type: str | None = None,
+    next_retry_delay: float | None = None,
+    policy: Mapping[str, Any] | None = None,
+    draw: float = 0.5,
 ) -> Transition:
-    """in_progress/pending/retrying → retrying, or → failed when final or the attempts are used up."""
+    """in_progress/pending/retrying → retrying, or → failed when final, when `error_type` is one of the
+    retry policy's non-retryable types, or when the attempts are used up.
+
+    `policy` is the task's effective retry policy (`retry_policy.effective`); a retry waits its delay
+    (`next_attempt_at`), or `next_retry_delay` seconds when the worker names one; `draw` (uniform in
+    [0, 1)) places the jitter."""
     now = _now(now)
     _check_text("error", error, required=True)
     _check_text("details", details, required=False)
     if not isinstance(is_final, bool):
         raise InvalidInput("is_final", "is_final must be a boolean")
+    if error_type is not None:
+        if not isinstance(error_type, str) or not error_type.strip():
+            raise InvalidInput("error_type", "error_type must be a non-empty string")
+        if len(error_type) > retry_policy.MAX_ERROR_TYPE_LENGTH:
+            raise InvalidInput(
+                "error_type", f"error_type must be at most {retry_policy.MAX_ERROR_TYPE_LENGTH} characters"
+            )
+    if next_retry_delay is not None and (
+        not _is_number(next_retry_delay)
+        or not math.isfinite(next_retry_delay)
+        or not 0 <= next_retry_delay <= retry_policy.MAX_INTERVAL_SECONDS
+    ):
+        raise InvalidInput(
+            "next_retry_delay",
+            f"next_retry_delay must be between 0 and {retry_policy.MAX_INTERVAL_SECONDS:g} seconds,"
+            f" got {next_retry_delay!r}",
+        )
     status = normalise_status(state.get("status"))
     _require("fail", "fail", status, {"in_progress", "pending", "retrying"})
-    final = is_final or _attempts(state) >= _max_attempts(state)
+    non_retryable = retry_policy.is_non_retryable(policy or {}, error_type)
+    final = is_final or non_retryable or _attempts(state) >= _max_attempts(state)
     to_status = "failed" if final else "retrying"
-    fields = {"last_error": {"timestamp": now, "message": error, "details": details}}
-    payload = {
+    last_error: dict[str, Any] = {"timestamp": now, "message": error, "details": details}
+    if error_type is not None:
+        last_error["error_type"] = error_type
+    fields: dict[str, Any] = {"last_error": last_error}
+    payload: dict[str, Any] = {
         "task_id": _task_id(state),
         "status": to_status,
         "error": error,
         "is_final": final,
         "details": details,
     }
+    if error_type is not None:
+        payload |= {"error_type": error_type, "non_retryable": non_retryable}
+    if not final and (policy is not None or next_retry_delay is not None):
+        schedule, timing = _retry_schedule(state, now, policy, draw, next_retry_delay)
+        if schedule["next_attempt_at"] is not None or state.get("next_attempt_at") is not None:
+            fields |= schedule
+        payload |= timing
+    elif state.get("next_attempt_at") is not None:
+        fields["next_attempt_at"] = None
     return _transition("fail", state, status, to_status, now, fields, ("TASK_FAILED", payload))
 
 
@@ -412,6 +498,8 @@ def retry(state: Mapping[str, Any], now: datetime) -> Transition:
     fields: dict[str, Any] = {}
     if attempts >= _max_attempts(state):
         fields["max_attempts"] = attempts + 1
+    if state.get("next_attempt_at") is not None:
+        fields["next_attempt_at"] = None  # a manual retry is due at once
     return _transition("retry", state, status, "retrying", now, fields)
 
 
@@ -454,9 +542,16 @@ def expire(state: Mapping[str, Any], now: datetime) -> Transition:
     return _transition("expire", state, status, "failed", now, fields, ("TASK_FAILED", payload))
 
 
-def lapse(state: Mapping[str, Any], now: datetime) -> Transition:
+def lapse(
+    state: Mapping[str, Any],
+    now: datetime,
+    *,
+    policy: Mapping[str, Any] | None = None,
+    draw: float = 0.5,
+) -> Transition:
     """in_progress → retrying once its lease has run out (the attempt was counted when it started), or
-    → failed when the attempts are used up; last_error names the holder, the deadline and the attempt."""
+    → failed when the attempts are used up; last_error names the holder, the deadline and the attempt.
+    A retry waits the retry policy's delay (`policy`, `draw`: as `fail`)."""
     now = _now(now)
     status = normalise_status(state.get("status"))
     _require("lapse", "lapse the lease of", status, {"in_progress"})
@@ -468,14 +563,19 @@ def lapse(state: Mapping[str, Any], now: datetime) -> Transition:
     to_status = "failed" if attempts >= _max_attempts(state) else "retrying"
     message = f"lease held by {holder} expired at {until.isoformat()} (attempt {attempts})"
     details = "no heartbeat extended the lease before it ran out"
-    fields = {"last_error": {"timestamp": now, "message": message, "details": details}}
-    payload = {
+    fields: dict[str, Any] = {"last_error": {"timestamp": now, "message": message, "details": details}}
+    payload: dict[str, Any] = {
         "task_id": _task_id(state),
         "holder": holder,
         "attempt": attempts,
         "lease_expires_at": until.isoformat(),
         "status": to_status,
     }
+    if to_status == "retrying" and policy is not None:
+        schedule, timing = _retry_schedule(state, now, policy, draw, None)
+        if schedule["next_attempt_at"] is not None:
+            fields |= schedule
+            payload |= timing
     return _transition("lapse", state, status, to_status, now, fields, ("LEASE_EXPIRED", payload))
 
 

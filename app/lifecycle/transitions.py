@@ -20,7 +20,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.domain import MAX_ID_LENGTH, TaskKind, as_utc, utcnow
-from app.lifecycle import idempotency
+from app.lifecycle import idempotency, retry_policy
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused, check_agent
 from app.lifecycle.events import event_doc
@@ -55,6 +55,32 @@ class Applied:
 
     state: Doc
     events: list[Doc]
+
+
+@dataclass(frozen=True)
+class FailAction:
+    """`failTask` bound to its arguments and the server's default retry policy (a dataclass, so an
+    idempotency key's fingerprint counts its arguments)."""
+
+    error: str
+    details: str | None
+    is_final: bool
+    error_type: str | None
+    next_retry_delay: float | None
+    default_policy: Mapping[str, Any]
+
+    def __call__(self, state: Mapping[str, Any], now: dt.datetime) -> sm.Transition:
+        return sm.fail(
+            state,
+            now,
+            self.error,
+            self.details,
+            self.is_final,
+            error_type=self.error_type,
+            next_retry_delay=self.next_retry_delay,
+            policy=retry_policy.effective(state.get("retry_policy"), self.default_policy),
+            draw=random.random(),
+        )
 
 
 def version_of(state: Mapping[str, Any]) -> int:
@@ -118,8 +144,11 @@ class Lifecycle:
         lease_bounds: tuple[float, float] = (1, 3600),
         max_payload_bytes: int = 256 * 1024,
         max_workflow_tasks: int = 1000,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> None:
         self.db = db
+        #: The server's default retry policy (`RETRY_*` settings): what a task's own policy leaves out.
+        self.retry_policy: dict[str, Any] = dict(retry_policy or {})
         self.clock = clock
         self.claim_spread = claim_spread
         #: The lease a claim or start takes when the caller names none, and the bounds of any lease.
@@ -176,6 +205,21 @@ class Lifecycle:
         lease, holder = self.lease(lease_seconds), self.holder(worker_id)
         return lambda state, now: sm.start(state, now, lease_seconds=lease, holder=holder)
 
+    def policy_of(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The task's effective retry policy: its own fields over the server's default."""
+        return retry_policy.effective(state.get("retry_policy"), self.retry_policy)
+
+    def fail_action(
+        self,
+        error: str,
+        details: str | None = None,
+        is_final: bool = False,
+        error_type: str | None = None,
+        next_retry_delay: float | None = None,
+    ) -> Action:
+        """`state_machine.fail` under the task's retry policy (jitter drawn when it applies)."""
+        return FailAction(error, details, is_final, error_type, next_retry_delay, self.retry_policy)
+
     async def lapse(self, task_id: Any, at: dt.datetime | None = None) -> Applied:
         """Return a task whose lease ran out to retrying (failed if its attempts are used up), with its
         STATUS_CHANGED and LEASE_EXPIRED events, in one transaction.
@@ -191,7 +235,8 @@ class Lifecycle:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
             if sm.is_expired(state, now):  # expiry wins: the expiry sweep fails it for good
                 raise Refused(f"task '{task_id}' has expired", current_status="failed")
-            transition = _decide(sm.lapse, state, now)
+            policy, draw = self.policy_of(state), random.random()
+            transition = _decide(lambda s, t: sm.lapse(s, t, policy=policy, draw=draw), state, now)
             return await self._apply(session, state, transition, now, guard=lease_guard(state))
 
         applied: Applied = await self._once(None, "lapse", work)

@@ -67,6 +67,7 @@ class TreeWrites(HierarchyService):
             task = stack.pop()
             count += 1
             check_agent(task.state.get("agent_name"), f"the new task at {task.path}")
+            _inherit_retry_policy(task)
             stack.extend(task.children)
         if count > self.lifecycle.max_workflow_tasks:
             raise Invalid(
@@ -397,6 +398,22 @@ class TreeWrites(HierarchyService):
             return Written(doc={**doc, "is_finalized": True}, states=[state] if state else [], events=events)
 
         return await self.once(idempotency_key, operation, work)
+
+
+def _inherit_retry_policy(task: NewTask) -> None:
+    """A task's retry policy goes to each child that names none (`createWorkflow` sets a subtree's policy
+    once); a child's own `max_attempts` wins over the inherited `maximum_attempts`."""
+    policy = task.state.get("retry_policy")
+    if policy is None:
+        return
+    for child in task.children:
+        if child.state.get("retry_policy") is None:
+            inherited = dict(policy)
+            if child.state.get("max_attempts") is not None:
+                inherited.pop("maximum_attempts", None)
+            elif inherited.get("maximum_attempts") is None and task.state.get("max_attempts") is not None:
+                inherited["maximum_attempts"] = task.state["max_attempts"]
+            child.state = {**child.state, "retry_policy": inherited}
 
 
 def _flatten(task: NewTask, level: Level, parent_id: str | None, out: list[_Flat]) -> None:

@@ -116,7 +116,12 @@ FIELD_DOCS: dict[str, str] = {
     "completed_at": "When the task completed.",
     "execution_time_seconds": "Seconds from start to completion.",
     "parent_task_id": "Parent task (seed 001).",
-    "max_attempts": "Attempts allowed before a non-final failure becomes final (default 3).",
+    "max_attempts": "Attempts allowed before a non-final failure becomes final (default 3; 0 = unlimited);"
+    " alias of `retry_policy.maximum_attempts`.",
+    "retry_policy": "How failed attempts are retried (docs/STEERING.md); fields left out come from the"
+    " server's defaults. On a workflow, inherited by the tasks below that name none.",
+    "not_before": "A delayed start: the task is not claimed before this.",
+    "next_attempt_at": "A retrying task is not claimed before this (its retry policy's delay).",
     "task_kind": "Kind of task the state belongs to: meta_workflow, sub_task, behavior_task or standalone.",
     "workflow_id": "The meta workflow task the task belongs to.",
     "version": "Bumped by every write; send it back as `If-Match` or `expected_version` for compare-and-set.",
@@ -166,9 +171,23 @@ DependencyInput = _model(
         ),
     },
 )
+RetryPolicyInput = _model(
+    "RetryPolicyInput",
+    "A retry policy (Temporal's RetryPolicy); fields left out come from the server's defaults.",
+    _STRICT,
+    {
+        "initial_interval": _optional(float, "Seconds before the second attempt (0: at once)."),
+        "backoff_coefficient": _optional(float, "Each delay is this times the one before (1 to 100)."),
+        "maximum_interval": _optional(float, "The longest delay, in seconds (0: 100 x initial_interval)."),
+        "maximum_attempts": _optional(int, "Attempts allowed (0 = unlimited); the same as `max_attempts`."),
+        "non_retryable_error_types": _optional(list[str], "A failure of one of these types is final."),
+        "jitter": _optional(float, "Spread each delay uniformly over delay x (1 +- jitter), 0 to 1."),
+    },
+)
 _STATE_OVERRIDES: dict[str, Any] = {
     "priority": Literal[domain.PRIORITIES],
     "dependencies": list[DependencyInput],  # type: ignore[valid-type]
+    "retry_policy": RetryPolicyInput,
 }
 
 

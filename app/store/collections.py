@@ -176,7 +176,11 @@ BEHAVIOR_TASK_OUTPUTS = CollectionSpec(
 #: index yields candidates already sorted (two scans merged, one per claimable status) and a claim reads
 #: only the few it needs. The claim query names it (`hint`): left to itself the planner may pick
 #: `expires_at_1` for the query's expiry condition and sort every pending task of the agent, per claim.
-CLAIM_INDEX = _idx("agent_name", "status", ("priority_rank", -1), "created_at", "_id")
+#: The two trailing keys are the claim gate (`not_before`, `next_attempt_at`, issue 21): a task waiting for
+#: its delay or its retry's backoff is passed over on its index key, without reading its document.
+CLAIM_INDEX = _idx(
+    "agent_name", "status", ("priority_rank", -1), "created_at", "_id", "not_before", "next_attempt_at"
+)
 
 AGENT_TASK_STATES = CollectionSpec(
     name="agent_task_states",
@@ -194,6 +198,7 @@ AGENT_TASK_STATES = CollectionSpec(
         "last_error.timestamp": DT,
         "last_error.message": S,
         "last_error.details": S,
+        "last_error.error_type": S,
         "output_references": J,
         "dependencies": OL,
         "dependencies.task_id": S,
@@ -218,6 +223,10 @@ AGENT_TASK_STATES = CollectionSpec(
         "lease_holder": S,
         "lease_expires_at": DT,
         "last_heartbeat_at": DT,
+        # steering (issue 21): the retry policy, and the times before which a claim does not hand it out
+        "retry_policy": OBJ,
+        "not_before": DT,
+        "next_attempt_at": DT,
     },
     indexes=(
         _idx("agent_name"),
@@ -245,8 +254,11 @@ AGENT_TASK_STATES = CollectionSpec(
         "expires_at",
     ),
     server_fields=frozenset({"version", "task_kind", "workflow_id", "max_attempts", "priority_rank"}),
-    # The claim index before it ended with `_id`.
-    retired_indexes=("agent_name_1_status_1_priority_rank_-1_created_at_1",),
+    # The claim index before it ended with `_id`, and before it ended with the claim gate.
+    retired_indexes=(
+        "agent_name_1_status_1_priority_rank_-1_created_at_1",
+        "agent_name_1_status_1_priority_rank_-1_created_at_1__id_1",
+    ),
 )
 
 TASK_EVENTS = CollectionSpec(

@@ -17,8 +17,8 @@ from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX
 from app.store.types import BACKGROUND, Collection, Db, Doc, Session
 
 #: The order claims hand tasks out in: most urgent first, then oldest, then by id: the claim index's keys
-#: after the agent and the status, so the index yields it.
-CLAIM_ORDER = list(CLAIM_INDEX.keys[2:])
+#: after the agent and the status (and before the claim gate), so the index yields it.
+CLAIM_ORDER = list(CLAIM_INDEX.keys[2:5])
 
 
 def _states(db: Db) -> Collection:
@@ -145,10 +145,16 @@ async def claimable(
     merged in order, and the expiry is checked on the few documents read).
 
     ISO-string expiries (written by other programs) cannot be compared here; the caller checks them.
+
+    The claim gate: a task is not handed out before its `not_before` (a delayed start) or its
+    `next_attempt_at` (a retry's backoff). Both are the claim index's last keys, so the scan passes over a
+    waiting task on its key without reading the document (`$not $gt` also matches a missing field).
     """
     query: Doc = {
         "agent_name": agent_name,
         "status": {"$in": ["pending", "retrying"]},
+        "not_before": {"$not": {"$gt": now}},
+        "next_attempt_at": {"$not": {"$gt": now}},
         "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}, {"expires_at": {"$type": "string"}}],
     }
     skipped = list(exclude)

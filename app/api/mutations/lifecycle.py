@@ -289,7 +289,8 @@ class LifecycleMutation:
         )
 
     @strawberry.mutation(
-        description="Record a failure: final → failed; otherwise retrying, until max attempts make it failed."
+        description="Record a failure: final → failed; otherwise retrying after the task's retry policy's"
+        " delay (`nextAttemptAt`), until max attempts make it failed (docs/STEERING.md)."
     )
     async def fail_task(
         self,
@@ -303,8 +304,22 @@ class LifecycleMutation:
         attempt: Attempt = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
+        error_type: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The error's type (e.g. `RateLimited`); one of the retry policy's"
+                " `nonRetryableErrorTypes` fails the task for good. Kept in `lastError.errorType`."
+            ),
+        ] = None,
+        next_retry_delay: Annotated[
+            float | None,
+            strawberry.argument(
+                description="Seconds until the next attempt, replacing the retry policy's delay (e.g. a"
+                " model's Retry-After); no jitter, no maximum interval."
+            ),
+        ] = None,
     ) -> TaskTransitionResult:
-        action = functools.partial(sm.fail, error=error, details=details, is_final=is_final)
+        action = _lifecycle(info).fail_action(error, details, is_final, error_type, next_retry_delay)
         return await capture_fenced(
             transition(
                 info, "fail", id, action, expected_version, idempotency_key, fenced=True, attempt=attempt

@@ -135,6 +135,19 @@ class TaskFailedEvent(TaskEvent):
     error: str = strawberry.field(description="Why it failed.")
     is_final: bool = strawberry.field(description="True when the failure is final (no retry will follow).")
     details: str | None = strawberry.field(description="More detail, e.g. a stack trace.")
+    error_type: str | None = strawberry.field(
+        default=None, description="The type the worker gave (failTask(errorType:)), if any."
+    )
+    retry_delay_seconds: float | None = strawberry.field(
+        default=None,
+        description="The retry policy's delay before the next attempt, before jitter (null: no retry).",
+    )
+    applied_delay_seconds: float | None = strawberry.field(
+        default=None, description="The delay applied: jittered, or the worker's nextRetryDelay."
+    )
+    next_attempt_at: dt.datetime | None = strawberry.field(
+        default=None, description="When the next attempt may be claimed (null: at once, or no retry)."
+    )
 
 
 @strawberry.type(
@@ -223,7 +236,7 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
             value = {}
         elif name in ("fields", "deleted_ids") and value is None:
             value = []
-        elif name == "lease_expires_at":
+        elif name in ("lease_expires_at", "next_attempt_at"):
             value = as_datetime(value)
         elif name == "attempt" and not isinstance(value, int):
             value = 0

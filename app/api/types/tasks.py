@@ -23,6 +23,7 @@ from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.fetch import load_many, load_one, paced, prefetch, resolve_one
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.progress import WorkflowProgress, workflow_progress
+from app.lifecycle import retry_policy
 from app.lifecycle import state_machine as sm
 from app.lifecycle.expiry import present
 from app.store import collections as c
@@ -199,6 +200,28 @@ class LastError:
     timestamp: dt.datetime | None = strawberry.field(default=None, description="When the error happened.")
     message: str = strawberry.field(default="", description="What went wrong.")
     details: str | None = strawberry.field(default=None, description="More detail, e.g. a stack trace.")
+    error_type: str | None = strawberry.field(
+        default=None, description="The type the worker gave (`failTask(errorType:)`), if any."
+    )
+
+
+@strawberry.type(
+    description="How a failed attempt is retried (Temporal's RetryPolicy): the task's own fields over the"
+    " server's defaults (docs/STEERING.md)."
+)
+class RetryPolicy:
+    initial_interval: float = strawberry.field(description="Seconds before the second attempt (0: at once).")
+    backoff_coefficient: float = strawberry.field(description="Each delay is this times the one before.")
+    maximum_interval: float = strawberry.field(
+        description="The longest delay, in seconds (0: 100 × initialInterval)."
+    )
+    maximum_attempts: int = strawberry.field(
+        description="Attempts allowed (0 = unlimited); alias maxAttempts."
+    )
+    non_retryable_error_types: list[str] = strawberry.field(
+        description="A failTask(errorType:) in this list fails the task for good."
+    )
+    jitter: float = strawberry.field(description="Each delay is spread uniformly over delay × (1 ± jitter).")
 
 
 @strawberry.type(description="A dependency of a task: another task that must reach a given status first.")
@@ -307,6 +330,35 @@ class AgentTaskState:
     last_heartbeat_at: dt.datetime | None = strawberry.field(
         default=None, description="When the holder last sent heartbeatTask in this attempt (null: never)."
     )
+    next_attempt_at: dt.datetime | None = strawberry.field(
+        default=None,
+        description="A retrying task is not claimed before this (its retry policy's delay, or the worker's"
+        " nextRetryDelay); null: at once.",
+    )
+    not_before: dt.datetime | None = strawberry.field(
+        default=None, description="A delayed start: the task is not claimed before this (null: at once)."
+    )
+    retry_policy: strawberry.Private[Any] = None
+
+    @strawberry.field(
+        name="retryPolicy",
+        description="The retry policy in force: the task's own fields over the server's defaults.",
+    )
+    def effective_retry_policy(self, info: strawberry.Info) -> RetryPolicy:
+        policy = retry_policy.effective(self.retry_policy, info.context.app.lifecycle.retry_policy)
+        limit = (
+            sm.DEFAULT_MAX_ATTEMPTS
+            if self.max_attempts is None or self.max_attempts < 0
+            else self.max_attempts
+        )
+        return RetryPolicy(
+            initial_interval=policy.get("initial_interval", 0.0),
+            backoff_coefficient=policy.get("backoff_coefficient", 2.0),
+            maximum_interval=policy.get("maximum_interval", 0.0),
+            maximum_attempts=limit,
+            non_retryable_error_types=policy.get("non_retryable_error_types", []),
+            jitter=policy.get("jitter", 0.0),
+        )
 
     @strawberry.field(description="The hierarchy task this state belongs to (null for a standalone task).")
     async def task(self, info: strawberry.Info) -> Task | None:
