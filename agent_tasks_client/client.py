@@ -415,6 +415,27 @@ class AgentTasksClient:
             idempotency_key,
         )
 
+    async def reschedule(
+        self,
+        task_id: str,
+        not_before: datetime | None,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskState:
+        """`rescheduleTask`: a task not started yet is not claimed before `not_before` (None: at once)."""
+        if not await self.supports_steering():
+            raise ValueError("reschedule needs a server with retry policies and delayed starts")
+        return await self._state(
+            "rescheduleTask",
+            {
+                "id": ("ID!", task_id),
+                "notBefore": ("DateTime", None if not_before is None else format_time(not_before)),
+                "expectedVersion": ("Int", expected_version),
+            },
+            idempotency_key,
+        )
+
     async def retry(
         self, task_id: str, *, expected_version: int | None = None, idempotency_key: str | None = None
     ) -> TaskState:
@@ -532,9 +553,10 @@ class AgentTasksClient:
         return Event.from_graphql(member["event"])
 
     async def _event_fields(self) -> str:
-        if await self.supports_leases():
-            return EVENT_FIELDS
-        return "\n".join(line for line in EVENT_FIELDS.splitlines() if "LeaseExpiredEvent" not in line)
+        dropped = [] if await self.supports_leases() else ["LeaseExpiredEvent"]
+        if not await self.supports_steering():
+            dropped.append("TaskRescheduledEvent")
+        return "\n".join(line for line in EVENT_FIELDS.splitlines() if not any(d in line for d in dropped))
 
     # ------------------------------------------------------------------------------------------- reads
 

@@ -33,6 +33,7 @@ EVENT_FIELDS = """
   ... on ToolResultEvent { toolName toolStatus: status toolResult: result errorMessage correlationId }
   ... on MemoryOperationEvent { operation keyOrQuery memoryStatus: status message }
   ... on LeaseExpiredEvent { holder attempt leaseExpiresAt leaseStatus: status }
+  ... on TaskRescheduledEvent { notBefore previousNotBefore }
   ... on OtherEvent { rawType payload }
 """
 

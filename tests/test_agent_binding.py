@@ -266,6 +266,7 @@ GRAPHQL_CASES: dict[str, CaseFor] = {
     "failTask": _lifecycle("failTask", ', error: "x"', started),
     "retryTask": _lifecycle("retryTask", "", lambda a, b: [Gql(f'cancelTask(id: "{x.t}")') for x in (a, b)]),
     "cancelTask": _lifecycle("cancelTask"),
+    "rescheduleTask": _lifecycle("rescheduleTask", ', notBefore: "2030-01-01T00:00:00Z"'),
     "recordToolCall": _record("recordToolCall", 'toolName: "x"'),
     "recordToolResult": _record("recordToolResult", 'toolName: "x", status: "SUCCESS"'),
     "recordMemoryOperation": _record(

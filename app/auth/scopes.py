@@ -58,6 +58,7 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         "failTask": W,
         "retryTask": W,
         "cancelTask": W,
+        "rescheduleTask": W,
         # Events recorded by agents.
         "recordToolCall": W,
         "recordToolResult": W,

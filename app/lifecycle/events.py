@@ -26,6 +26,8 @@ class EventType(StrEnum):
     TASK_FAILED = "TASK_FAILED"
     #: A task's lease ran out before it finished: it went back to retrying (or failed, attempts used up).
     LEASE_EXPIRED = "LEASE_EXPIRED"
+    #: A task not started yet was given a new `not_before` (`rescheduleTask`): no claim before it.
+    TASK_RESCHEDULED = "TASK_RESCHEDULED"
     TOOL_CALL = "TOOL_CALL"
     TOOL_RESULT = "TOOL_RESULT"
     MEMORY_OPERATION = "MEMORY_OPERATION"

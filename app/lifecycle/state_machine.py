@@ -19,6 +19,7 @@ applies the transition with compare-and-set on `version`, which is why `set_fiel
 | expire   | any active status, once expires_at     | failed (last_error says it expired)             |
 | lapse    | in_progress, once lease_expires_at     | retrying; failed if attempts are used up        |
 | release  | awaiting_dependency                    | pending (its dependencies are met)              |
+| reschedule| pending, retrying, awaiting_dependency| the same status, with a new not_before          |
 | block    | pending, retrying                      | awaiting_dependency (its dependencies are not)  |
 
 Terminal statuses: completed, failed, cancelled; every other status is active. `start` is also refused
@@ -577,6 +578,27 @@ def lapse(
             fields |= schedule
             payload |= timing
     return _transition("lapse", state, status, to_status, now, fields, ("LEASE_EXPIRED", payload))
+
+
+def reschedule(state: Mapping[str, Any], now: datetime, not_before: datetime | None) -> Transition:
+    """A task not started yet (pending, retrying, awaiting_dependency) gets a new `not_before`: no claim
+    hands it out before then (None: at once). Its status does not change; `TASK_RESCHEDULED` records the
+    new and the previous time."""
+    now = _now(now)
+    if not_before is not None and not isinstance(not_before, datetime):
+        raise InvalidInput("not_before", "not_before must be a datetime")
+    status = normalise_status(state.get("status"))
+    _require("reschedule", "reschedule", status, {"pending", "retrying", "awaiting_dependency"})
+    previous = as_utc(state.get("not_before"))
+    when = as_utc(not_before)
+    payload = {
+        "task_id": _task_id(state),
+        "status": status,
+        "not_before": when.isoformat() if when else None,
+        "previous_not_before": previous.isoformat() if previous else None,
+    }
+    fields = {"not_before": when}
+    return _transition("reschedule", state, status, status, now, fields, ("TASK_RESCHEDULED", payload))
 
 
 def release(state: Mapping[str, Any], now: datetime) -> Transition:

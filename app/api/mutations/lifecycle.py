@@ -6,6 +6,7 @@ once another attempt holds the task or their lease ran out."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from typing import Annotated, Any, cast
 
@@ -338,6 +339,26 @@ class LifecycleMutation:
     ) -> TaskTransitionResult:
         return await capture_fenced(
             transition(info, "retry", id, sm.retry, expected_version, idempotency_key)
+        )
+
+    @strawberry.mutation(
+        description="Delay the start of a task not started yet (pending, retrying or awaiting a"
+        " dependency): no claim hands it out before `notBefore` (null: at once). Writes TASK_RESCHEDULED."
+    )
+    async def reschedule_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        not_before: Annotated[
+            dt.datetime | None,
+            strawberry.argument(description="Not claimable before this; null clears the delay."),
+        ] = None,
+        expected_version: ExpectedVersion = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> TaskTransitionResult:
+        action = functools.partial(sm.reschedule, not_before=not_before)
+        return await capture_fenced(
+            transition(info, "reschedule", id, action, expected_version, idempotency_key)
         )
 
     @strawberry.mutation(description="Cancel a task that has not finished.")

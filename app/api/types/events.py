@@ -161,6 +161,15 @@ class LeaseExpiredEvent(TaskEvent):
     status: TaskStatus | None = strawberry.field(description="Status the task moved to: retrying or failed.")
 
 
+@strawberry.type(
+    description="A task not started yet got a new notBefore (rescheduleTask): no claim before it."
+)
+class TaskRescheduledEvent(TaskEvent):
+    status: TaskStatus | None = strawberry.field(description="Status of the task (unchanged).")
+    not_before: dt.datetime | None = strawberry.field(description="The new time (null: claimable at once).")
+    previous_not_before: dt.datetime | None = strawberry.field(description="The time before (null: none).")
+
+
 @strawberry.type(description="An agent invoked a tool (seed 003 TOOL_CALL).")
 class ToolCallEvent(TaskEvent):
     tool_name: str = strawberry.field(description="Name of the tool called.")
@@ -201,6 +210,7 @@ _TYPES: dict[str, type[TaskEvent]] = {
     "TASK_COMPLETED": TaskCompletedEvent,
     "TASK_FAILED": TaskFailedEvent,
     "LEASE_EXPIRED": LeaseExpiredEvent,
+    "TASK_RESCHEDULED": TaskRescheduledEvent,
     "TOOL_CALL": ToolCallEvent,
     "TOOL_RESULT": ToolResultEvent,
     "MEMORY_OPERATION": MemoryOperationEvent,
@@ -236,7 +246,7 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
             value = {}
         elif name in ("fields", "deleted_ids") and value is None:
             value = []
-        elif name in ("lease_expires_at", "next_attempt_at"):
+        elif name in ("lease_expires_at", "next_attempt_at", "not_before", "previous_not_before"):
             value = as_datetime(value)
         elif name == "attempt" and not isinstance(value, int):
             value = 0

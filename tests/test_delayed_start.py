@@ -1,0 +1,102 @@
+"""Delayed starts (issue 21 part 3) against a real server process over HTTP: a task created with
+`notBefore` (GraphQL, REST, the client) is not claimed before it (counted) and startTask refuses it;
+`rescheduleTask` moves the time (or clears it) with a TASK_RESCHEDULED event, and is refused once the task
+has started."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from agent_tasks_client import AgentTasksClient, TransitionRefused
+from tests.servers import ServerProcess, serve
+
+
+@pytest.fixture(scope="module")
+def server(mongo_uri: str) -> Iterator[ServerProcess]:
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": f"delayed_{uuid.uuid4().hex[:12]}"}
+    with serve(env) as process:
+        yield process
+
+
+@pytest.fixture
+async def client(server: ServerProcess) -> AsyncIterator[AgentTasksClient]:
+    async with AgentTasksClient(server.url, timeout=60) as c:
+        yield c
+
+
+def agent() -> str:
+    return f"Delayed-{uuid.uuid4().hex[:8]}"
+
+
+def soon(seconds: float) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+
+
+async def claims_until(client: AgentTasksClient, name: str, until: dt.datetime) -> int:
+    """Claims sent until shortly before `until`: how many handed a task out."""
+    handed = 0
+    while dt.datetime.now(dt.UTC) < until - dt.timedelta(milliseconds=150):
+        handed += (await client.claim(name)) is not None
+        await asyncio.sleep(0.02)
+    return handed
+
+
+async def test_not_claimed_before_not_before(client: AgentTasksClient) -> None:
+    name = agent()
+    at = soon(1.5)
+    tasks = [await client.create_agent_task(name, not_before=at) for _ in range(20)]
+    assert all(t.not_before and abs((t.not_before - at).total_seconds()) < 0.01 for t in tasks)
+    with pytest.raises(TransitionRefused):
+        await client.start(tasks[0].id)
+    assert await claims_until(client, name, at) == 0
+    await asyncio.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()) + 0.1)
+    claimed = [await client.claim(name) for _ in tasks]
+    assert sorted(c.id for c in claimed if c is not None) == sorted(t.id for t in tasks)
+
+
+async def test_reschedule_moves_and_clears_the_time_with_an_event(client: AgentTasksClient) -> None:
+    name = agent()
+    first, later = soon(30), soon(60)
+    task = await client.create_agent_task(name, not_before=first)
+    state = await client.reschedule(task.id, later)
+    assert state.status == "pending" and state.not_before is not None
+    assert abs((state.not_before - later).total_seconds()) < 0.01
+    assert await client.claim(name) is None
+    events = await client.events(task_id=task.id, types=["TASK_RESCHEDULED"])
+    (event,) = events.events
+    assert event.data["notBefore"] is not None and event.data["previousNotBefore"] is not None
+    cleared = await client.reschedule(task.id, None)
+    assert cleared.not_before is None
+    claimed = await client.claim(name)
+    assert claimed is not None and claimed.id == task.id
+    with pytest.raises(TransitionRefused):  # started: too late to reschedule
+        await client.reschedule(task.id, soon(10))
+
+
+async def test_rest_create_and_patch_not_before(server: ServerProcess, client: AgentTasksClient) -> None:
+    name = agent()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        at = soon(1.2)
+        created = await http.post(
+            "/agent-tasks",
+            json={"agent_name": name, "not_before": at.isoformat(), "retry_policy": {"jitter": 0.1}},
+        )
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert body["not_before"] is not None and body["retry_policy"] == {"jitter": 0.1}
+        assert await claims_until(client, name, at) == 0
+        await asyncio.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()) + 0.1)
+        claimed = await client.claim(name)
+        assert claimed is not None and claimed.id == body["task_id"]
+        second = (await http.post("/agent-tasks", json={"agent_name": name})).json()
+        patched = await http.patch(
+            f"/agent-tasks/{second['task_id']}", json={"not_before": soon(60).isoformat()}
+        )
+        assert patched.status_code == 200, patched.text
+        assert await client.claim(name) is None
