@@ -453,14 +453,19 @@ class AgentTasksClient:
         reason: str | None = None,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
+        subtree: bool = False,
     ) -> TaskState:
-        """`cancelTask`: stop an unfinished task."""
+        """`cancelTask`: stop an unfinished task; `subtree=True`: and every unfinished task below it (a
+        worker holding one of them learns it from its next heartbeat and cancels its handler)."""
+        if subtree and not await self.supports_steering():
+            raise ValueError("cancelling a subtree needs a server with cascading cancel")
         return await self._state(
             "cancelTask",
             {
                 "id": ("ID!", task_id),
                 "reason": ("String", reason),
                 "expectedVersion": ("Int", expected_version),
+                "scope": ("CancelScope", "SUBTREE" if subtree else None),
             },
             idempotency_key,
         )
@@ -555,7 +560,7 @@ class AgentTasksClient:
     async def _event_fields(self) -> str:
         dropped = [] if await self.supports_leases() else ["LeaseExpiredEvent"]
         if not await self.supports_steering():
-            dropped.append("TaskRescheduledEvent")
+            dropped += ["TaskRescheduledEvent", "TaskCancelledEvent"]
         return "\n".join(line for line in EVENT_FIELDS.splitlines() if not any(d in line for d in dropped))
 
     # ------------------------------------------------------------------------------------------- reads

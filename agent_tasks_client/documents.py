@@ -34,6 +34,7 @@ EVENT_FIELDS = """
   ... on MemoryOperationEvent { operation keyOrQuery memoryStatus: status message }
   ... on LeaseExpiredEvent { holder attempt leaseExpiresAt leaseStatus: status }
   ... on TaskRescheduledEvent { notBefore previousNotBefore }
+  ... on TaskCancelledEvent { reason rootTaskId cancelFromStatus: fromStatus }
   ... on OtherEvent { rawType payload }
 """
 
@@ -45,6 +46,7 @@ _ERROR_DETAILS = {
     "ConflictError": "currentVersion",
     "ValidationError": "field",
     "LeaseLostError": "currentAttempt currentHolder leaseStatus: currentStatus",
+    # (cancelRequested is not asked: a cancelled task's LeaseLostError has currentStatus CANCELLED.)
 }
 
 

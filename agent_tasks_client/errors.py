@@ -90,6 +90,11 @@ class LeaseLost(AgentTasksError):
         self.current_holder = current_holder
         self.current_status = current_status
 
+    @property
+    def cancel_requested(self) -> bool:
+        """The task was cancelled (alone or with its subtree): stop working on it."""
+        return self.current_status == "cancelled"
+
 
 class TransportError(AgentTasksError):
     """The request did not get a usable answer: connection failure, timeout, an HTTP error status, or

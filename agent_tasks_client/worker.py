@@ -59,7 +59,8 @@ MAX_DETAILS = 4000
 @dataclass
 class WorkerStats:
     """What a worker did: tasks claimed, completed, failed (reported; `fatal` of them final), lost (lease
-    lost, result dropped), and errors (calls that failed for another reason, logged)."""
+    lost, result dropped; `cancelled` of them because the task was cancelled, its handler cancelled), and
+    errors (calls that failed for another reason, logged)."""
 
     claimed: int = 0
     completed: int = 0
@@ -67,6 +68,7 @@ class WorkerStats:
     fatal: int = 0
     lost: int = 0
     errors: int = 0
+    cancelled: int = 0
 
 
 class Worker:
@@ -114,6 +116,8 @@ class Worker:
         self._waker: asyncio.Task[None] | None = None
         #: Tasks whose lease was found lost by the heartbeat (their handler is being cancelled).
         self._lost: set[str] = set()
+        #: Tasks whose heartbeat said they were cancelled (`LeaseLost.cancel_requested`).
+        self._cancelled: set[str] = set()
 
     async def __aenter__(self) -> Worker:
         self.start()
@@ -226,6 +230,8 @@ class Worker:
             except asyncio.CancelledError:
                 if task.id in self._lost and not _cancelling():
                     self._dropped(task, "its heartbeat was refused")
+                    if task.id in self._cancelled:
+                        self.stats.cancelled += 1
                     return
                 raise
             except LeaseLost as exc:
@@ -253,6 +259,7 @@ class Worker:
         finally:
             heartbeat.cancel()
             self._lost.discard(task.id)
+            self._cancelled.discard(task.id)
             await asyncio.wait([heartbeat])  # never swallows a cancellation of this slot itself
 
     async def _fail(self, task: ClaimedTask, exc: BaseException, *, final: bool) -> None:
@@ -301,6 +308,8 @@ class Worker:
             except (LeaseLost, TransitionRefused, NotFound) as exc:
                 logger.warning("%s: heartbeat for %s refused: %s", self.worker_id, task.id, exc)
                 self._lost.add(task.id)
+                if isinstance(exc, LeaseLost) and exc.cancel_requested:  # cancelled: stop the handler
+                    self._cancelled.add(task.id)
                 handler.cancel()
                 return
             except AgentTasksError as exc:  # the server unreachable for a moment: try again next beat

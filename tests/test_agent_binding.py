@@ -574,6 +574,7 @@ async def test_subtrees_and_parents_of_mixed_trees(env: Env) -> None:
     case = Case(
         attacks=[
             (Gql('deleteMetaWorkflowTask(id: "x-Am", cascade: true)'), "B"),  # B's sub-task goes with it
+            (Gql('cancelTask(id: "x-Am", scope: SUBTREE)'), "B"),  # B's sub-task is cancelled with it
             (Rest("DELETE", "/meta-tasks/x-Am?cascade=true"), "B"),
             (Gql('deleteSubTask(id: "x-As", cascade: true)'), "B"),  # B's behavior task goes with it
             (Gql('updateSubTask(id: "x-As", input: {taskId: "x-Am2"})'), "B"),  # moves B's behavior task

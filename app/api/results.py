@@ -56,6 +56,10 @@ class LeaseLostError(Error):
     # Nullable like TransitionError's, so one query can select `currentStatus` on both without an alias
     # (GraphQL refuses same-named fields of different types in one selection).
     current_status: TaskStatus | None = strawberry.field(description="The task's status now (always set).")
+    cancel_requested: bool = strawberry.field(
+        default=False,
+        description="The task was cancelled (alone or with its subtree): the holder should stop its work.",
+    )
 
 
 @strawberry.type(
@@ -154,6 +158,7 @@ async def capture_fenced(work: Awaitable[S]) -> S | ErrorResult | LeaseLostError
             current_attempt=exc.current_attempt,
             current_holder=exc.current_holder,
             current_status=_status_or_pending(exc.current_status),
+            cancel_requested=exc.current_status == "cancelled",
         )
     except ServiceError as exc:
         return error_from(exc)

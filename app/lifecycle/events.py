@@ -28,6 +28,8 @@ class EventType(StrEnum):
     LEASE_EXPIRED = "LEASE_EXPIRED"
     #: A task not started yet was given a new `not_before` (`rescheduleTask`): no claim before it.
     TASK_RESCHEDULED = "TASK_RESCHEDULED"
+    #: A task was cancelled by the cancel of its subtree (`cancelTask(scope: SUBTREE)`), with the reason.
+    TASK_CANCELLED = "TASK_CANCELLED"
     TOOL_CALL = "TOOL_CALL"
     TOOL_RESULT = "TOOL_RESULT"
     MEMORY_OPERATION = "MEMORY_OPERATION"

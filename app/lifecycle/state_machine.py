@@ -504,8 +504,13 @@ def retry(state: Mapping[str, Any], now: datetime) -> Transition:
     return _transition("retry", state, status, "retrying", now, fields)
 
 
-def cancel(state: Mapping[str, Any], now: datetime, reason: str | None = None) -> Transition:
-    """Any active status → cancelled; a reason is kept in current_step as "cancelled: <reason>"."""
+def cancel(
+    state: Mapping[str, Any], now: datetime, reason: str | None = None, cascade_root: str | None = None
+) -> Transition:
+    """Any active status → cancelled; a reason is kept in current_step as "cancelled: <reason>".
+
+    In a subtree's cancel (`cascade_root`: the task whose cancel it is), `TASK_CANCELLED` {task_id,
+    from_status, reason, root_task_id} follows the status change."""
     now = _now(now)
     if reason is not None:
         if not isinstance(reason, str):
@@ -518,7 +523,17 @@ def cancel(state: Mapping[str, Any], now: datetime, reason: str | None = None) -
     fields: dict[str, Any] = {}
     if reason:
         fields["current_step"] = f"cancelled: {reason}"
-    return _transition("cancel", state, status, "cancelled", now, fields)
+    event = None
+    if cascade_root is not None:
+        payload = {
+            "task_id": _task_id(state),
+            "status": "cancelled",
+            "from_status": status,
+            "reason": reason,
+            "root_task_id": cascade_root,
+        }
+        event = ("TASK_CANCELLED", payload)
+    return _transition("cancel", state, status, "cancelled", now, fields, event)
 
 
 def expire(state: Mapping[str, Any], now: datetime) -> Transition:

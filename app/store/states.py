@@ -8,10 +8,10 @@ caller's session, so a service composes them into one transaction; they hold no 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 
 from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX
 from app.store.types import BACKGROUND, Collection, Db, Doc, Session
@@ -66,6 +66,51 @@ async def update_if_version(
         return_document=ReturnDocument.AFTER,
         session=session,
     )
+
+
+async def many(db: Db, ids: list[Any], session: Session = None) -> list[Doc]:
+    """The states of these ids that exist, in no particular order."""
+    if not ids:
+        return []
+    return [doc async for doc in _states(db).find({"_id": {"$in": ids}}, session=session)]
+
+
+async def update_many_if_version(
+    db: Db, changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], int]], session: Session = None
+) -> int:
+    """`update_if_version` for many states in one round trip: (state read, fields to `$set`, new version)
+    each; how many matched (fewer than given: some changed since they were read)."""
+    if not changes:
+        return 0
+    result = await _states(db).bulk_write(
+        [
+            UpdateOne(
+                {"_id": state["_id"], **version_filter(state)}, {"$set": {**fields, "version": version}}
+            )
+            for state, fields, version in changes
+        ],
+        ordered=False,
+        session=session,
+    )
+    return result.matched_count
+
+
+async def awaited_among(db: Db, ids: list[Any], session: Session = None) -> set[Any]:
+    """Which of `ids` some task is waiting for (`awaiting_dependency` with it among its dependencies)."""
+    if not ids:
+        return set()
+    cursor = _states(db).find(
+        {"dependencies.task_id": {"$in": ids}, "status": "awaiting_dependency"},
+        {"dependencies.task_id": 1},
+        session=session,
+    )
+    wanted = set(ids)
+    return {
+        d.get("task_id")
+        async for doc in cursor
+        for d in doc.get("dependencies") or []
+        if isinstance(d, dict) and d.get("task_id") in wanted
+    }
 
 
 async def set_workflow(db: Db, ids: list[str], workflow_id: str | None, session: Session = None) -> None:

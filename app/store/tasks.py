@@ -105,3 +105,23 @@ async def workflow_of(db: Db, task_id: Any, session: Session = None) -> str | No
                 {"_id": behavior.get("sub_task_id")}, {"task_id": 1}, session=session
             )
     return sub.get("task_id") if sub else None
+
+
+async def ids_with(
+    db: Db, spec: CollectionSpec, field: str, values: list[Any], session: Session = None
+) -> list[Any]:
+    """Ids of the documents of `spec` whose `field` is one of `values` (children by their parent field)."""
+    if not values:
+        return []
+    cursor = db[spec.name].find({field: {"$in": values}}, {"_id": 1}, session=session)
+    return [doc["_id"] async for doc in cursor]
+
+
+async def listed(
+    db: Db, spec: CollectionSpec, ids: list[Any], field: str, session: Session = None
+) -> list[Any]:
+    """The ids listed in `field` (an id list, e.g. `sub_task_ids`) of these documents of `spec`."""
+    if not ids:
+        return []
+    cursor = db[spec.name].find({"_id": {"$in": ids}}, {field: 1}, session=session)
+    return [child async for doc in cursor for child in (doc.get(field) or [])]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from enum import Enum
 from typing import Annotated, Any, cast
 
 import strawberry
@@ -29,6 +30,7 @@ from app.api.results import (
 )
 from app.api.types.enums import TaskKind
 from app.lifecycle import state_machine as sm
+from app.lifecycle.cancel import cancel_subtree
 from app.lifecycle.transitions import Action, Lifecycle
 
 TaskTransitionResult = Annotated[
@@ -75,6 +77,17 @@ Attempt = Annotated[
 
 def _lifecycle(info: strawberry.Info) -> Lifecycle:
     return info.context.app.lifecycle
+
+
+@strawberry.enum(description="What cancelTask cancels.")
+class CancelScope(Enum):
+    TASK = "TASK"
+    SUBTREE = "SUBTREE"
+
+
+async def _cancel_subtree(info: strawberry.Info, task_id: str, reason: str | None) -> TaskTransitionSuccess:
+    applied, _ = await cancel_subtree(_lifecycle(info), task_id, reason)
+    return transition_success(applied.state, applied.events)
 
 
 async def claim(
@@ -361,7 +374,10 @@ class LifecycleMutation:
             transition(info, "reschedule", id, action, expected_version, idempotency_key)
         )
 
-    @strawberry.mutation(description="Cancel a task that has not finished.")
+    @strawberry.mutation(
+        description="Cancel a task that has not finished; with `scope: SUBTREE`, every unfinished task below"
+        " it too (docs/STEERING.md)."
+    )
     async def cancel_task(
         self,
         info: strawberry.Info,
@@ -369,6 +385,16 @@ class LifecycleMutation:
         reason: Annotated[str | None, strawberry.argument(description="Why, kept in currentStep.")] = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
+        scope: Annotated[
+            CancelScope,
+            strawberry.argument(
+                description="TASK (the default): this task only. SUBTREE: the task and every unfinished"
+                " task below it, each with STATUS_CHANGED and TASK_CANCELLED (reason, rootTaskId); the"
+                " answer holds the root's state and events. A retry finishes an interrupted one."
+            ),
+        ] = CancelScope.TASK,
     ) -> TaskTransitionResult:
+        if scope is CancelScope.SUBTREE:
+            return await capture_fenced(_cancel_subtree(info, id, reason))
         action = functools.partial(sm.cancel, reason=reason)
         return await capture_fenced(transition(info, "cancel", id, action, expected_version, idempotency_key))

@@ -170,6 +170,14 @@ class TaskRescheduledEvent(TaskEvent):
     previous_not_before: dt.datetime | None = strawberry.field(description="The time before (null: none).")
 
 
+@strawberry.type(description="A task was cancelled with its subtree (cancelTask(scope: SUBTREE)).")
+class TaskCancelledEvent(TaskEvent):
+    status: TaskStatus | None = strawberry.field(description="Status after the change (cancelled).")
+    from_status: TaskStatus | None = strawberry.field(description="Status before the cancel.")
+    reason: str | None = strawberry.field(description="Why, as the cancel gave it.")
+    root_task_id: str | None = strawberry.field(description="The task whose subtree was cancelled.")
+
+
 @strawberry.type(description="An agent invoked a tool (seed 003 TOOL_CALL).")
 class ToolCallEvent(TaskEvent):
     tool_name: str = strawberry.field(description="Name of the tool called.")
@@ -211,6 +219,7 @@ _TYPES: dict[str, type[TaskEvent]] = {
     "TASK_FAILED": TaskFailedEvent,
     "LEASE_EXPIRED": LeaseExpiredEvent,
     "TASK_RESCHEDULED": TaskRescheduledEvent,
+    "TASK_CANCELLED": TaskCancelledEvent,
     "TOOL_CALL": ToolCallEvent,
     "TOOL_RESULT": ToolResultEvent,
     "MEMORY_OPERATION": MemoryOperationEvent,
