@@ -427,6 +427,13 @@ REST_CASES: dict[tuple[str, str], CaseFor] = {
         "behavior-task-outputs", "behavior_task_id", lambda x: x.b, {"behavior_data_ptr": {"n": 1}}
     ),
     **{("agent-tasks", op): _agent_task_case(op) for op in ("create", "update", "delete")},
+    ("agent-tasks", "cancel"): lambda a, b: Case(
+        attacks=[
+            (Rest("POST", f"/agent-tasks/{b.t}/cancel"), "B"),
+            (Rest("POST", f"/agent-tasks/{b.m}/cancel?scope=subtree"), "B"),
+        ],
+        own=Rest("POST", f"/agent-tasks/{a.t}/cancel?scope=subtree&reason=stop"),
+    ),
 }
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from agent_tasks_client import AgentTasksClient, ClaimedTask, LeaseLost
@@ -127,3 +128,24 @@ async def test_the_worker_cancels_its_handler(client: AgentTasksClient) -> None:
         assert worker.stats.cancelled == 1
     state = await client.get_task(child.id)
     assert state is not None and state.status == "cancelled"
+
+
+async def test_rest_cancel(server: ServerProcess, client: AgentTasksClient) -> None:
+    agent = f"CancelR-{uuid.uuid4().hex[:8]}"
+    parent = await client.create_agent_task(agent)
+    child = await client.create_agent_task(agent, parent_task_id=parent.id)
+    alone = await client.create_agent_task(agent)
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+        bad = await http.post(f"/agent-tasks/{parent.id}/cancel?scope=everything")
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_parameter", bad.text
+        one = await http.post(f"/agent-tasks/{alone.id}/cancel?reason=no")
+        assert one.status_code == 200 and one.json()["status"] == "cancelled", one.text
+        tree = await http.post(f"/agent-tasks/{parent.id}/cancel?scope=subtree&reason=stop")
+        assert tree.status_code == 200 and tree.json()["status"] == "cancelled", tree.text
+        again = await http.post(f"/agent-tasks/{alone.id}/cancel")
+        assert again.status_code == 409, again.text
+    state = await client.get_task(child.id)
+    assert state is not None and state.status == "cancelled"
+    (event,) = (await client.events(task_id=child.id, types=["TASK_CANCELLED"])).events
+    assert event.data["reason"] == "stop" and event.data["rootTaskId"] == parent.id

@@ -108,6 +108,7 @@ REST: dict[str, Scope] = {
     "create": W,
     "update": W,
     "finalize": W,
+    "cancel": W,
     "delete": A,
 }
 

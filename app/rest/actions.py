@@ -7,8 +7,11 @@ those services; this module only maps validated bodies onto their arguments.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
+from app.lifecycle import state_machine as sm
+from app.lifecycle.cancel import cancel_subtree
 from app.lifecycle.errors import Invalid, NotFound
 from app.lifecycle.hierarchy import LEVELS, Level, NewTask
 from app.rest.entities import Entity, Kind, children_field
@@ -102,6 +105,18 @@ async def delete(state: AppState, entity: Entity, entity_id: str, *, cascade: bo
         await state.hierarchy.delete_output(entity.spec, entity_id)
         return [entity_id]
     return (await state.hierarchy.delete_standalone(entity_id)).deleted_ids
+
+
+async def cancel(
+    state: AppState, task_id: str, *, subtree: bool, reason: str | None, idempotency_key: str | None
+) -> Doc:
+    """Cancel an agent task (`cancelTask`), with its subtree when `subtree`; its state afterwards."""
+    if subtree:
+        applied, _ = await cancel_subtree(state.lifecycle, task_id, reason)
+        return applied.state
+    action = functools.partial(sm.cancel, reason=reason)
+    applied = await state.lifecycle.transition("cancel", task_id, action, idempotency_key=idempotency_key)
+    return applied.state
 
 
 async def finalize(state: AppState, entity: Entity, entity_id: str, *, idempotency_key: str | None) -> Doc:

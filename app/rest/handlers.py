@@ -208,6 +208,25 @@ def finalize_handler(entity: Entity) -> Endpoint:
     return finalize
 
 
+def cancel_handler(entity: Entity) -> Endpoint:
+    async def cancel(request: Request) -> Response:
+        scope = (request.query_params.get("scope") or "task").lower()
+        if scope not in ("task", "subtree"):
+            raise ApiError(
+                "bad_parameter", f"scope must be task or subtree, got {scope[:40]!r}", field="scope"
+            )
+        doc = await actions.cancel(
+            app_state(request),
+            _id(request),
+            subtree=scope == "subtree",
+            reason=request.query_params.get("reason"),
+            idempotency_key=_idempotency_key(request),
+        )
+        return document_response(entity, doc)
+
+    return cancel
+
+
 HANDLERS: dict[str, Callable[[Entity], Endpoint]] = {
     "get": get_handler,
     "delete": delete_handler,
@@ -215,4 +234,5 @@ HANDLERS: dict[str, Callable[[Entity], Endpoint]] = {
     "create": create_handler,
     "update": update_handler,
     "finalize": finalize_handler,
+    "cancel": cancel_handler,
 }

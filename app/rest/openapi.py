@@ -135,6 +135,22 @@ def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
                 "schema": {"type": "boolean", "default": False},
             }
         )
+    if op == "cancel":
+        params += [
+            {
+                "name": "scope",
+                "in": "query",
+                "description": "`task` (the default): this task only; `subtree`: and every unfinished task"
+                " below it, in bounded transactions, each with STATUS_CHANGED and TASK_CANCELLED.",
+                "schema": {"type": "string", "enum": ["task", "subtree"], "default": "task"},
+            },
+            {
+                "name": "reason",
+                "in": "query",
+                "description": "Why; kept in `current_step` and in each TASK_CANCELLED event.",
+                "schema": {"type": "string"},
+            },
+        ]
     if op == "query":
         sortable = list(entity.spec.sort_fields)
         params += [
@@ -158,7 +174,7 @@ def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
                 "schema": {"type": "string", "enum": sortable + [f"-{f}" for f in sortable]},
             },
         ]
-    if entity.kind is not Kind.OUTPUT and op in ("create", "update", "finalize"):
+    if entity.kind is not Kind.OUTPUT and op in ("create", "update", "finalize", "cancel"):
         params.append(
             {
                 "name": "Idempotency-Key",
@@ -205,6 +221,7 @@ def _responses(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) ->
         "create": refs[(entity.path, "document")],
         "update": refs[(entity.path, "document")],
         "finalize": refs[(entity.path, "document")],
+        "cancel": refs[(entity.path, "document")],
         "delete": refs[("", "deleted")],
         "query": refs[(entity.path, "page")],
     }[op.name]

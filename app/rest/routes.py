@@ -10,6 +10,7 @@ can list a route the other lacks.
 | create | `POST /<entity>` | 201 the document, `Location` header |
 | update | `PATCH /<entity>/{id}` | 200 the document |
 | finalize | `POST /<entity>/{id}/finalize` (the three task levels) | 200 the document |
+| cancel | `POST /<entity>/{id}/cancel?scope=task|subtree&reason=` (agent tasks) | 200 the document |
 """
 
 from __future__ import annotations
@@ -92,6 +93,23 @@ OPERATIONS: tuple[Operation, ...] = (
         kinds=frozenset({Kind.TASK}),
         # invalid: a bad Idempotency-Key; unsupported_media_type: every POST is JSON (CSRF)
         errors=("not_found", "refused", "invalid", "unsupported_media_type", "idempotency_key_reused"),
+    ),
+    Operation(
+        "cancel",
+        "POST",
+        "/{id}/cancel",
+        200,
+        "Cancel a {label}; with `scope=subtree`, every unfinished task below it too (docs/STEERING.md).",
+        kinds=frozenset({Kind.AGENT_TASK}),
+        errors=(
+            "bad_parameter",
+            "not_found",
+            "refused",
+            "conflict",
+            "invalid",
+            "unsupported_media_type",
+            "idempotency_key_reused",
+        ),
     ),
 )
 
