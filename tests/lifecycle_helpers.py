@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymongo.errors import OperationFailure
+
 from app.demo import state_doc
 
 RESULT_FIELDS = """
@@ -63,3 +65,23 @@ async def append_stamped(db: Any, events: list[dict[str, Any]]) -> None:
             await asyncio.sleep(0.01)
     for event in events:
         event["seq"] = stored[event["_id"]]
+
+
+#: MongoDB's error code for a write that collides with another open transaction's.
+WRITE_CONFLICT = 112
+
+
+async def held(collection: Any, doc_id: str) -> bool:
+    """Whether an open transaction has written this document: a write of ours in a transaction is refused
+    with WriteConflict then. Ours is aborted either way, so it changes nothing."""
+    async with collection.database.client.start_session() as session:
+        await session.start_transaction()
+        try:
+            await collection.update_one({"_id": doc_id}, {"$set": {"held_probe": True}}, session=session)
+        except OperationFailure as exc:
+            if exc.code == WRITE_CONFLICT:
+                return True
+            raise
+        finally:
+            await session.abort_transaction()
+    return False

@@ -37,9 +37,9 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.errors import OperationFailure
 
 from app.mongo.embedded import EmbeddedMongoError, find_mongod_binary
+from tests.lifecycle_helpers import held
 from tests.servers import ServerProcess, serve
 
 try:
@@ -89,7 +89,6 @@ OPEN_TRANSACTIONS = [
 #: How long a stopped server's last commands get to finish in MongoDB before the test looks.
 SETTLE_SECONDS = 0.05
 #: MongoDB's code for a write that collides with another transaction's uncommitted write.
-WRITE_CONFLICT = 112
 
 
 @dataclass
@@ -152,22 +151,6 @@ async def write_until(http: httpx.AsyncClient, writer: Writer, enough: asyncio.E
         await send(http, writer, PROGRESS, {"id": writer.task_id, "p": float(step % 100)})
         writer.acknowledged += 1
         writer.done_at.append(time.monotonic())
-
-
-async def held(states: Any, task_id: str) -> bool:
-    """Whether an open transaction has written this task's state: a write of ours in a transaction is
-    refused with WriteConflict then. Ours is aborted either way, so it changes nothing."""
-    async with states.database.client.start_session() as session:
-        await session.start_transaction()
-        try:
-            await states.update_one({"_id": task_id}, {"$set": {"crash_probe": True}}, session=session)
-        except OperationFailure as exc:
-            if exc.code == WRITE_CONFLICT:
-                return True
-            raise
-        finally:
-            await session.abort_transaction()
-    return False
 
 
 async def catch_holding(

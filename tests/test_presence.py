@@ -25,9 +25,9 @@ from app.live.presence import Presence
 from app.mongo.client import app_name, make_client
 from app.settings import Settings
 from app.store import processes
+from tests.lifecycle_helpers import held
 
 HEARTBEAT = 0.2
-WRITE_CONFLICT = 112
 
 #: A process that opens a transaction writing one document, says so, and waits to be killed.
 CHILD = """
@@ -58,21 +58,6 @@ async def open_write(client: AsyncMongoClient[dict[str, Any]], db_name: str, doc
     await session.start_transaction()
     await client[db_name].docs.update_one({"_id": doc}, {"$set": {"by": "open"}}, session=session)
     return session
-
-
-async def held(client: AsyncMongoClient[dict[str, Any]], db_name: str, doc: str) -> bool:
-    """Whether an open transaction has written `doc` (ours is refused with WriteConflict, and aborted)."""
-    async with client.start_session() as session:
-        await session.start_transaction()
-        try:
-            await client[db_name].docs.update_one({"_id": doc}, {"$set": {"probe": 1}}, session=session)
-        except OperationFailure as exc:
-            if exc.code == WRITE_CONFLICT:
-                return True
-            raise
-        finally:
-            await session.abort_transaction()
-    return False
 
 
 def killed_child(uri: str, db_name: str, process_id: str, doc: str) -> None:
@@ -124,7 +109,7 @@ async def test_aborts_the_transactions_of_dead_registered_processes_only(setting
         assert presence.aborted == 2
         async with named_client(uri, "probe") as probe:
             assert {
-                d: await held(probe, name, d) for d in ("crashed", "lapsed", "stranger", "own", "alive")
+                d: await held(probe[name].docs, d) for d in ("crashed", "lapsed", "stranger", "own", "alive")
             } == {
                 "crashed": False,
                 "lapsed": False,
