@@ -188,6 +188,7 @@ async def _services(
             max_payload_bytes=settings.max_payload_bytes,
             max_workflow_tasks=settings.max_workflow_tasks,
             retry_policy=settings.retry_policy(),
+            require_lease_holder=settings.require_lease_holder,
         )
         state = AppState(
             settings=settings,

@@ -234,6 +234,13 @@ class Settings(BaseSettings):
     )
     lease_seconds_min: int = Field(default=1, ge=1, description="Shortest lease a client may ask for.")
     lease_seconds_max: int = Field(default=3600, ge=1, description="Longest lease a client may ask for.")
+    require_lease_holder: bool = Field(
+        default=True,
+        description="Fencing by default: a heartbeat, progress report, completion or failure of a leased task"
+        " that carries no `attempt` token must come from the lease holder (`workerId`, else the agent's"
+        " name), or it is refused with LeaseLostError. `false` restores the old rule (only a given token is"
+        " checked), for clients that claim with a `workerId` and then write without one.",
+    )
     retry_initial_interval_seconds: float = Field(
         default=0.0,
         ge=0,

@@ -157,8 +157,9 @@ async def test_heartbeat_extends_the_lease_and_writes_no_event(quiet_gql: GraphQ
     assert doc["lease_expires_at"] - doc["last_heartbeat_at"] == dt.timedelta(seconds=120)
     assert await event_types(db) == events_before
 
-    # The default extension is the setting's; without `attempt` a heartbeat is not fenced.
-    r = await run(quiet_gql, "heartbeatTask", 'id: "t1"')
+    # The default extension is the setting's; without `attempt` the holder names itself (fencing by
+    # default: an untokened heartbeat from anyone else is refused, see the tests at the end).
+    r = await run(quiet_gql, "heartbeatTask", 'id: "t1", workerId: "w1"')
     assert when(r["state"]["leaseExpiresAt"]) - when(r["state"]["lastHeartbeatAt"]) == dt.timedelta(
         seconds=60
     )
@@ -486,3 +487,84 @@ async def test_rest_reads_show_the_lease_and_bodies_may_not_write_it(
     ].keys()
     for body_model in ("AgentTaskCreate", "AgentTaskUpdate"):
         assert "lease_holder" not in schemas[body_model]["properties"]
+
+
+# --- fencing by default: a write without its token must come from the lease holder -----------------------
+
+
+async def test_a_write_without_a_token_from_another_worker_is_refused(
+    quiet_gql: GraphQLClient, db: Any
+) -> None:
+    """Worker w1's lease lapses, w2 claims the task again; w1, which forgot its token, cannot write into
+    w2's attempt: not without a token, not naming itself, not with its own stale token."""
+    await db.agent_task_states.insert_one(task("t1", "pending"))
+    r = await run(quiet_gql, "claimTask", 'agentName: "AgentA", leaseSeconds: 60, workerId: "w1"')
+    assert r["state"]["leaseHolder"] == "w1"
+    # The lease runs out and the sweep hands the task back; w2 claims it.
+    await db.agent_task_states.update_one(
+        {"_id": "t1"}, {"$set": {"lease_expires_at": utcnow() - dt.timedelta(seconds=1)}}
+    )
+    app_lifecycle = Lifecycle(db)
+    assert await lapse_overdue(app_lifecycle) == ["t1"]
+    r = await run(quiet_gql, "claimTask", 'agentName: "AgentA", leaseSeconds: 60, workerId: "w2"')
+    assert (r["state"]["leaseHolder"], r["state"]["attempts"]) == ("w2", 2)
+    before = await snapshot(db)
+    refusals = {
+        "": "task 't1' is leased to w2 (attempt 2); a caller without a workerId (agent 'AgentA') is not the"
+        " lease holder: pass the attempt token the claim answered, or the holder's workerId",
+        ', workerId: "w1"': "task 't1' is leased to w2 (attempt 2); worker 'w1' is not the lease holder:"
+        " pass the attempt token the claim answered, or the holder's workerId",
+        ', workerId: "w1", attempt: 2': "task 't1' is leased to w2 (attempt 2); worker 'w1' is not the lease"
+        " holder: pass the attempt token the claim answered, or the holder's workerId",
+        ", attempt: 1": "attempt 1 no longer holds task 't1': it is in_progress under attempt 2, leased to w2",
+    }
+    for name, args in (
+        ("completeTask", ""),
+        ("reportProgress", ", percentage: 50"),
+        ("heartbeatTask", ""),
+        ("failTask", ', error: "late"'),
+    ):
+        for who, message in refusals.items():
+            r = await run(quiet_gql, name, f'id: "t1"{args}{who}')
+            assert r == {
+                "__typename": "LeaseLostError",
+                "message": message,
+                "currentAttempt": 2,
+                "currentHolder": "w2",
+                "leaseStatus": "IN_PROGRESS",
+            }, (name, who)
+    assert await snapshot(db) == before
+    # The holder may write by naming itself, with or without its token.
+    r = await run(quiet_gql, "reportProgress", 'id: "t1", percentage: 40, workerId: "w2"')
+    assert (r["__typename"], r["state"]["progressPercentage"]) == ("TaskTransitionSuccess", 40)
+    r = await run(quiet_gql, "completeTask", 'id: "t1", workerId: "w2", attempt: 2')
+    assert (r["__typename"], r["state"]["status"]) == ("TaskTransitionSuccess", "COMPLETED")
+
+
+async def test_a_claim_without_a_worker_id_keeps_writes_without_a_token_working(
+    quiet_gql: GraphQLClient, db: Any
+) -> None:
+    """The lease holder defaults to the agent, and so does the caller: the simplest client still works."""
+    await db.agent_task_states.insert_one(task("t1", "pending"))
+    r = await run(quiet_gql, "claimTask", 'agentName: "AgentA"')
+    assert r["state"]["leaseHolder"] == "AgentA"
+    r = await run(quiet_gql, "heartbeatTask", 'id: "t1", percentage: 10')
+    assert r["__typename"] == "TaskTransitionSuccess"
+    r = await run(quiet_gql, "completeTask", 'id: "t1"')
+    assert (r["__typename"], r["state"]["status"]) == ("TaskTransitionSuccess", "COMPLETED")
+    assert (await stored(db))["status"] == "completed"
+
+
+async def test_require_lease_holder_false_keeps_the_old_rule(settings: Settings, db: Any) -> None:
+    """The one setting that restores token-only fencing: an untokened write from anyone is accepted, a
+    stale token and a wrong workerId are still refused."""
+    await db.agent_task_states.insert_one(task("t1", "pending"))
+    loose = settings.model_copy(update={"require_lease_holder": False})
+    async with serving(loose, sweep_seconds=None) as gql:
+        await run(gql, "claimTask", 'agentName: "AgentA", workerId: "w2"')
+        r = await run(gql, "reportProgress", 'id: "t1", percentage: 30, workerId: "w1"')
+        assert (r["__typename"], r["currentHolder"]) == ("LeaseLostError", "w2")
+        r = await run(gql, "reportProgress", 'id: "t1", percentage: 30')
+        assert (r["__typename"], r["state"]["progressPercentage"]) == ("TaskTransitionSuccess", 30)
+    stored_state = await stored(db)
+    assert (stored_state["progress_percentage"], stored_state["lease_holder"]) == (30, "w2")

@@ -162,7 +162,8 @@ def test_lease_lapsed() -> None:
 def test_check_lease_refuses_a_stale_attempt_naming_the_current_one() -> None:
     doc = leased(attempts=2, lease_holder="B")
     check_lease(doc, 2, NOW)
-    check_lease(doc, None, NOW)
+    check_lease(doc, None, NOW, "B")  # the holder naming itself needs no token
+    check_lease(doc, None, NOW, require_holder=False)  # the old rule: only a given token is checked
     with pytest.raises(LeaseLost) as info:
         check_lease(doc, 1, NOW)
     assert (
@@ -216,3 +217,22 @@ def test_settings_keep_the_default_lease_within_its_bounds() -> None:
     assert (defaults.lease_seconds, defaults.lease_seconds_min, defaults.lease_seconds_max) == (60, 1, 3600)
     with pytest.raises(ValueError, match="LEASE_SECONDS"):
         Settings(_env_file=None, lease_seconds=10, lease_seconds_min=20)  # type: ignore[call-arg]
+
+
+def test_check_lease_without_a_token_wants_the_holder() -> None:
+    """Fencing by default: the caller is its worker id, else the task's agent (a claim's default holder)."""
+    doc = leased(attempts=2, lease_holder="B")
+    for worker, attempt in ((None, None), ("C", None), ("C", 2)):
+        with pytest.raises(LeaseLost) as info:
+            check_lease(doc, attempt, NOW, worker)
+        assert (info.value.current_attempt, info.value.current_holder) == (2, "B")
+        assert "is not the lease holder" in info.value.message
+    # A worker naming someone else is refused even under the old rule; silence is not.
+    with pytest.raises(LeaseLost):
+        check_lease(doc, None, NOW, "C", require_holder=False)
+    check_lease(doc, None, NOW, None, require_holder=False)
+    # Held by the agent itself (claimed without a worker id): a caller without a worker id is the holder.
+    check_lease(leased(attempts=1, lease_holder=doc["agent_name"]), None, NOW)
+    # No lease (a task started by another program, or pending): nothing is held, nothing is fenced.
+    check_lease(state(), None, NOW, "C")
+    check_lease(state("pending"), None, NOW, "C")

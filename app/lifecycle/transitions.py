@@ -98,9 +98,22 @@ def check_version(state: Mapping[str, Any], expected: int | None) -> None:
         )
 
 
-def check_lease(state: Mapping[str, Any], attempt: int | None, now: dt.datetime) -> None:
+def check_lease(
+    state: Mapping[str, Any],
+    attempt: int | None,
+    now: dt.datetime,
+    worker_id: str | None = None,
+    *,
+    require_holder: bool = True,
+) -> None:
     """Fencing: refuse a holder's change (LeaseLost) when its token `attempt` is not the task's current
-    attempt in progress, or when the task's lease has run out (whoever asks: the sweep will move it on)."""
+    attempt in progress, or when the task's lease has run out (whoever asks: the sweep will move it on).
+
+    A caller names itself with `worker_id`, else it is the task's agent: the same default a claim uses
+    for the lease holder. A caller that names itself must be the holder of a leased task, token or not.
+    With `require_holder` (the default; setting `REQUIRE_LEASE_HOLDER`), a change WITHOUT a token must come
+    from the holder too: a worker that forgot its token can no longer write into another worker's attempt.
+    """
     task_id, status = state["_id"], sm.normalise_status(state.get("status"))
     attempts, holder = sm.attempts_of(state), state.get("lease_holder")
     if attempt is not None and (attempt != attempts or status != "in_progress"):
@@ -122,6 +135,21 @@ def check_lease(state: Mapping[str, Any], attempt: int | None, now: dt.datetime)
             current_attempt=attempts,
             current_holder=None,
         )
+    if status == "in_progress" and holder is not None and (worker_id is not None or attempt is None):
+        caller = worker_id if worker_id is not None else state.get("agent_name")
+        if caller != holder and (worker_id is not None or require_holder):
+            who = (
+                f"worker '{worker_id}'"
+                if worker_id is not None
+                else f"a caller without a workerId (agent '{caller}')"
+            )
+            raise LeaseLost(
+                f"task '{task_id}' is leased to {holder} (attempt {attempts}); {who} is not the lease"
+                " holder: pass the attempt token the claim answered, or the holder's workerId",
+                current_status=status,
+                current_attempt=attempts,
+                current_holder=holder,
+            )
 
 
 def lease_guard(state: Mapping[str, Any]) -> Doc:
@@ -145,8 +173,12 @@ class Lifecycle:
         max_payload_bytes: int = 256 * 1024,
         max_workflow_tasks: int = 1000,
         retry_policy: Mapping[str, Any] | None = None,
+        require_lease_holder: bool = True,
     ) -> None:
         self.db = db
+        #: Whether a holder's change without its attempt token must come from the lease holder
+        #: (`check_lease`; setting `REQUIRE_LEASE_HOLDER`).
+        self.require_lease_holder = require_lease_holder
         #: The server's default retry policy (`RETRY_*` settings): what a task's own policy leaves out.
         self.retry_policy: dict[str, Any] = dict(retry_policy or {})
         self.clock = clock
@@ -254,11 +286,13 @@ class Lifecycle:
         idempotency_key: str | None = None,
         fenced: bool = False,
         attempt: int | None = None,
+        worker_id: str | None = None,
     ) -> Applied:
         """Apply `action` to the task's state, atomically with its events and the dependents it releases.
 
         `fenced` marks a holder's change (progress, heartbeat, complete, fail): it is refused with
-        `LeaseLost` when `attempt` (the holder's token, if given) is stale or the lease has run out."""
+        `LeaseLost` when `attempt` (the holder's token, if given) is stale, when the caller (`worker_id`,
+        else the agent) is not the lease holder (`check_lease`), or when the lease has run out."""
 
         async def work(session: AsyncClientSession) -> Applied:
             now = self.clock()
@@ -274,7 +308,7 @@ class Lifecycle:
                     current_status="failed",
                 )
             if fenced:
-                check_lease(state, attempt, now)
+                check_lease(state, attempt, now, worker_id, require_holder=self.require_lease_holder)
             applied = await self._apply(session, state, _decide(action, state, now), now)
             return applied
 

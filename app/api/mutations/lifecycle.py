@@ -66,6 +66,15 @@ WorkerId = Annotated[
     str | None,
     strawberry.argument(description="Who holds the lease (e.g. a worker process); default: the agent name."),
 ]
+Writer = Annotated[
+    str | None,
+    strawberry.argument(
+        description="Who is writing: the `workerId` the claim or start named; default: the agent name. A"
+        " leased task takes a change without its `attempt` token only from its lease holder (LeaseLostError"
+        " otherwise; REQUIRE_LEASE_HOLDER=false lifts this), and never from a `workerId` that is not the"
+        " holder."
+    ),
+]
 Attempt = Annotated[
     int | None,
     strawberry.argument(
@@ -125,6 +134,7 @@ async def transition(
     *,
     fenced: bool = False,
     attempt: int | None = None,
+    worker_id: str | None = None,
 ) -> TaskTransitionSuccess:
     """Apply one state machine action to a task (the shared body of every mutation but claimTask)."""
     applied = await _lifecycle(info).transition(
@@ -135,6 +145,7 @@ async def transition(
         idempotency_key=key,
         fenced=fenced,
         attempt=attempt,
+        worker_id=worker_id,
     )
     return transition_success(applied.state, applied.events)
 
@@ -160,6 +171,7 @@ async def heartbeat(
     percentage: float | None,
     current_step: str | None,
     key: str | None,
+    worker_id: str | None = None,
 ) -> TaskTransitionSuccess:
     """heartbeatTask: extend the lease (by the default when not given) and record progress if given."""
     action = functools.partial(
@@ -168,7 +180,9 @@ async def heartbeat(
         percentage=percentage,
         current_step=current_step,
     )
-    return await transition(info, "heartbeat", task_id, action, None, key, fenced=True, attempt=attempt)
+    return await transition(
+        info, "heartbeat", task_id, action, None, key, fenced=True, attempt=attempt, worker_id=worker_id
+    )
 
 
 def _object(value: object) -> dict[str, Any] | None:
@@ -236,9 +250,10 @@ class LifecycleMutation:
             str | None, strawberry.argument(description="What the agent is doing now, if it changed.")
         ] = None,
         idempotency_key: IdempotencyKey = None,
+        worker_id: Writer = None,
     ) -> TaskTransitionResult:
         return await capture_fenced(
-            heartbeat(info, id, attempt, lease_seconds, percentage, current_step, idempotency_key)
+            heartbeat(info, id, attempt, lease_seconds, percentage, current_step, idempotency_key, worker_id)
         )
 
     @strawberry.mutation(description="Report progress (0–100) and the current step of a task in progress.")
@@ -253,6 +268,7 @@ class LifecycleMutation:
         attempt: Attempt = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
+        worker_id: Writer = None,
     ) -> TaskTransitionResult:
         action = functools.partial(sm.report_progress, percentage=percentage, current_step=current_step)
         return await capture_fenced(
@@ -265,6 +281,7 @@ class LifecycleMutation:
                 idempotency_key,
                 fenced=True,
                 attempt=attempt,
+                worker_id=worker_id,
             )
         )
 
@@ -289,6 +306,7 @@ class LifecycleMutation:
         attempt: Attempt = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
+        worker_id: Writer = None,
     ) -> TaskTransitionResult:
         action = functools.partial(
             sm.complete,
@@ -298,7 +316,15 @@ class LifecycleMutation:
         )
         return await capture_fenced(
             transition(
-                info, "complete", id, action, expected_version, idempotency_key, fenced=True, attempt=attempt
+                info,
+                "complete",
+                id,
+                action,
+                expected_version,
+                idempotency_key,
+                fenced=True,
+                attempt=attempt,
+                worker_id=worker_id,
             )
         )
 
@@ -332,11 +358,20 @@ class LifecycleMutation:
                 " model's Retry-After); no jitter, no maximum interval."
             ),
         ] = None,
+        worker_id: Writer = None,
     ) -> TaskTransitionResult:
         action = _lifecycle(info).fail_action(error, details, is_final, error_type, next_retry_delay)
         return await capture_fenced(
             transition(
-                info, "fail", id, action, expected_version, idempotency_key, fenced=True, attempt=attempt
+                info,
+                "fail",
+                id,
+                action,
+                expected_version,
+                idempotency_key,
+                fenced=True,
+                attempt=attempt,
+                worker_id=worker_id,
             )
         )
 
