@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # busy, and a fourth only adds its start-up. `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= 3
 
-.PHONY: run test check lint schema demo bench clean
+.PHONY: run test check docs lint schema demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ check: $(STAMP)
 
 lint: check
 
-test: check
+# The documentation site builds with every link between its pages resolving (mkdocs.yml).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: check docs
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 schema: $(STAMP)
@@ -47,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.worker
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis
+	rm -rf $(VENV) .data .site .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis

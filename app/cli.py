@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("agent_tasks")
 
-#: Exit codes (the README lists them): stopped by a signal, or done.
+#: Exit codes (docs/OPERATIONS.md lists them): stopped by a signal, or done.
 EXIT_OK = 0
 #: The server could not start (port taken, MongoDB unreachable or unsuitable, mongod failed), or failed.
 EXIT_FAILED = 1
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--reset", action="store_true", help="put the demo documents back as they were")
     export = commands.add_parser("export-schema", help="print the GraphQL SDL (schema/schema.graphql)")
     export.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    commands.add_parser("settings-doc", help="print the configuration reference (docs/CONFIGURATION.md)")
     agent = commands.add_parser(
         "demo-agent", help="run the demo's agents (Python client) through a workflow on a running server"
     )
@@ -405,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
             args.output.write_text(sdl, encoding="utf-8")
         else:
             sys.stdout.write(sdl)
+        return EXIT_OK
+
+    if args.command == "settings-doc":
+        from app.settings_doc import render
+
+        sys.stdout.write(render())
         return EXIT_OK
 
     if args.command == "demo-agent":

@@ -1,6 +1,7 @@
 """The one typed settings object, read from the environment (and an optional `.env` file).
 
-Every setting, its environment variable and its default is listed in the README. Nothing here does
+Every setting, its environment variable and its default is listed in docs/CONFIGURATION.md, generated
+from this class (`app/settings_doc.py`). Nothing here does
 I/O at import time: `Settings()` is built by the CLI or by a test and passed down explicitly.
 """
 
@@ -278,7 +279,7 @@ class Settings(BaseSettings):
         description="Let pages on those origins send cookies and HTTP authentication"
         " (`credentials: 'include'`); refused with the `*` origin.",
     )
-    # --- the HTTP edge: sizes and hosts (README "Limits") ---
+    # --- the HTTP edge: sizes and hosts (docs/LIMITS.md) ---
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,

@@ -1,1 +1,1 @@
-"""Benchmarks: run with `make bench` (see the README); they print figures, they never assert times."""
+"""Benchmarks: run with `make bench` (see docs/BENCHMARKS.md); they print figures, they never assert times."""

@@ -52,12 +52,13 @@ def post(server: ServerProcess, body: dict[str, Any], accept: str = "application
 
 
 def documents() -> Iterator[tuple[str, str]]:
-    """Every GraphQL document the project ships: queries/ and the README's examples."""
+    """Every GraphQL document the project ships: queries/ and the examples of the README and docs/."""
     for path in sorted((ROOT / "queries").glob("*.graphql")):
         yield path.name, path.read_text(encoding="utf-8")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for i, block in enumerate(re.findall(r"```graphql\n(.*?)```", readme, re.S)):
-        yield f"README block {i}", block
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for i, block in enumerate(re.findall(r"```graphql\n(.*?)```", text, re.S)):
+            yield f"{page.name} block {i}", block
 
 
 def test_every_shipped_document_is_within_the_default_cost() -> None:

@@ -31,7 +31,7 @@ class Viewer:
         " everything)."
     )
     scopes: list[Scope] = strawberry.field(
-        description="What it may do: every root field needs one of these (README, 'Scopes')."
+        description="What it may do: every root field needs one of these (docs/ACCESS.md, 'Scopes')."
     )
     agents: list[str] | None = strawberry.field(
         description="The agents whose tasks it may claim, transition, create and change; null: any agent."

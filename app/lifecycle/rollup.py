@@ -1,6 +1,6 @@
 """The progress roll-up of a workflow tree, as a pure function over its tasks' states.
 
-Definition (documented in the README):
+Definition (documented in docs/QUERYING.md):
 - `counts` are over every task below the meta task (its sub-tasks and their behavior tasks), by status;
   a task with no state document counts as `pending`.
 - `percentage` is the mean, over the leaves (behavior tasks, plus sub-tasks that have none), of each

@@ -204,7 +204,7 @@ def _request_body(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]])
         allowed = [entity.spec.id_field, *(f for f in entity.spec.fields if "." not in f)]
         return {
             "required": False,
-            "description": "A MongoDB-style filter over the stored field names (the seed's), sent as the"
+            "description": "A MongoDB-style filter over the stored (snake_case) field names, sent as the"
             f" whole body; empty means everything. Fields: {', '.join(allowed)} (and dotted paths into"
             " free-form objects). Operators: $eq $ne $gt $gte $lt $lte $in $nin $exists $regex $options"
             " $not $all $size $elemMatch $type $and $or $nor; anything else ($where, $function, $expr, …)"
@@ -289,11 +289,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "Agent Local Tasks DB — REST (seed 002)",
+            "title": "agent-tasks REST API",
             "version": "1.0.0",
             "description": "CRUD and MongoDB-style queries over the task hierarchy (meta workflow →"
-            " sub-task → behavior task), their outputs and agent task states, with the seed's field"
-            ' names. Errors are `{"error": {"code", "message", …}}`. The same data is served by'
+            " sub-task → behavior task), their outputs and agent task states, with the stored (snake_case)"
+            ' field names. Errors are `{"error": {"code", "message", …}}`. The same data is served by'
             " GraphQL at /graphql.",
         },
         "paths": paths,

@@ -1,6 +1,8 @@
-"""The README's examples run as written against the demo (`make run`): its GraphQL blocks and inline
-mutations, the named operations in `queries/` with the variables their comments give, and its REST curl
-sequence with curl against a real server process."""
+"""The documentation holds: the README fits on a screen and its links resolve; the configuration page is
+the one `Settings` generates; and the examples of the README and of every page in docs/ run as written
+against the demo (`make run`): their GraphQL blocks and inline mutations, the named operations in
+`queries/` with the variables their comments give, and the REST curl sequence (docs/REST.md) with curl
+against a real server process. `mkdocs build --strict` (in `make test`) checks the site's own links."""
 
 from __future__ import annotations
 
@@ -16,16 +18,21 @@ from graphql import OperationType, parse, validate
 from graphql.language import OperationDefinitionNode
 from pymongo import MongoClient
 
+from app import settings_doc
 from app.api.schema import build_schema
 from app.demo import DEMO_WORKFLOW_ID
 from app.settings import Settings
+from app.settings_doc import group_of, render
 from tests.conftest import ROOT
 from tests.servers import serve
 from tests.test_demo import demo_server
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-GRAPHQL_BLOCKS = re.findall(r"```graphql\n(.*?)```", README, re.S)
-INLINE_MUTATIONS = re.findall(r"`(mutation \{.*?\})`", README)
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+#: The README and every documentation page, one text: the examples may sit on any of them.
+DOCS = "\n".join([README, *(page.read_text(encoding="utf-8") for page in PAGES)])
+GRAPHQL_BLOCKS = re.findall(r"```graphql\n(.*?)```", DOCS, re.S)
+INLINE_MUTATIONS = re.findall(r"`(mutation \{.*?\})`", DOCS)
 QUERY_FILES = sorted((ROOT / "queries").glob("*.graphql"))
 
 
@@ -51,6 +58,34 @@ def kind_of(document: str) -> OperationType:
     operations = [d for d in parse(document).definitions if isinstance(d, OperationDefinitionNode)]
     assert len(operations) == 1
     return operations[0].operation
+
+
+def test_the_readme_fits_on_a_screen_and_its_links_resolve() -> None:
+    lines = README.splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; the rest belongs in docs/"
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README):
+        if not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), f"README links to {target}, which is not in the repository"
+
+
+def test_the_configuration_page_is_generated_from_the_settings() -> None:
+    page = (ROOT / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
+    assert page == render(), (
+        "docs/CONFIGURATION.md is stale: agent-tasks settings-doc > docs/CONFIGURATION.md"
+    )
+    for name in Settings.model_fields:
+        assert f"| `{name.upper()}` |" in page
+
+
+def test_every_setting_is_filed_in_one_group() -> None:
+    assert all(group_of(name) is not None for name in Settings.model_fields)
+    with pytest.raises(ValueError, match="settings in no group"):
+        original = settings_doc.GROUPS
+        try:
+            settings_doc.GROUPS = original[1:]
+            render()
+        finally:
+            settings_doc.GROUPS = original
 
 
 def test_the_readme_has_the_examples_this_module_runs() -> None:
@@ -90,13 +125,13 @@ async def test_readme_and_named_operations_run_against_the_demo(settings: Settin
         assert last == {"taskId": "beh_write_script", "progress": 0.6}
 
 
-# The README's REST sequence against `make run`, and what each command answers.
+# docs/REST.md's curl sequence against `make run`, and what each command answers.
 README_CURL_STATUSES = [200, 200, 201, 200, 200, 409, 200, 409, 200]
 
 
 def readme_curl_commands() -> list[list[str]]:
     """The commands of the README's sh block that starts with the demo workflow, as arguments."""
-    block = next(b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "meta_podcast_ai_ethics" in b)
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", DOCS, re.S) if "meta_podcast_ai_ethics" in b)
     words = shlex.split(block.replace("\\\n", " "), comments=True)
     commands: list[list[str]] = []
     for word in words:
