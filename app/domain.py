@@ -76,6 +76,16 @@ def normalise_status(value: Any) -> str:
 _CANONICAL_STATUSES = {status.value: status.value for status in Status}
 
 
+def parse_status(value: Any) -> Status | None:
+    """The `Status` a stored value means (`normalise_status`: "canceled", "In-Progress", "inprogress",
+    None → pending…), or None for a status this server does not know. The one reader of stored statuses
+    for the state machine's callers, the GraphQL types and the events alike."""
+    try:
+        return Status(normalise_status(value))
+    except ValueError:
+        return None
+
+
 class Priority(StrEnum):
     """Urgency of a task (seed 001); claiming hands out the most urgent first."""
 

@@ -101,3 +101,32 @@ async def test_progress_reads_capitalised_statuses(gql: GraphQLClient, db: Any) 
         '{ metaWorkflowTask(id: "m1") { progress { inProgress completed percentage } } }'
     )
     assert progress["metaWorkflowTask"]["progress"] == {"inProgress": 1, "completed": 1, "percentage": 70.0}
+
+
+async def test_every_spelling_the_state_machine_accepts_reads_over_graphql(
+    gql: GraphQLClient, db: Any
+) -> None:
+    """One normaliser for foreign statuses: what the state machine accepts, the GraphQL reader shows (a
+    stored "canceled" once failed the whole query with "Cannot return null for non-nullable field")."""
+    spellings = {
+        "canceled": "CANCELLED",
+        "In-Progress": "IN_PROGRESS",
+        "inprogress": "IN_PROGRESS",
+        "In Progress": "IN_PROGRESS",
+        "COMPLETED": "COMPLETED",
+        " awaiting dependencies ": "AWAITING_DEPENDENCY",
+        "": "PENDING",
+        None: "PENDING",
+    }
+    docs = [
+        {**SEED_000_EXAMPLE, "_id": f"t{i}", "task_id": f"t{i}", "status": spelling}
+        for i, spelling in enumerate(spellings)
+    ]
+    await db.agent_task_states.insert_many(docs)
+    for i, wanted in enumerate(spellings.values()):
+        data = await gql.data(f'{{ agentTask(id: "t{i}") {{ status }} }}')
+        assert data["agentTask"]["status"] == wanted, (list(spellings)[i], data)
+    listed = await gql.data("{ agentTasks(first: 100) { edges { node { id status } } } }")
+    assert {e["node"]["id"]: e["node"]["status"] for e in listed["agentTasks"]["edges"]} == {
+        f"t{i}": wanted for i, wanted in enumerate(spellings.values())
+    }

@@ -24,6 +24,7 @@ from app.api.types.convert import from_doc
 from app.api.types.enums import TaskStatus
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.tasks import AgentTaskState
+from app.domain import parse_status
 from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, NotYourAgent, Refused, ServiceError
 
 S = TypeVar("S")
@@ -132,10 +133,7 @@ def error_from(exc: ServiceError) -> ErrorResult:
 
 def _status_or_pending(value: str | None) -> TaskStatus:
     # Fencing refuses documents of other programs too, whose status may be one this server does not know.
-    try:
-        return TaskStatus(value or "pending")
-    except ValueError:
-        return TaskStatus.PENDING
+    return parse_status(value) or TaskStatus.PENDING
 
 
 async def capture(work: Awaitable[S]) -> S | ErrorResult:

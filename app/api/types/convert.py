@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
+from app.domain import Status, parse_status
 from app.lifecycle.expiry import present
 from app.store.collections import AGENT_TASK_STATES, CollectionSpec
 
@@ -35,6 +36,8 @@ def as_datetime(value: Any) -> dt.datetime | None:
 
 
 def _enum_coercer(enum: type[Enum]) -> Callable[[Any], Any]:
+    if enum is Status:  # foreign spellings ("canceled", "In-Progress") read as the state machine reads them
+        return lambda value: value if value is None else parse_status(value)
     by_value = {str(m.value).lower(): m for m in enum}
 
     def coerce(value: Any) -> Any:

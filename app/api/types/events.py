@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 
 from app.api.types.convert import as_datetime
 from app.api.types.enums import TaskStatus
+from app.domain import parse_status
 from app.lifecycle.events import EventType as StoredEventType
 from app.store.events import encode_event_cursor
 
@@ -227,10 +228,7 @@ _TYPES: dict[str, type[TaskEvent]] = {
 
 
 def _status(value: Any) -> TaskStatus | None:
-    try:
-        return TaskStatus(str(value).lower())
-    except ValueError:
-        return None
+    return None if value is None else parse_status(value)
 
 
 def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
