@@ -3,16 +3,17 @@
 Each request takes one hit from its caller's budget for the scope it needs (`app/auth/scopes.py`:
 `read`, `write`, `admin`; a GraphQL operation counts once, at the highest scope of its root fields):
 an API key's budget is keyed by its id, a token's by its subject, and anonymous callers share a budget per
-client address (`RATE_LIMIT_ANONYMOUS`, whatever the scope). The windows are fixed (`limits`'
-`FixedWindowRateLimiter`): at most N hits per window, counted in one MongoDB document per caller, scope
-and window, so two processes on one database share one budget. A refused request is answered before it
+client address (`RATE_LIMIT_ANONYMOUS`, whatever the scope). The windows are fixed and aligned
+to the clock (a `1/minute` window is a calendar minute): at most N hits per window, counted in one MongoDB
+document per caller, scope and window (`app/store/rate_windows.py`), so two processes on one database share
+one budget. A refused request is answered before it
 does anything: REST 429 `rate_limited` with `Retry-After`; GraphQL `RATE_LIMITED` with `retryAfter`.
 
-`limits` ships a MongoDB storage for asyncio, but on motor (deprecated; the stack's driver is PyMongo's
-async API). `PyMongoStorage` runs that same storage's code (its documents, TTL indexes and
-`find_one_and_update` increments) over our own `AsyncMongoClient`: the two drivers' collection methods
-are the same calls. If MongoDB cannot be reached for the count, the request is let through (logged): the
-database being down fails the request anyway, with its own clear error.
+The `limits` library parses the settings (`600/minute`) into `RateLimitItem`s, through its public API. Its
+asyncio MongoDB storage is on motor (deprecated; the stack's driver is PyMongo's async API) and could only
+be run over our client by setting its private attributes, so the counting is our own: a few lines in the
+store, over a collection the store declares. If MongoDB cannot be reached for the count, the request is
+let through (logged): the database being down fails the request anyway, with its own clear error.
 
 `RATE_LIMITS=auto` (the default) limits only when the server requires credentials (not open), so
 `make run` and local tests are never slowed or refused; `on` and `off` force it.
@@ -20,47 +21,22 @@ database being down fails the request anyway, with its own clear error.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MongoDBStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter
-from limits.util import get_dependency
 from pymongo.errors import PyMongoError
 
 from app.domain import Scope
 from app.principal import Principal
 from app.settings import Settings
+from app.store import rate_windows
 from app.store.types import Db
 
 logger = logging.getLogger("agent_tasks.ratelimit")
-
-#: The collections the counters live in (TTL-indexed on `expireAt` by the storage).
-COUNTERS = "rate_limit_counters"
-WINDOWS = "rate_limit_windows"
-
-
-class PyMongoStorage(MongoDBStorage):
-    """`limits`' asyncio MongoDB storage on PyMongo's `AsyncMongoClient` instead of motor (see above)."""
-
-    # No STORAGE_SCHEME of its own: it is built from our database handle, never from a URI.
-    DEPENDENCIES = ["pymongo"]
-
-    def __init__(self, db: Db) -> None:
-        Storage.__init__(self)
-        self.proxy_dependency = self.dependencies["pymongo"]
-        self.lib_errors, _ = get_dependency("pymongo.errors")
-        self.storage = db.client
-        # The parent's private attributes, set as its own constructor would (pinned `limits` major).
-        self._MongoDBStorage__database_name = db.name
-        self._MongoDBStorage__collection_mapping = {"counters": COUNTERS, "windows": WINDOWS}
-        self._MongoDBStorage__indices_created = False
-
-    def __del__(self) -> None:
-        """Nothing to close: the client is the application's (the parent would close it)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +60,7 @@ class RateLimiter:
             Scope.ADMIN.value: (parse(settings.rate_limit_admin), "RATE_LIMIT_ADMIN"),
             "anonymous": (parse(settings.rate_limit_anonymous), "RATE_LIMIT_ANONYMOUS"),
         }
-        self.limiter = FixedWindowRateLimiter(PyMongoStorage(db))
+        self.db = db
 
     async def hit(self, principal: Principal, scope: Scope, address: str | None) -> None:
         """Take one hit for this caller and scope; `RateLimited` when the budget is spent."""
@@ -97,14 +73,18 @@ class RateLimiter:
         else:
             item, setting = self.limits[scope.value]
             who, keys = f"{principal.kind} {principal.id}", (scope.value, principal.kind, principal.id or "")
+        now = time.time()
+        period = item.get_expiry()
+        window_end = (math.floor(now / period) + 1) * period
+        key = "/".join((*keys, str(item), str(window_end)))
         try:
-            if await self.limiter.hit(item, *keys):
-                return
-            reset, _ = await self.limiter.get_window_stats(item, *keys)
+            count = await rate_windows.hit(self.db, key, dt.datetime.fromtimestamp(window_end, dt.UTC))
         except PyMongoError as exc:
             logger.warning("rate limit not checked (%s): request let through", exc)
             return
-        retry_after = max(1, math.ceil(reset - time.time()))
+        if count <= item.amount:
+            return
+        retry_after = max(1, math.ceil(window_end - now))
         raise RateLimited(
             f"rate limit exceeded for {who}: {item.amount} per {item.multiples} {item.GRANULARITY.name}"
             f" ({setting}); try again in {retry_after} s",

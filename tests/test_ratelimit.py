@@ -4,6 +4,8 @@ written."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from typing import Any
 
 import httpx
@@ -151,3 +153,19 @@ def test_forwarded_allow_ips_holds_addresses_and_networks() -> None:
     assert Settings(_env_file=None).forwarded_allow_ips == []
     with pytest.raises(ValidationError, match="FORWARDED_ALLOW_IPS holds proxy addresses"):
         Settings(_env_file=None, forwarded_allow_ips="proxy.internal")
+
+
+async def test_a_window_counts_every_concurrent_hit_once(db: Any) -> None:
+    """The counting is ours (app/store/rate_windows.py): 60 hits at once on a window nobody has opened yet
+    (so several upserts race to create it) count 60, and the window goes when it ends (TTL index)."""
+    from app.store import rate_windows
+    from app.store.indexes import ensure_indexes
+
+    await ensure_indexes(db)
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=1)
+    counts = await asyncio.gather(*(rate_windows.hit(db, "write/key/k1/w", end) for _ in range(60)))
+    assert sorted(counts) == list(range(1, 61))
+    doc = await db.rate_limit_counters.find_one({"_id": "write/key/k1/w"})
+    assert doc["count"] == 60 and doc["expire_at"].replace(tzinfo=dt.UTC) == end
+    indexes = {i["name"]: i async for i in await db.rate_limit_counters.list_indexes()}
+    assert indexes["expire_at_1"]["expireAfterSeconds"] == 0

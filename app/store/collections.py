@@ -313,6 +313,17 @@ SERVER_PROCESSES = CollectionSpec(
     name="server_processes", id_field="_id", fields={"app_name": S, "until": DT, "host": S, "pid": INT}
 )
 
+#: Fixed-window rate-limit counters, one per caller, scope and window (app/store/rate_windows.py): a
+#: window's document is removed by MongoDB once the window is over. `expireAt_1` was the index of the
+#: `limits` library's storage, which earlier versions used.
+RATE_LIMIT_COUNTERS = CollectionSpec(
+    name="rate_limit_counters",
+    id_field="_id",
+    fields={"count": INT, "expire_at": DT},
+    indexes=(_idx("expire_at", ttl=0),),
+    retired_indexes=("expireAt_1",),
+)
+
 #: Every collection, in the order the hierarchy reads.
 ALL: tuple[CollectionSpec, ...] = (
     META_WORKFLOW_TASKS,
@@ -327,4 +338,5 @@ ALL: tuple[CollectionSpec, ...] = (
     API_KEYS,
     SERVER_CONFIG,
     SERVER_PROCESSES,
+    RATE_LIMIT_COUNTERS,
 )
