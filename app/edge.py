@@ -17,7 +17,6 @@ from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from asgi_correlation_id.log_filters import CorrelationIdFilter
-from starlette._utils import parse_host_header
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -26,6 +25,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.settings import Settings
 
 logger = logging.getLogger("agent_tasks.requests")
+
+#: A Host header (RFC 9110 §7.2): a registered name or IPv4 address, or a bracketed IP literal, then an
+#: optional port. Starlette parses it the same way in a private module (`starlette._utils`), not ours to use.
+_HOST_HEADER = re.compile(
+    r"(?P<host>[a-z0-9._~%!$&'()*+,;=-]+|\[(?:[a-f0-9]*:[a-f0-9.:]+|v[a-f0-9]+\.[a-z0-9._~!$&'()*+,;=:-]+)\])"
+    r"(?::[0-9]+)?",
+    re.IGNORECASE,
+)
+
+
+def host_of(header: str) -> str | None:
+    """The host of a Host header, lower-cased (brackets kept around an IP literal), or None if malformed."""
+    match = _HOST_HEADER.fullmatch(header)
+    return match["host"].lower() if match else None
+
 
 REQUEST_ID_HEADER = "X-Request-ID"
 #: A client's request id is kept when it looks like one (no spaces or control characters: it is logged).
@@ -65,8 +79,7 @@ class TrustedHosts(TrustedHostMiddleware):
             await self.app(scope, receive, send)
             return
         raw = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
-        parsed = parse_host_header(raw)
-        host = parsed.host.lower() if parsed is not None else None
+        host = host_of(raw)
         if host is not None and any(
             host == pattern or (pattern.startswith("*") and host.endswith(pattern[1:]))
             for pattern in self.allowed_hosts

@@ -116,7 +116,8 @@ class PreparedDocuments(SchemaExtension):
                     context.graphql_document = prepared.document
                     self.errors = list(prepared.errors)
             if self.refusal is not None:
-                context.graphql_document = placeholder(context._provided_operation_name)
+                # No document yet, so `operation_name` is the one the client sent.
+                context.graphql_document = placeholder(context.operation_name)
         yield
 
     def on_validate(self) -> Iterator[None]:
