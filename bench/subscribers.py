@@ -14,6 +14,13 @@ the cost per subscriber between steps. Both also print the load average (the mac
 It starts its own embedded mongod (unless MONGODB_URI is set) and its own `agent-tasks serve` process.
 Latency is measured from the event's `timestamp` (taken in the writing transaction just before it
 commits, so it slightly over-states the latency) to the moment the client decoded the message.
+
+Every wait has a deadline (`--deadline`, 120 s): subscribers that do not connect or register in time are
+reported (how many, and the last count the server gave) and the run goes on with the others or stops
+saying so. A subscription the server ends (a `complete` or an `error` message, or a closed socket: for
+instance a consumer too slow for SUBSCRIPTION_QUEUE_SIZE on a loaded machine) is counted apart, with its
+reason; the events it missed after it ended are "missed after an end", never "lost", which counts only
+what an open subscription failed to deliver.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from app.mongo.embedded import EmbeddedMongod
@@ -90,8 +98,22 @@ class Subscriber:
         self.latencies: list[float] = []
         self.errors: list[Any] = []
         self.ready = asyncio.Event()
+        #: Why the subscription ended before the benchmark stopped it (None: it did not).
+        self.ended: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        except ConnectionClosed as exc:
+            if not stop.is_set():
+                self.ended = f"socket closed ({exc.rcvd.code if exc.rcvd else 'no close frame'}"
+                self.ended += f" {exc.rcvd.reason})" if exc.rcvd and exc.rcvd.reason else ")"
+        except (OSError, AssertionError) as exc:
+            self.ended = f"could not subscribe ({type(exc).__name__})"
+        finally:
+            self.ready.set()  # a subscriber that failed to connect is ready too: the run counts it
+
+    async def _run(self, stop: asyncio.Event) -> None:
         async with connect(
             self.url, subprotocols=[Subprotocol("graphql-transport-ws")], proxy=None, max_queue=None
         ) as ws:
@@ -104,6 +126,13 @@ class Subscriber:
                 raw = await ws.recv()
                 received = time.time()
                 message = json.loads(raw)
+                if message["type"] in ("complete", "error"):
+                    self.errors.append(message)
+                    reason = message.get("payload")
+                    self.ended = f"server sent {message['type']}" + (
+                        f": {json.dumps(reason)[:120]}" if reason else ""
+                    )
+                    return
                 if message["type"] != "next" or "errors" in message["payload"]:
                     self.errors.append(message)
                     continue
@@ -111,6 +140,46 @@ class Subscriber:
                 self.cursors.append(event["cursor"])
                 committed = dt.datetime.fromisoformat(event["timestamp"]).timestamp()
                 self.latencies.append(received - committed)
+
+
+async def connect_all(
+    server_url: str, subscribers: list[Subscriber], stop: asyncio.Event, deadline: float, before: int = 0
+) -> tuple[list[asyncio.Task[None]], str]:
+    """Start every subscriber in waves of 100 (no SYN flood on loopback) and wait, at most `deadline`
+    seconds in all, until the server counts them registered (beside `before` already there). The runners and a line saying how it went."""
+    runners: list[asyncio.Task[None]] = []
+    started = time.monotonic()
+    registered = 0
+    try:
+        async with asyncio.timeout(deadline):
+            for chunk in range(0, len(subscribers), 100):
+                batch = subscribers[chunk : chunk + 100]
+                runners += [asyncio.create_task(s.run(stop)) for s in batch]
+                await asyncio.gather(*(s.ready.wait() for s in batch))
+            wanted = before + sum(s.ended is None for s in subscribers)
+            async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+                while (
+                    registered := (await http.get("/healthz")).json()["event_hub"]["subscribers"]
+                ) < wanted:
+                    await asyncio.sleep(0.1)
+    except TimeoutError:
+        failed = sum(s.ended is not None for s in subscribers)
+        return runners, (
+            f"NOT all registered within {deadline:g} s: {len(runners)} started, {failed} failed to"
+            f" subscribe, the server counted {registered}; going on with those"
+        )
+    failed = sum(s.ended is not None for s in subscribers)
+    note = f", {failed} failed to subscribe" if failed else ""
+    return runners, f"connected in {time.monotonic() - started:.1f} s{note}"
+
+
+def end_reasons(subscribers: list[Subscriber]) -> str:
+    """The subscriptions the server ended (or that never started), counted by reason."""
+    reasons: dict[str, int] = {}
+    for s in subscribers:
+        if s.ended is not None:
+            reasons[s.ended] = reasons.get(s.ended, 0) + 1
+    return "; ".join(f"{n} × {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])) or "none"
 
 
 async def writer(url: str, tasks: list[str], rate: float, seconds: float) -> tuple[int, int]:
@@ -167,16 +236,7 @@ async def main(args: argparse.Namespace) -> None:
             ws_url = server.url.replace("http", "ws", 1) + "/graphql"
             subscribers = [Subscriber(ws_url, workflows[i % len(workflows)]) for i in range(args.subscribers)]
             stop = asyncio.Event()
-            connect_start = time.monotonic()
-            runners = []
-            for chunk in range(0, len(subscribers), 100):  # connect in waves: no SYN flood on loopback
-                batch = subscribers[chunk : chunk + 100]
-                runners += [asyncio.create_task(s.run(stop)) for s in batch]
-                await asyncio.gather(*(s.ready.wait() for s in batch))
-            async with httpx.AsyncClient(base_url=server.url) as http:
-                while (await http.get("/healthz")).json()["event_hub"]["subscribers"] < len(subscribers):
-                    await asyncio.sleep(0.1)
-            connected_in = time.monotonic() - connect_start
+            runners, connected = await connect_all(server.url, subscribers, stop, args.deadline)
             idle_rss = rss_mb(server.process.pid)
             tasks = [f"{w}_s0" for w in workflows]
             samples: list[tuple[float, float]] = []
@@ -217,14 +277,16 @@ async def main(args: argparse.Namespace) -> None:
                             break
                         after = page["pageInfo"]["endCursor"]
                     expected[wid] = cursors
-        lost = sum(len(set(expected[s.workflow_id]) - set(s.cursors)) for s in subscribers)
+        open_ones = [s for s in subscribers if s.ended is None]
+        lost = sum(len(set(expected[s.workflow_id]) - set(s.cursors)) for s in open_ones)
+        missed_after_end = sum(
+            len(set(expected[s.workflow_id]) - set(s.cursors)) for s in subscribers if s.ended is not None
+        )
         duplicated = sum(len(s.cursors) - len(set(s.cursors)) for s in subscribers)
         out_of_order = sum(s.cursors != sorted(s.cursors) for s in subscribers)
         latencies = sorted(x * 1000 for s in subscribers for x in s.latencies)
         delivered = len(latencies)
-        print(
-            f"subscribers            {len(subscribers)} over {len(workflows)} workflows (connected in {connected_in:.1f} s)"
-        )
+        print(f"subscribers            {len(subscribers)} over {len(workflows)} workflows ({connected})")
         seconds = args.soak or args.seconds
         print(
             f"writer                 {sent} mutations in {seconds:.0f} s ({sent / seconds:.1f}/s, {refused} refused)"
@@ -237,7 +299,12 @@ async def main(args: argparse.Namespace) -> None:
             p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
             print(f"latency commit→client  p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {latencies[-1]:.1f} ms")
         print(
-            f"lost / duplicated      {lost} / {duplicated}   out of order: {out_of_order}   errors: {sum(len(s.errors) for s in subscribers)}"
+            f"lost / duplicated      {lost} / {duplicated} (over {len(open_ones)} open subscriptions)"
+            f"   out of order: {out_of_order}   errors: {sum(len(s.errors) for s in subscribers)}"
+        )
+        print(
+            f"ended by the server    {len(subscribers) - len(open_ones)}: {end_reasons(subscribers)}"
+            f" ({missed_after_end} events missed after an end)"
         )
         print(
             f"server memory (RSS)    {base_rss:.0f} MB idle, {idle_rss:.0f} MB with subscribers, {loaded_rss:.0f} MB under load"
@@ -274,17 +341,16 @@ async def idle(args: argparse.Namespace) -> None:
             previous: tuple[int, float] | None = None
             print("idle subscribers   server RSS   per subscriber since the previous step")
             for count in steps:
-                while len(subscribers) < count:  # in waves of 100, as above
-                    batch = [
-                        Subscriber(ws_url, workflows[(len(subscribers) + i) % len(workflows)])
-                        for i in range(min(100, count - len(subscribers)))
-                    ]
-                    subscribers += batch
-                    runners += [asyncio.create_task(s.run(stop)) for s in batch]
-                    await asyncio.gather(*(s.ready.wait() for s in batch))
-                async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-                    while (await http.get("/healthz")).json()["event_hub"]["subscribers"] < count:
-                        await asyncio.sleep(0.1)
+                batch = [
+                    Subscriber(ws_url, workflows[(len(subscribers) + i) % len(workflows)])
+                    for i in range(count - len(subscribers))
+                ]
+                before = sum(s.ended is None for s in subscribers)
+                subscribers += batch
+                started, connected = await connect_all(server.url, batch, stop, args.deadline, before)
+                runners += started
+                if not connected.startswith("connected"):
+                    print(f"{count:16d}   {connected}", flush=True)
                 await asyncio.sleep(3)  # settle
                 rss = rss_mb(server.process.pid)
                 per = (
@@ -315,6 +381,9 @@ if __name__ == "__main__":
     parser.add_argument("--sample", type=float, default=30, help="soak: seconds between RSS samples")
     parser.add_argument(
         "--idle", type=int, nargs="*", default=[], help="idle subscriber counts to measure RSS at"
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=120, help="seconds the subscribers may take to register"
     )
     arguments = parser.parse_args()
     asyncio.run(idle(arguments) if arguments.idle else main(arguments))
