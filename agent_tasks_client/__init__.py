@@ -24,7 +24,7 @@ from agent_tasks_client.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState
+from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState, Timeouts
 from agent_tasks_client.worker import Handler, Worker, WorkerStats
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "RetryPolicy",
     "RetryableError",
     "TaskState",
+    "Timeouts",
     "TransitionRefused",
     "TransportError",
     "Unauthorized",

@@ -27,6 +27,7 @@ from agent_tasks_client.documents import (
     RECORD_ERROR_FIELDS,
     STATE_FIELDS,
     STEERING_FIELDS,
+    TIMEOUT_FIELDS,
     WORKFLOW_TREE,
     operation,
     transition_fields,
@@ -38,7 +39,7 @@ from agent_tasks_client.errors import (
     Unauthorized,
     raise_for_member,
 )
-from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState, format_time
+from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState, Timeouts, format_time
 
 if TYPE_CHECKING:
     from agent_tasks_client.worker import Handler, Worker
@@ -82,6 +83,7 @@ class AgentTasksClient:
         )
         self._lease_support: bool | None = None
         self._steering_support: bool | None = None
+        self._timeout_support: bool | None = None
         self._probe_lock = asyncio.Lock()
 
     async def __aenter__(self) -> AgentTasksClient:
@@ -147,10 +149,25 @@ class AgentTasksClient:
             self._steering_support = data.get("steering") is not None
         return self._steering_support
 
+    async def supports_timeouts(self) -> bool:
+        """Whether the server has timeouts (`TimeoutKind` in the schema); asked once per client, like
+        `supports_leases`. A server that refuses introspection is taken to have them."""
+        if self._timeout_support is None:
+            try:
+                data = await self.execute('{ timeouts: __type(name: "TimeoutKind") { name } }')
+            except TransportError as exc:
+                if not exc.errors:
+                    raise
+                data = {"timeouts": True}
+            self._timeout_support = data.get("timeouts") is not None
+        return self._timeout_support
+
     async def _fit(self, selection: str) -> str:
-        """`selection` without the fields this server does not have (leases, steering)."""
+        """`selection` without the fields this server does not have (leases, steering, timeouts)."""
         if not await self.supports_leases():
             selection = selection.replace("leaseHolder leaseExpiresAt", "")
+        if not await self.supports_timeouts():
+            selection = selection.replace(TIMEOUT_FIELDS, "")
         if not await self.supports_steering():
             selection = selection.replace(STEERING_FIELDS, "")
         return selection
@@ -225,13 +242,17 @@ class AgentTasksClient:
         idempotency_key: str | None = None,
         retry_policy: RetryPolicy | None = None,
         not_before: datetime | None = None,
+        timeouts: Timeouts | None = None,
     ) -> TaskState:
         """`createAgentTask`: a standalone task for `agent_name`. `priority` is `low`, `medium`, `high`
         or `urgent`; `dependencies` are `{"taskId", "statusExpected"}`; `retry_policy` how its failed
-        attempts are retried; `not_before` a delayed start; `extra` passes further `CreateAgentTaskInput`
-        fields (GraphQL names) as they are."""
+        attempts are retried; `not_before` a delayed start; `timeouts` its timeouts (refused, ValueError,
+        to a server without them); `extra` passes further `CreateAgentTaskInput` fields (GraphQL names)
+        as they are."""
         policy = await self._steering_arg(retry_policy, "retry_policy")
         start = await self._steering_arg(not_before, "not_before")
+        if timeouts is not None and not await self.supports_timeouts():
+            raise ValueError("timeouts need a server with timeouts")
         fields = {
             "agentName": agent_name,
             "name": name,
@@ -244,6 +265,7 @@ class AgentTasksClient:
             "id": id,
             "retryPolicy": None if policy is None else policy.to_graphql(),
             "notBefore": None if start is None else format_time(start),
+            **({} if timeouts is None else timeouts.to_graphql()),
             **dict(extra or {}),
         }
         args = {
@@ -561,6 +583,8 @@ class AgentTasksClient:
         dropped = [] if await self.supports_leases() else ["LeaseExpiredEvent"]
         if not await self.supports_steering():
             dropped += ["TaskRescheduledEvent", "TaskCancelledEvent"]
+        if not await self.supports_timeouts():
+            dropped += ["TaskTimedOutEvent"]
         return "\n".join(line for line in EVENT_FIELDS.splitlines() if not any(d in line for d in dropped))
 
     # ------------------------------------------------------------------------------------------- reads

@@ -13,10 +13,15 @@ from typing import Any
 STATE_FIELDS = """
   id agentName status attempts version progressPercentage currentStep name workflowId taskKind
   maxAttempts inputParameters leaseHolder leaseExpiresAt nextAttemptAt notBefore
+  scheduleToStartTimeout startToCloseTimeout scheduleToCloseTimeout
+  scheduleToStartDeadline startToCloseDeadline scheduleToCloseDeadline
   lastError { message }
 """
 #: State fields of a server with retry policies and delayed starts (left out for an older one).
 STEERING_FIELDS = "nextAttemptAt notBefore"
+#: State fields of a server with timeouts (left out for an older one).
+TIMEOUT_FIELDS = """scheduleToStartTimeout startToCloseTimeout scheduleToCloseTimeout
+  scheduleToStartDeadline startToCloseDeadline scheduleToCloseDeadline"""
 
 #: Every event with its payload (`Event.data`).
 EVENT_FIELDS = """
@@ -35,6 +40,7 @@ EVENT_FIELDS = """
   ... on LeaseExpiredEvent { holder attempt leaseExpiresAt leaseStatus: status }
   ... on TaskRescheduledEvent { notBefore previousNotBefore }
   ... on TaskCancelledEvent { reason rootTaskId cancelFromStatus: fromStatus }
+  ... on TaskTimedOutEvent { kind timeoutSeconds deadline attempt timedOutStatus: status nextAttemptAt }
   ... on OtherEvent { rawType payload }
 """
 

@@ -52,6 +52,27 @@ class RetryPolicy:
         return {k: v for k, v in values.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """A task's timeouts in seconds (the server's `scheduleToStartTimeout`, `startToCloseTimeout`,
+    `scheduleToCloseTimeout`; Temporal's activity timeouts). None: the server's default; 0: none.
+    `schedule_to_start`: not started in time once schedulable → failed; `start_to_close`: one attempt
+    running too long → that attempt fails and the retry policy applies; `schedule_to_close`: the whole
+    task, retries included → failed. The heartbeat timeout is the lease (`lease_seconds`)."""
+
+    schedule_to_start: float | None = None
+    start_to_close: float | None = None
+    schedule_to_close: float | None = None
+
+    def to_graphql(self) -> dict[str, Any]:
+        values = {
+            "scheduleToStartTimeout": self.schedule_to_start,
+            "startToCloseTimeout": self.start_to_close,
+            "scheduleToCloseTimeout": self.schedule_to_close,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
 def _lower(value: Any) -> str | None:
     return None if value is None else str(value).lower()
 
@@ -80,6 +101,11 @@ class TaskState:
     last_error: str | None = None
     next_attempt_at: datetime | None = None
     not_before: datetime | None = None
+    #: The task's timeouts (seconds; None or 0: none) and the deadlines running now (None: not running).
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    schedule_to_start_deadline: datetime | None = None
+    start_to_close_deadline: datetime | None = None
+    schedule_to_close_deadline: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -103,6 +129,14 @@ class TaskState:
             last_error=last_error.get("message"),
             next_attempt_at=parse_time(data.get("nextAttemptAt")),
             not_before=parse_time(data.get("notBefore")),
+            timeouts=Timeouts(
+                schedule_to_start=data.get("scheduleToStartTimeout"),
+                start_to_close=data.get("startToCloseTimeout"),
+                schedule_to_close=data.get("scheduleToCloseTimeout"),
+            ),
+            schedule_to_start_deadline=parse_time(data.get("scheduleToStartDeadline")),
+            start_to_close_deadline=parse_time(data.get("startToCloseDeadline")),
+            schedule_to_close_deadline=parse_time(data.get("scheduleToCloseDeadline")),
             raw=dict(data),
         )
 

@@ -189,6 +189,7 @@ async def _services(
             max_workflow_tasks=settings.max_workflow_tasks,
             retry_policy=settings.retry_policy(),
             require_lease_holder=settings.require_lease_holder,
+            timeouts=settings.timeouts(),
         )
         state = AppState(
             settings=settings,

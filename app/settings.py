@@ -269,6 +269,29 @@ class Settings(BaseSettings):
         le=1,
         description="Default retry policy: each delay is spread uniformly over delay × (1 ± jitter).",
     )
+    schedule_to_start_timeout_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="Default schedule-to-start timeout of a new task that names none: a task not started"
+        " this long after it became schedulable (created, released, retrying) fails (TASK_TIMED_OUT"
+        " SCHEDULE_TO_START). 0 (the default): none (docs/STEERING.md, Timeouts).",
+    )
+    start_to_close_timeout_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="Default start-to-close timeout of a new task that names none: an attempt running longer"
+        " fails, and the retry policy applies (START_TO_CLOSE). 0 (the default): none.",
+    )
+    schedule_to_close_timeout_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="Default schedule-to-close timeout of a new task that names none: a task not finished"
+        " this long after its creation, retries included, fails for good (SCHEDULE_TO_CLOSE). 0 (the"
+        " default): none.",
+    )
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins whose pages may call the API from a browser (CORS), comma-separated or a JSON"
@@ -547,6 +570,14 @@ class Settings(BaseSettings):
             "backoff_coefficient": self.retry_backoff_coefficient,
             "maximum_interval": self.retry_maximum_interval_seconds,
             "jitter": self.retry_jitter,
+        }
+
+    def timeouts(self) -> dict[str, float]:
+        """The default timeouts (`app/lifecycle/timeouts.py` field names; 0: none)."""
+        return {
+            "schedule_to_start_timeout": self.schedule_to_start_timeout_seconds,
+            "start_to_close_timeout": self.start_to_close_timeout_seconds,
+            "schedule_to_close_timeout": self.schedule_to_close_timeout_seconds,
         }
 
     @model_validator(mode="after")

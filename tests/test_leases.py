@@ -310,6 +310,7 @@ async def test_agent_a_loses_its_lapsed_lease_to_agent_b(settings: Settings, db:
             "STATUS_CHANGED",  # pending → in_progress (A)
             "STATUS_CHANGED",  # in_progress → retrying
             "LEASE_EXPIRED",
+            "TASK_TIMED_OUT",  # kind HEARTBEAT: the lease is the heartbeat timeout
             "STATUS_CHANGED",  # retrying → in_progress (B)
             "STATUS_CHANGED",  # in_progress → completed
             "TASK_COMPLETED",
@@ -372,7 +373,7 @@ async def test_a_lapse_with_the_attempts_used_up_fails_the_task(db: Any, lifecyc
         "lease_expires_at": lapsed_at.isoformat(),
         "status": "failed",
     }
-    assert await event_types(db, "last") == ["STATUS_CHANGED", "LEASE_EXPIRED"]
+    assert await event_types(db, "last") == ["STATUS_CHANGED", "LEASE_EXPIRED", "TASK_TIMED_OUT"]
     for untouched in ("held", "unleased", "done"):
         assert (await stored(db, untouched))["version"] == 1
     assert await lapse_overdue(lifecycle, now) == []  # nothing left to do
@@ -404,7 +405,7 @@ async def test_concurrent_sweeps_lapse_each_lease_once(db: Any, lifecycle: Lifec
     first, second = await asyncio.gather(lapse_overdue(lifecycle), lapse_overdue(Lifecycle(db)))
     assert sorted(first + second) == ids
     for task_id in ids:
-        assert await event_types(db, task_id) == ["STATUS_CHANGED", "LEASE_EXPIRED"]
+        assert await event_types(db, task_id) == ["STATUS_CHANGED", "LEASE_EXPIRED", "TASK_TIMED_OUT"]
 
 
 async def test_two_server_processes_lapse_each_lease_exactly_once(settings: Settings, db: Any) -> None:

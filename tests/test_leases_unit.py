@@ -101,6 +101,7 @@ def test_lapse_returns_the_task_to_retrying_with_its_events() -> None:
             "timestamp": NOW,
             "message": message,
             "details": "no heartbeat extended the lease before it ran out",
+            "error_type": "TimedOut:HEARTBEAT",
         },
         **NO_LEASE,
     }
@@ -113,6 +114,17 @@ def test_lapse_returns_the_task_to_retrying_with_its_events() -> None:
                 "holder": "w1",
                 "attempt": 1,
                 "lease_expires_at": PAST.isoformat(),
+                "status": "retrying",
+            },
+        ),
+        (  # the lease is the heartbeat timeout: its lapse is also a TASK_TIMED_OUT of kind HEARTBEAT
+            "TASK_TIMED_OUT",
+            {
+                "task_id": "t1",
+                "kind": "HEARTBEAT",
+                "timeout_seconds": 1.0,
+                "deadline": PAST.isoformat(),
+                "attempt": 1,
                 "status": "retrying",
             },
         ),

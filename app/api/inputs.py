@@ -105,6 +105,21 @@ class TaskStateInput:
     not_before: dt.datetime | None = strawberry.field(
         default=UNSET, description="A delayed start: the task is not claimed before this."
     )
+    schedule_to_start_timeout: float | None = strawberry.field(
+        default=UNSET,
+        description="Seconds the task may wait for a start once schedulable, then it fails (0: none; default:"
+        " the server's SCHEDULE_TO_START_TIMEOUT_SECONDS). Inherited down a createWorkflow subtree.",
+    )
+    start_to_close_timeout: float | None = strawberry.field(
+        default=UNSET,
+        description="Seconds one attempt may run, then it fails and the retry policy applies (0: none;"
+        " default: START_TO_CLOSE_TIMEOUT_SECONDS). Inherited down a createWorkflow subtree.",
+    )
+    schedule_to_close_timeout: float | None = strawberry.field(
+        default=UNSET,
+        description="Seconds the whole task may take from its creation, retries included, then it fails"
+        " (0: none; default: SCHEDULE_TO_CLOSE_TIMEOUT_SECONDS). Inherited down a createWorkflow subtree.",
+    )
 
 
 @strawberry.input(description="A standalone task (seed 000/001): a state with no hierarchy task.")

@@ -72,7 +72,14 @@ class AgentTaskWrites(HierarchyService):
             statuses = await deps_rules.check_graph(self.db, session, {tid: deps}, {tid: "input"})
             check_not_expired(state, now, "input")
             doc = new_state_doc(
-                tid, TaskKind.STANDALONE, None, state, deps, sm.initial_status(deps, statuses), now
+                tid,
+                TaskKind.STANDALONE,
+                None,
+                state,
+                deps,
+                sm.initial_status(deps, statuses),
+                now,
+                timeout_defaults=self.lifecycle.timeouts,
             )
             check_size(doc, "input")
             await state_store.insert(self.db, [doc], session)
@@ -128,6 +135,10 @@ class AgentTaskWrites(HierarchyService):
                 await self.check_agents(session, parents, existing_only=True)
             if "dependencies" in changes:
                 changes.update(await self._dependency_changes(session, state, changes["dependencies"], now))
+            # A new timeout (or start time) moves the deadline it runs under; a status change above already
+            # armed or cleared its own.
+            for name, deadline in sm.retimed(state, changes, now).items():
+                changes.setdefault(name, deadline)
             parent = changes.get("parent_task_id")
             if parent is not None:
                 if parent == task_id:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.domain import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, PRIORITY_RANK
-from app.lifecycle import retry_policy
+from app.lifecycle import retry_policy, timeouts
+from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Invalid
 from app.store.types import Doc
 
@@ -29,6 +30,7 @@ STATE_INPUT_FIELDS = (
     "parent_task_id",
     "retry_policy",
     "not_before",
+    *timeouts.FIELDS,
 )
 
 
@@ -56,6 +58,11 @@ def state_fields(patch: Mapping[str, Any]) -> Doc:
         out["retry_policy"] = checked
     if out.get("max_attempts") is not None and out["max_attempts"] < 0:
         raise Invalid("input.max_attempts", "max_attempts must be at least 0 (0 = unlimited)")
+    for name in timeouts.FIELDS:
+        try:
+            timeouts.check(name, out.get(name))
+        except ValueError as exc:
+            raise Invalid(f"input.{name}", str(exc)) from exc
     return out
 
 
@@ -80,8 +87,11 @@ def new_state_doc(
     dependencies: list[dict[str, str]],
     status: str,
     now: dt.datetime,
+    timeout_defaults: Mapping[str, float] | None = None,
 ) -> Doc:
-    """A new `agent_task_states` document: seed 000's fields, seed 001's extras, and the server's own."""
+    """A new `agent_task_states` document: seed 000's fields, seed 001's extras, and the server's own.
+
+    Its timeouts are its own, else `timeout_defaults` (the server's), with their deadlines armed."""
     fields = state_fields(state)
     priority = fields.get("priority") or DEFAULT_PRIORITY.value
     doc: Doc = {
@@ -118,4 +128,6 @@ def new_state_doc(
     for name in ("retry_policy", "not_before"):
         if fields.get(name) is not None:
             doc[name] = fields[name]
+    doc |= timeouts.resolved(fields, timeout_defaults)
+    doc |= sm.new_deadlines(doc, now)
     return doc

@@ -30,6 +30,9 @@ class EventType(StrEnum):
     TASK_RESCHEDULED = "TASK_RESCHEDULED"
     #: A task was cancelled by the cancel of its subtree (`cancelTask(scope: SUBTREE)`), with the reason.
     TASK_CANCELLED = "TASK_CANCELLED"
+    #: A timeout fired (`kind`: SCHEDULE_TO_START, START_TO_CLOSE, SCHEDULE_TO_CLOSE, or HEARTBEAT with a
+    #: lease's LEASE_EXPIRED); app/lifecycle/timeouts.py.
+    TASK_TIMED_OUT = "TASK_TIMED_OUT"
     TOOL_CALL = "TOOL_CALL"
     TOOL_RESULT = "TOOL_RESULT"
     MEMORY_OPERATION = "MEMORY_OPERATION"

@@ -19,6 +19,16 @@ first (an expired task is failed for good, not retried). Before the sweep, a lap
 refused to its holder (`check_lease`); reads show the task as stored, in progress with its
 `lease_expires_at` in the past.
 
+Timeouts (`app/lifecycle/timeouts.py`): `time_out_overdue` finds, per kind, the tasks whose stored
+deadline has passed in one of the statuses that kind runs in (named one by one, on the deadline's partial
+index) and applies `Lifecycle.time_out` to each, with the same one-transaction-per-task safety: the write
+compares the status, the attempt and the deadline read, and the firing clears (or moves) the deadline, so
+each fires once however many processes sweep, and a deadline that passed while no server ran fires at the
+first sweep of the next one. The order of one sweep: expiry, then the timeouts (schedule-to-close,
+schedule-to-start, start-to-close: the final ones first), then the leases. Until the sweep, a task past a
+final timeout is not started (`state_machine.start`, and claims pass over it) and a holder past its
+start-to-close deadline is refused (`check_lease`).
+
 Between the deadline and the next sweep the stored document still says it is running. `present` applies
 the same expiry to a document being read, so the API never shows an expired task as still active.
 """
@@ -34,6 +44,7 @@ from typing import Any
 from app.cancellation import stop_task
 from app.domain import TERMINAL, utcnow
 from app.lifecycle import state_machine as sm
+from app.lifecycle import timeouts
 from app.lifecycle.errors import Conflict, NotFound, Refused
 from app.lifecycle.transitions import Action, Lifecycle
 from app.principal import acting_as, system
@@ -106,13 +117,33 @@ async def lapse_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, ba
     return lapsed
 
 
-#: The actor of the events the sweeper writes (TASK_FAILED on expiry, LEASE_EXPIRED).
+async def time_out_overdue(
+    lifecycle: Lifecycle, kind: timeouts.Kind, now: dt.datetime | None = None, batch: int = 100
+) -> list[str]:
+    """Fire the `kind` timeout of up to `batch` tasks whose deadline passed by `now` (default: the
+    lifecycle's clock) in one of the kind's statuses; the ids fired by this call. A task finished,
+    started, re-armed or fired concurrently by someone else is skipped silently."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    at = lifecycle.clock() if now is None else now
+    due = await state_store.timed_out(lifecycle.db, kind.deadline_field, kind.statuses, at, batch)
+    fired: list[str] = []
+    for task_id in due:
+        try:
+            await lifecycle.time_out(task_id, kind.name, now)
+        except (Refused, Conflict, NotFound):
+            continue  # finished, moved on or fired by someone else since we looked: nothing to do
+        fired.append(task_id)
+    return fired
+
+
+#: The actor of the events the sweeper writes (TASK_FAILED on expiry, LEASE_EXPIRED, TASK_TIMED_OUT).
 SWEEPER = system("expiry-sweeper")
 
 
 class ExpirySweeper:
-    """Runs `expire_overdue`, then `lapse_overdue`, every `interval` seconds as an asyncio task, until
-    stopped.
+    """Runs `expire_overdue`, then `time_out_overdue` for each kind, then `lapse_overdue`, every `interval`
+    seconds as an asyncio task, until stopped.
 
     Errors (a MongoDB hiccup, say) are logged and the loop carries on at the next tick.
     """
@@ -158,6 +189,19 @@ class ExpirySweeper:
             if len(ids) < self.batch:
                 return lapsed
 
+    async def sweep_timeouts(self) -> list[str]:
+        """One sweep of the timeouts whose deadline passed, kind by kind (`timeouts.KINDS` order), batch
+        after batch; the ids fired (a task may appear under two kinds, e.g. retried then failed)."""
+        fired: list[str] = []
+        for kind in timeouts.KINDS:
+            while True:
+                with acting_as(SWEEPER):
+                    ids = await time_out_overdue(self.lifecycle, kind, batch=self.batch)
+                fired += ids
+                if len(ids) < self.batch:
+                    break
+        return fired
+
     async def _run(self) -> None:
         while True:
             try:
@@ -165,6 +209,9 @@ class ExpirySweeper:
                 if expired:
                     # Ids are not always strings: another program's state may have an ObjectId `_id`.
                     logger.info("expired %d overdue task(s): %s", len(expired), ", ".join(map(str, expired)))
+                fired = await self.sweep_timeouts()
+                if fired:
+                    logger.info("timed out %d task(s): %s", len(fired), ", ".join(map(str, fired)))
                 lapsed = await self.sweep_leases()
                 if lapsed:
                     logger.info("lapsed %d lease(s): %s", len(lapsed), ", ".join(map(str, lapsed)))

@@ -21,6 +21,8 @@ applies the transition with compare-and-set on `version`, which is why `set_fiel
 | release  | awaiting_dependency                    | pending (its dependencies are met)              |
 | reschedule| pending, retrying, awaiting_dependency| the same status, with a new not_before          |
 | block    | pending, retrying                      | awaiting_dependency (its dependencies are not)  |
+| time_out | the kind's statuses, once its deadline | failed; START_TO_CLOSE: retrying per the retry  |
+|          | passed (`timeouts`)                    | policy, failed when final                       |
 
 Terminal statuses: completed, failed, cancelled; every other status is active. `start` is also refused
 from awaiting_dependency, once the task has expired, and once `attempts >= max_attempts` (the state's
@@ -30,8 +32,13 @@ from awaiting_dependency, once the task has expired, and once `attempts >= max_a
 Events, in order: a status change first emits `("STATUS_CHANGED", {task_id, from_status, to_status})`,
 then the seed 003 event where there is one — `TASK_PROGRESS` {task_id, status, progress (0.0-1.0),
 details}, `TASK_COMPLETED` {task_id, status, result}, `TASK_FAILED` {task_id, status, error, is_final,
-details}, and a lapse's `LEASE_EXPIRED` {task_id, holder, attempt, lease_expires_at (ISO), status}.
-Payloads are JSON-friendly (no datetimes).
+details}, and a lapse's `LEASE_EXPIRED` {task_id, holder, attempt, lease_expires_at (ISO), status}
+followed by `TASK_TIMED_OUT` {kind: HEARTBEAT, ...} (see `time_out`). Payloads are JSON-friendly (no
+datetimes).
+
+Timeouts (`app/lifecycle/timeouts.py`): every status change arms or clears the deadlines in
+`TIMEOUT_DEADLINE_FIELDS` (`_deadlines`), a new task's come from `new_deadlines`, an edit's from
+`retimed`; `start` is refused once a final timeout's deadline has passed (the sweep fails the task).
 
 Leases: `start` given `lease_seconds` records who holds the task (`lease_holder`: the worker, else the
 agent) and until when (`lease_expires_at`); `heartbeat` pushes that time on and sets `last_heartbeat_at`.
@@ -61,10 +68,18 @@ from app.domain import (
     as_utc,
     normalise_status,
 )
-from app.lifecycle import retry_policy
+from app.lifecycle import retry_policy, timeouts
 
 #: The lease of a task in progress: who holds it, until when, and its last heartbeat.
 LEASE_FIELDS = ("lease_holder", "lease_expires_at", "last_heartbeat_at")
+#: The deadline of each armed timeout (`timeouts.KINDS`), one field each: set when the timeout starts to
+#: run, cleared when it no longer applies (`_deadlines`). The one list of them: whatever moves or clears
+#: deadlines (a pause's resume shifts them by the time paused) goes by it.
+TIMEOUT_DEADLINE_FIELDS = tuple(kind.deadline_field for kind in timeouts.KINDS)
+#: The statuses a claim may start a task from: where the schedule-to-start timeout runs.
+_SCHEDULABLE = ("pending", "retrying")
+#: Entering a schedulable status from one of these starts the schedule-to-start timeout afresh.
+_SCHEDULED_FROM = frozenset({"in_progress", "awaiting_dependency", "failed", "cancelled"})
 
 __all__ = ["ACTIVE", "DEFAULT_MAX_ATTEMPTS", "STATUSES", "TERMINAL", "normalise_status"]
 
@@ -208,6 +223,112 @@ def _require(action: str, verb: str, status: str, allowed: frozenset[str] | set[
         raise _refuse(action, status, f"cannot {verb} a task that is {status}")
 
 
+def _deadlines(
+    state: Mapping[str, Any], from_status: str, to_status: str, now: datetime, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The timeout deadlines a change of status arms or clears (`timeouts`, module docstring).
+
+    Only the moves named here touch them; any other (a status added later, such as a pause) leaves
+    them as they are. A timeout the task does not have is never armed; a deadline is cleared (set to
+    None) only when one is stored."""
+    merged = {**state, **fields}
+    start = as_utc(now) or now
+    out: dict[str, Any] = {}
+
+    def arm(kind: timeouts.Kind, since: datetime) -> None:
+        secs = timeouts.seconds(merged, kind)
+        if secs is not None:
+            out[kind.deadline_field] = since + timedelta(seconds=secs)
+        elif state.get(kind.deadline_field) is not None:
+            out[kind.deadline_field] = None
+
+    def clear(kind: timeouts.Kind) -> None:
+        if state.get(kind.deadline_field) is not None:
+            out[kind.deadline_field] = None
+
+    if to_status in TERMINAL:
+        for kind in timeouts.KINDS:
+            clear(kind)
+    elif to_status == "in_progress" and from_status in _SCHEDULABLE:
+        clear(timeouts.SCHEDULE_TO_START)
+        arm(timeouts.START_TO_CLOSE, start)
+    elif to_status in _SCHEDULABLE and (
+        from_status in _SCHEDULED_FROM or (from_status == to_status and "not_before" in fields)
+    ):
+        # Schedulable from now, or from when its claim gate opens (a delayed start, a retry's backoff).
+        gate = claim_gate(merged)
+        clear(timeouts.START_TO_CLOSE)
+        arm(timeouts.SCHEDULE_TO_START, max(start, gate) if gate else start)
+        if from_status in ("failed", "cancelled"):  # a manual retry: the task is scheduled anew
+            arm(timeouts.SCHEDULE_TO_CLOSE, start)
+    elif to_status == "awaiting_dependency" and from_status in (*_SCHEDULABLE, "in_progress"):
+        clear(timeouts.SCHEDULE_TO_START)
+        clear(timeouts.START_TO_CLOSE)
+    return out
+
+
+def new_deadlines(state: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The deadlines of a task created now with `state` (its timeouts and status set): schedule-to-close
+    from now, schedule-to-start from now (or its `not_before`) when it is pending."""
+    start = as_utc(now) or now
+    out: dict[str, Any] = {}
+    total = timeouts.seconds(state, timeouts.SCHEDULE_TO_CLOSE)
+    if total is not None:
+        out[timeouts.SCHEDULE_TO_CLOSE.deadline_field] = start + timedelta(seconds=total)
+    wait = timeouts.seconds(state, timeouts.SCHEDULE_TO_START)
+    if wait is not None and normalise_status(state.get("status")) in _SCHEDULABLE:
+        gate = claim_gate(state)
+        since = max(start, gate) if gate else start
+        out[timeouts.SCHEDULE_TO_START.deadline_field] = since + timedelta(seconds=wait)
+    return out
+
+
+def retimed(state: Mapping[str, Any], changes: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The deadlines an edit of the task's timeouts (or its `not_before`) moves: a deadline that runs is
+    recomputed from when it started with the new value (0: cleared); one that did not run starts now
+    (schedule-to-close: at the task's creation; start-to-close: at its attempt's start)."""
+    merged = {**state, **changes}
+    status = normalise_status(state.get("status"))
+    start = as_utc(now) or now
+    out: dict[str, Any] = {}
+    for kind in timeouts.KINDS:
+        moved = kind.timeout_field in changes or (
+            kind is timeouts.SCHEDULE_TO_START and "not_before" in changes
+        )
+        if not moved or status not in kind.statuses:
+            continue
+        new = timeouts.seconds(merged, kind)
+        old, deadline = timeouts.seconds(state, kind), as_utc(state.get(kind.deadline_field))
+        if new is None:
+            if state.get(kind.deadline_field) is not None:
+                out[kind.deadline_field] = None
+            continue
+        if kind is timeouts.SCHEDULE_TO_START and "not_before" in changes:
+            gate = claim_gate(merged)
+            since = max(start, gate) if gate else start
+        elif deadline is not None and old is not None:
+            since = deadline - timedelta(seconds=old)
+        elif kind is timeouts.SCHEDULE_TO_CLOSE:
+            since = as_utc(state.get("created_at")) or start
+        elif kind is timeouts.START_TO_CLOSE:
+            since = as_utc(state.get("started_at")) or start
+        else:
+            since = start
+        out[kind.deadline_field] = since + timedelta(seconds=new)
+    return out
+
+
+def due_timeouts(state: Mapping[str, Any], now: datetime) -> list[timeouts.Kind]:
+    """The timeouts whose deadline has passed while the task is in one of their statuses, in firing order."""
+    status, now_utc = normalise_status(state.get("status")), as_utc(now)
+    due: list[timeouts.Kind] = []
+    for kind in timeouts.KINDS:
+        deadline = as_utc(state.get(kind.deadline_field))
+        if status in kind.statuses and deadline is not None and now_utc is not None and deadline <= now_utc:
+            due.append(kind)
+    return due
+
+
 def _transition(
     action: str,
     state: Mapping[str, Any],
@@ -220,6 +341,7 @@ def _transition(
     set_fields: dict[str, Any] = {**fields, "status": to_status, "updated_at": now}
     if to_status != "in_progress" and has_lease(state):
         set_fields.update(dict.fromkeys(LEASE_FIELDS))
+    set_fields.update(_deadlines(state, from_status, to_status, now, fields))
     events: list[tuple[str, dict[str, Any]]] = []
     if from_status != to_status:
         events.append(
@@ -263,6 +385,16 @@ def start(
             "start",
             status,
             f"cannot start: no attempts left ({attempts} of {max_attempts} used)",
+        )
+    overdue = [kind for kind in due_timeouts(state, now) if kind.final]
+    if overdue:
+        kind = overdue[0]
+        deadline = as_utc(state.get(kind.deadline_field))
+        raise _refuse(
+            "start",
+            status,
+            f"cannot start: its {kind.name} timeout passed at {deadline.isoformat() if deadline else '?'}"
+            " (the sweep fails it)",
         )
     gate, now_utc = claim_gate(state), as_utc(now)
     if gate is not None and now_utc is not None and now_utc < gate:
@@ -576,10 +708,13 @@ def lapse(
         when = until.isoformat() if until else "no lease"
         raise _refuse("lapse", status, f"cannot lapse a lease that has not run out ({when})")
     attempts, holder = _attempts(state), state.get("lease_holder") or state.get("agent_name")
-    to_status = "failed" if attempts >= _max_attempts(state) else "retrying"
+    kind_type = timeouts.error_type(timeouts.HEARTBEAT)
+    final = attempts >= _max_attempts(state) or retry_policy.is_non_retryable(policy or {}, kind_type)
+    to_status = "failed" if final else "retrying"
     message = f"lease held by {holder} expired at {until.isoformat()} (attempt {attempts})"
     details = "no heartbeat extended the lease before it ran out"
-    fields: dict[str, Any] = {"last_error": {"timestamp": now, "message": message, "details": details}}
+    last_error = {"timestamp": now, "message": message, "details": details, "error_type": kind_type}
+    fields: dict[str, Any] = {"last_error": last_error}
     payload: dict[str, Any] = {
         "task_id": _task_id(state),
         "holder": holder,
@@ -587,12 +722,87 @@ def lapse(
         "lease_expires_at": until.isoformat(),
         "status": to_status,
     }
+    timing: dict[str, Any] = {}
     if to_status == "retrying" and policy is not None:
         schedule, timing = _retry_schedule(state, now, policy, draw, None)
         if schedule["next_attempt_at"] is not None:
             fields |= schedule
             payload |= timing
-    return _transition("lapse", state, status, to_status, now, fields, ("LEASE_EXPIRED", payload))
+        else:
+            timing = {}
+    # The lease is the heartbeat timeout: the same lapse is also the timeout event every kind writes.
+    granted = as_utc(state.get("last_heartbeat_at")) or as_utc(state.get("started_at"))
+    timed_out = {
+        "task_id": _task_id(state),
+        "kind": timeouts.HEARTBEAT,
+        "timeout_seconds": (until - granted).total_seconds() if granted else None,
+        "deadline": until.isoformat(),
+        "attempt": attempts,
+        "status": to_status,
+        **({"next_attempt_at": timing["next_attempt_at"]} if timing else {}),
+    }
+    transition = _transition("lapse", state, status, to_status, now, fields, ("LEASE_EXPIRED", payload))
+    transition.events.append(("TASK_TIMED_OUT", timed_out))
+    return transition
+
+
+def time_out(
+    state: Mapping[str, Any],
+    now: datetime,
+    kind: str,
+    *,
+    policy: Mapping[str, Any] | None = None,
+    draw: float = 0.5,
+) -> Transition:
+    """Fire the task's `kind` timeout (a `timeouts.KINDS` name) once its deadline has passed in one of the
+    kind's statuses: SCHEDULE_TO_START and SCHEDULE_TO_CLOSE fail the task for good; START_TO_CLOSE fails
+    the attempt, which the retry policy (`policy`, `draw`: as `fail`) retries like any failure (failed when
+    the attempts are used up or `TimedOut:START_TO_CLOSE` is non-retryable). Writes STATUS_CHANGED and
+    `TASK_TIMED_OUT` {task_id, kind, timeout_seconds, deadline (ISO), attempt, status, next_attempt_at};
+    `last_error.error_type` is `TimedOut:<KIND>`."""
+    now = _now(now)
+    spec = timeouts.BY_NAME.get(kind)
+    if spec is None:
+        raise InvalidInput("kind", f"kind must be one of {', '.join(timeouts.BY_NAME)}, got {kind!r}")
+    status = normalise_status(state.get("status"))
+    _require("time_out", f"time out ({kind})", status, set(spec.statuses))
+    deadline = as_utc(state.get(spec.deadline_field))
+    if deadline is None or spec not in due_timeouts(state, now):
+        when = deadline.isoformat() if deadline else "none armed"
+        raise _refuse("time_out", status, f"the {kind} timeout has not passed (deadline {when})")
+    attempts, kind_type = _attempts(state), timeouts.error_type(kind)
+    final = (
+        spec.final
+        or _attempts(state) >= _max_attempts(state)
+        or retry_policy.is_non_retryable(policy or {}, kind_type)
+    )
+    to_status = "failed" if final else "retrying"
+    seconds = timeouts.seconds(state, spec)
+    limit = f" of {seconds:g} s" if seconds is not None else ""
+    message = f"{kind} timeout{limit} passed at {deadline.isoformat()} (attempt {attempts})"
+    details = {
+        timeouts.SCHEDULE_TO_START: "the task was not started in time after it became schedulable",
+        timeouts.START_TO_CLOSE: "the attempt ran longer than its start-to-close timeout",
+        timeouts.SCHEDULE_TO_CLOSE: "the task, retries included, did not finish in time",
+    }[spec]
+    last_error = {"timestamp": now, "message": message, "details": details, "error_type": kind_type}
+    fields: dict[str, Any] = {"last_error": last_error}
+    payload: dict[str, Any] = {
+        "task_id": _task_id(state),
+        "kind": kind,
+        "timeout_seconds": seconds,
+        "deadline": deadline.isoformat(),
+        "attempt": attempts,
+        "status": to_status,
+    }
+    if not final and policy is not None:
+        schedule, timing = _retry_schedule(state, now, policy, draw, None)
+        if schedule["next_attempt_at"] is not None:
+            fields |= schedule
+            payload["next_attempt_at"] = timing["next_attempt_at"]
+    elif state.get("next_attempt_at") is not None:
+        fields["next_attempt_at"] = None
+    return _transition("time_out", state, status, to_status, now, fields, ("TASK_TIMED_OUT", payload))
 
 
 def reschedule(state: Mapping[str, Any], now: datetime, not_before: datetime | None) -> Transition:

@@ -20,7 +20,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.domain import MAX_ID_LENGTH, TaskKind, as_utc, utcnow
-from app.lifecycle import idempotency, retry_policy
+from app.lifecycle import idempotency, retry_policy, timeouts
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused, check_agent
 from app.lifecycle.events import event_doc
@@ -125,6 +125,15 @@ def check_lease(
             current_attempt=attempts,
             current_holder=holder if status == "in_progress" else None,
         )
+    if timeouts.START_TO_CLOSE in sm.due_timeouts(state, now):
+        deadline = as_utc(state.get(timeouts.START_TO_CLOSE.deadline_field))
+        raise LeaseLost(
+            f"attempt {attempts} of task '{task_id}' ran past its start-to-close timeout at"
+            f" {deadline.isoformat() if deadline else '?'}; the next sweep fails the attempt",
+            current_status=status,
+            current_attempt=attempts,
+            current_holder=None,
+        )
     if sm.lease_lapsed(state, now):
         until = as_utc(state.get("lease_expires_at"))
         raise LeaseLost(
@@ -174,6 +183,7 @@ class Lifecycle:
         max_workflow_tasks: int = 1000,
         retry_policy: Mapping[str, Any] | None = None,
         require_lease_holder: bool = True,
+        timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.db = db
         #: Whether a holder's change without its attempt token must come from the lease holder
@@ -181,6 +191,9 @@ class Lifecycle:
         self.require_lease_holder = require_lease_holder
         #: The server's default retry policy (`RETRY_*` settings): what a task's own policy leaves out.
         self.retry_policy: dict[str, Any] = dict(retry_policy or {})
+        #: The server's default timeouts (`*_TIMEOUT_SECONDS` settings, by `timeouts.FIELDS` name; 0: none):
+        #: what a new task that names none of a kind takes.
+        self.timeouts: dict[str, float] = dict(timeouts or {})
         self.clock = clock
         self.claim_spread = claim_spread
         #: The lease a claim or start takes when the caller names none, and the bounds of any lease.
@@ -272,6 +285,30 @@ class Lifecycle:
             return await self._apply(session, state, transition, now, guard=lease_guard(state))
 
         applied: Applied = await self._once(None, "lapse", work)
+        return applied
+
+    async def time_out(self, task_id: Any, kind: str, at: dt.datetime | None = None) -> Applied:
+        """Fire the task's `kind` timeout (`state_machine.time_out`) once its deadline has passed, with its
+        STATUS_CHANGED and TASK_TIMED_OUT events, in one transaction.
+
+        Several processes may sweep at once: the write compares the version and, again, the status and the
+        deadline read, so a timeout fires once; a task finished, started or re-armed meanwhile is refused
+        by the state machine (`Refused`, which sweepers skip). An expired task is left to the expiry."""
+        spec = timeouts.BY_NAME[kind]
+
+        async def work(session: AsyncClientSession) -> Applied:
+            now = self.clock() if at is None else at
+            state = await state_store.get(self.db, task_id, session)
+            if state is None:
+                raise NotFound(f"no task with id '{task_id}'", id=task_id)
+            if sm.is_expired(state, now):  # expiry wins: the expiry sweep fails it for good
+                raise Refused(f"task '{task_id}' has expired", current_status="failed")
+            policy, draw = self.policy_of(state), random.random()
+            action: Action = lambda s, t: sm.time_out(s, t, kind, policy=policy, draw=draw)  # noqa: E731
+            guard = {key: state.get(key) for key in ("status", "attempts", spec.deadline_field)}
+            return await self._apply(session, state, _decide(action, state, now), now, guard=guard)
+
+        applied: Applied = await self._once(None, f"time_out:{kind}", work)
         return applied
 
     # ----------------------------------------------------------------- public operations
@@ -442,6 +479,8 @@ class Lifecycle:
             picks: list[Doc] = []
             for state in docs:
                 if self._skipped(state) or sm.is_expired(state, now):  # (an ISO-string expiry)
+                    continue
+                if any(kind.final for kind in sm.due_timeouts(state, now)):  # the sweep fails it
                     continue
                 if not sm.has_attempts_left(state):  # (its max_attempts was lowered since it failed)
                     continue

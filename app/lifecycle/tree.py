@@ -21,6 +21,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.domain import TaskKind
 from app.lifecycle import dependencies as deps_rules
 from app.lifecycle import state_machine as sm
+from app.lifecycle import timeouts
 from app.lifecycle.documents import check_not_expired, new_state_doc
 from app.lifecycle.errors import Conflict, Invalid, Refused, check_agent
 from app.lifecycle.events import EventType
@@ -68,6 +69,7 @@ class TreeWrites(HierarchyService):
             count += 1
             check_agent(task.state.get("agent_name"), f"the new task at {task.path}")
             _inherit_retry_policy(task)
+            _inherit_timeouts(task)
             stack.extend(task.children)
         if count > self.lifecycle.max_workflow_tasks:
             raise Invalid(
@@ -166,6 +168,7 @@ class TreeWrites(HierarchyService):
                 written[f.doc["_id"]],
                 initial[f.doc["_id"]],
                 now,
+                timeout_defaults=self.lifecycle.timeouts,
             )
             for f in flat
         ]
@@ -414,6 +417,18 @@ def _inherit_retry_policy(task: NewTask) -> None:
             elif inherited.get("maximum_attempts") is None and task.state.get("max_attempts") is not None:
                 inherited["maximum_attempts"] = task.state["max_attempts"]
             child.state = {**child.state, "retry_policy": inherited}
+
+
+def _inherit_timeouts(task: NewTask) -> None:
+    """Each of a task's timeouts goes to each child that names none of that kind (`createWorkflow` sets a
+    subtree's timeouts once; a child's own value, 0 included, wins)."""
+    given = {name: task.state[name] for name in timeouts.FIELDS if task.state.get(name) is not None}
+    if not given:
+        return
+    for child in task.children:
+        missing = {name: value for name, value in given.items() if child.state.get(name) is None}
+        if missing:
+            child.state = {**child.state, **missing}
 
 
 def _flatten(task: NewTask, level: Level, parent_id: str | None, out: list[_Flat]) -> None:

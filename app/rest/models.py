@@ -122,6 +122,15 @@ FIELD_DOCS: dict[str, str] = {
     " server's defaults. On a workflow, inherited by the tasks below that name none.",
     "not_before": "A delayed start: the task is not claimed before this.",
     "next_attempt_at": "A retrying task is not claimed before this (its retry policy's delay).",
+    "schedule_to_start_timeout": "Seconds the task may wait for a start once schedulable, then it fails"
+    " (0: none; default: the server's SCHEDULE_TO_START_TIMEOUT_SECONDS; docs/STEERING.md).",
+    "start_to_close_timeout": "Seconds one attempt may run, then it fails and the retry policy applies"
+    " (0: none; default: START_TO_CLOSE_TIMEOUT_SECONDS).",
+    "schedule_to_close_timeout": "Seconds the whole task may take from its creation, retries included"
+    " (0: none; default: SCHEDULE_TO_CLOSE_TIMEOUT_SECONDS).",
+    "schedule_to_start_deadline": "When the schedule-to-start timeout runs out (null: not running).",
+    "start_to_close_deadline": "When the running attempt's start-to-close timeout runs out (null: none).",
+    "schedule_to_close_deadline": "When the schedule-to-close timeout runs out (null: not running).",
     "task_kind": "Kind of task the state belongs to: meta_workflow, sub_task, behavior_task or standalone.",
     "workflow_id": "The meta workflow task the task belongs to.",
     "version": "Bumped by every write; send it back as `If-Match` or `expected_version` for compare-and-set.",

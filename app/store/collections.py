@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class FieldKind(StrEnum):
@@ -34,6 +35,8 @@ class IndexSpec:
     unique: bool = False
     #: For a TTL index: documents are removed this many seconds after the indexed date.
     expire_after_seconds: int | None = None
+    #: For a partial index: only the documents matching this filter are indexed.
+    partial_filter: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -76,10 +79,24 @@ class CollectionSpec:
         return "_id" if path == self.id_field else path
 
 
-def _idx(*keys: str | tuple[str, int], unique: bool = False, ttl: int | None = None) -> IndexSpec:
+def _idx(
+    *keys: str | tuple[str, int],
+    unique: bool = False,
+    ttl: int | None = None,
+    partial: dict[str, Any] | None = None,
+) -> IndexSpec:
     return IndexSpec(
-        tuple((k, 1) if isinstance(k, str) else k for k in keys), unique=unique, expire_after_seconds=ttl
+        tuple((k, 1) if isinstance(k, str) else k for k in keys),
+        unique=unique,
+        expire_after_seconds=ttl,
+        partial_filter=partial,
     )
+
+
+def _deadline_idx(deadline_field: str) -> IndexSpec:
+    """A timeout sweep's index: status, then the deadline, over the states with the deadline armed only
+    (most tasks have none, and a cleared one is null)."""
+    return _idx("status", deadline_field, partial={deadline_field: {"$type": "date"}})
 
 
 S, B, INT, F, DT = FieldKind.STRING, FieldKind.BOOL, FieldKind.INT, FieldKind.FLOAT, FieldKind.DATETIME
@@ -227,6 +244,13 @@ AGENT_TASK_STATES = CollectionSpec(
         "retry_policy": OBJ,
         "not_before": DT,
         "next_attempt_at": DT,
+        # timeouts (issue 21, app/lifecycle/timeouts.py): seconds (0: none), and each armed deadline
+        "schedule_to_start_timeout": F,
+        "start_to_close_timeout": F,
+        "schedule_to_close_timeout": F,
+        "schedule_to_start_deadline": DT,
+        "start_to_close_deadline": DT,
+        "schedule_to_close_deadline": DT,
     },
     indexes=(
         _idx("agent_name"),
@@ -237,8 +261,11 @@ AGENT_TASK_STATES = CollectionSpec(
         _idx("dependencies.task_id"),
         # the expiry sweeper: active tasks whose expires_at has passed.
         _idx("expires_at"),
-        # the same sweeper: leases that ran out.
+        # the same sweeper: leases that ran out, and timeouts whose deadline passed.
         _idx("lease_expires_at"),
+        _deadline_idx("schedule_to_start_deadline"),
+        _deadline_idx("start_to_close_deadline"),
+        _deadline_idx("schedule_to_close_deadline"),
         CLAIM_INDEX,
         # agentStats: one agent's states created since a date (app/store/analytics.py).
         _idx("agent_name", "created_at"),

@@ -35,6 +35,8 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
                 if index.expire_after_seconds is None
                 else {"expireAfterSeconds": index.expire_after_seconds}
             )
+            if index.partial_filter is not None:
+                options["partialFilterExpression"] = index.partial_filter
             await db[spec.name].create_index(
                 list(index.keys), name=index.name, unique=index.unique, **options
             )

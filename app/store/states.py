@@ -243,3 +243,18 @@ async def lapsed(db: Db, now: dt.datetime, limit: int) -> list[Any]:
         comment=BACKGROUND,
     )
     return [doc["_id"] async for doc in cursor]
+
+
+async def timed_out(
+    db: Db, deadline_field: str, statuses: Sequence[str], now: dt.datetime, limit: int
+) -> list[Any]:
+    """Ids of up to `limit` states in one of `statuses` (named: no other status is read) whose
+    `deadline_field` has passed, soonest first, on that deadline's partial index (status, deadline)."""
+    cursor = _states(db).find(
+        {"status": {"$in": list(statuses)}, deadline_field: {"$type": "date", "$lte": now}},
+        {"_id": 1},
+        sort=[(deadline_field, 1)],  # (by the index: the statuses' scans merged in deadline order)
+        limit=limit,
+        comment=BACKGROUND,
+    )
+    return [doc["_id"] async for doc in cursor]

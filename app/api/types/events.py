@@ -179,6 +179,39 @@ class TaskCancelledEvent(TaskEvent):
     root_task_id: str | None = strawberry.field(description="The task whose subtree was cancelled.")
 
 
+@strawberry.enum(description="Which of a task's timeouts fired (docs/STEERING.md, Timeouts).")
+class TimeoutKind(Enum):
+    SCHEDULE_TO_START = strawberry.enum_value(
+        "SCHEDULE_TO_START",
+        description="Not started in time after it became schedulable: the task failed for good.",
+    )
+    START_TO_CLOSE = strawberry.enum_value(
+        "START_TO_CLOSE", description="One attempt ran too long: it failed, and the retry policy applied."
+    )
+    SCHEDULE_TO_CLOSE = strawberry.enum_value(
+        "SCHEDULE_TO_CLOSE", description="The whole task, retries included, took too long: failed for good."
+    )
+    HEARTBEAT = strawberry.enum_value(
+        "HEARTBEAT", description="The lease ran out (no heartbeat in time); LEASE_EXPIRED says the same."
+    )
+
+
+@strawberry.type(
+    description="A timeout fired: the task failed (SCHEDULE_TO_START, SCHEDULE_TO_CLOSE), or its attempt"
+    " failed and the retry policy applied (START_TO_CLOSE, HEARTBEAT). `lastError.errorType` is"
+    " `TimedOut:<kind>`."
+)
+class TaskTimedOutEvent(TaskEvent):
+    kind: TimeoutKind | None = strawberry.field(description="Which timeout.")
+    timeout_seconds: float | None = strawberry.field(description="The timeout, in seconds.")
+    deadline: dt.datetime | None = strawberry.field(description="When it ran out.")
+    attempt: int = strawberry.field(description="The attempt counted when it fired (0: never started).")
+    status: TaskStatus | None = strawberry.field(description="Status after it: failed, or retrying.")
+    next_attempt_at: dt.datetime | None = strawberry.field(
+        default=None, description="A retry's time by its retry policy (null: at once, or no retry)."
+    )
+
+
 @strawberry.type(description="An agent invoked a tool (seed 003 TOOL_CALL).")
 class ToolCallEvent(TaskEvent):
     tool_name: str = strawberry.field(description="Name of the tool called.")
@@ -221,6 +254,7 @@ _TYPES: dict[str, type[TaskEvent]] = {
     "LEASE_EXPIRED": LeaseExpiredEvent,
     "TASK_RESCHEDULED": TaskRescheduledEvent,
     "TASK_CANCELLED": TaskCancelledEvent,
+    "TASK_TIMED_OUT": TaskTimedOutEvent,
     "TOOL_CALL": ToolCallEvent,
     "TOOL_RESULT": ToolResultEvent,
     "MEMORY_OPERATION": MemoryOperationEvent,
@@ -229,6 +263,13 @@ _TYPES: dict[str, type[TaskEvent]] = {
 
 def _status(value: Any) -> TaskStatus | None:
     return None if value is None else parse_status(value)
+
+
+def _timeout_kind(value: Any) -> TimeoutKind | None:
+    try:
+        return TimeoutKind(str(value))
+    except ValueError:
+        return None
 
 
 def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
@@ -253,8 +294,12 @@ def event_from_doc(doc: Mapping[str, Any]) -> TaskEvent:
             value = {}
         elif name in ("fields", "deleted_ids") and value is None:
             value = []
-        elif name in ("lease_expires_at", "next_attempt_at", "not_before", "previous_not_before"):
+        elif name in ("lease_expires_at", "next_attempt_at", "not_before", "previous_not_before", "deadline"):
             value = as_datetime(value)
+        elif name == "kind":
+            value = _timeout_kind(value)
+        elif name == "timeout_seconds" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            value = None
         elif name == "attempt" and not isinstance(value, int):
             value = 0
         kwargs[name] = value

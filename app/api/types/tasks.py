@@ -338,6 +338,30 @@ class AgentTaskState:
     not_before: dt.datetime | None = strawberry.field(
         default=None, description="A delayed start: the task is not claimed before this (null: at once)."
     )
+    schedule_to_start_timeout: float | None = strawberry.field(
+        default=None,
+        description="Seconds the task may wait, once schedulable (created, released, retrying), for a start;"
+        " then it fails (TASK_TIMED_OUT SCHEDULE_TO_START). 0 or null: none.",
+    )
+    start_to_close_timeout: float | None = strawberry.field(
+        default=None,
+        description="Seconds one attempt may run; then it fails and the retry policy applies"
+        " (START_TO_CLOSE). 0 or null: none.",
+    )
+    schedule_to_close_timeout: float | None = strawberry.field(
+        default=None,
+        description="Seconds the whole task may take from its creation, retries included; then it fails"
+        " for good (SCHEDULE_TO_CLOSE). 0 or null: none.",
+    )
+    schedule_to_start_deadline: dt.datetime | None = strawberry.field(
+        default=None, description="When the schedule-to-start timeout runs out (null: not running)."
+    )
+    start_to_close_deadline: dt.datetime | None = strawberry.field(
+        default=None, description="When the running attempt's start-to-close timeout runs out (null: none)."
+    )
+    schedule_to_close_deadline: dt.datetime | None = strawberry.field(
+        default=None, description="When the schedule-to-close timeout runs out (null: not running)."
+    )
     retry_policy: strawberry.Private[Any] = None
 
     @strawberry.field(
