@@ -57,11 +57,14 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "Task lifecycle",
-        "Leases, fencing, retries and sweeps (docs/WRITING.md, docs/STEERING.md).",
+        "Leases, fencing, retries, timeouts and sweeps (docs/WRITING.md, docs/STEERING.md).",
         (
             "lease_",
             "require_lease_holder",
             "retry_",
+            "schedule_to_start_timeout_seconds",
+            "start_to_close_timeout_seconds",
+            "schedule_to_close_timeout_seconds",
             "expiry_sweep_seconds",
             "claim_spread",
             "max_workflow_tasks",

@@ -284,7 +284,7 @@ async def test_bad_values_are_refused_with_the_field_and_the_limit(
     assert answer["__typename"] == "ValidationError" and answer["field"] == "input.startToCloseTimeout"
     async with httpx.AsyncClient(base_url=servers[1].url) as http:
         bad = await http.post("/agent-tasks", json={"agent_name": name, "start_to_close_timeout": -1})
-        assert bad.status_code in (400, 422), bad.text
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid", bad.text
         assert "start_to_close_timeout" in bad.text
         assert await db.agent_task_states.count_documents({}) == before + 1  # only the good one
         # REST sets them too, and an edit moves the running deadline.
@@ -299,3 +299,51 @@ async def test_bad_values_are_refused_with_the_field_and_the_limit(
     assert answer["state"]["startToCloseTimeout"] == 10.0
     with pytest.raises(ValueError, match="schedule_to_start_timeout_seconds"):
         Settings(schedule_to_start_timeout_seconds=-1)
+
+
+async def test_the_sweep_query_reads_the_deadline_index(db: Any) -> None:
+    """The sweep's query (`states.timed_out`) is answered from the partial (status, deadline) index: no
+    collection scan, and only due documents are examined."""
+    from app.lifecycle import timeouts
+    from app.store import states as state_store
+
+    now = dt.datetime.now(dt.UTC)
+    marker = f"probe-{uuid.uuid4().hex[:8]}"
+    await db.agent_task_states.insert_many(
+        [
+            {
+                "_id": f"{marker}-due",
+                "status": "paused",
+                "agent_name": marker,
+                "schedule_to_close_deadline": now,
+            },
+            {
+                "_id": f"{marker}-late",
+                "status": "pending",
+                "agent_name": marker,
+                "schedule_to_close_deadline": now,
+            },
+        ]
+    )
+    await db.command("profile", 2)
+    try:
+        kind = timeouts.SCHEDULE_TO_CLOSE
+        due = await state_store.timed_out(db, kind.deadline_field, kind.statuses, now, 100)
+    finally:
+        await db.command("profile", 0)
+    # A paused task is never due: the sweep names the statuses (the other fired since: the servers sweep).
+    assert f"{marker}-due" not in due
+    finds = [
+        p
+        async for p in db["system.profile"].find(
+            {
+                "op": "query",
+                "ns": f"{DB_NAME}.agent_task_states",
+                "command.filter.schedule_to_close_deadline": {"$exists": True},
+            }
+        )
+    ]
+    assert finds and all(
+        "IXSCAN { status: 1, schedule_to_close_deadline: 1 }" in f["planSummary"] for f in finds
+    ), [f["planSummary"] for f in finds]
+    await db.agent_task_states.delete_many({"agent_name": marker})

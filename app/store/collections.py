@@ -199,6 +199,12 @@ CLAIM_INDEX = _idx(
     "agent_name", "status", ("priority_rank", -1), "created_at", "_id", "not_before", "next_attempt_at"
 )
 
+#: The timeout sweeps' indexes, by deadline field (the sweep names its index: `states.timed_out`).
+DEADLINE_INDEXES = {
+    name: _deadline_idx(name)
+    for name in ("schedule_to_start_deadline", "start_to_close_deadline", "schedule_to_close_deadline")
+}
+
 AGENT_TASK_STATES = CollectionSpec(
     name="agent_task_states",
     id_field="task_id",
@@ -263,9 +269,7 @@ AGENT_TASK_STATES = CollectionSpec(
         _idx("expires_at"),
         # the same sweeper: leases that ran out, and timeouts whose deadline passed.
         _idx("lease_expires_at"),
-        _deadline_idx("schedule_to_start_deadline"),
-        _deadline_idx("start_to_close_deadline"),
-        _deadline_idx("schedule_to_close_deadline"),
+        *DEADLINE_INDEXES.values(),
         CLAIM_INDEX,
         # agentStats: one agent's states created since a date (app/store/analytics.py).
         _idx("agent_name", "created_at"),

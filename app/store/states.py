@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
 
-from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX
+from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX, DEADLINE_INDEXES
 from app.store.types import BACKGROUND, Collection, Db, Doc, Session
 
 #: The order claims hand tasks out in: most urgent first, then oldest, then by id: the claim index's keys
@@ -249,12 +249,15 @@ async def timed_out(
     db: Db, deadline_field: str, statuses: Sequence[str], now: dt.datetime, limit: int
 ) -> list[Any]:
     """Ids of up to `limit` states in one of `statuses` (named: no other status is read) whose
-    `deadline_field` has passed, soonest first, on that deadline's partial index (status, deadline)."""
+    `deadline_field` has passed, soonest first, on that deadline's partial index (status, deadline),
+    named: on a small collection the planner may otherwise take `status_1` and read every active task.
+    (`$type: date` is the index's filter: it makes the query one the partial index may answer.)"""
     cursor = _states(db).find(
         {"status": {"$in": list(statuses)}, deadline_field: {"$type": "date", "$lte": now}},
         {"_id": 1},
         sort=[(deadline_field, 1)],  # (by the index: the statuses' scans merged in deadline order)
         limit=limit,
+        hint=DEADLINE_INDEXES[deadline_field].name,
         comment=BACKGROUND,
     )
     return [doc["_id"] async for doc in cursor]
