@@ -107,6 +107,9 @@ def test_each_move_arms_or_clears_its_deadlines() -> None:
     assert failed.set_fields[STC] is None and failed.set_fields[S2S] == at(5 + 3 + 10)
     done = sm.complete({**running}, at(6))
     assert done.set_fields[STC] is None and done.set_fields[S2C] is None  # (S2S was cleared at the start)
+    # A failure of a task not started yet is a retry too: schedulable again from its new time.
+    early = sm.fail(pending, at(1), "x", policy={"initial_interval": 4.0})
+    assert early.to_status == "retrying" and early.set_fields[S2S] == at(1 + 4 + 10)
     blocked = sm.block(pending, at(1))
     assert blocked.set_fields[S2S] is None and S2C not in blocked.set_fields
     # A manual retry schedules the task anew: both schedule timeouts run again from then.

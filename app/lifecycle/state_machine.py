@@ -253,7 +253,9 @@ def _deadlines(
         clear(timeouts.SCHEDULE_TO_START)
         arm(timeouts.START_TO_CLOSE, start)
     elif to_status in _SCHEDULABLE and (
-        from_status in _SCHEDULED_FROM or (from_status == to_status and "not_before" in fields)
+        from_status in _SCHEDULED_FROM
+        or "next_attempt_at" in fields  # a failure of a task not started: a retry, due at its new time
+        or (from_status == to_status and "not_before" in fields)
     ):
         # Schedulable from now, or from when its claim gate opens (a delayed start, a retry's backoff).
         gate = claim_gate(merged)
