@@ -92,6 +92,7 @@ function eventSummary(e) {
     case "TASK_DELETED": return `deleted ${(e.deletedIds || []).join(", ")}`;
     case "TASK_FINALIZED": return "finalized";
     case "LEASE_EXPIRED": return `lease of ${e.holder || "?"} ran out (attempt ${e.attempt})`;
+    case "TASK_TIMED_OUT": return `⏱ ${(e.kind || "").toLowerCase().replace(/_/g, "-")} timeout${e.timeoutSeconds ? ` of ${e.timeoutSeconds} s` : ""} ran out (attempt ${e.attempt})`;
     default: return e.type;
   }
 }
