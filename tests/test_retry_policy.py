@@ -220,11 +220,13 @@ async def test_create_workflow_gives_its_subtree_one_policy(client: AgentTasksCl
 async def test_many_waiting_tasks_none_claimed_early_and_the_claim_reads_no_waiting_document(
     client: AgentTasksClient, db: Any
 ) -> None:
-    """100 retrying tasks wait 5 s at the head of the queue: claims meanwhile hand out none of them, the
-    one ready task behind them is claimed, and the claim query passes over the waiting ones on their index
-    keys (MongoDB's profiler: documents examined stay a handful)."""
+    """100 retrying tasks wait at the head of the queue: claims meanwhile hand out none of them, the one
+    ready task behind them is claimed, and the claim query passes over the waiting ones on their index keys
+    (MongoDB's profiler: documents examined stay a handful). They wait 60 s, so however slow the machine
+    nothing comes due during the test; then their time is moved to the past in MongoDB (the clock moving
+    on, without waiting for it) and every one of them is claimed."""
     name = agent()
-    policy = RetryPolicy(initial_interval=5.0, jitter=0)
+    policy = RetryPolicy(initial_interval=60.0, jitter=0)
     ids = [
         (await client.create_agent_task(name, retry_policy=policy, priority="high")).id for _ in range(100)
     ]
@@ -247,13 +249,14 @@ async def test_many_waiting_tasks_none_claimed_early_and_the_claim_reads_no_wait
     assert finds and all(f["docsExamined"] <= 8 for f in finds), [
         (f["docsExamined"], f["keysExamined"], f["planSummary"]) for f in finds
     ]
-    early = 0
     states = await db.agent_task_states.find({"_id": {"$in": ids}}, {"next_attempt_at": 1}).to_list()
-    due = min(s["next_attempt_at"] for s in states)
-    while dt.datetime.now(dt.UTC) < due - dt.timedelta(milliseconds=150):
-        early += (await client.claim(name)) is not None
-        await asyncio.sleep(0.02)
+    due = min(s["next_attempt_at"] for s in states).replace(tzinfo=dt.UTC)
+    early = 0
+    for _ in range(20):
+        if dt.datetime.now(dt.UTC) < due - dt.timedelta(milliseconds=150):
+            early += (await client.claim(name)) is not None
     assert early == 0
-    await asyncio.sleep(max(0.0, (max(s["next_attempt_at"] for s in states) - due).total_seconds()) + 0.3)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    await db.agent_task_states.update_many({"_id": {"$in": ids}}, {"$set": {"next_attempt_at": past}})
     claimed = [await client.claim(name) for _ in range(100)]
     assert sorted(c.id for c in claimed if c is not None) == sorted(ids)
