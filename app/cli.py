@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import uvicorn
 
-from app.edge import log_filter, url_limited_protocol
+from app import logs
+from app.edge import url_limited_protocol
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -154,9 +155,7 @@ def _serve(settings: Settings) -> int:
             except EmbeddedMongoError as exc:
                 raise StartupError(str(exc)) from None
             settings = settings.model_copy(update={"mongodb_uri": uri})
-            print(
-                f"agent-tasks: embedded MongoDB ready at {uri} (data in {settings.data_dir})", file=sys.stderr
-            )
+            logs.announce(f"embedded MongoDB ready at {uri} (data in {settings.data_dir})")
         return _run_loop(_run(settings, sock))
     except _Stopped:
         return EXIT_OK
@@ -236,6 +235,10 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
                 host=host,
                 port=port,
                 log_level=settings.log_level,
+                # Its lines go through the root logger's handler (one format, redacted); its access log
+                # is off: the edge writes one line per request (app/edge.py `AccessLog`).
+                log_config=logs.uvicorn_log_config(),
+                access_log=False,
                 lifespan="on",
                 http=url_limited_protocol(settings.max_url_bytes),
                 ws_per_message_deflate=settings.ws_per_message_deflate,
@@ -288,7 +291,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            print(f"agent-tasks: GraphiQL at {self._url}", file=sys.stderr, flush=True)
+            logs.announce(f"GraphiQL at {self._url}")
             settings = self._state.settings
             mode = (
                 f"open: anyone who can reach {settings.host}:{settings.port} may read and write"
@@ -296,7 +299,7 @@ class _Server(uvicorn.Server):
                 if settings.auth_open
                 else "API keys required (`agent-tasks keys create`)"
             )
-            print(f"agent-tasks: access: {mode}", file=sys.stderr, flush=True)
+            logs.announce(f"access: {mode}")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -432,11 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"agent-tasks: {exc}", file=sys.stderr)
         return exc.code
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s [%(correlation_id)s]: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:  # every line says which request it is about
-        handler.addFilter(log_filter())
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         return _serve(settings)
     if args.command == "keys":

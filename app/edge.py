@@ -2,9 +2,10 @@
 
 Order (outermost first): `RequestId` gives every request an id (the client's `X-Request-ID` when it is a
 plausible id, a new one otherwise), echoed in the answer and put in every log line; `TrustedHosts`
-refuses a `Host` the server does not answer to (DNS rebinding) with a 400 JSON error; `RefusalLog`
-writes one line at INFO for every 4xx answer, with the reason a handler left in `request.state.refusal`,
-so a client's mistake never logs a traceback (only the unexpected, a 500, does).
+refuses a `Host` the server does not answer to (DNS rebinding) with a 400 JSON error; `AccessLog`
+writes one line per request (route template, GraphQL operation, status, duration, actor, request id),
+with, for every 4xx answer, the reason a handler left in `request.state.refusal`, so a client's mistake
+never logs a traceback (only the unexpected, a 500, does).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import asyncio
 import json
 import logging
 import re
+import time
 from typing import Any
 
-from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
-from asgi_correlation_id.log_filters import CorrelationIdFilter
+from asgi_correlation_id import CorrelationIdMiddleware
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -25,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.settings import Settings
 
 logger = logging.getLogger("agent_tasks.requests")
+#: The access line's logger (one line per request: `AccessLog`).
+access_logger = logging.getLogger("agent_tasks.access")
 
 #: A Host header (RFC 9110 §7.2): a registered name or IPv4 address, or a bracketed IP literal, then an
 #: optional port. Starlette parses it the same way in a private module (`starlette._utils`), not ours to use.
@@ -54,18 +57,13 @@ def edge_middleware(settings: Settings) -> list[Middleware]:
     """The edge's middleware, outermost first (`Starlette(middleware=...)` order)."""
     return [
         Middleware(CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=_plausible_request_id),
-        Middleware(RefusalLog),
+        Middleware(AccessLog),
         Middleware(TrustedHosts, allowed_hosts=settings.allowed_hosts),
     ]
 
 
-def log_filter() -> logging.Filter:
-    """A filter that puts the request id on every record as `correlation_id` (`-` outside a request)."""
-    return CorrelationIdFilter(default_value="-")
-
-
 def refuse(scope: Scope, reason: str) -> None:
-    """Say why this request is refused, for `RefusalLog`'s line (Starlette's `request.state`)."""
+    """Say why this request is refused, for `AccessLog`'s line (Starlette's `request.state`)."""
     scope.setdefault("state", {})["refusal"] = reason
 
 
@@ -116,31 +114,74 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-class RefusalLog:
-    """One INFO line per refused request (4xx): method, path, status, request id and the reason."""
+class AccessLog:
+    """One line per HTTP request, when its answer has been sent (logger `agent_tasks.access`; INFO, WARNING
+    for a 5xx): method, route template (`scope["route"]`, set by Starlette's router; never the raw path
+    or its query string, which may carry ids or credentials; none for a path no route matched), GraphQL
+    operation name and type (`request.state.graphql_operation`, set by the GraphQL extension), status,
+    duration, actor (`request.state.principal`, set by the auth middleware), the request id (from the
+    log filter) and, for a 4xx, the reason a handler left in `request.state.refusal` — so a client's
+    mistake is one line, never a traceback. A WebSocket gets one line when it ends (`WS`, 101 when it
+    was accepted, else 403)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        begin = time.perf_counter()
+        status: list[int] = [500 if scope["type"] == "http" else 403]
 
-        async def logging_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
-                reason = scope.get("state", {}).get("refusal", "")
-                logger.info(
-                    "refused %s %s: %s %s (request %s)",
-                    scope["method"],
-                    scope["path"][:200],
-                    message["status"],
-                    reason[:300],
-                    correlation_id.get() or "-",
-                )
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "websocket.accept":
+                status[0] = 101
             await send(message)
 
-        await self.app(scope, receive, logging_send)
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            _access_line(scope, status[0], time.perf_counter() - begin)
+
+
+def _access_line(scope: Scope, status: int, seconds: float) -> None:
+    state = scope.get("state") or {}
+    method = scope["method"] if scope["type"] == "http" else "WS"
+    route = getattr(scope.get("route"), "path", None)
+    operation = state.get("graphql_operation")
+    name, kind = operation if operation is not None else (None, None)
+    principal = state.get("principal")
+    actor = (
+        f"{principal.kind}:{principal.id}"
+        if principal is not None and getattr(principal, "id", None)
+        else getattr(principal, "kind", None)
+    )
+    refusal = str(state.get("refusal", ""))[:300] if 400 <= status < 500 else ""
+    duration_ms = round(seconds * 1000, 2)
+    text = f"{method} {route or '-'} {status} {duration_ms:g} ms"
+    if kind is not None:
+        text += f" {kind} {name or '(anonymous)'}"
+    if actor is not None:
+        text += f" as {actor}"
+    if refusal:
+        text += f": {refusal}"
+    access_logger.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        text,
+        extra={
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "graphql_operation": name,
+            "graphql_type": kind,
+            "actor": actor,
+            **({"refusal": refusal} if refusal else {}),
+        },
+    )
 
 
 class BodyTooLarge(Exception):

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Log level of the server and of uvicorn."
     )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="`json`: one JSON object per line (docs/OBSERVABILITY.md); `text`: `LEVEL logger"
+        " [request id]: message`; `auto`: text when standard error is a terminal, JSON otherwise.",
+    )
     max_page_size: int = Field(default=100, ge=1, le=10_000, description="Largest `first` a list accepts.")
     default_page_size: int = Field(default=20, ge=1, description="Page size when `first` is not given.")
     max_filter_depth: int = Field(default=6, ge=1, description="Deepest nesting a `filter` may have.")

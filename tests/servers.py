@@ -58,7 +58,9 @@ def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float, port: 
     """Start `agent-tasks serve` on `port` (default: a free one) and wait until /healthz answers."""
     port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "MONGODB_DB")}
-    full_env.update({"PORT": str(port), "LOG_LEVEL": "warning", **env})
+    # Text lines (the tests grep them) unless a test asks for JSON (LOG_FORMAT=auto would pick JSON: the
+    # output is a pipe).
+    full_env.update({"PORT": str(port), "LOG_LEVEL": "warning", "LOG_FORMAT": "text", **env})
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", *args],
         cwd=ROOT,

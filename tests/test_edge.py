@@ -13,6 +13,7 @@ import pytest
 import websockets
 import websockets.asyncio.client
 import websockets.exceptions
+from asgi_correlation_id.log_filters import CorrelationIdFilter
 from websockets.typing import Subprotocol
 
 from app.rest.openapi import openapi_document
@@ -190,6 +191,7 @@ async def test_refusals_log_one_line_without_a_traceback(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(CorrelationIdFilter(default_value="-"))  # as app/logs.py's handler
     refusals = [
         client.post("/behavior-tasks/query", params={"after": "forged"}, headers={"X-Request-ID": "rid-1"}),
         client.post("/behavior-tasks/query", json={"$where": "1"}, headers={"X-Request-ID": "rid-2"}),
@@ -203,13 +205,25 @@ async def test_refusals_log_one_line_without_a_traceback(
         assert response.status_code in (200, 400), response.text
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("agent_tasks")]
-    for rid, code in (
-        ("rid-1", "bad_cursor"),
-        ("rid-2", "bad_filter"),
-        ("rid-3", "bad_json"),
-        ("rid-4", "400"),
+    # One access line per request, with its route template, status, request id and the refusal's reason.
+    by_route = [r for r in caplog.records if r.name == "agent_tasks.access"]
+    assert len(by_route) == len(refusals), [r.getMessage() for r in by_route]
+    for record, (route, status, code, rid) in zip(
+        by_route,
+        (
+            ("/behavior-tasks/query", 400, "bad_cursor", "rid-1"),
+            ("/behavior-tasks/query", 400, "bad_filter", "rid-2"),
+            ("/meta-tasks", 400, "bad_json", "rid-3"),
+            ("/graphql", 400, "", "rid-4"),
+            ("/graphql", 200, "", None),
+            ("/graphql", 200, "", None),
+        ),
+        strict=True,
     ):
-        assert [line for line in lines if f"(request {rid})" in line and code in line], lines
+        fields = record.__dict__
+        assert (fields["route"], fields["status"], fields["method"]) == (route, status, "POST"), fields
+        assert code in fields.get("refusal", ""), fields
+        assert rid is None or fields["correlation_id"] == rid, fields
     assert any("refused GraphQL request: BAD_CURSOR" in line for line in lines), lines
     assert any("refused GraphQL request: GRAPHQL_VALIDATION_FAILED" in line for line in lines), lines
 

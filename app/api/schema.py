@@ -38,6 +38,7 @@ from app.api.keys import KeyMutation, KeyQuery
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
+from app.api.observe import OperationObserver
 from app.api.queries import ReadQuery
 from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
@@ -218,6 +219,7 @@ def build_schema(
         subscription=Subscription,
         types=[MetaWorkflowTask, SubTask, BehaviorTask, *ALL_EVENT_TYPES],
         extensions=[
+            OperationObserver,  # outermost: times everything below, sees the errors as answered
             ContextPerOperation,
             ScopeCheck,  # before the database gate: a refusal needs no database
             DatabaseGate,
