@@ -41,7 +41,7 @@ schema: $(STAMP)
 	$(BIN)/agent-tasks export-schema > schema/schema.graphql
 
 demo: $(STAMP)
-	$(BIN)/agent-tasks demo
+	$(BIN)/agent-tasks demo --embedded
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.tree

@@ -5,6 +5,11 @@ port is bound, the embedded mongod started (when no `MONGODB_URI` is set), and M
 prepared (`open_resources`); only then does uvicorn listen and "GraphiQL at …" get printed. A failure at
 any step prints one line saying what to do and exits non-zero (`EXIT_*`).
 
+Next to a running server: `serve` on the embedded mongod leaves `DATA_DIR/server.json` (the URI, the
+database, its pid) while it runs; `keys` and `demo` without MONGODB_URI read it (checking the pid is alive)
+and work on that server's database, or say in one line what to pass (exit code 2); `--embedded` starts the
+embedded mongod for the command when no server runs.
+
 Stopping (SIGTERM or Ctrl-C): no new connections; every subscription ends at once, as a finished stream
 (SSE `complete`, graphql-transport-ws `complete` then close 1001 "going away"); requests still running get
 `SHUTDOWN_GRACE_SECONDS` in all, after which uvicorn cancels them; then the resources close, the embedded
@@ -135,7 +140,7 @@ def _bind(settings: Settings) -> socket.socket:
 
 
 def _serve(settings: Settings) -> int:
-    from app.mongo.embedded import EmbeddedMongod, EmbeddedMongoError
+    from app.mongo.embedded import EmbeddedMongod, EmbeddedMongoError, announce_server, withdraw_server
 
     def stop(signum: int, frame: object) -> None:
         raise _Stopped
@@ -156,6 +161,8 @@ def _serve(settings: Settings) -> int:
                 raise StartupError(str(exc)) from None
             settings = settings.model_copy(update={"mongodb_uri": uri})
             logs.announce(f"embedded MongoDB ready at {uri} (data in {settings.data_dir})")
+            # Where `agent-tasks keys` and `agent-tasks demo` find this database while the server runs.
+            announce_server(settings.data_dir, uri, settings.mongodb_db)
         return _run_loop(_run(settings, sock))
     except _Stopped:
         return EXIT_OK
@@ -169,6 +176,7 @@ def _serve(settings: Settings) -> int:
         if sock is not None:
             sock.close()
         if embedded is not None:
+            withdraw_server(settings.data_dir)
             embedded.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -246,7 +254,8 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
                 proxy_headers=bool(settings.forwarded_allow_ips),
                 forwarded_allow_ips=settings.forwarded_allow_ips,
             )
-            server = _Server(config, state, settings.shutdown_grace_seconds, f"http://{host}:{port}/graphql")
+            url = f"http://{reachable_host(settings, host)}:{port}/graphql"
+            server = _Server(config, state, settings.shutdown_grace_seconds, url)
             # From here a signal drains the server (a second Ctrl-C: at once, as uvicorn does).
             _route_signals(lambda sig: server.handle_exit(sig, None))
             server.should_exit = stopped  # a signal came in meanwhile: start, and stop at once
@@ -266,6 +275,31 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
     finally:
         starting = False
     return EXIT_OK
+
+
+#: Addresses that mean "every interface": not a host a client can name in a URL.
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def reachable_host(settings: Settings, bound: str) -> str:
+    """The host to print in the start-up URL: the address bound, unless it is every interface (0.0.0.0,
+    ::); then a host the server answers to (TRUSTED_HOSTS): localhost or 127.0.0.1 when allowed (a URL
+    that works on this machine), else the first host name listed."""
+    if bound not in _ANY_ADDRESS:
+        return f"[{bound}]" if ":" in bound else bound
+    allowed = settings.allowed_hosts
+    for candidate in ("localhost", "127.0.0.1"):
+        if any(
+            pattern == "*"
+            or pattern == candidate
+            or (pattern.startswith("*.") and candidate.endswith(pattern[1:]))
+            for pattern in allowed
+        ):
+            return candidate
+    named = [host for host in allowed if "*" not in host]
+    if named:
+        return named[0]
+    return allowed[0].replace("*", "www", 1) if allowed else "localhost"
 
 
 class _Server(uvicorn.Server):
@@ -320,6 +354,47 @@ def _no_cancelled_tracebacks(record: logging.LogRecord) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- commands
+
+
+def operator_settings(settings: Settings, embedded: bool) -> Settings:
+    """The settings an operator's command (`keys`, `demo`) uses: MONGODB_URI when set; else the database
+    of the server running on DATA_DIR's embedded mongod (its `server.json`, and its MONGODB_DB unless
+    set); else, with `--embedded`, the embedded mongod started for this command. Raises `StartupError`
+    (EXIT_USAGE) with one line saying what to pass when none of these applies."""
+    from app.mongo.embedded import ServerNotFound, running_server
+
+    if settings.mongodb_uri is not None:
+        return settings
+    try:
+        found = running_server(settings.data_dir)
+    except ServerNotFound as exc:
+        if embedded and "no agent-tasks server is running" in str(exc):
+            return settings  # `open_database` starts the embedded mongod on DATA_DIR
+        hint = "" if embedded else " (or --embedded to start the embedded MongoDB for this command)"
+        raise StartupError(f"{str(exc).removesuffix('.')}{hint}.", EXIT_USAGE) from None
+    update: dict[str, Any] = {"mongodb_uri": found["uri"]}
+    if "mongodb_db" not in settings.model_fields_set and isinstance(found.get("database"), str):
+        update["mongodb_db"] = found["database"]
+    return settings.model_copy(update=update)
+
+
+def _operator_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`keys` and `demo`: one line and an exit code for every failure a user can meet, never a traceback."""
+    from app.mongo.client import MongoUnavailable
+    from app.mongo.embedded import EmbeddedMongoError
+
+    try:
+        settings = operator_settings(settings, bool(getattr(args, "embedded", False)))
+        if args.command == "keys":
+            return asyncio.run(_keys(settings, args))
+        asyncio.run(_load_demo(settings, args.reset))
+        return EXIT_OK
+    except StartupError as exc:
+        print(f"agent-tasks: {exc}", file=sys.stderr)
+        return exc.code
+    except (EmbeddedMongoError, MongoUnavailable) as exc:
+        print(f"agent-tasks: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 async def _load_demo(settings: Settings, reset: bool) -> None:
@@ -379,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--demo", action="store_true", help="load the demo workflow before serving")
     demo = commands.add_parser("demo", help="load the demo workflow into the database and exit")
     demo.add_argument("--reset", action="store_true", help="put the demo documents back as they were")
+    embedded_help = (
+        "when no server runs on DATA_DIR (and MONGODB_URI is unset), start the embedded MongoDB for this"
+        " command"
+    )
+    demo.add_argument("--embedded", action="store_true", help=embedded_help)
     export = commands.add_parser("export-schema", help="print the GraphQL SDL (schema/schema.graphql)")
     export.add_argument("--output", type=Path, help="write to this file instead of standard output")
     commands.add_parser("settings-doc", help="print the configuration reference (docs/CONFIGURATION.md)")
@@ -390,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--pace", type=float, default=1.0, help="scale every pause (0.1: ten times faster)")
     agent.add_argument("--seed", type=int, help="seed the random pauses and failures")
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    keys.add_argument("--embedded", action="store_true", help=embedded_help)
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print its secret once")
     create.add_argument("--name", required=True)
@@ -438,18 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         return _serve(settings)
-    if args.command == "keys":
-        return asyncio.run(_keys(settings, args))
-    if args.command == "demo":
-        from app.mongo.client import MongoUnavailable
-        from app.mongo.embedded import EmbeddedMongoError
-
-        try:
-            asyncio.run(_load_demo(settings, args.reset))
-        except (EmbeddedMongoError, MongoUnavailable) as exc:
-            print(f"agent-tasks: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        return EXIT_OK
+    if args.command in ("keys", "demo"):
+        return _operator_command(settings, args)
     return EXIT_USAGE
 
 

@@ -31,7 +31,15 @@ from urllib.parse import quote
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-__all__ = ["EmbeddedMongoError", "EmbeddedMongod", "find_mongod_binary"]
+__all__ = [
+    "EmbeddedMongoError",
+    "EmbeddedMongod",
+    "ServerNotFound",
+    "announce_server",
+    "find_mongod_binary",
+    "running_server",
+    "withdraw_server",
+]
 
 # MongoDB server error codes we react to (src/mongo/base/error_codes.yml).
 _ALREADY_INITIALIZED = 23
@@ -504,3 +512,61 @@ class EmbeddedMongod:
             f"mongod on {self._host} did not become a writable replica-set primary within {timeout:g}s "
             f"({last_state}); {where}."
         )
+
+
+# ----------------------------------------------------------------------------------------------- discovery
+
+#: The file a server that started the embedded mongod leaves in its data directory, so that the operator's
+#: commands (`agent-tasks keys`, `agent-tasks demo`) reach the database that server uses.
+DISCOVERY_FILE = "server.json"
+
+
+class ServerNotFound(Exception):
+    """No running server's database could be found from the data directory; the message is one sentence
+    saying what to pass instead."""
+
+
+def announce_server(data_dir: Path, uri: str, database: str, url: str | None = None) -> Path:
+    """Write `data_dir/server.json` (URI, database, this process's pid, the HTTP URL), replacing a stale
+    one; written to a temporary file then renamed, so a reader never sees half of it."""
+    path = Path(data_dir).expanduser().absolute() / DISCOVERY_FILE
+    body = {"uri": uri, "database": database, "pid": os.getpid(), "url": url}
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(body), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def withdraw_server(data_dir: Path) -> None:
+    """Remove `server.json` if this process wrote it (another server may have replaced it meanwhile)."""
+    path = Path(data_dir).expanduser().absolute() / DISCOVERY_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+
+
+def running_server(data_dir: Path) -> dict[str, Any]:
+    """The URI and database of the server running on `data_dir`'s embedded mongod, from its `server.json`
+    (checked: its pid is alive and mongod holds the data directory). Raises `ServerNotFound` with one
+    sentence naming what to pass otherwise."""
+    directory = Path(data_dir).expanduser().absolute()
+    holder = _lock_holder(directory / "db")
+    try:
+        found = json.loads((directory / DISCOVERY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        found = None
+    alive = isinstance(found, dict) and isinstance(found.get("pid"), int) and _pid_alive(found["pid"])
+    if alive and holder is not None and isinstance(found, dict) and isinstance(found.get("uri"), str):
+        return found
+    if holder is not None:
+        uri = found.get("uri") if isinstance(found, dict) else None
+        raise ServerNotFound(
+            f"a mongod (pid {holder}) holds {directory} but no running agent-tasks server says where it"
+            f" listens; pass MONGODB_URI={uri or 'mongodb://127.0.0.1:<its port>/?directConnection=true'}"
+            " (or stop it and start `agent-tasks serve`)."
+        )
+    raise ServerNotFound(
+        f"no agent-tasks server is running on DATA_DIR={data_dir} (no live {DISCOVERY_FILE} there): start one"
+        " (`agent-tasks serve`, `make run`), point DATA_DIR at its data directory, or pass MONGODB_URI (and"
+        " MONGODB_DB) of the database it uses."
+    )
