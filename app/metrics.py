@@ -1,5 +1,8 @@
-"""Prometheus metrics at `/metrics`: HTTP requests by route (`RequestMetrics`) and what
-this process's event hub and live connections are doing (read from `AppState` at scrape time).
+"""Prometheus metrics at `/metrics`: HTTP requests by route (`RequestMetrics`), what
+this process's event hub and live connections are doing (read from `AppState` at scrape time), the
+instruments the other layers record into (`app/instruments.py`: GraphQL operations, MongoDB commands,
+claims, lapses, retries, expiries, the hub's lag) and the task gauges `TaskSampler` refreshes at most every
+METRICS_SAMPLE_SECONDS when scraped (docs/OBSERVABILITY.md lists every series).
 
 Each server process answers for itself (scrape every process, as Prometheus does with several replicas);
 nothing is shared through MongoDB. The request metrics use the route's template (`/meta-tasks/{id}`), not
@@ -13,6 +16,10 @@ without the scope, in the REST error shape), unless `METRICS_PUBLIC=true` opens 
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +27,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from pymongo.errors import PyMongoError
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,10 +35,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
+from app import instruments
 from app.auth.scopes import ScopeRefusal, Unauthenticated, require
 from app.domain import Scope
 from app.principal import OPEN, Principal
 from app.resources import AppState
+from app.store import states as state_store
+from app.store.failures import describe
+
+logger = logging.getLogger("agent_tasks.metrics")
 
 METRICS_PATH = "/metrics"
 #: The Prometheus text format, version 0.0.4 (what `generate_latest` writes).
@@ -147,6 +160,11 @@ class LiveCollector(Collector):
             "Events whose position this process wrote (the first of the processes to stamp it).",
             hub.stamped,
         )
+        yield GaugeMetricFamily(
+            "agent_tasks_event_hub_backlog",
+            "Changes this process's hub read off the stream and has not released to subscribers yet.",
+            hub.backlog,
+        )
 
 
 def metrics_route() -> Route:
@@ -158,6 +176,10 @@ def metrics_route() -> Route:
             refused = _refusal(request)
             if refused is not None:
                 return refused
+        sampler: TaskSampler | None = state.extras.get("task_sampler")
+        if sampler is None:
+            sampler = state.extras["task_sampler"] = TaskSampler(state)
+        await sampler.refresh()
         live: CollectorRegistry | None = state.extras.get("metrics_registry")
         if live is None:  # one registry per app: several apps in one process (the tests) never collide
             live = CollectorRegistry(auto_describe=True)
@@ -166,6 +188,63 @@ def metrics_route() -> Route:
         return Response(generate_latest(REGISTRY) + generate_latest(live), media_type=CONTENT_TYPE)
 
     return Route(METRICS_PATH, metrics, methods=["GET"])
+
+
+class TaskSampler:
+    """Tasks by status and agent, and the claimable queue per agent (`agent_tasks_tasks`,
+    `agent_tasks_claimable_tasks`): counted by one aggregation (`states.sample_counts`) when a scrape finds
+    the last sample older than METRICS_SAMPLE_SECONDS, never per scrape; bounded in MongoDB by
+    METRICS_SAMPLE_TIMEOUT_SECONDS. A series whose count went away is set to 0 (not dropped: a gauge in
+    multiprocess mode cannot be), so a queue that emptied reads 0. A failed sample keeps the previous one
+    and logs one line.
+
+    Concurrency: scrapes may overlap; one of them samples (`_lock`) and the others, finding the sample
+    fresh once they hold the lock, serve it."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._lock = asyncio.Lock()
+        self._sampled_at = -math.inf
+        self._series: set[tuple[str, str]] = set()
+        self._queues: set[str] = set()
+
+    async def refresh(self) -> None:
+        settings = self.state.settings
+        async with self._lock:
+            if time.monotonic() - self._sampled_at < settings.metrics_sample_seconds:
+                return
+            # Also when it fails: a MongoDB that is down is asked again only after the same interval.
+            self._sampled_at = time.monotonic()
+            try:
+                counts, claimable = await state_store.sample_counts(
+                    self.state.store.db, dt.datetime.now(dt.UTC), settings.metrics_sample_timeout_seconds
+                )
+            except PyMongoError as exc:
+                logger.warning("task metrics not sampled: %s (the previous sample is served)", describe(exc))
+                return
+            self._publish(counts, claimable)
+
+    def _publish(self, counts: list[tuple[Any, Any, int]], claimable: dict[Any, int]) -> None:
+        meters = instruments.get()
+        by_series: dict[tuple[str, str], int] = {}
+        for agent, status, n in counts:
+            key = (str(status), meters.agents(str(agent) if agent is not None else ""))
+            by_series[key] = by_series.get(key, 0) + n
+        queues: dict[str, int] = {}
+        for agent, n in claimable.items():
+            label = meters.agents(str(agent) if agent is not None else "")
+            queues[label] = queues.get(label, 0) + n
+        for status, agent in self._series - by_series.keys():
+            meters.tasks.labels(status, agent).set(0)
+        for (status, agent), n in by_series.items():
+            meters.tasks.labels(status, agent).set(n)
+        for agent in self._queues - queues.keys():
+            meters.claimable.labels(agent).set(0)
+        for agent, n in queues.items():
+            meters.claimable.labels(agent).set(n)
+        self._series |= by_series.keys()
+        self._queues |= queues.keys()
+        meters.tasks_sampled_at.set(time.time())
 
 
 def _refusal(request: Request) -> Response | None:

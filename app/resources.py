@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandListener
 
+from app import instruments
 from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.transitions import Lifecycle
@@ -27,6 +28,7 @@ from app.live.hub import EventHub
 from app.live.presence import Presence
 from app.mongo.client import app_name, check_deployment, make_client
 from app.mongo.embedded import EmbeddedMongod
+from app.mongo.monitoring import CommandMetrics
 from app.settings import Settings
 from app.store.config import shared_secret
 from app.store.cursors import CursorCodec
@@ -96,7 +98,8 @@ async def _database(
         uri = await asyncio.to_thread(embedded.start)
     client = make_client(
         uri,
-        listeners,
+        # Command latency by command and collection (`/metrics`); the event hub's client is left out.
+        [*listeners, CommandMetrics()],
         timeout_seconds=settings.mongodb_timeout_seconds,
         server_selection_timeout_seconds=settings.mongodb_server_selection_timeout_seconds,
         appname=app_name(process_id or uuid.uuid4().hex),
@@ -129,6 +132,7 @@ async def open_resources(
     # Who this process is to MongoDB (both clients' appName) and to the other processes (its registration,
     # the event hub's lease): how a survivor finds the transactions this process leaves open if it dies.
     process_id = uuid.uuid4().hex
+    instruments.configure(settings.metrics_label_values_max)
     async with _database(settings, listeners, process_id) as (uri, db):
         # The event hub has a client of its own, without the operation timeout: its change stream waits
         # for events indefinitely by design, and its loops retry on failure by themselves; server selection

@@ -367,6 +367,27 @@ class Settings(BaseSettings):
         " private network). Off: it needs a key or token with the `metrics` scope. An open server"
         " (AUTH_MODE) serves it to anyone either way.",
     )
+    metrics_label_values_max: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most distinct client-chosen label values (GraphQL operation names, agent names) each"
+        " metric keeps per process; further values are counted as `other`.",
+    )
+    metrics_sample_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        le=3600,
+        description="How often at most `/metrics` re-counts tasks by status and agent and the claimable"
+        " queue per agent (one aggregation, when scraped): older samples are refreshed, newer ones served.",
+    )
+    metrics_sample_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Longest the task-count sample may run in MongoDB (`maxTimeMS`); past it the previous"
+        " sample is kept and the scrape answers at once.",
+    )
     auth_anonymous_scopes: Annotated[list[Literal["read", "write", "admin"]], NoDecode] = Field(
         default_factory=list,
         description="Scopes of a request without credentials when keys are required (comma-separated).",

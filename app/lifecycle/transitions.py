@@ -19,6 +19,7 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from app import instruments
 from app.domain import MAX_ID_LENGTH, TaskKind, as_utc, utcnow
 from app.lifecycle import idempotency, retry_policy, timeouts
 from app.lifecycle import state_machine as sm
@@ -561,7 +562,17 @@ class Lifecycle:
         work: Callable[[AsyncClientSession], Awaitable[Any]],
         payload: Any = None,
     ) -> Any:
-        """Run `work` in a transaction, once per idempotency key; a replay answers the state as it was."""
+        """Run `work` in a transaction, once per idempotency key; a replay answers the state as it was.
+
+        Every lifecycle change commits here, once: so this is where the claims, lease lapses, retries and
+        expiries are counted (`count_committed`), after the commit and never for a replay."""
+        replayed = False
+
+        def replay(answer: Mapping[str, Any], events: list[Doc]) -> Applied:
+            nonlocal replayed
+            replayed = True
+            return Applied(state=answer["state"], events=events)
+
         with self.writing():
             applied = await idempotency.run_once(
                 self.db,
@@ -569,13 +580,31 @@ class Lifecycle:
                 operation,
                 work,
                 encode=lambda applied: None if applied is None else _answer(applied),
-                decode=lambda answer, events: Applied(state=answer["state"], events=events),
+                decode=replay,
                 clock=self.clock,
                 payload=payload,
             )
             if applied is not None:
+                if not replayed:
+                    count_committed(operation, applied)
                 await self.settle(applied.events)
         return applied
+
+
+def count_committed(operation: str, applied: Applied) -> None:
+    """Count a committed change for `/metrics` (`app/instruments.py`), by the task's agent: a claim, a
+    lease that lapsed, an expiry, and every task it sent to retrying (a failure or a lapse)."""
+    meters = instruments.get()
+    agent = meters.agents(applied.state.get("agent_name"))
+    if operation.startswith("claim:"):
+        meters.claims.labels(agent).inc()
+    elif operation == "lapse":
+        meters.lease_lapses.labels(agent).inc()
+    elif operation == "expire":
+        meters.expiries.labels(agent).inc()
+    for event in applied.events:
+        if event.get("type") == "STATUS_CHANGED" and event.get("payload", {}).get("to_status") == "retrying":
+            meters.retries.labels(meters.agents(event.get("agent_id"))).inc()
 
 
 def _decide(action: Action, state: Mapping[str, Any], now: dt.datetime) -> sm.Transition:

@@ -63,6 +63,7 @@ import bson
 from bson import ObjectId, Timestamp
 from pymongo.errors import OperationFailure, PyMongoError
 
+from app import instruments
 from app.cancellation import stop_task, stop_tasks
 from app.store import config
 from app.store import events as event_store
@@ -111,6 +112,18 @@ def _bson_size(event: Doc) -> int:
         return len(bson.encode(event))
     except (bson.errors.InvalidDocument, TypeError, OverflowError):  # never stops the hub: count it as 0
         return 0
+
+
+def _observe_lag(event: Doc) -> None:
+    """How long after its write (its `timestamp`, the writer's clock) this process released the event:
+    the change stream, the stamping and any holding (`_hold`) together (`agent_tasks_event_hub_lag_seconds`).
+    Events written by other programs without a datetime timestamp are left out."""
+    written = event.get("timestamp")
+    if isinstance(written, dt.datetime):
+        if written.tzinfo is None:
+            written = written.replace(tzinfo=dt.UTC)
+        lag = (dt.datetime.now(dt.UTC) - written).total_seconds()
+        instruments.get().hub_lag.observe(max(0.0, lag))
 
 
 class HubUnavailable(RuntimeError):
@@ -311,6 +324,11 @@ class EventHub:
         return sum(len(subs) for subs in self._by_key.values())
 
     @property
+    def backlog(self) -> int:
+        """Changes read off the stream and not yet stamped and released (`/metrics`)."""
+        return self._inbox.qsize()
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done() and self._ready.is_set()
 
@@ -482,6 +500,7 @@ class EventHub:
         self._remember(event["_id"], event["seq"])
         self.last_position = event["seq"]
         self._dispatch(event)
+        _observe_lag(event)
 
     async def _read_positions(self, ids: list[Any]) -> dict[Any, ObjectId | None]:
         return await self._retrying("reading event positions", event_store.positions_of, ids)

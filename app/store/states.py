@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pymongo
 from pymongo import ReturnDocument, UpdateOne
 
 from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX, DEADLINE_INDEXES
@@ -261,3 +262,43 @@ async def timed_out(
         comment=BACKGROUND,
     )
     return [doc["_id"] async for doc in cursor]
+
+
+async def sample_counts(
+    db: Db, now: dt.datetime, seconds: float
+) -> tuple[list[tuple[Any, Any, int]], dict[Any, int]]:
+    """For `/metrics`' sampled gauges, within `seconds` (PyMongo's `timeout`: mongod stops too):
+    (agent_name, status, count) for every pair present, over the claim index's first two keys (covered:
+    no document is read); and how many tasks each agent's claim could start at `now` (`claimable`'s
+    match for every agent at once; ISO-string expiries counted as unexpired)."""
+    with pymongo.timeout(seconds):
+        pairs = await _states(db).aggregate(
+            [
+                {"$project": {"_id": 0, "agent_name": 1, "status": 1}},
+                {"$group": {"_id": {"agent": "$agent_name", "status": "$status"}, "n": {"$sum": 1}}},
+            ],
+            hint=CLAIM_INDEX.name,
+            comment=BACKGROUND,
+        )
+        counts = [(doc["_id"].get("agent"), doc["_id"].get("status"), int(doc["n"])) async for doc in pairs]
+        queues = await _states(db).aggregate(
+            [
+                {
+                    "$match": {
+                        "status": {"$in": ["pending", "retrying"]},
+                        "not_before": {"$not": {"$gt": now}},
+                        "next_attempt_at": {"$not": {"$gt": now}},
+                        "$or": [
+                            {"expires_at": None},
+                            {"expires_at": {"$gt": now}},
+                            {"expires_at": {"$type": "string"}},
+                        ],
+                    }
+                },
+                {"$group": {"_id": "$agent_name", "n": {"$sum": 1}}},
+            ],
+            hint=CLAIM_INDEX.name,
+            comment=BACKGROUND,
+        )
+        claimable = {doc["_id"]: int(doc["n"]) async for doc in queues}
+    return counts, claimable
