@@ -15,6 +15,8 @@ when the dict passes `MAX_IN_FLIGHT`, so the dict never grows without bound.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pymongo.monitoring import (
     CommandFailedEvent,
     CommandListener,
@@ -36,6 +38,9 @@ class CommandMetrics(CommandListener):
     def __init__(self) -> None:
         self._collections: dict[tuple[int, object], str] = {}
         self._meters = instruments.get()
+        #: The histogram's child per (command, collection): `labels()` takes a lock and checks its
+        #: arguments on every call; a dict lookup does not (the pairs are bounded: see the module).
+        self._timers: dict[tuple[str, str], Any] = {}
 
     def started(self, event: CommandStartedEvent) -> None:
         name = event.command_name
@@ -46,15 +51,17 @@ class CommandMetrics(CommandListener):
             self._meters.collections(value) if isinstance(value, str) else ""
         )
 
+    def _observe(self, name: str, collection: str, micros: int) -> None:
+        timer = self._timers.get((name, collection))
+        if timer is None:
+            timer = self._timers[(name, collection)] = self._meters.mongo_duration.labels(name, collection)
+        timer.observe(micros / 1_000_000)
+
     def succeeded(self, event: CommandSucceededEvent) -> None:
         collection = self._collections.pop((event.request_id, event.connection_id), "")
-        self._meters.mongo_duration.labels(event.command_name, collection).observe(
-            event.duration_micros / 1_000_000
-        )
+        self._observe(event.command_name, collection, event.duration_micros)
 
     def failed(self, event: CommandFailedEvent) -> None:
         collection = self._collections.pop((event.request_id, event.connection_id), "")
-        self._meters.mongo_duration.labels(event.command_name, collection).observe(
-            event.duration_micros / 1_000_000
-        )
+        self._observe(event.command_name, collection, event.duration_micros)
         self._meters.mongo_failures.labels(event.command_name, collection).inc()
