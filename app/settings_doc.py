@@ -32,6 +32,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "embedded_mongo_port",
             "load_demo",
             "log_level",
+            "log_format",
             "shutdown_grace_seconds",
             "cursor_secret",
             "process_",
@@ -99,6 +100,12 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "connection_init_timeout_seconds",
             "event_",
         ),
+    ),
+    (
+        "Metrics",
+        "How `/metrics` bounds client-chosen label values and samples the task gauges"
+        " (docs/OBSERVABILITY.md).",
+        ("metrics_label_values_max", "metrics_sample_"),
     ),
 )
 

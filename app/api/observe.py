@@ -42,8 +42,8 @@ class OperationObserver(SchemaExtension):
         try:
             kind = context.operation_type.value
             name = context.operation_name or ANONYMOUS
-        except Exception:  # no document, or no such operation in it: nothing to name it by
-            kind, name = UNKNOWN, context._provided_operation_name or UNKNOWN
+        except Exception:  # no document, or no such operation in it: the name as sent, if any
+            kind, name = UNKNOWN, context.operation_name or UNKNOWN
         request_context = context.context
         if isinstance(request_context, Context) and request_context.request is not None:
             request_context.request.state.graphql_operation = (name, kind)
