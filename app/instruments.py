@@ -123,7 +123,8 @@ def get() -> Instruments:
             ),
             hub_lag=Histogram(
                 "agent_tasks_event_hub_lag_seconds",
-                "From an event's write (its timestamp) to its release to this process's subscribers.",
+                "From an event's write (its timestamp) to its release here, for events a subscriber or a"
+                " request of this process waits for.",
                 buckets=LAG_BUCKETS,
             ),
             tasks=Gauge(

@@ -118,6 +118,8 @@ def test_operations_metrics_match_the_traffic_sent(mongo_uri: str) -> None:
             for _ in range(2):
                 refused = gql("BadPage", 'query BadPage { agentTasks(after: "forged") { totalCount } }')
                 assert refused["errors"][0]["extensions"]["code"] == "BAD_CURSOR", refused
+            invalid = gql("Nope", "query Nope { nope }")
+            assert invalid["errors"], invalid
             for i in range(10):  # more names than METRICS_LABEL_VALUES_MAX leaves: the rest are `other`
                 gql(f"Spam{i}", f"query Spam{i} {{ __typename }}")
 
@@ -145,6 +147,7 @@ def test_operations_metrics_match_the_traffic_sent(mongo_uri: str) -> None:
             errors = "agent_tasks_graphql_operation_errors_total"
             assert value(after, errors, operation="BadPage", type="query", code="BAD_CURSOR") == 2
             assert value(after, errors, operation="MakeTask", type="mutation", code="BAD_CURSOR") == 0
+            assert value(after, errors, operation="Nope", type="query", code="GRAPHQL_VALIDATION_FAILED") == 1
             names = {s["operation"] for s in series(after, duration)}
             assert len(names - {"other"}) <= 8 and "other" in names, names
             spam = sum(

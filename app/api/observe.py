@@ -70,5 +70,8 @@ def _code(error: GraphQLError) -> str:
     code = (error.extensions or {}).get("code")
     if isinstance(code, str) and code:
         return code[:64]
-    # Validation's own errors carry no code; an unexpected exception is masked (app/api/errors.py).
-    return "GRAPHQL_VALIDATION_FAILED" if error.original_error is None else "INTERNAL_SERVER_ERROR"
+    # Validation's own errors carry no code and no path; a field's unexpected exception, masked by now
+    # (app/api/errors.py: "Unexpected error.", its original dropped), has a path.
+    if error.path is None and error.original_error is None:
+        return "GRAPHQL_VALIDATION_FAILED"
+    return "INTERNAL_SERVER_ERROR"

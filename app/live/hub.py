@@ -115,9 +115,10 @@ def _bson_size(event: Doc) -> int:
 
 
 def _observe_lag(event: Doc) -> None:
-    """How long after its write (its `timestamp`, the writer's clock) this process released the event:
-    the change stream, the stamping and any holding (`_hold`) together (`agent_tasks_event_hub_lag_seconds`).
-    Events written by other programs without a datetime timestamp are left out."""
+    """How long after its write (its `timestamp`, the writer's clock) this process released the event to
+    whoever waits for it here: the transaction's commit, the change stream and the stamping together
+    (`agent_tasks_event_hub_lag_seconds`). Events written by other programs without a datetime timestamp
+    are left out."""
     written = event.get("timestamp")
     if isinstance(written, dt.datetime):
         if written.tzinfo is None:
@@ -497,10 +498,14 @@ class EventHub:
         """The event's position is stored: wake its writer and hand it to the subscribers (once)."""
         if event["_id"] in self._recent:
             return
+        # Only where someone waits for it (a subscriber here, or a request of this process): events nobody
+        # here waits for are held on purpose (`_hold`), and their lag would measure that choice.
+        awaited = bool(self._by_key) or event["_id"] in self._waiters
         self._remember(event["_id"], event["seq"])
         self.last_position = event["seq"]
         self._dispatch(event)
-        _observe_lag(event)
+        if awaited:
+            _observe_lag(event)
 
     async def _read_positions(self, ids: list[Any]) -> dict[Any, ObjectId | None]:
         return await self._retrying("reading event positions", event_store.positions_of, ids)
