@@ -1,7 +1,8 @@
 """Log lines: one format for everything the server writes (its own loggers, uvicorn's, the driver's).
 
 `configure(level, fmt)` installs one handler on the root logger, on standard error:
-- `json` (LOG_FORMAT=json, or `auto` when standard error is not a terminal): one JSON object per line,
+- `json` (LOG_FORMAT=json, or `auto` when standard error is not a terminal): one JSON object per line
+  (python-json-logger's formatter over orjson),
   with `time` (ISO 8601, UTC), `level`, `logger`, `message`, `request_id` (inside a request) and whatever
   the line carries as `extra` (the access line: `method`, `route`, `status`, `duration_ms`, `actor`,
   `graphql_operation`, `graphql_type`, `refusal`); a traceback is one string field (`exc_info`).
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
 from asgi_correlation_id.log_filters import CorrelationIdFilter
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 LogFormat = Literal["auto", "json", "text"]
 
@@ -60,6 +61,8 @@ def redact(text: str) -> str:
 
 
 def _redacted(value: Any) -> Any:
+    if value is None or isinstance(value, int | float):
+        return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
@@ -76,7 +79,7 @@ class TextLines(logging.Formatter):
         return redact(super().format(record))
 
 
-class JsonLines(JsonFormatter):
+class JsonLines(OrjsonFormatter):
     """One JSON object per line: `time`, `level`, `logger`, `message`, `request_id`, extras; redacted."""
 
     def __init__(self) -> None:
@@ -95,8 +98,10 @@ class JsonLines(JsonFormatter):
             log_data.pop(name, None)
         time = log_data.pop("time", None)
         ordered = {"time": time.isoformat(timespec="milliseconds") if time is not None else None}
-        ordered.update(log_data)
-        return {key: _redacted(value) for key, value in ordered.items()}
+        for key, value in log_data.items():
+            # Strings are most values: redacted in place here, the rest (numbers, None) as they are.
+            ordered[key] = redact(value) if type(value) is str else _redacted(value)
+        return ordered
 
 
 def use_json(fmt: LogFormat, stream: TextIO) -> bool:
