@@ -368,7 +368,7 @@ def operator_settings(settings: Settings, embedded: bool) -> Settings:
     try:
         found = running_server(settings.data_dir)
     except ServerNotFound as exc:
-        if embedded and "no agent-tasks server is running" in str(exc):
+        if embedded and exc.held_by is None:
             return settings  # `open_database` starts the embedded mongod on DATA_DIR
         hint = "" if embedded else " (or --embedded to start the embedded MongoDB for this command)"
         raise StartupError(f"{str(exc).removesuffix('.')}{hint}.", EXIT_USAGE) from None

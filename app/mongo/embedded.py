@@ -523,7 +523,12 @@ DISCOVERY_FILE = "server.json"
 
 class ServerNotFound(Exception):
     """No running server's database could be found from the data directory; the message is one sentence
-    saying what to pass instead."""
+    saying what to pass instead. `held_by`: the pid of a mongod holding the directory anyway (then no
+    other mongod may be started on it)."""
+
+    def __init__(self, message: str, held_by: int | None = None) -> None:
+        super().__init__(message)
+        self.held_by = held_by
 
 
 def announce_server(data_dir: Path, uri: str, database: str, url: str | None = None) -> Path:
@@ -563,7 +568,8 @@ def running_server(data_dir: Path) -> dict[str, Any]:
         raise ServerNotFound(
             f"a mongod (pid {holder}) holds {directory} but no running agent-tasks server says where it"
             f" listens; pass MONGODB_URI={uri or 'mongodb://127.0.0.1:<its port>/?directConnection=true'}"
-            " (or stop it and start `agent-tasks serve`)."
+            " (or stop it and start `agent-tasks serve`).",
+            held_by=holder,
         )
     raise ServerNotFound(
         f"no agent-tasks server is running on DATA_DIR={data_dir} (no live {DISCOVERY_FILE} there): start one"
