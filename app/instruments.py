@@ -62,6 +62,7 @@ class Instruments:
     lease_lapses: Counter
     retries: Counter
     expiries: Counter
+    timeouts: Counter
     hub_lag: Histogram
     tasks: Gauge
     claimable: Gauge
@@ -120,6 +121,12 @@ def get() -> Instruments:
             ),
             expiries=Counter(
                 "agent_tasks_expiries_total", "Tasks failed because their `expires_at` passed.", ("agent",)
+            ),
+            timeouts=Counter(
+                "agent_tasks_timeouts_total",
+                "Tasks whose stored timeout fired (SCHEDULE_TO_START, START_TO_CLOSE, SCHEDULE_TO_CLOSE; a"
+                " lapsed lease is a lease lapse).",
+                ("agent", "kind"),
             ),
             hub_lag=Histogram(
                 "agent_tasks_event_hub_lag_seconds",

@@ -106,6 +106,7 @@ def test_operations_metrics_match_the_traffic_sent(mongo_uri: str) -> None:
             create("b0", b)
             soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).isoformat()
             create("b-expiring", b, f', expiresAt: "{soon}"')
+            create("b-unstarted", b, ", scheduleToStartTimeout: 1")  # nobody claims it in time
 
             claimed = [claim(a, 60) for _ in range(3)]
             failed = gql(
@@ -128,6 +129,7 @@ def test_operations_metrics_match_the_traffic_sent(mongo_uri: str) -> None:
                 lambda s: (
                     value(s, "agent_tasks_lease_lapses_total", agent=b) == 1
                     and value(s, "agent_tasks_expiries_total", agent=b) == 1
+                    and value(s, "agent_tasks_timeouts_total", agent=b, kind="SCHEDULE_TO_START") == 1
                 ),
             )
             # Lifecycle counters: each counted once, by agent.
@@ -138,10 +140,11 @@ def test_operations_metrics_match_the_traffic_sent(mongo_uri: str) -> None:
             assert value(after, "agent_tasks_lease_lapses_total", agent=b) == 1
             assert value(after, "agent_tasks_lease_lapses_total", agent=a) == 0
             assert value(after, "agent_tasks_expiries_total", agent=b) == 1
+            assert value(after, "agent_tasks_timeouts_total", agent=b, kind="SCHEDULE_TO_START") == 1
 
             # GraphQL operations by name and type; errors by code.
             duration = "agent_tasks_graphql_operation_duration_seconds_count"
-            assert value(after, duration, operation="MakeTask", type="mutation") == 7
+            assert value(after, duration, operation="MakeTask", type="mutation") == 8
             assert value(after, duration, operation="ClaimOne", type="mutation") == 4
             assert value(after, duration, operation="BadPage", type="query") == 2
             errors = "agent_tasks_graphql_operation_errors_total"
@@ -185,7 +188,7 @@ def test_operations_metrics_match_the_traffic_sent(mongo_uri: str) -> None:
                         "next_attempt_at": {"$not": {"$gt": now}},
                     }
                 )
-            assert want[("in_progress", a)] == 2 and want[("failed", b)] == 1, want
+            assert want[("in_progress", a)] == 2 and want[("failed", b)] == 2, want
 
             def gauges_match(s: Samples) -> bool:
                 return (

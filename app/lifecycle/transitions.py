@@ -593,7 +593,8 @@ class Lifecycle:
 
 def count_committed(operation: str, applied: Applied) -> None:
     """Count a committed change for `/metrics` (`app/instruments.py`), by the task's agent: a claim, a
-    lease that lapsed, an expiry, and every task it sent to retrying (a failure or a lapse)."""
+    lease that lapsed, an expiry, a timeout, and every task it sent to retrying (a failure, a lapse, an
+    attempt's timeout)."""
     meters = instruments.get()
     agent = meters.agents(applied.state.get("agent_name"))
     if operation.startswith("claim:"):
@@ -602,6 +603,8 @@ def count_committed(operation: str, applied: Applied) -> None:
         meters.lease_lapses.labels(agent).inc()
     elif operation == "expire":
         meters.expiries.labels(agent).inc()
+    elif operation.startswith("time_out:"):  # `time_out:<kind>`: the kinds are the server's few
+        meters.timeouts.labels(agent, operation.removeprefix("time_out:")[:32]).inc()
     for event in applied.events:
         if event.get("type") == "STATUS_CHANGED" and event.get("payload", {}).get("to_status") == "retrying":
             meters.retries.labels(meters.agents(event.get("agent_id"))).inc()
