@@ -1,6 +1,7 @@
 """What the lifespan opens once and every request shares (`AppState`), and `open_resources`, which opens
 it in order and closes it in reverse: the embedded mongod (when no `MONGODB_URI` is set), the client, the
-collections and indexes, the process's registration (`Presence`), the event hub and the expiry sweeper.
+collections and indexes, the process's registration (`Presence`), the event hub, the expiry sweeper and
+the retention sweeper (when RETENTION_DAYS or RETENTION_SECONDS is set).
 
 The GraphQL and REST layers both reach the services through `AppState`; neither imports the other.
 """
@@ -23,6 +24,7 @@ from pymongo.monitoring import CommandListener
 from app import instruments
 from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.hierarchy import Hierarchy
+from app.lifecycle.retention import Retention, RetentionSweeper
 from app.lifecycle.transitions import Lifecycle
 from app.live.hub import EventHub
 from app.live.presence import Presence
@@ -59,6 +61,9 @@ class AppState:
     hub: EventHub
     #: The background sweeper (expired tasks), owned by the lifespan; tests may stop it to hold time still.
     sweeper: ExpirySweeper | None = None
+    #: Removing finished work (`purgeTasks`, `storage`), and its sweeper when RETENTION_* is set.
+    retention: Retention | None = None
+    retention_sweeper: RetentionSweeper | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     #: Open GraphQL WebSocket connections (registered when they open, gone when they are), for shutdown.
     websockets: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
@@ -158,6 +163,7 @@ async def _services(
     """The registration, the event hub, the services and the sweeper over a ready database; stopped in
     reverse."""
     sweeper: ExpirySweeper | None = None
+    retention_sweeper: RetentionSweeper | None = None
     hub: EventHub | None = None
     state: AppState | None = None
     presence = Presence(
@@ -205,6 +211,14 @@ async def _services(
         sweeper = ExpirySweeper(state.lifecycle, settings.expiry_sweep_seconds)
         sweeper.start()
         state.sweeper = sweeper
+        state.retention = Retention(db, lifecycle.clock, settings.retention_batch)
+        window = settings.retention_window_seconds
+        if window is not None:
+            retention_sweeper = RetentionSweeper(
+                state.retention, window, settings.retention_sweep_seconds, owner=process_id
+            )
+            retention_sweeper.start()
+            state.retention_sweeper = retention_sweeper
         if settings.load_demo:
             from app.demo import load_demo
 
@@ -216,6 +230,8 @@ async def _services(
                 task.cancel()
         if sweeper is not None:  # stopped before the client closes: it may be mid-transaction
             await sweeper.stop()
+        if retention_sweeper is not None:
+            await retention_sweeper.stop()
         if hub is not None:
             await hub.stop()
         await presence.stop()

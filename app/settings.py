@@ -232,6 +232,41 @@ class Settings(BaseSettings):
         description="Seconds between two sweeps that fail the active tasks past their `expires_at` and return"
         " the tasks whose lease ran out to retrying.",
     )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=36500,
+        description="Remove finished workflows and standalone tasks (with their outputs, states and events)"
+        " this many days after they last finished; unset: keep them forever. Or RETENTION_SECONDS, not both."
+        " docs/RETENTION.md.",
+    )
+    retention_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=36500 * 86400,
+        description="RETENTION_DAYS in seconds (for short windows); unset: keep finished work forever.",
+    )
+    retention_sweep_seconds: float = Field(
+        default=60.0,
+        ge=0.05,
+        le=86400,
+        description="Seconds between two retention sweeps (only with RETENTION_DAYS or RETENTION_SECONDS);"
+        " one process at a time sweeps, under a lease in `server_config`.",
+    )
+    retention_batch: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Finished workflows or standalone tasks a retention sweep reads per page; each is removed"
+        " in a transaction of its own, and the sweeper renews its lease between pages.",
+    )
+    purge_max_tasks: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most workflows and standalone tasks one `purgeTasks` call looks at (removes or counts);"
+        " the answer's `more` says whether the filter matched more.",
+    )
     lease_seconds: int = Field(
         default=60,
         ge=1,
@@ -614,6 +649,19 @@ class Settings(BaseSettings):
                 f" ({self.lease_seconds_min}) and LEASE_SECONDS_MAX ({self.lease_seconds_max})."
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_retention_window(self) -> Settings:
+        if self.retention_days is not None and self.retention_seconds is not None:
+            raise ValueError("Set RETENTION_DAYS or RETENTION_SECONDS, not both.")
+        return self
+
+    @property
+    def retention_window_seconds(self) -> float | None:
+        """How long finished work is kept, in seconds; None: forever (retention off)."""
+        if self.retention_days is not None:
+            return self.retention_days * 86400
+        return self.retention_seconds
 
     @model_validator(mode="after")
     def _lapse_after_heartbeats(self) -> Settings:

@@ -73,6 +73,12 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Retention",
+        "How long finished workflows and standalone tasks are kept, and how they are removed"
+        " (docs/RETENTION.md).",
+        ("retention_", "purge_max_tasks"),
+    ),
+    (
         "Request limits",
         "What one request may ask for: sizes, depths, costs and times (docs/LIMITS.md).",
         (

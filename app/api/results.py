@@ -76,7 +76,8 @@ class ValidationError(Error):
     code: str | None = strawberry.field(
         default=None,
         description="Why, when a client acts on it: IDEMPOTENCY_KEY_REUSED (the key was sent before with"
-        " other arguments: use a new key).",
+        " other arguments: use a new key), BAD_FILTER or FILTER_TOO_SLOW (`purgeTasks`: the filter is not"
+        " allowed, or MongoDB stopped it at FILTER_MAX_TIME_MS).",
     )
 
 

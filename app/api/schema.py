@@ -40,6 +40,7 @@ from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
 from app.api.observe import OperationObserver
 from app.api.queries import ReadQuery
+from app.api.retention import RetentionMutation, RetentionQuery
 from app.api.subscriptions import Subscription
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
@@ -52,12 +53,14 @@ logger = logging.getLogger("agent_tasks.graphql")
 
 
 @strawberry.type(description="Reading the task hierarchy, its outputs, its execution states and its events.")
-class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery, ViewerQuery):
+class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery, RetentionQuery, ViewerQuery):
     pass
 
 
 @strawberry.type(description="Changing tasks: lifecycle, CRUD, finalization, events.")
-class Mutation(LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMutation, KeyMutation):
+class Mutation(
+    LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMutation, KeyMutation, RetentionMutation
+):
     pass
 
 

@@ -3,8 +3,8 @@
 - `read`: every query and subscription, REST `GET` and `POST …/query`.
 - `write`: creating tasks and outputs, editing them, the lifecycle (claim, start, heartbeat, progress,
   complete, fail, retry, cancel), finalizing, recording events.
-- `admin`: deletes (a cascade removes whole subtrees, and their history stays without them) and API key
-  management.
+- `admin`: deletes (a cascade removes whole subtrees, and their history stays without them), API key
+  management, `purgeTasks` and `storage` (docs/RETENTION.md).
 - none: `viewer`, the caller's own kind and scopes (so a page can tell which controls to show).
 
 GraphQL checks each operation's root fields against `GRAPHQL` before anything runs (`app.api.access`),
@@ -46,6 +46,8 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         "agentStats": R,
         "agentsStats": R,
         "apiKeys": A,
+        # Sizes of every collection: operational figures about all agents' work, not one caller's data.
+        "storage": A,
         "viewer": None,
     },
     "Mutation": {
@@ -93,6 +95,8 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         # Key management.
         "createApiKey": A,
         "revokeApiKey": A,
+        # Retention: removing finished workflows in bulk.
+        "purgeTasks": A,
     },
     "Subscription": {
         "taskEvents": R,

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from app.domain import TERMINAL
+
 
 class FieldKind(StrEnum):
     """The type of a stored field, as far as filters and sorting need to know it."""
@@ -205,6 +207,11 @@ DEADLINE_INDEXES = {
     for name in ("schedule_to_start_deadline", "start_to_close_deadline", "schedule_to_close_deadline")
 }
 
+#: Retention (app/store/retention.py): finished workflows and standalone tasks by when they last changed.
+#: Partial (terminal states only), so progress writes to running tasks never update it; named by the
+#: sweep's query (`hint`), which the planner might otherwise answer from `status_1`.
+RETENTION_INDEX = _idx("task_kind", "updated_at", "_id", partial={"status": {"$in": sorted(TERMINAL)}})
+
 AGENT_TASK_STATES = CollectionSpec(
     name="agent_task_states",
     id_field="task_id",
@@ -273,6 +280,11 @@ AGENT_TASK_STATES = CollectionSpec(
         CLAIM_INDEX,
         # agentStats: one agent's states created since a date (app/store/analytics.py).
         _idx("agent_name", "created_at"),
+        # Retention (app/store/retention.py): a workflow's states, to tell whether all of them finished.
+        _idx("workflow_id"),
+        # Retention: finished workflows and standalone tasks by when they last changed. Partial (terminal
+        # states only), so progress writes to running tasks never update it.
+        RETENTION_INDEX,
     ),
     sort_fields=(
         "task_id",
