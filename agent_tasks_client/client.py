@@ -18,6 +18,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.propagate import inject
 
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.documents import (
@@ -28,6 +30,7 @@ from agent_tasks_client.documents import (
     STATE_FIELDS,
     STEERING_FIELDS,
     TIMEOUT_FIELDS,
+    TRACING_FIELDS,
     WORKFLOW_TREE,
     operation,
     transition_fields,
@@ -68,6 +71,7 @@ class AgentTasksClient:
         retries: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
         api_key: str | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         base = url.rstrip("/")
         self.endpoint = base if base.endswith("/graphql") else f"{base}/graphql"
@@ -81,9 +85,12 @@ class AgentTasksClient:
             headers={"Accept": "application/json", **self.headers},
             transport=transport,
         )
+        #: Spans of the worker's attempts and of `record_tool_call` (OpenTelemetry; a no-op without an SDK).
+        self.tracer = trace.get_tracer("agent_tasks_client", tracer_provider=tracer_provider)
         self._lease_support: bool | None = None
         self._steering_support: bool | None = None
         self._timeout_support: bool | None = None
+        self._tracing_support: bool | None = None
         self._probe_lock = asyncio.Lock()
 
     async def __aenter__(self) -> AgentTasksClient:
@@ -105,10 +112,15 @@ class AgentTasksClient:
         Connection failures and timeouts are retried `retries` times with backoff: only send a mutation
         through here with an idempotency key (every method of this class does)."""
         body = {"query": query, "variables": dict(variables or {})}
+        # Within a span (a worker's attempt), the server continues the trace: its spans nest under ours.
+        headers: dict[str, str] | None = None
+        if trace.get_current_span().get_span_context().is_valid:
+            headers = {}
+            inject(headers)
         delay = RETRY_BACKOFF
         for attempt in range(self.retries + 1):
             try:
-                response = await self._http.post(self.endpoint, json=body)
+                response = await self._http.post(self.endpoint, json=body, headers=headers)
                 break
             except httpx.TransportError as exc:
                 if attempt == self.retries:
@@ -162,14 +174,30 @@ class AgentTasksClient:
             self._timeout_support = data.get("timeouts") is not None
         return self._timeout_support
 
+    async def supports_tracing(self) -> bool:
+        """Whether the server keeps trace contexts (`traceparent` on `AgentTaskState`); asked once per
+        client, like `supports_leases`. A server that refuses introspection is taken to have them."""
+        if self._tracing_support is None:
+            try:
+                data = await self.execute('{ t: __type(name: "AgentTaskState") { fields { name } } }')
+            except TransportError as exc:
+                if not exc.errors:
+                    raise
+                data = {"t": {"fields": [{"name": "traceparent"}]}}
+            names = {f["name"] for f in ((data.get("t") or {}).get("fields") or [])}
+            self._tracing_support = "traceparent" in names
+        return self._tracing_support
+
     async def _fit(self, selection: str) -> str:
-        """`selection` without the fields this server does not have (leases, steering, timeouts)."""
+        """`selection` without the fields this server lacks (leases, steering, timeouts, tracing)."""
         if not await self.supports_leases():
             selection = selection.replace("leaseHolder leaseExpiresAt", "")
         if not await self.supports_timeouts():
             selection = selection.replace(TIMEOUT_FIELDS, "")
         if not await self.supports_steering():
             selection = selection.replace(STEERING_FIELDS, "")
+        if not await self.supports_tracing():
+            selection = selection.replace(TRACING_FIELDS, "")
         return selection
 
     async def _steering_arg(self, value: _T | None, what: str) -> _T | None:
@@ -504,18 +532,24 @@ class AgentTasksClient:
         correlation_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Event:
-        """`recordToolCall`: a TOOL_CALL event."""
-        return await self._record(
-            "recordToolCall",
-            {
-                "taskId": ("ID!", task_id),
-                "toolName": ("String!", tool_name),
-                "toolArgs": ("JSON", dict(tool_args) if tool_args is not None else None),
-                "agentId": ("String", agent_id),
-                "correlationId": ("String", correlation_id),
-            },
-            idempotency_key,
-        )
+        """`recordToolCall`: a TOOL_CALL event, recorded in a span `record tool call` (a child of the
+        span in progress, e.g. the worker's task attempt)."""
+        with self.tracer.start_as_current_span(
+            "record tool call",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"agent_tasks.task_id": task_id, "gen_ai.tool.name": tool_name},
+        ):
+            return await self._record(
+                "recordToolCall",
+                {
+                    "taskId": ("ID!", task_id),
+                    "toolName": ("String!", tool_name),
+                    "toolArgs": ("JSON", dict(tool_args) if tool_args is not None else None),
+                    "agentId": ("String", agent_id),
+                    "correlationId": ("String", correlation_id),
+                },
+                idempotency_key,
+            )
 
     async def record_tool_result(
         self,

@@ -14,7 +14,7 @@ STATE_FIELDS = """
   id agentName status attempts version progressPercentage currentStep name workflowId taskKind
   maxAttempts inputParameters leaseHolder leaseExpiresAt nextAttemptAt notBefore
   scheduleToStartTimeout startToCloseTimeout scheduleToCloseTimeout
-  scheduleToStartDeadline startToCloseDeadline scheduleToCloseDeadline
+  scheduleToStartDeadline startToCloseDeadline scheduleToCloseDeadline traceparent
   lastError { message }
 """
 #: State fields of a server with retry policies and delayed starts (left out for an older one).
@@ -22,6 +22,8 @@ STEERING_FIELDS = "nextAttemptAt notBefore"
 #: State fields of a server with timeouts (left out for an older one).
 TIMEOUT_FIELDS = """scheduleToStartTimeout startToCloseTimeout scheduleToCloseTimeout
   scheduleToStartDeadline startToCloseDeadline scheduleToCloseDeadline"""
+#: The state field of a server that keeps trace contexts (left out for an older one).
+TRACING_FIELDS = "traceparent"
 
 #: Every event with its payload (`Event.data`).
 EVENT_FIELDS = """

@@ -106,6 +106,8 @@ class TaskState:
     schedule_to_start_deadline: datetime | None = None
     start_to_close_deadline: datetime | None = None
     schedule_to_close_deadline: datetime | None = None
+    #: The W3C trace context the task's attempts continue (the worker's "task attempt" span).
+    traceparent: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -137,6 +139,7 @@ class TaskState:
             schedule_to_start_deadline=parse_time(data.get("scheduleToStartDeadline")),
             start_to_close_deadline=parse_time(data.get("startToCloseDeadline")),
             schedule_to_close_deadline=parse_time(data.get("scheduleToCloseDeadline")),
+            traceparent=data.get("traceparent"),
             raw=dict(data),
         )
 

@@ -18,7 +18,9 @@ every `heartbeat_every` seconds (a third of the lease by default), and then:
 
 A slot that finds nothing to claim polls again after `poll_min` seconds, doubling up to `poll_max`; with
 `wake_on_events` a subscription to the agent's events wakes it at once when a task is created or
-released. Leaving the `async with` (or cancelling `run`) stops claiming, gives handlers in flight
+released. Each attempt runs in a span "task attempt", a child of the trace context stored with the task
+(`traceparent`: its creating request's), so the handler's own spans nest under it (docs/TRACING.md).
+Leaving the `async with` (or cancelling `run`) stops claiming, gives handlers in flight
 `grace_seconds` to finish, then cancels them: their leases lapse on the server and the tasks are retried.
 """
 
@@ -33,6 +35,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract
 
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.errors import (
@@ -219,6 +224,27 @@ class Worker:
         wake.set()
 
     async def _run_one(self, task: ClaimedTask) -> None:
+        # The attempt continues the trace stored with the task (its creating request's): the handler's own
+        # spans (model calls, tools) and every call the client makes from here nest under it.
+        parent = extract({"traceparent": task.state.traceparent}) if task.state.traceparent else None
+        with self.client.tracer.start_as_current_span(
+            "task attempt",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "agent_tasks.task_id": task.id,
+                "agent_tasks.attempt": task.attempt,
+                "agent_tasks.agent_name": task.agent_name,
+                "agent_tasks.worker_id": self.worker_id,
+            },
+        ) as span:
+            await self._attempt(task)
+            status = task.state.status
+            span.set_attribute("agent_tasks.status", status)
+            if status in ("failed", "retrying"):
+                span.set_status(trace.Status(trace.StatusCode.ERROR, task.state.last_error or status))
+
+    async def _attempt(self, task: ClaimedTask) -> None:
         async def call() -> Any:
             return await self.handler(task)
 

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from opentelemetry.trace import TracerProvider
 from pymongo.monitoring import CommandListener
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
+from app import tracing
 from app.api.context import Context
 from app.api.document_shape import ShapeLimits
 from app.api.documents import DocumentLimits
@@ -153,10 +155,17 @@ def create_app(
     mongo_listeners: Sequence[CommandListener] = (),
     state: AppState | None = None,
     jwt: TokenVerifier | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands. With `state` (resources the
     caller opened, as `agent-tasks serve` does to report start-up failures itself) the lifespan only
-    hands it to the routes, and the caller closes it."""
+    hands it to the routes, and the caller closes it. Traces go to `tracer_provider`, or (None) to the one
+    the `OTEL_*` variables configure, if they ask for one (`app/tracing.py`; shut down with the app)."""
+    owned_provider = tracer_provider is None
+    provider = tracing.configure() if tracer_provider is None else tracer_provider
+    tracer = provider.get_tracer(tracing.TRACER_NAME) if provider is not None else None
+    if tracer is not None:
+        mongo_listeners = [*mongo_listeners, tracing.MongoCommandSpans(tracer)]
     graphql_app = AgentTasksGraphQL(
         build_schema(
             QueryLimits(
@@ -178,6 +187,7 @@ def create_app(
                 cpu_window=settings.graphql_prepare_cpu_window_seconds,
             ),
             settings.query_timeout_seconds,
+            tracer,
         ),
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
@@ -207,6 +217,9 @@ def create_app(
         finally:
             if documents is not None:  # its worker process, if a large document started one
                 documents.close()
+            shutdown = getattr(provider, "shutdown", None) if owned_provider else None
+            if shutdown is not None:  # the SDK's: flushes the spans still buffered
+                await asyncio.to_thread(shutdown)
 
     return Starlette(
         routes=[
@@ -223,6 +236,8 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
         middleware=[
+            # Outermost: the request's span covers everything below, refusals at the edge included.
+            Middleware(tracing.TracingMiddleware, tracer=tracer),
             *edge_middleware(settings),
             metrics_middleware(),
             *cors(settings),

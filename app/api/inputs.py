@@ -120,6 +120,11 @@ class TaskStateInput:
         description="Seconds the whole task may take from its creation, retries included, then it fails"
         " (0: none; default: SCHEDULE_TO_CLOSE_TIMEOUT_SECONDS). Inherited down a createWorkflow subtree.",
     )
+    traceparent: str | None = strawberry.field(
+        default=UNSET,
+        description="W3C trace context (`00-<trace id>-<span id>-<flags>`) the task's attempts continue;"
+        " default: the creating request's (its span, or its `traceparent` header).",
+    )
 
 
 @strawberry.input(description="A standalone task (seed 000/001): a state with no hierarchy task.")

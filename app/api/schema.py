@@ -20,6 +20,7 @@ from graphql import (
     specified_rules,
 )
 from graphql import OperationType as GraphQLOperationType
+from opentelemetry.trace import Tracer
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
@@ -42,6 +43,7 @@ from app.api.observe import OperationObserver
 from app.api.queries import ReadQuery
 from app.api.retention import RetentionMutation, RetentionQuery
 from app.api.subscriptions import Subscription
+from app.api.tracing import OperationSpan
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
 from app.api.viewer import ViewerQuery
@@ -203,6 +205,7 @@ def build_schema(
     limits: QueryLimits | None = None,
     documents: DocumentLimits | None = None,
     timeout_seconds: float | None = None,
+    tracer: Tracer | None = None,
 ) -> strawberry.Schema:
     """The schema served at /graphql. Extensions do not change the SDL, only how requests run: the limits
     refuse a hostile document (too long, too deep, too many aliases, too costly to validate or to answer)
@@ -211,7 +214,8 @@ def build_schema(
     A text is parsed, shape-checked and validated once (`documents`: `app/api/documents.py`, with its
     own cache, large texts off the event loop, a CPU budget per client); `guards.check_request` then
     refuses, per request, what `limits` bound (cost, list lengths, page sizes, several operations without
-    a name); `timeout_seconds` is the queries' deadline."""
+    a name); `timeout_seconds` is the queries' deadline. With a `tracer`, each query and mutation is a span
+    (`app/api/tracing.py`)."""
     limits = limits or QueryLimits()
     preparer = DocumentPreparer(
         partial(_validate, rules=tuple(specified_rules)), documents or DocumentLimits(), validation_target
@@ -228,6 +232,7 @@ def build_schema(
             DatabaseGate,
             lambda: PreparedDocuments(preparer, limits),
             lambda: MaskUnexpectedErrors(should_mask_error=should_mask_error),
+            *([lambda: OperationSpan(tracer)] if tracer is not None else []),
         ],
         # Subscription events run with caches of their own: graphql-core's grow for the subscription's life.
         execution_context_class=EventScopedExecutor,

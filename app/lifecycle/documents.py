@@ -14,6 +14,7 @@ from app.lifecycle import retry_policy, timeouts
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Invalid
 from app.store.types import Doc
+from app.tracing import current_traceparent, valid_traceparent
 
 #: State fields a client may set when creating or editing a task (status and counters are the lifecycle's).
 STATE_INPUT_FIELDS = (
@@ -31,6 +32,8 @@ STATE_INPUT_FIELDS = (
     "retry_policy",
     "not_before",
     *timeouts.FIELDS,
+    # W3C trace context the task's attempts continue (docs/TRACING.md); default: the creating request's.
+    "traceparent",
 )
 
 
@@ -56,6 +59,12 @@ def state_fields(patch: Mapping[str, Any]) -> Doc:
                 )
             out["max_attempts"] = maximum
         out["retry_policy"] = checked
+    traceparent = out.get("traceparent")
+    if traceparent is not None and not valid_traceparent(traceparent):
+        raise Invalid(
+            "input.traceparent",
+            "traceparent must be a W3C trace context, e.g. 00-<32 hex trace id>-<16 hex span id>-01",
+        )
     if out.get("max_attempts") is not None and out["max_attempts"] < 0:
         raise Invalid("input.max_attempts", "max_attempts must be at least 0 (0 = unlimited)")
     for name in timeouts.FIELDS:
@@ -130,4 +139,8 @@ def new_state_doc(
             doc[name] = fields[name]
     doc |= timeouts.resolved(fields, timeout_defaults)
     doc |= sm.new_deadlines(doc, now)
+    # The trace its attempts continue: given, or the creating request's (app.tracing); none outside one.
+    traceparent = fields.get("traceparent") or current_traceparent()
+    if traceparent is not None:
+        doc["traceparent"] = traceparent
     return doc

@@ -264,6 +264,8 @@ AGENT_TASK_STATES = CollectionSpec(
         "schedule_to_start_deadline": DT,
         "start_to_close_deadline": DT,
         "schedule_to_close_deadline": DT,
+        # tracing: the W3C trace context the task's attempts continue (docs/TRACING.md)
+        "traceparent": S,
     },
     indexes=(
         _idx("agent_name"),

@@ -362,6 +362,11 @@ class AgentTaskState:
     schedule_to_close_deadline: dt.datetime | None = strawberry.field(
         default=None, description="When the schedule-to-close timeout runs out (null: not running)."
     )
+    traceparent: str | None = strawberry.field(
+        default=None,
+        description='W3C trace context its attempts continue: a worker starts its "task attempt" span as'
+        " a child of it (docs/TRACING.md). Null: none was given or traced when it was created.",
+    )
     retry_policy: strawberry.Private[Any] = None
 
     @strawberry.field(
