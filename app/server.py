@@ -164,7 +164,7 @@ def create_app(
     owned_provider = tracer_provider is None
     provider = tracing.configure() if tracer_provider is None else tracer_provider
     tracer = provider.get_tracer(tracing.TRACER_NAME) if provider is not None else None
-    if tracer is not None:
+    if tracer is not None and settings.trace_mongodb_commands:
         mongo_listeners = [*mongo_listeners, tracing.MongoCommandSpans(tracer)]
     graphql_app = AgentTasksGraphQL(
         build_schema(

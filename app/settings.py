@@ -232,6 +232,12 @@ class Settings(BaseSettings):
         description="Seconds between two sweeps that fail the active tasks past their `expires_at` and return"
         " the tasks whose lease ran out to retrying.",
     )
+    trace_mongodb_commands: bool = Field(
+        default=True,
+        description="With tracing on (the OTEL_* variables, docs/TRACING.md), a span per MongoDB command of a"
+        " traced request; false keeps the request and GraphQL-operation spans only (cheaper: a write sends"
+        " four or five commands).",
+    )
     retention_days: float | None = Field(
         default=None,
         gt=0,

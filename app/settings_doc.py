@@ -79,6 +79,12 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("retention_", "purge_max_tasks"),
     ),
     (
+        "Tracing",
+        "OpenTelemetry traces are turned on by the standard OTEL_* variables, not by a setting"
+        " (docs/TRACING.md); this is what they include.",
+        ("trace_",),
+    ),
+    (
         "Request limits",
         "What one request may ask for: sizes, depths, costs and times (docs/LIMITS.md).",
         (

@@ -177,8 +177,8 @@ class Processes:
         self.mongod = EmbeddedMongod(self.workdir / "mongod", port=0)
         return self.mongod.start()
 
-    def start_server(self, env: Mapping[str, str], timeout: float = 60) -> Server:
-        port = free_port()
+    def start_server(self, env: Mapping[str, str], timeout: float = 60, port: int | None = None) -> Server:
+        port = port or free_port()
         full_env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "MONGODB_DB")}
         full_env.update({"LOG_LEVEL": "warning", **env})
         log_path = self.workdir / f"server-{len(self.servers) + 1}.log"
