@@ -24,12 +24,13 @@ from agent_tasks_client.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState, Timeouts
+from agent_tasks_client.models import BulkResult, Event, EventPage, RetryPolicy, TaskState, Timeouts
 from agent_tasks_client.worker import Handler, Worker, WorkerStats
 
 __all__ = [
     "AgentTasksClient",
     "AgentTasksError",
+    "BulkResult",
     "ClaimedTask",
     "Conflict",
     "Event",

@@ -23,9 +23,11 @@ from opentelemetry.propagate import inject
 
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.documents import (
+    BULK_FIELDS,
     CLAIM_FIELDS,
     ERROR_FIELDS,
     EVENT_FIELDS,
+    PAUSE_FIELDS,
     RECORD_ERROR_FIELDS,
     STATE_FIELDS,
     STEERING_FIELDS,
@@ -42,7 +44,15 @@ from agent_tasks_client.errors import (
     Unauthorized,
     raise_for_member,
 )
-from agent_tasks_client.models import Event, EventPage, RetryPolicy, TaskState, Timeouts, format_time
+from agent_tasks_client.models import (
+    BulkResult,
+    Event,
+    EventPage,
+    RetryPolicy,
+    TaskState,
+    Timeouts,
+    format_time,
+)
 
 if TYPE_CHECKING:
     from agent_tasks_client.worker import Handler, Worker
@@ -91,6 +101,7 @@ class AgentTasksClient:
         self._steering_support: bool | None = None
         self._timeout_support: bool | None = None
         self._tracing_support: bool | None = None
+        self._pause_support: bool | None = None
         self._probe_lock = asyncio.Lock()
 
     async def __aenter__(self) -> AgentTasksClient:
@@ -188,6 +199,19 @@ class AgentTasksClient:
             self._tracing_support = "traceparent" in names
         return self._tracing_support
 
+    async def supports_pause(self) -> bool:
+        """Whether the server has pause, resume and bulk actions (`PauseScope` in the schema); asked once
+        per client, like `supports_leases`. A server that refuses introspection is taken to have them."""
+        if self._pause_support is None:
+            try:
+                data = await self.execute('{ pause: __type(name: "PauseScope") { name } }')
+            except TransportError as exc:
+                if not exc.errors:
+                    raise
+                data = {"pause": True}
+            self._pause_support = data.get("pause") is not None
+        return self._pause_support
+
     async def _fit(self, selection: str) -> str:
         """`selection` without the fields this server lacks (leases, steering, timeouts, tracing)."""
         if not await self.supports_leases():
@@ -198,6 +222,8 @@ class AgentTasksClient:
             selection = selection.replace(STEERING_FIELDS, "")
         if not await self.supports_tracing():
             selection = selection.replace(TRACING_FIELDS, "")
+        if not await self.supports_pause():
+            selection = selection.replace(PAUSE_FIELDS, "")
         return selection
 
     async def _steering_arg(self, value: _T | None, what: str) -> _T | None:
@@ -520,6 +546,103 @@ class AgentTasksClient:
             idempotency_key,
         )
 
+    async def pause(
+        self,
+        task_id: str,
+        *,
+        reason: str | None = None,
+        subtree: bool = False,
+        expected_version: int | None = None,
+    ) -> TaskState:
+        """`pauseTask`: a task not started is paused (not claimable until resumed); a running one keeps
+        running with `pause_requested` (a failure that would be retried pauses it). `subtree=True`: every
+        task below it too. Pausing a paused task changes nothing."""
+        return await self._pause("pauseTask", task_id, reason, subtree, expected_version)
+
+    async def resume(
+        self,
+        task_id: str,
+        *,
+        reason: str | None = None,
+        subtree: bool = False,
+        expected_version: int | None = None,
+    ) -> TaskState:
+        """`resumeTask`: a paused task back to the status it was paused from (pending or awaiting by its
+        dependencies now); a running one's pause request withdrawn. `subtree=True`: every task below it
+        too. Resuming a task that is not paused changes nothing."""
+        return await self._pause("resumeTask", task_id, reason, subtree, expected_version)
+
+    async def _pause(
+        self, field: str, task_id: str, reason: str | None, subtree: bool, expected_version: int | None
+    ) -> TaskState:
+        if not await self.supports_pause():
+            raise ValueError(f"{field} needs a server with pause and resume")
+        # No idempotency key: pausing a paused task (resuming a resumed one) writes nothing.
+        lease = await self.supports_leases()
+        args = {
+            "id": ("ID!", task_id),
+            "reason": ("String", reason),
+            "scope": ("PauseScope", "SUBTREE" if subtree else None),
+            "expectedVersion": ("Int", expected_version),
+        }
+        document, variables = operation("mutation", field, args, await self._fit(transition_fields(lease)))
+        member = (await self.execute(document, variables))[field]
+        raise_for_member(member)
+        return TaskState.from_graphql(member["state"])
+
+    async def retry_tasks(self, filter: Mapping[str, Any] | None = None, **options: Any) -> BulkResult:
+        """`retryTasks`: retry the failed or cancelled tasks a filter matches (see `bulk`)."""
+        return await self.bulk("retry", filter, **options)
+
+    async def cancel_tasks(self, filter: Mapping[str, Any] | None = None, **options: Any) -> BulkResult:
+        """`cancelTasks`: cancel the unfinished tasks a filter matches (see `bulk`)."""
+        return await self.bulk("cancel", filter, **options)
+
+    async def pause_tasks(self, filter: Mapping[str, Any] | None = None, **options: Any) -> BulkResult:
+        """`pauseTasks`: pause the tasks a filter matches (see `bulk`)."""
+        return await self.bulk("pause", filter, **options)
+
+    async def resume_tasks(self, filter: Mapping[str, Any] | None = None, **options: Any) -> BulkResult:
+        """`resumeTasks`: resume the tasks a filter matches (see `bulk`)."""
+        return await self.bulk("resume", filter, **options)
+
+    async def bulk(
+        self,
+        action: str,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        status: Sequence[str] | None = None,
+        agent_name: str | None = None,
+        workflow_id: str | None = None,
+        parent_task_id: str | None = None,
+        limit: int | None = None,
+        reason: str | None = None,
+    ) -> BulkResult:
+        """A bulk action (`retry`, `cancel`, `pause`, `resume`) over the tasks `agentTasks` would list
+        for this `filter` (a MongoDB-style filter over stored field names) and these arguments; at most
+        `limit` (the server's BULK_ACTION_MAX_TASKS by default). Each task changes on its own; the
+        answer counts them. A filter and arguments that select nothing are refused (`ValidationFailed`,
+        `data["code"] == "EMPTY_FILTER"`)."""
+        if action not in ("retry", "cancel", "pause", "resume"):
+            raise ValueError(f"unknown bulk action {action!r}")
+        if not await self.supports_pause():
+            raise ValueError("bulk actions need a server with pause and resume")
+        field = f"{action}Tasks"
+        args: dict[str, tuple[str, Any]] = {
+            "filter": ("JSON", dict(filter) if filter is not None else None),
+            "status": ("[TaskStatus!]", [s.upper() for s in status] if status else None),
+            "agentName": ("String", agent_name),
+            "workflowId": ("ID", workflow_id),
+            "parentTaskId": ("ID", parent_task_id),
+            "limit": ("Int", limit),
+        }
+        if action != "retry":
+            args["reason"] = ("String", reason)
+        document, variables = operation("mutation", field, args, BULK_FIELDS)
+        member = (await self.execute(document, variables))[field]
+        raise_for_member(member)
+        return BulkResult.from_graphql(member)
+
     # ------------------------------------------------------------------------------------------- reports
 
     async def record_tool_call(
@@ -619,6 +742,8 @@ class AgentTasksClient:
             dropped += ["TaskRescheduledEvent", "TaskCancelledEvent"]
         if not await self.supports_timeouts():
             dropped += ["TaskTimedOutEvent"]
+        if not await self.supports_pause():
+            dropped += ["TaskPausedEvent", "TaskResumedEvent"]
         return "\n".join(line for line in EVENT_FIELDS.splitlines() if not any(d in line for d in dropped))
 
     # ------------------------------------------------------------------------------------------- reads

@@ -15,6 +15,7 @@ STATE_FIELDS = """
   maxAttempts inputParameters leaseHolder leaseExpiresAt nextAttemptAt notBefore
   scheduleToStartTimeout startToCloseTimeout scheduleToCloseTimeout
   scheduleToStartDeadline startToCloseDeadline scheduleToCloseDeadline traceparent
+  pausedFrom pausedAt pauseRequested
   lastError { message }
 """
 #: State fields of a server with retry policies and delayed starts (left out for an older one).
@@ -24,6 +25,8 @@ TIMEOUT_FIELDS = """scheduleToStartTimeout startToCloseTimeout scheduleToCloseTi
   scheduleToStartDeadline startToCloseDeadline scheduleToCloseDeadline"""
 #: The state field of a server that keeps trace contexts (left out for an older one).
 TRACING_FIELDS = "traceparent"
+#: State fields of a server with pause and resume (left out for an older one).
+PAUSE_FIELDS = "pausedFrom pausedAt pauseRequested"
 
 #: Every event with its payload (`Event.data`).
 EVENT_FIELDS = """
@@ -43,6 +46,8 @@ EVENT_FIELDS = """
   ... on TaskRescheduledEvent { notBefore previousNotBefore }
   ... on TaskCancelledEvent { reason rootTaskId cancelFromStatus: fromStatus }
   ... on TaskTimedOutEvent { kind timeoutSeconds deadline attempt timedOutStatus: status nextAttemptAt }
+  ... on TaskPausedEvent { reason rootTaskId pauseFrom: fromStatus pauseTo: toStatus pauseRequested }
+  ... on TaskResumedEvent { reason rootTaskId resumeFrom: fromStatus resumeTo: toStatus }
   ... on OtherEvent { rawType payload }
 """
 
@@ -52,7 +57,7 @@ _ERROR_DETAILS = {
     "NotFoundError": "id",
     "TransitionError": "currentStatus",
     "ConflictError": "currentVersion",
-    "ValidationError": "field",
+    "ValidationError": "field code",
     "LeaseLostError": "currentAttempt currentHolder leaseStatus: currentStatus",
     # (cancelRequested is not asked: a cancelled task's LeaseLostError has currentStatus CANCELLED.)
 }
@@ -73,6 +78,13 @@ CLAIM_FIELDS = f"""
   {error_fields("ConflictError", "ValidationError")}
   ... on NothingToClaim {{ message }}
   ... on TaskTransitionSuccess {{ state {{ {STATE_FIELDS} }} }}
+"""
+
+
+#: What a bulk action (`retryTasks`…) is asked for.
+BULK_FIELDS = f"""
+  {error_fields("ConflictError", "ValidationError")} ... on ForbiddenError {{ agentName }}
+  ... on BulkActionSuccess {{ matched changed changedIds skipped {{ reason count }} hasMore limit }}
 """
 
 

@@ -108,6 +108,11 @@ class TaskState:
     schedule_to_close_deadline: datetime | None = None
     #: The W3C trace context the task's attempts continue (the worker's "task attempt" span).
     traceparent: str | None = None
+    #: A paused task: the status a resume restores; since when it is paused.
+    paused_from: str | None = None
+    paused_at: datetime | None = None
+    #: A task in progress asked to pause: its attempt runs on (a failure that would retry pauses it).
+    pause_requested: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -140,7 +145,33 @@ class TaskState:
             start_to_close_deadline=parse_time(data.get("startToCloseDeadline")),
             schedule_to_close_deadline=parse_time(data.get("scheduleToCloseDeadline")),
             traceparent=data.get("traceparent"),
+            paused_from=_lower(data.get("pausedFrom")),
+            paused_at=parse_time(data.get("pausedAt")),
+            pause_requested=bool(data.get("pauseRequested")),
             raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk action (`retry_tasks`, `cancel_tasks`, `pause_tasks`, `resume_tasks`) did: tasks
+    matched (at most `limit`), the ids changed, the tasks skipped by reason (`FINISHED`, `ACTIVE`,
+    `ALREADY_PAUSED`, `NOT_PAUSED`, …), and whether the filter matched more than the limit."""
+
+    matched: int
+    changed_ids: list[str]
+    skipped: dict[str, int]
+    has_more: bool
+    limit: int
+
+    @classmethod
+    def from_graphql(cls, data: Mapping[str, Any]) -> BulkResult:
+        return cls(
+            matched=int(data["matched"]),
+            changed_ids=[str(i) for i in data["changedIds"]],
+            skipped={s["reason"]: int(s["count"]) for s in data.get("skipped") or []},
+            has_more=bool(data["hasMore"]),
+            limit=int(data["limit"]),
         )
 
 

@@ -23,6 +23,7 @@ class Status(StrEnum):
     AWAITING_DEPENDENCY = "awaiting_dependency"
     IN_PROGRESS = "in_progress"
     RETRYING = "retrying"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -33,6 +34,8 @@ STATUS_DESCRIPTIONS: dict[Status, str] = {
     Status.AWAITING_DEPENDENCY: "Waiting until its dependencies reach their expected status.",
     Status.IN_PROGRESS: "An agent is working on it.",
     Status.RETRYING: "Failed, and will be attempted again.",
+    Status.PAUSED: "Paused (pauseTask): not claimable, no retry or expiry fires; resumeTask restores the"
+    " status it had.",
     Status.COMPLETED: "Finished successfully.",
     Status.FAILED: "Failed for good (final failure or attempts used up).",
     Status.CANCELLED: "Stopped on request; will not run.",

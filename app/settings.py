@@ -377,6 +377,20 @@ class Settings(BaseSettings):
         description="Largest free-form value (result, output references, input parameters, tool arguments,"
         " event payloads), measured as BSON.",
     )
+    bulk_action_max_tasks: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most tasks one bulk action (retryTasks, cancelTasks, pauseTasks, resumeTasks and their"
+        " REST routes) acts on per call: the default `limit` and its bound (docs/STEERING.md).",
+    )
+    bulk_action_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Tasks a bulk action changes per transaction; a concurrent write to one of them re-reads"
+        " and re-decides that batch.",
+    )
     max_workflow_tasks: int = Field(
         default=1000,
         ge=1,

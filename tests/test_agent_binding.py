@@ -254,6 +254,16 @@ def _update_agent_task(a: Ids, b: Ids) -> Case:
     )
 
 
+def _bulk_gql(action: str) -> CaseFor:
+    return lambda a, b: Case(attacks=[], own=Gql(f'{action}Tasks(agentName: "A")'))
+
+
+def _bulk_rest(action: str) -> CaseFor:
+    return lambda a, b: Case(
+        attacks=[], own=Rest("POST", f"/agent-tasks/{action}", {"filter": {"agent_name": "A"}})
+    )
+
+
 GRAPHQL_CASES: dict[str, CaseFor] = {
     "claimTask": lambda a, b: Case(
         attacks=[(Gql('claimTask(agentName: "B")'), "B")],
@@ -267,6 +277,11 @@ GRAPHQL_CASES: dict[str, CaseFor] = {
     "retryTask": _lifecycle("retryTask", "", lambda a, b: [Gql(f'cancelTask(id: "{x.t}")') for x in (a, b)]),
     "cancelTask": _lifecycle("cancelTask"),
     "rescheduleTask": _lifecycle("rescheduleTask", ', notBefore: "2030-01-01T00:00:00Z"'),
+    "pauseTask": _lifecycle("pauseTask", ", scope: SUBTREE"),
+    "resumeTask": _lifecycle("resumeTask", "", lambda a, b: [Gql(f'pauseTask(id: "{x.t}")') for x in (a, b)]),
+    # Bulk actions narrow the filter to the key's agents (nothing of B's matches; see
+    # test_bulk_actions_reach_only_the_keys_agents): there is no refusal to see.
+    **{f"{action}Tasks": _bulk_gql(action) for action in ("retry", "cancel", "pause", "resume")},
     "recordToolCall": _record("recordToolCall", 'toolName: "x"'),
     "recordToolResult": _record("recordToolResult", 'toolName: "x", status: "SUCCESS"'),
     "recordMemoryOperation": _record(
@@ -427,6 +442,22 @@ REST_CASES: dict[tuple[str, str], CaseFor] = {
         "behavior-task-outputs", "behavior_task_id", lambda x: x.b, {"behavior_data_ptr": {"n": 1}}
     ),
     **{("agent-tasks", op): _agent_task_case(op) for op in ("create", "update", "delete")},
+    ("agent-tasks", "pause"): lambda a, b: Case(
+        attacks=[
+            (Rest("POST", f"/agent-tasks/{b.t}/pause"), "B"),
+            (Rest("POST", f"/agent-tasks/{b.m}/pause?scope=subtree"), "B"),
+        ],
+        own=Rest("POST", f"/agent-tasks/{a.t}/pause?scope=subtree&reason=hold"),
+    ),
+    ("agent-tasks", "resume"): lambda a, b: Case(
+        attacks=[(Rest("POST", f"/agent-tasks/{b.t}/resume"), "B")],
+        own=Rest("POST", f"/agent-tasks/{a.t}/resume"),
+        prepare=[Gql(f'pauseTask(id: "{x.t}")') for x in (a, b)],
+    ),
+    **{
+        ("agent-tasks", f"{action}_many"): _bulk_rest(action)
+        for action in ("retry", "cancel", "pause", "resume")
+    },
     ("agent-tasks", "cancel"): lambda a, b: Case(
         attacks=[
             (Rest("POST", f"/agent-tasks/{b.t}/cancel"), "B"),
@@ -599,6 +630,28 @@ async def test_subtrees_and_parents_of_mixed_trees(env: Env) -> None:
         own=Gql('updateSubTask(id: "x-As2", input: {personalityType: "p"})'),
     )
     await run(env, setup, case)
+
+
+async def test_bulk_actions_reach_only_the_keys_agents(env: Env) -> None:
+    """A bulk action by a key bound to A matches only A's tasks, whatever its filter says: B's tasks are
+    neither counted nor changed (GraphQL and REST)."""
+    setup, a, b = worlds("bulk")
+    await run(env, setup, Case(attacks=[], own=Gql(f'updateAgentTask(id: "{a.t}", input: {{name: "n"}})')))
+    ids = [a.t, a.c, b.t, b.c]
+    before_b = [await env.db.agent_task_states.find_one({"_id": i}) for i in (b.t, b.c)]
+    query = "mutation($f: JSON) { pauseTasks(filter: $f) { __typename ... on BulkActionSuccess { matched changedIds } } }"
+    answer = await env.http.post(
+        "/graphql", json={"query": query, "variables": {"f": {"task_id": {"$in": ids}}}}, headers=env.bound
+    )
+    result = answer.json()["data"]["pauseTasks"]
+    assert result == {"__typename": "BulkActionSuccess", "matched": 2, "changedIds": sorted([a.t, a.c])}
+    rest = await env.http.post(
+        "/agent-tasks/cancel", json={"filter": {"task_id": {"$in": ids}}}, headers=env.bound
+    )
+    assert rest.status_code == 200 and sorted(rest.json()["changed_ids"]) == sorted([a.t, a.c]), rest.text
+    assert [await env.db.agent_task_states.find_one({"_id": i}) for i in (b.t, b.c)] == before_b
+    statuses = {d["_id"]: d["status"] async for d in env.db.agent_task_states.find({"_id": {"$in": ids}})}
+    assert statuses == {a.t: "cancelled", a.c: "cancelled", b.t: "pending", b.c: "pending"}
 
 
 async def test_the_issues_attacks_are_named_in_the_refusal(env: Env) -> None:

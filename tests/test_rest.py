@@ -762,7 +762,8 @@ async def test_openapi_lists_exactly_the_routes_of_the_app(
     assert document["openapi"].startswith("3.1")
     documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     assert documented == _app_rest_routes(settings)
-    assert len(documented) == 7 * 5 + 3 + 1 + 1  # (the last: POST /agent-tasks/{id}/cancel)
+    # (then POST /agent-tasks/{id}/cancel, /pause and /resume, and the four bulk actions)
+    assert len(documented) == 7 * 5 + 3 + 1 + 1 + 2 + 4
 
     schemas = document["components"]["schemas"]
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', response.text))

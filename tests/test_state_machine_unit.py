@@ -44,7 +44,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "fail": {"in_progress": "retrying", "pending": "retrying", "retrying": "retrying"},
     "retry": {"failed": "retrying", "cancelled": "retrying"},
     "cancel": {s: "cancelled" for s in sm.ACTIVE},
-    "expire": {s: "failed" for s in sm.ACTIVE},
+    "expire": {s: "failed" for s in sm.ACTIVE - {"paused"}},  # (a paused task does not expire)
     "release": {"awaiting_dependency": "pending"},
     "block": {"pending": "awaiting_dependency", "retrying": "awaiting_dependency"},
 }
@@ -60,6 +60,7 @@ def test_constants() -> None:
         "completed",
         "failed",
         "retrying",
+        "paused",
         "cancelled",
     }
     assert frozenset({"completed", "failed", "cancelled"}) == sm.TERMINAL

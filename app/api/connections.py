@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 from app.api.errors import UserInputError, page_size
 from app.api.types.convert import from_doc
 from app.api.types.enums import SortDirection
+from app.settings import Settings
 from app.store.collections import CollectionSpec
 from app.store.cursors import CursorError, SortSpec
 from app.store.failures import FilterTooSlow
@@ -94,6 +95,19 @@ def _condition(value: Any) -> Any:
     return {"$in": [_plain(v) for v in value]} if isinstance(value, list) else _plain(value)
 
 
+def list_query(
+    spec: CollectionSpec, filter: JSON | None, typed: Mapping[str, Any], settings: Settings
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The MongoDB query of a list's `filter` (allow-listed, within the settings' limits) AND its typed
+    arguments that were given (keyed by stored field name; None means not given), and the `filter`'s part
+    alone. Raises `FilterError`. The lists and the bulk actions (`retryTasks`…) filter with this."""
+    limits = FilterLimits(max_depth=settings.max_filter_depth, max_nodes=settings.max_filter_nodes)
+    conditions = {k: _condition(v) for k, v in typed.items() if v is not None}
+    user = compile_filter(spec, filter, limits)
+    extra = compile_filter(spec, conditions) if conditions else {}
+    return ({"$and": [user, extra]} if user and extra else user or extra), user
+
+
 async def list_page(
     info: strawberry.Info,
     cls: type[StoredT],
@@ -107,15 +121,11 @@ async def list_page(
     (keyed by stored field name; None means not given)."""
     spec = cls.spec
     settings = info.context.settings
-    limits = FilterLimits(max_depth=settings.max_filter_depth, max_nodes=settings.max_filter_nodes)
     size = page_size(first, settings.default_page_size, settings.max_page_size)
-    conditions = {k: _condition(v) for k, v in typed.items() if v is not None}
     try:
-        user = compile_filter(spec, filter, limits)
-        extra = compile_filter(spec, conditions) if conditions else {}
+        query, user = list_query(spec, filter, typed, settings)
     except FilterError as exc:
         raise UserInputError(str(exc), "BAD_FILTER") from exc
-    query = {"$and": [user, extra]} if user and extra else user or extra
     field = order.field.value if order is not None else spec.sort_fields[0]
     direction = -1 if order is not None and order.direction is SortDirection.DESC else 1
     sort = SortSpec(spec.storage_path(field), direction)

@@ -36,6 +36,7 @@ from app.api.event_queries import EventQuery
 from app.api.execution import EventScopedExecutor, install_direct_resolvers
 from app.api.guards import QueryLimits, check_request, refusal
 from app.api.keys import KeyMutation, KeyQuery
+from app.api.mutations.bulk import BulkMutation
 from app.api.mutations.events import EventMutation
 from app.api.mutations.hierarchy import AgentTaskMutation, HierarchyMutation
 from app.api.mutations.lifecycle import LifecycleMutation
@@ -61,7 +62,13 @@ class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery, RetentionQuery, Vie
 
 @strawberry.type(description="Changing tasks: lifecycle, CRUD, finalization, events.")
 class Mutation(
-    LifecycleMutation, EventMutation, HierarchyMutation, AgentTaskMutation, KeyMutation, RetentionMutation
+    LifecycleMutation,
+    BulkMutation,
+    EventMutation,
+    HierarchyMutation,
+    AgentTaskMutation,
+    KeyMutation,
+    RetentionMutation,
 ):
     pass
 

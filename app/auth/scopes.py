@@ -2,7 +2,7 @@
 
 - `read`: every query and subscription, REST `GET` and `POST …/query`.
 - `write`: creating tasks and outputs, editing them, the lifecycle (claim, start, heartbeat, progress,
-  complete, fail, retry, cancel), finalizing, recording events.
+  complete, fail, retry, cancel, pause, resume, and their bulk forms), finalizing, recording events.
 - `admin`: deletes (a cascade removes whole subtrees, and their history stays without them), API key
   management, `purgeTasks` and `storage` (docs/RETENTION.md).
 - none: `viewer`, the caller's own kind and scopes (so a page can tell which controls to show).
@@ -61,6 +61,13 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         "retryTask": W,
         "cancelTask": W,
         "rescheduleTask": W,
+        "pauseTask": W,
+        "resumeTask": W,
+        # Bulk actions by filter (as many single ones; an agent-bound key reaches only its agents' tasks).
+        "retryTasks": W,
+        "cancelTasks": W,
+        "pauseTasks": W,
+        "resumeTasks": W,
         # Events recorded by agents.
         "recordToolCall": W,
         "recordToolResult": W,
@@ -113,6 +120,12 @@ REST: dict[str, Scope] = {
     "update": W,
     "finalize": W,
     "cancel": W,
+    "pause": W,
+    "resume": W,
+    "retry_many": W,
+    "cancel_many": W,
+    "pause_many": W,
+    "resume_many": W,
     "delete": A,
 }
 

@@ -33,6 +33,10 @@ class EventType(StrEnum):
     #: A timeout fired (`kind`: SCHEDULE_TO_START, START_TO_CLOSE, SCHEDULE_TO_CLOSE, or HEARTBEAT with a
     #: lease's LEASE_EXPIRED); app/lifecycle/timeouts.py.
     TASK_TIMED_OUT = "TASK_TIMED_OUT"
+    #: A task was paused (`pauseTask`, `pauseTasks`), or a running one asked to pause, with the reason.
+    TASK_PAUSED = "TASK_PAUSED"
+    #: A paused task was resumed (`resumeTask`, `resumeTasks`), or a running one's pause request withdrawn.
+    TASK_RESUMED = "TASK_RESUMED"
     TOOL_CALL = "TOOL_CALL"
     TOOL_RESULT = "TOOL_RESULT"
     MEMORY_OPERATION = "MEMORY_OPERATION"

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.cancellation import stop_task
-from app.domain import TERMINAL, utcnow
+from app.domain import utcnow
 from app.lifecycle import state_machine as sm
 from app.lifecycle import timeouts
 from app.lifecycle.errors import Conflict, NotFound, Refused
@@ -83,7 +83,7 @@ async def expire_overdue(lifecycle: Lifecycle, now: dt.datetime | None = None, b
     due: list[str] = []
     # Foreign status spellings ("Completed") and ISO-string deadlines are sorted out by `sm.is_expired`,
     # so the sweeper agrees exactly with `present`.
-    cursor = state_store.overdue(lifecycle.db, at, TERMINAL)
+    cursor = state_store.overdue(lifecycle.db, at, sm.NEVER_EXPIRE)  # (paused: no expiry)
     async for doc in cursor:
         if sm.is_expired(doc, at):
             due.append(doc["_id"])

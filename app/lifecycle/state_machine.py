@@ -23,6 +23,18 @@ applies the transition with compare-and-set on `version`, which is why `set_fiel
 | block    | pending, retrying                      | awaiting_dependency (its dependencies are not)  |
 | time_out | the kind's statuses, once its deadline | failed; START_TO_CLOSE: retrying per the retry  |
 |          | passed (`timeouts`)                    | policy, failed when final                       |
+| pause    | pending, retrying, awaiting_dependency | paused (paused_from = that status, paused_at)   |
+|          | in_progress                            | in_progress with pause_requested (the attempt   |
+|          |                                        | finishes; a retry it would go to is paused)     |
+| resume   | paused                                 | paused_from (pending/awaiting_dependency: by its |
+|          |                                        | dependencies now); in_progress: request cleared |
+
+Pause (docs/STEERING.md, "Pause and resume"): a paused task is never claimed, started, released, retried
+or expired. A task in progress is not stopped: its attempt finishes; `complete` completes it as usual,
+while a `fail` that would retry and a `lapse` go to paused (paused_from = retrying, keeping the
+next_attempt_at the retry policy gave). Pausing a paused (or pause-requested) task, and resuming a task
+that is not paused, are no-ops (`NoOp`: nothing is written); pausing or resuming a finished task is
+refused.
 
 Terminal statuses: completed, failed, cancelled; every other status is active. `start` is also refused
 from awaiting_dependency, once the task has expired, and once `attempts >= max_attempts` (the state's
@@ -80,6 +92,12 @@ TIMEOUT_DEADLINE_FIELDS = tuple(kind.deadline_field for kind in timeouts.KINDS)
 _SCHEDULABLE = ("pending", "retrying")
 #: Entering a schedulable status from one of these starts the schedule-to-start timeout afresh.
 _SCHEDULED_FROM = frozenset({"in_progress", "awaiting_dependency", "failed", "cancelled"})
+#: What a paused task keeps: the status resume restores, and since when it is paused.
+PAUSE_FIELDS = ("paused_from", "paused_at")
+#: The statuses a task may be paused from (a task in progress is asked to pause instead).
+PAUSABLE = frozenset({"pending", "retrying", "awaiting_dependency"})
+#: Statuses that never expire: finished ones, and paused ones (no timeout fires while paused).
+NEVER_EXPIRE = TERMINAL | {"paused"}
 
 __all__ = ["ACTIVE", "DEFAULT_MAX_ATTEMPTS", "STATUSES", "TERMINAL", "normalise_status"]
 
@@ -107,6 +125,18 @@ class InvalidInput(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class NoOp(Exception):
+    """The action would change nothing (pausing a paused task, resuming one that is not paused): the
+    caller writes nothing and answers the state as it is; `reason` is a machine-readable code."""
+
+    def __init__(self, action: str, current_status: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.action = action
+        self.current_status = current_status
+        self.reason = reason
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -228,9 +258,16 @@ def _deadlines(
 ) -> dict[str, Any]:
     """The timeout deadlines a change of status arms or clears (`timeouts`, module docstring).
 
-    Only the moves named here touch them; any other (a status added later, such as a pause) leaves
-    them as they are. A timeout the task does not have is never armed; a deadline is cleared (set to
-    None) only when one is stored."""
+    Only the moves named here touch them; any other leaves them as they are. A pause is seen through: a
+    task paused keeps its deadlines (no kind runs in `paused`; `resume` moves them on by the time paused,
+    `shift_deadlines`), an attempt that ends into a requested pause changes them as its retry would, and a
+    resume as a move from the status it was paused from (from awaiting_dependency to pending: a release).
+    A timeout the task does not have is never armed; a deadline is cleared (set to None) only when one is
+    stored."""
+    if from_status == "in_progress" and to_status == "paused":  # the retry a pause request holds
+        to_status = "retrying"
+    elif from_status == "paused":
+        from_status = normalise_status(state.get("paused_from"))
     merged = {**state, **fields}
     start = as_utc(now) or now
     out: dict[str, Any] = {}
@@ -344,6 +381,12 @@ def _transition(
     if to_status != "in_progress" and has_lease(state):
         set_fields.update(dict.fromkeys(LEASE_FIELDS))
     set_fields.update(_deadlines(state, from_status, to_status, now, fields))
+    if to_status != "in_progress" and state.get("pause_requested") is not None:
+        set_fields.setdefault("pause_requested", None)  # the attempt it was asked of is over
+    if from_status == "paused" and to_status != "paused":
+        for name in PAUSE_FIELDS:  # (cancelled while paused, or resumed)
+            if state.get(name) is not None:
+                set_fields.setdefault(name, None)
     events: list[tuple[str, dict[str, Any]]] = []
     if from_status != to_status:
         events.append(
@@ -621,7 +664,20 @@ def fail(
         payload |= timing
     elif state.get("next_attempt_at") is not None:
         fields["next_attempt_at"] = None
+    to_status = _held(state, status, to_status, now, fields)
+    payload["status"] = to_status
     return _transition("fail", state, status, to_status, now, fields, ("TASK_FAILED", payload))
+
+
+def _held(
+    state: Mapping[str, Any], status: str, to_status: str, now: datetime, fields: dict[str, Any]
+) -> str:
+    """Where an attempt that would be retried goes: paused instead, when a pause was requested while it
+    ran (paused_from = retrying; its next_attempt_at is kept for the resume)."""
+    if status == "in_progress" and to_status == "retrying" and state.get("pause_requested"):
+        fields |= {"paused_from": "retrying", "paused_at": now, "pause_requested": None}
+        return "paused"
+    return to_status
 
 
 def retry(state: Mapping[str, Any], now: datetime) -> Transition:
@@ -674,7 +730,7 @@ def expire(state: Mapping[str, Any], now: datetime) -> Transition:
     """Any active status → failed, once expires_at has passed; the failure is final."""
     now = _now(now)
     status = normalise_status(state.get("status"))
-    _require("expire", "expire", status, ACTIVE)
+    _require("expire", "expire", status, ACTIVE - {"paused"})  # (no timeout fires while paused)
     expires_at = as_utc(state.get("expires_at"))
     if expires_at is None or not is_expired(state, now):
         when = expires_at.isoformat() if expires_at else "not set"
@@ -732,6 +788,8 @@ def lapse(
             payload |= timing
         else:
             timing = {}
+    to_status = _held(state, status, to_status, now, fields)
+    payload["status"] = to_status
     # The lease is the heartbeat timeout: the same lapse is also the timeout event every kind writes.
     granted = as_utc(state.get("last_heartbeat_at")) or as_utc(state.get("started_at"))
     timed_out = {
@@ -804,6 +862,8 @@ def time_out(
             payload["next_attempt_at"] = timing["next_attempt_at"]
     elif state.get("next_attempt_at") is not None:
         fields["next_attempt_at"] = None
+    to_status = _held(state, status, to_status, now, fields)
+    payload["status"] = to_status
     return _transition("time_out", state, status, to_status, now, fields, ("TASK_TIMED_OUT", payload))
 
 
@@ -828,6 +888,115 @@ def reschedule(state: Mapping[str, Any], now: datetime, not_before: datetime | N
     return _transition("reschedule", state, status, status, now, fields, ("TASK_RESCHEDULED", payload))
 
 
+def check_reason(reason: Any) -> None:
+    """A pause's or resume's reason: a string of at most MAX_STEP_LENGTH characters, or None."""
+    if reason is None:
+        return
+    if not isinstance(reason, str):
+        raise InvalidInput("reason", "reason must be a string")
+    if len(reason) > MAX_STEP_LENGTH:
+        raise InvalidInput(
+            "reason", f"reason must be at most {MAX_STEP_LENGTH} characters, got {len(reason)}"
+        )
+
+
+def _pause_event(
+    kind: str,
+    state: Mapping[str, Any],
+    from_status: str,
+    to_status: str,
+    reason: str | None,
+    root: str | None,
+) -> tuple[str, dict[str, Any]]:
+    payload = {
+        "task_id": _task_id(state),
+        "from_status": from_status,
+        "to_status": to_status,
+        "reason": reason,
+        "root_task_id": root,
+    }
+    if to_status == "in_progress":
+        payload["pause_requested"] = kind == "TASK_PAUSED"
+    return kind, payload
+
+
+def pause(
+    state: Mapping[str, Any], now: datetime, reason: str | None = None, cascade_root: str | None = None
+) -> Transition:
+    """pending/retrying/awaiting_dependency → paused (`paused_from` keeps the status, `paused_at` the
+    time; next_attempt_at and not_before are kept); in_progress → in_progress with `pause_requested`
+    (the attempt runs on; see `fail`/`lapse`). `TASK_PAUSED` {from_status, to_status, reason,
+    root_task_id} follows the status change. Already paused (or asked to): `NoOp`; finished: refused."""
+    now = _now(now)
+    check_reason(reason)
+    status = normalise_status(state.get("status"))
+    if status == "paused" or (status == "in_progress" and state.get("pause_requested")):
+        raise NoOp("pause", status, "ALREADY_PAUSED", f"task {_task_id(state)} is already {status}")
+    _require("pause", "pause", status, PAUSABLE | {"in_progress"})
+    if status == "in_progress":
+        fields: dict[str, Any] = {"pause_requested": True}
+        event = _pause_event("TASK_PAUSED", state, status, status, reason, cascade_root)
+        return _transition("pause", state, status, status, now, fields, event)
+    fields = {"paused_from": status, "paused_at": now}
+    event = _pause_event("TASK_PAUSED", state, status, "paused", reason, cascade_root)
+    return _transition("pause", state, status, "paused", now, fields, event)
+
+
+def resume(
+    state: Mapping[str, Any],
+    now: datetime,
+    reason: str | None = None,
+    cascade_root: str | None = None,
+    *,
+    dependencies_met: bool = True,
+) -> Transition:
+    """paused → the status it was paused from: retrying (its next_attempt_at kept: a retry that came due
+    during the pause is due at once), else pending when its dependencies are met now
+    (`dependencies_met`, the caller checks them) and awaiting_dependency when not; a dependency met
+    during the pause is honoured here. in_progress with `pause_requested` → the request is withdrawn.
+    `TASK_RESUMED` {from_status, to_status, reason, root_task_id}. Not paused: `NoOp`; finished: refused.
+    The deadlines the pause held are moved on by `shift_deadlines`."""
+    now = _now(now)
+    check_reason(reason)
+    status = normalise_status(state.get("status"))
+    if status == "in_progress" and state.get("pause_requested"):
+        fields: dict[str, Any] = {"pause_requested": None}
+        event = _pause_event("TASK_RESUMED", state, status, status, reason, cascade_root)
+        return _transition("resume", state, status, status, now, fields, event)
+    if status != "paused":
+        if status in TERMINAL:
+            raise _refuse("resume", status, f"cannot resume a task that is {status}")
+        raise NoOp("resume", status, "NOT_PAUSED", f"task {_task_id(state)} is not paused (it is {status})")
+    paused_from = normalise_status(state.get("paused_from"))
+    if paused_from == "retrying":
+        to_status = "retrying"
+    else:  # pending, awaiting_dependency, or a paused_from this server did not write
+        to_status = "pending" if dependencies_met else "awaiting_dependency"
+    paused_at, now_utc = as_utc(state.get("paused_at")), as_utc(now)
+    paused_for = (now_utc - paused_at) if paused_at and now_utc and now_utc > paused_at else timedelta(0)
+    fields = {**shift_deadlines(state, paused_for), "paused_from": None, "paused_at": None}
+    event = _pause_event("TASK_RESUMED", state, status, to_status, reason, cascade_root)
+    return _transition("resume", state, status, to_status, now, fields, event)
+
+
+def shift_deadlines(state: Mapping[str, Any], paused_for: timedelta) -> dict[str, Any]:
+    """The deadline fields a resume moves on by `paused_for` (the time the task spent paused), as `$set`
+    fields: every armed timeout's (`TIMEOUT_DEADLINE_FIELDS`), so a pause does not eat into them.
+
+    `next_attempt_at` is not one of them: a retry that came due during the pause is simply due at the
+    resume; nor is `expires_at`, a wall-clock time the caller chose (a paused task does not expire; once
+    resumed, an `expires_at` in the past fails it). A move the resume makes itself (a release arms
+    schedule-to-start afresh, `_deadlines`) overrides the shifted value."""
+    if paused_for <= timedelta(0):
+        return {}
+    out: dict[str, Any] = {}
+    for name in TIMEOUT_DEADLINE_FIELDS:
+        deadline = as_utc(state.get(name))
+        if deadline is not None:
+            out[name] = deadline + paused_for
+    return out
+
+
 def release(state: Mapping[str, Any], now: datetime) -> Transition:
     """awaiting_dependency → pending, once its dependencies are met (the caller checks them)."""
     now = _now(now)
@@ -848,11 +1017,13 @@ def block(state: Mapping[str, Any], now: datetime) -> Transition:
 
 
 def is_expired(state: Mapping[str, Any], now: datetime) -> bool:
-    """True when the task is active and its expires_at (datetime, naive = UTC, or ISO string) <= now.
+    """True when the task is active and not paused, and its expires_at (datetime, naive = UTC, or ISO
+    string) <= now.
 
     An unreadable expires_at counts as not set.
     """
-    if normalise_status(state.get("status")) not in ACTIVE:
+    status = normalise_status(state.get("status"))
+    if status not in ACTIVE or status == "paused":
         return False
     expires_at = as_utc(state.get("expires_at"))
     now_utc = as_utc(now)

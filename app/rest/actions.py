@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
+from app.lifecycle import pause
 from app.lifecycle import state_machine as sm
+from app.lifecycle.bulk import bulk_action
 from app.lifecycle.cancel import cancel_subtree
 from app.lifecycle.errors import Invalid, NotFound
 from app.lifecycle.hierarchy import LEVELS, Level, NewTask
@@ -122,3 +124,35 @@ async def cancel(
 async def finalize(state: AppState, entity: Entity, entity_id: str, *, idempotency_key: str | None) -> Doc:
     written = await state.hierarchy.finalize(entity.level.kind, entity_id, idempotency_key=idempotency_key)  # type: ignore[union-attr]
     return written.doc  # type: ignore[return-value]
+
+
+async def pause_or_resume(
+    state: AppState, action: str, task_id: str, *, subtree: bool, reason: str | None
+) -> Doc:
+    """Pause or resume an agent task (`pauseTask` / `resumeTask`), with its subtree when `subtree`; its state
+    afterwards."""
+    applied, _ = await pause.pause_or_resume(state.lifecycle, action, task_id, subtree=subtree, reason=reason)
+    return applied.state
+
+
+async def bulk(state: AppState, action: str, query: Doc, *, limit: int | None, reason: str | None) -> Doc:
+    """A bulk action (`retryTasks`…) over a compiled filter; the counts and the ids changed."""
+    settings = state.settings
+    result = await bulk_action(
+        state.lifecycle,
+        action,
+        query,
+        reason=reason,
+        limit=limit,
+        max_tasks=settings.bulk_action_max_tasks,
+        batch_size=settings.bulk_action_batch_size,
+        time_limit_ms=settings.filter_max_time_ms,
+    )
+    return {
+        "matched": result.matched,
+        "changed": len(result.changed),
+        "changed_ids": [str(i) for i in result.changed],
+        "skipped": [{"reason": r, "count": n} for r, n in sorted(result.skipped.items())],
+        "has_more": result.more,
+        "limit": result.limit,
+    }

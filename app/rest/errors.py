@@ -115,6 +115,8 @@ def as_api_error(exc: Exception) -> ApiError | None:
         return ApiError("refused", exc.message, current_status=exc.current_status)
     if isinstance(exc, Conflict):
         return ApiError("conflict", exc.message, current_version=exc.current_version)
+    if isinstance(exc, Invalid) and exc.code == "EMPTY_FILTER":  # a bulk action's filter
+        return ApiError("bad_filter", exc.message, field=exc.field)
     if isinstance(exc, Invalid):
         code = "idempotency_key_reused" if exc.code == "IDEMPOTENCY_KEY_REUSED" else "invalid"
         return ApiError(code, exc.message, field=body_field(exc.field))

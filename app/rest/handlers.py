@@ -20,6 +20,7 @@ from app.rest.documents import RestJSONResponse, to_seed_shape
 from app.rest.entities import Entity, Kind
 from app.rest.errors import ApiError
 from app.rest.models import MODELS, validated
+from app.rest.models import BulkRequest as BULK_REQUEST
 from app.store.collections import CollectionSpec
 from app.store.cursors import SortSpec
 from app.store.filters import FilterLimits, compile_filter
@@ -227,6 +228,53 @@ def cancel_handler(entity: Entity) -> Endpoint:
     return cancel
 
 
+def _scope(request: Request) -> bool:
+    """`?scope=task` (the default) or `subtree`: whether the action takes the task's subtree too."""
+    scope = (request.query_params.get("scope") or "task").lower()
+    if scope not in ("task", "subtree"):
+        raise ApiError("bad_parameter", f"scope must be task or subtree, got {scope[:40]!r}", field="scope")
+    return scope == "subtree"
+
+
+def pause_handler(action: str) -> Callable[[Entity], Endpoint]:
+    """`POST /agent-tasks/{id}/pause` or `/resume` (`pauseTask` / `resumeTask`)."""
+
+    def factory(entity: Entity) -> Endpoint:
+        async def pause_or_resume(request: Request) -> Response:
+            doc = await actions.pause_or_resume(
+                app_state(request),
+                action,
+                _id(request),
+                subtree=_scope(request),
+                reason=request.query_params.get("reason"),
+            )
+            return document_response(entity, doc)
+
+        return pause_or_resume
+
+    return factory
+
+
+def bulk_handler(action: str) -> Callable[[Entity], Endpoint]:
+    """`POST /agent-tasks/retry` (`cancel`, `pause`, `resume`): the bulk action over a filter body."""
+
+    def factory(entity: Entity) -> Endpoint:
+        async def bulk(request: Request) -> Response:
+            state = app_state(request)
+            settings = state.settings
+            body = validated(BULK_REQUEST, await read_json(request))
+            limits = FilterLimits(max_depth=settings.max_filter_depth, max_nodes=settings.max_filter_nodes)
+            query = compile_filter(entity.spec, body["filter"], limits)
+            answer = await actions.bulk(
+                state, action, query, limit=body.get("limit"), reason=body.get("reason")
+            )
+            return RestJSONResponse(answer)
+
+        return bulk
+
+    return factory
+
+
 HANDLERS: dict[str, Callable[[Entity], Endpoint]] = {
     "get": get_handler,
     "delete": delete_handler,
@@ -235,4 +283,7 @@ HANDLERS: dict[str, Callable[[Entity], Endpoint]] = {
     "update": update_handler,
     "finalize": finalize_handler,
     "cancel": cancel_handler,
+    "pause": pause_handler("pause"),
+    "resume": pause_handler("resume"),
+    **{f"{action}_many": bulk_handler(action) for action in ("retry", "cancel", "pause", "resume")},
 }

@@ -98,8 +98,7 @@ FIELD_DOCS: dict[str, str] = {
     "agent_name": "Agent that processes the task.",
     "triggering_event_id": "Event that triggered the task.",
     "input_parameters": "Parameters for the agent.",
-    "status": "Execution status (pending, in_progress, awaiting_dependency, completed, failed, retrying, "
-    "cancelled).",
+    "status": f"Execution status ({', '.join(domain.STATUSES)}).",
     "progress_percentage": "Progress, 0 to 100.",
     "current_step": "What the agent is doing now.",
     "attempts": "How many times the task was started.",
@@ -131,6 +130,10 @@ FIELD_DOCS: dict[str, str] = {
     "schedule_to_start_deadline": "When the schedule-to-start timeout runs out (null: not running).",
     "start_to_close_deadline": "When the running attempt's start-to-close timeout runs out (null: none).",
     "schedule_to_close_deadline": "When the schedule-to-close timeout runs out (null: not running).",
+    "paused_from": "A paused task: the status a resume restores (pending, retrying or awaiting_dependency).",
+    "paused_at": "A paused task: when it was paused.",
+    "pause_requested": "A task in progress asked to pause: its attempt finishes; a retry it would go to is"
+    " paused instead.",
     "task_kind": "Kind of task the state belongs to: meta_workflow, sub_task, behavior_task or standalone.",
     "workflow_id": "The meta workflow task the task belongs to.",
     "version": "Bumped by every write; send it back as `If-Match` or `expected_version` for compare-and-set.",
@@ -429,6 +432,45 @@ Deleted = _model(
     "What a delete removed.",
     _STRICT,
     {"deleted_ids": (list[str], Field(description="Ids of everything deleted (the subtree on cascade)."))},
+)
+
+#: The body of a bulk action (`POST /agent-tasks/retry|cancel|pause|resume`).
+BulkRequest = _model(
+    "BulkRequest",
+    "Which tasks a bulk action acts on: the same filter as `POST /agent-tasks/query` (non-empty).",
+    _STRICT,
+    {
+        "filter": (
+            dict[str, Any],
+            Field(
+                description="A MongoDB-style filter over the stored field names, as in /agent-tasks/query."
+            ),
+        ),
+        "limit": _optional(int, "Most tasks to act on (default and maximum: BULK_ACTION_MAX_TASKS, 1,000)."),
+        "reason": _optional(str, "Why; kept in each task's event (not for retry)."),
+    },
+)
+BulkSkippedCount = _model(
+    "BulkSkipped",
+    "How many tasks a bulk action skipped for one reason.",
+    _STRICT,
+    {
+        "reason": (str, Field(description="FINISHED, ACTIVE, ALREADY_PAUSED, NOT_PAUSED, EXPIRED, …")),
+        "count": (int, Field(description="How many tasks.")),
+    },
+)
+BulkAnswer = _model(
+    "BulkAnswer",
+    "What a bulk action did; each task changed in its own compare-and-set with its own events.",
+    _STRICT,
+    {
+        "matched": (int, Field(description="Tasks matched and looked at (at most `limit`, first by id).")),
+        "changed": (int, Field(description="Tasks changed.")),
+        "changed_ids": (list[str], Field(description="Their ids.")),
+        "skipped": (list[BulkSkippedCount], Field(description="Tasks left as they were, by reason.")),  # type: ignore[valid-type]  # built at run time
+        "has_more": (bool, Field(description="The filter matches more than `limit`: send it again.")),
+        "limit": (int, Field(description="The limit applied.")),
+    },
 )
 
 MODELS: dict[str, EntityModels] = _build()

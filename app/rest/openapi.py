@@ -19,7 +19,7 @@ from app.auth.scopes import REST
 from app.rest.documents import RestJSONResponse
 from app.rest.entities import Entity, Kind
 from app.rest.errors import ERROR_CODES
-from app.rest.models import MODELS, Deleted, ErrorResponse
+from app.rest.models import MODELS, BulkAnswer, BulkRequest, Deleted, ErrorResponse
 from app.rest.routes import OPENAPI_PATH, ROUTES, RestRoute
 from app.settings import Settings
 
@@ -46,10 +46,10 @@ _CODE_TEXT = {
     " store: a NUL character in a key, an integer beyond 64 bits, a lone surrogate, nesting deeper than"
     " MAX_JSON_DEPTH levels (64 by default; 32 in free-form values)",
     "bad_filter": "a refused filter: $where, $function or another operator not allowed, an unknown field, a"
-    " value of the wrong type, a filter too deep or too large",
+    " value of the wrong type, a filter too deep or too large; or an empty one where a bulk action needs one",
     "bad_cursor": "an `after` cursor this server did not issue (or issued for another sort)",
-    "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, or `If-Match` (not a"
-    " version, disagreeing with `expected_version`, or sent where there is no version)",
+    "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, `scope`, or `If-Match`"
+    " (not a version, disagreeing with `expected_version`, or sent where there is no version)",
     "untrusted_host": "the `Host` header names a host this server does not answer to (TRUSTED_HOSTS)",
     "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
     "unauthenticated": "no valid credentials: the `Authorization: Bearer` API key or token is malformed,"
@@ -102,7 +102,12 @@ def _schemas() -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
             (path, "create", models.create, "validation"),
             (path, "update", models.update, "validation"),
         ]
-    wanted += [("", "error", ErrorResponse, "serialization"), ("", "deleted", Deleted, "serialization")]
+    wanted += [
+        ("", "error", ErrorResponse, "serialization"),
+        ("", "deleted", Deleted, "serialization"),
+        ("", "bulk_request", BulkRequest, "validation"),
+        ("", "bulk_answer", BulkAnswer, "serialization"),
+    ]
     key_map, top = models_json_schema([(m, mode) for _, _, m, mode in wanted], ref_template=_REF)  # type: ignore[misc]  # mode is one of pydantic's two literals
     refs = {(path, role): key_map[(model, mode)] for path, role, model, mode in wanted}  # type: ignore[index]
     return refs, top.get("$defs", {})
@@ -148,6 +153,23 @@ def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
                 "name": "reason",
                 "in": "query",
                 "description": "Why; kept in `current_step` and in each TASK_CANCELLED event.",
+                "schema": {"type": "string"},
+            },
+        ]
+    if op in ("pause", "resume"):
+        event = "TASK_PAUSED" if op == "pause" else "TASK_RESUMED"
+        params += [
+            {
+                "name": "scope",
+                "in": "query",
+                "description": f"`task` (the default): this task only; `subtree`: and every task below it,"
+                f" in bounded transactions, each with STATUS_CHANGED and {event}.",
+                "schema": {"type": "string", "enum": ["task", "subtree"], "default": "task"},
+            },
+            {
+                "name": "reason",
+                "in": "query",
+                "description": f"Why; kept in each {event} event.",
                 "schema": {"type": "string"},
             },
         ]
@@ -200,6 +222,14 @@ def _request_body(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]])
     entity, op = route.entity, route.operation.name
     if op in ("create", "update"):
         return {"required": True, **_json(refs[(entity.path, op)])}
+    if op.endswith("_many"):
+        return {
+            "required": True,
+            "description": "`filter`: the filter of `POST /agent-tasks/query` (non-empty; an empty one is"
+            " refused with 400 `bad_filter`); `limit`: at most BULK_ACTION_MAX_TASKS (more: 422 `invalid`);"
+            " `reason`: kept in each event.",
+            **_json(refs[("", "bulk_request")], example={"filter": {"status": "failed"}, "limit": 500}),
+        }
     if op == "query":
         allowed = [entity.spec.id_field, *(f for f in entity.spec.fields if "." not in f)]
         return {
@@ -222,9 +252,11 @@ def _responses(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) ->
         "update": refs[(entity.path, "document")],
         "finalize": refs[(entity.path, "document")],
         "cancel": refs[(entity.path, "document")],
+        "pause": refs[(entity.path, "document")],
+        "resume": refs[(entity.path, "document")],
         "delete": refs[("", "deleted")],
         "query": refs[(entity.path, "page")],
-    }[op.name]
+    }.get(op.name) or refs[("", "bulk_answer")]
     answer: dict[str, Any] = {"description": _STATUS_TEXT[op.success], **_json(success)}
     headers: dict[str, Any] = {}
     if op.name == "create":

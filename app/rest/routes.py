@@ -11,6 +11,8 @@ can list a route the other lacks.
 | update | `PATCH /<entity>/{id}` | 200 the document |
 | finalize | `POST /<entity>/{id}/finalize` (the three task levels) | 200 the document |
 | cancel | `POST /<entity>/{id}/cancel?scope=task|subtree&reason=` (agent tasks) | 200 the document |
+| pause, resume | `POST /<entity>/{id}/pause?scope=task|subtree&reason=` (and `/resume`) | 200 the document |
+| retry_many (cancel_, pause_, resume_) | `POST /<entity>/retry` (`/cancel`…), filter body | 200 the counts |
 """
 
 from __future__ import annotations
@@ -113,6 +115,55 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
 )
 
+_STEER_ERRORS = (
+    "bad_parameter",
+    "not_found",
+    "refused",
+    "conflict",
+    "invalid",
+    "unsupported_media_type",
+)
+_BULK_ERRORS = (*_BODY, "bad_filter", "filter_too_slow", "conflict")
+_AGENT_TASKS = frozenset({Kind.AGENT_TASK})
+OPERATIONS += (
+    Operation(
+        "pause",
+        "POST",
+        "/{id}/pause",
+        200,
+        "Pause a {label}; with `scope=subtree`, every unfinished task below it too (docs/STEERING.md).",
+        kinds=_AGENT_TASKS,
+        errors=_STEER_ERRORS,
+    ),
+    Operation(
+        "resume",
+        "POST",
+        "/{id}/resume",
+        200,
+        "Resume a paused {label}; with `scope=subtree`, every paused task below it too.",
+        kinds=_AGENT_TASKS,
+        errors=_STEER_ERRORS,
+    ),
+    *(
+        Operation(
+            f"{action}_many",
+            "POST",
+            f"/{action}",
+            200,
+            f"{verb} every {{label}} a filter matches (at most BULK_ACTION_MAX_TASKS), each in its own"
+            " compare-and-set with its own events (docs/STEERING.md, Bulk actions).",
+            kinds=_AGENT_TASKS,
+            errors=_BULK_ERRORS,
+        )
+        for action, verb in (
+            ("retry", "Retry"),
+            ("cancel", "Cancel"),
+            ("pause", "Pause"),
+            ("resume", "Resume"),
+        )
+    ),
+)
+
 
 @dataclass(frozen=True)
 class RestRoute:
@@ -125,7 +176,8 @@ class RestRoute:
 
     @property
     def operation_id(self) -> str:
-        return f"{self.operation.name}{self.entity.name}"
+        first, *rest = self.operation.name.split("_")  # retry_many → retryMany
+        return f"{first}{''.join(part.title() for part in rest)}{self.entity.name}"
 
     @property
     def error_codes(self) -> tuple[str, ...]:

@@ -266,6 +266,10 @@ AGENT_TASK_STATES = CollectionSpec(
         "schedule_to_close_deadline": DT,
         # tracing: the W3C trace context the task's attempts continue (docs/TRACING.md)
         "traceparent": S,
+        # pause (issue 21 part 5): the status a resume restores, since when, and a running task's request
+        "paused_from": S,
+        "paused_at": DT,
+        "pause_requested": B,
     },
     indexes=(
         _idx("agent_name"),

@@ -15,6 +15,7 @@ import pymongo
 from pymongo import ReturnDocument, UpdateOne
 
 from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX, DEADLINE_INDEXES
+from app.store.failures import filter_time_limit
 from app.store.types import BACKGROUND, Collection, Db, Doc, Session
 
 #: The order claims hand tasks out in: most urgent first, then oldest, then by id: the claim index's keys
@@ -74,6 +75,22 @@ async def many(db: Db, ids: list[Any], session: Session = None) -> list[Doc]:
     if not ids:
         return []
     return [doc async for doc in _states(db).find({"_id": {"$in": ids}}, session=session)]
+
+
+async def matching(db: Db, query: Mapping[str, Any], ids: list[Any], session: Session = None) -> list[Doc]:
+    """The states of these ids that match `query` (a compiled filter), in no particular order."""
+    if not ids:
+        return []
+    cursor = _states(db).find({"$and": [dict(query), {"_id": {"$in": ids}}]}, session=session)
+    return [doc async for doc in cursor]
+
+
+async def ids_matching(db: Db, query: Mapping[str, Any], limit: int, time_limit_ms: int | None) -> list[Any]:
+    """The ids of the first `limit` states matching `query` (a client's compiled filter), by id; the query
+    runs within `time_limit_ms` (`FilterTooSlow` beyond it; `FilterError` when MongoDB refuses it)."""
+    with filter_time_limit(time_limit_ms):
+        cursor = _states(db).find(dict(query), {"_id": 1}, sort=[("_id", 1)], limit=limit, batch_size=limit)
+        return [doc["_id"] async for doc in cursor]
 
 
 async def update_many_if_version(
@@ -217,9 +234,10 @@ async def claimable(
 
 
 def overdue(db: Db, now: dt.datetime, terminal: Iterable[str]) -> Any:
-    """A cursor over states not in a `terminal` status whose `expires_at` may have passed (soonest first).
+    """A cursor over states not in a `terminal` status (statuses that never expire: finished, paused) whose
+    `expires_at` may have passed (soonest first).
 
-    Terminal statuses are excluded in the server's spelling only, and ISO-string deadlines cannot be
+    Those statuses are excluded in the server's spelling only, and ISO-string deadlines cannot be
     compared here: the caller sorts those out with the same predicate reads use.
     """
     return _states(db).find(

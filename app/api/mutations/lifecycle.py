@@ -1,8 +1,9 @@
-"""Lifecycle mutations: claim, start, heartbeat, progress, complete, fail, retry, cancel. Thin: each binds
-the state machine action to its arguments and lets the `Lifecycle` service apply it; `capture` turns
-refusals into the error types of the result union. The holder's changes (heartbeat, progress, complete,
-fail) are fenced: they may carry the attempt their claim answered, and are refused (`LeaseLostError`)
-once another attempt holds the task or their lease ran out."""
+"""Lifecycle mutations: claim, start, heartbeat, progress, complete, fail, retry, cancel, reschedule,
+pause, resume. Thin: each binds the state machine action to its arguments and lets the `Lifecycle`
+service (or `app.lifecycle.pause`) apply it; `capture` turns refusals into the error types of the result
+union. The holder's changes (heartbeat, progress, complete, fail) are fenced: they may carry the attempt
+their claim answered, and are refused (`LeaseLostError`) once another attempt holds the task or their
+lease ran out."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from app.api.results import (
 from app.api.types.enums import TaskKind
 from app.lifecycle import state_machine as sm
 from app.lifecycle.cancel import cancel_subtree
+from app.lifecycle.pause import pause_or_resume
 from app.lifecycle.transitions import Action, Lifecycle
 
 TaskTransitionResult = Annotated[
@@ -92,6 +94,36 @@ def _lifecycle(info: strawberry.Info) -> Lifecycle:
 class CancelScope(Enum):
     TASK = "TASK"
     SUBTREE = "SUBTREE"
+
+
+@strawberry.enum(description="What pauseTask and resumeTask act on.")
+class PauseScope(Enum):
+    TASK = "TASK"
+    SUBTREE = "SUBTREE"
+
+
+async def _pause_or_resume(
+    info: strawberry.Info,
+    action: str,
+    task_id: str,
+    scope: PauseScope,
+    reason: str | None,
+    expected_version: int | None,
+) -> TaskTransitionSuccess:
+    applied, _ = await pause_or_resume(
+        _lifecycle(info),
+        action,
+        task_id,
+        subtree=scope is PauseScope.SUBTREE,
+        reason=reason,
+        expected_version=expected_version,
+    )
+    return transition_success(applied.state, applied.events)
+
+
+PauseReason = Annotated[
+    str | None, strawberry.argument(description="Why; kept in each TASK_PAUSED / TASK_RESUMED event.")
+]
 
 
 async def _cancel_subtree(info: strawberry.Info, task_id: str, reason: str | None) -> TaskTransitionSuccess:
@@ -433,3 +465,48 @@ class LifecycleMutation:
             return await capture_fenced(_cancel_subtree(info, id, reason))
         action = functools.partial(sm.cancel, reason=reason)
         return await capture_fenced(transition(info, "cancel", id, action, expected_version, idempotency_key))
+
+    @strawberry.mutation(
+        description="Pause a task (docs/STEERING.md): pending, retrying or awaiting a dependency → PAUSED"
+        " (`pausedFrom` keeps the status; not claimable, no retry or expiry fires); a task in progress"
+        " keeps running with `pauseRequested` (completing completes it, a failure that would be retried"
+        " pauses it). Already paused: nothing is written. A finished task is refused (TransitionError)."
+    )
+    async def pause_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        reason: PauseReason = None,
+        scope: Annotated[
+            PauseScope,
+            strawberry.argument(
+                description="TASK (the default): this task only. SUBTREE: the task and every unfinished"
+                " task below it, each with STATUS_CHANGED and TASK_PAUSED (reason, rootTaskId); the answer"
+                " holds the root's state and events. Sent again, it finishes an interrupted one."
+            ),
+        ] = PauseScope.TASK,
+        expected_version: ExpectedVersion = None,
+    ) -> TaskTransitionResult:
+        return await capture_fenced(_pause_or_resume(info, "pause", id, scope, reason, expected_version))
+
+    @strawberry.mutation(
+        description="Resume a paused task to the status it was paused from: retrying (its nextAttemptAt"
+        " kept), else pending when its dependencies are met now and AWAITING_DEPENDENCY when not; a task in"
+        " progress has its pause request withdrawn. Not paused: nothing is written. A finished task is"
+        " refused (TransitionError)."
+    )
+    async def resume_task(
+        self,
+        info: strawberry.Info,
+        id: Id,
+        reason: PauseReason = None,
+        scope: Annotated[
+            PauseScope,
+            strawberry.argument(
+                description="TASK (the default): this task only. SUBTREE: the task and every paused task"
+                " below it, each with STATUS_CHANGED and TASK_RESUMED (reason, rootTaskId)."
+            ),
+        ] = PauseScope.TASK,
+        expected_version: ExpectedVersion = None,
+    ) -> TaskTransitionResult:
+        return await capture_fenced(_pause_or_resume(info, "resume", id, scope, reason, expected_version))

@@ -132,7 +132,9 @@ class TaskCompletedEvent(TaskEvent):
 
 @strawberry.type(description="A task failed (seed 003 TASK_FAILED).")
 class TaskFailedEvent(TaskEvent):
-    status: TaskStatus = strawberry.field(description="Status after the failure: retrying or failed.")
+    status: TaskStatus = strawberry.field(
+        description="Status after the failure: retrying or failed (paused: a pause was asked while it ran)."
+    )
     error: str = strawberry.field(description="Why it failed.")
     is_final: bool = strawberry.field(description="True when the failure is final (no retry will follow).")
     details: str | None = strawberry.field(description="More detail, e.g. a stack trace.")
@@ -159,7 +161,9 @@ class LeaseExpiredEvent(TaskEvent):
     holder: str | None = strawberry.field(description="Who held the lease.")
     attempt: int = strawberry.field(description="The attempt whose lease ran out (its fencing token).")
     lease_expires_at: dt.datetime | None = strawberry.field(description="When the lease ran out.")
-    status: TaskStatus | None = strawberry.field(description="Status the task moved to: retrying or failed.")
+    status: TaskStatus | None = strawberry.field(
+        description="Status the task moved to: retrying or failed (paused: a pause was asked while it ran)."
+    )
 
 
 @strawberry.type(
@@ -212,6 +216,35 @@ class TaskTimedOutEvent(TaskEvent):
     )
 
 
+@strawberry.type(
+    description="A task was paused (pauseTask / pauseTasks): toStatus PAUSED, or IN_PROGRESS with"
+    " pauseRequested for a running one (its attempt finishes)."
+)
+class TaskPausedEvent(TaskEvent):
+    from_status: TaskStatus | None = strawberry.field(description="Status before the pause.")
+    to_status: TaskStatus | None = strawberry.field(description="Status after it: PAUSED or IN_PROGRESS.")
+    reason: str | None = strawberry.field(description="Why, as the caller gave it.")
+    root_task_id: str | None = strawberry.field(
+        description="The task whose subtree was paused (null: the task alone, or a bulk action)."
+    )
+    pause_requested: bool | None = strawberry.field(
+        description="True when the task was running: it is asked to pause once its attempt ends."
+    )
+
+
+@strawberry.type(
+    description="A paused task was resumed (resumeTask / resumeTasks) to the status it was paused from, or"
+    " a running task's pause request was withdrawn."
+)
+class TaskResumedEvent(TaskEvent):
+    from_status: TaskStatus | None = strawberry.field(description="Status before the resume (PAUSED).")
+    to_status: TaskStatus | None = strawberry.field(description="Status restored.")
+    reason: str | None = strawberry.field(description="Why, as the caller gave it.")
+    root_task_id: str | None = strawberry.field(
+        description="The task whose subtree was resumed (null: the task alone, or a bulk action)."
+    )
+
+
 @strawberry.type(description="An agent invoked a tool (seed 003 TOOL_CALL).")
 class ToolCallEvent(TaskEvent):
     tool_name: str = strawberry.field(description="Name of the tool called.")
@@ -255,6 +288,8 @@ _TYPES: dict[str, type[TaskEvent]] = {
     "TASK_RESCHEDULED": TaskRescheduledEvent,
     "TASK_CANCELLED": TaskCancelledEvent,
     "TASK_TIMED_OUT": TaskTimedOutEvent,
+    "TASK_PAUSED": TaskPausedEvent,
+    "TASK_RESUMED": TaskResumedEvent,
     "TOOL_CALL": ToolCallEvent,
     "TOOL_RESULT": ToolResultEvent,
     "MEMORY_OPERATION": MemoryOperationEvent,

@@ -367,6 +367,18 @@ class AgentTaskState:
         description='W3C trace context its attempts continue: a worker starts its "task attempt" span as'
         " a child of it (docs/TRACING.md). Null: none was given or traced when it was created.",
     )
+    paused_from: TaskStatus | None = strawberry.field(
+        default=None,
+        description="A paused task: the status resumeTask restores (PENDING, RETRYING or"
+        " AWAITING_DEPENDENCY; pending and awaiting are decided by its dependencies at the resume).",
+    )
+    paused_at: dt.datetime | None = strawberry.field(default=None, description="A paused task: since when.")
+    pause_requested: bool = strawberry.field(
+        default=False,
+        description="A task in progress asked to pause (pauseTask): its attempt runs on and its worker is"
+        " not stopped; completing completes it, a failure that would be retried (or a lapsed lease) pauses"
+        " it instead.",
+    )
     retry_policy: strawberry.Private[Any] = None
 
     @strawberry.field(

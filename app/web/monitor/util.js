@@ -29,7 +29,7 @@ function append(node, children) {
 }
 
 export const STATUSES = [
-  "PENDING", "AWAITING_DEPENDENCY", "IN_PROGRESS", "RETRYING", "COMPLETED", "FAILED", "CANCELLED",
+  "PENDING", "AWAITING_DEPENDENCY", "IN_PROGRESS", "RETRYING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED",
 ];
 
 // Every status has an icon and words, so colour is never the only sign.
@@ -38,6 +38,7 @@ const STATUS = {
   AWAITING_DEPENDENCY: ["‖", "Blocked"],
   IN_PROGRESS: ["▶", "In progress"],
   RETRYING: ["↻", "Retrying"],
+  PAUSED: ["⏸", "Paused"],
   COMPLETED: ["✓", "Completed"],
   FAILED: ["✕", "Failed"],
   CANCELLED: ["⊘", "Cancelled"],
