@@ -63,7 +63,7 @@ def _decision(action: str, reason: str | None) -> Decide:
         return pause_decision(reason, None)
     if action == "resume":
         return resume_decision(reason, None)
-    bound = functools.partial(sm.cancel, reason=reason) if action == "cancel" else sm.retry
+    bound = functools.partial(sm.cancel, reason=reason, announce=True) if action == "cancel" else sm.retry
 
     def decide(state: Mapping[str, Any], now: dt.datetime, _statuses: Mapping[Any, Any]) -> sm.Transition:
         return bound(state, now)

@@ -28,7 +28,8 @@ class EventType(StrEnum):
     LEASE_EXPIRED = "LEASE_EXPIRED"
     #: A task not started yet was given a new `not_before` (`rescheduleTask`): no claim before it.
     TASK_RESCHEDULED = "TASK_RESCHEDULED"
-    #: A task was cancelled by the cancel of its subtree (`cancelTask(scope: SUBTREE)`), with the reason.
+    #: A task was cancelled by the cancel of its subtree (`cancelTask(scope: SUBTREE)`) or by `cancelTasks`,
+    #: with the reason.
     TASK_CANCELLED = "TASK_CANCELLED"
     #: A timeout fired (`kind`: SCHEDULE_TO_START, START_TO_CLOSE, SCHEDULE_TO_CLOSE, or HEARTBEAT with a
     #: lease's LEASE_EXPIRED); app/lifecycle/timeouts.py.

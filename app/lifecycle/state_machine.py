@@ -695,12 +695,17 @@ def retry(state: Mapping[str, Any], now: datetime) -> Transition:
 
 
 def cancel(
-    state: Mapping[str, Any], now: datetime, reason: str | None = None, cascade_root: str | None = None
+    state: Mapping[str, Any],
+    now: datetime,
+    reason: str | None = None,
+    cascade_root: str | None = None,
+    *,
+    announce: bool = False,
 ) -> Transition:
     """Any active status → cancelled; a reason is kept in current_step as "cancelled: <reason>".
 
-    In a subtree's cancel (`cascade_root`: the task whose cancel it is), `TASK_CANCELLED` {task_id,
-    from_status, reason, root_task_id} follows the status change."""
+    In a subtree's cancel (`cascade_root`: the task whose cancel it is) and in a bulk one (`announce`),
+    `TASK_CANCELLED` {task_id, from_status, reason, root_task_id} follows the status change."""
     now = _now(now)
     if reason is not None:
         if not isinstance(reason, str):
@@ -714,7 +719,7 @@ def cancel(
     if reason:
         fields["current_step"] = f"cancelled: {reason}"
     event = None
-    if cascade_root is not None:
+    if cascade_root is not None or announce:
         payload = {
             "task_id": _task_id(state),
             "status": "cancelled",

@@ -175,12 +175,16 @@ class TaskRescheduledEvent(TaskEvent):
     previous_not_before: dt.datetime | None = strawberry.field(description="The time before (null: none).")
 
 
-@strawberry.type(description="A task was cancelled with its subtree (cancelTask(scope: SUBTREE)).")
+@strawberry.type(
+    description="A task was cancelled with its subtree (cancelTask(scope: SUBTREE)) or by cancelTasks."
+)
 class TaskCancelledEvent(TaskEvent):
     status: TaskStatus | None = strawberry.field(description="Status after the change (cancelled).")
     from_status: TaskStatus | None = strawberry.field(description="Status before the cancel.")
     reason: str | None = strawberry.field(description="Why, as the cancel gave it.")
-    root_task_id: str | None = strawberry.field(description="The task whose subtree was cancelled.")
+    root_task_id: str | None = strawberry.field(
+        description="The task whose subtree was cancelled (null: a bulk cancelTasks)."
+    )
 
 
 @strawberry.enum(description="Which of a task's timeouts fired (docs/STEERING.md, Timeouts).")
