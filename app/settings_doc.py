@@ -68,6 +68,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "schedule_to_close_timeout_seconds",
             "expiry_sweep_seconds",
             "claim_spread",
+            "bulk_action_",
             "max_workflow_tasks",
             "max_payload_bytes",
         ),
