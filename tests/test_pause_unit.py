@@ -127,3 +127,47 @@ def test_no_expiry_while_paused_and_cancel_clears_the_pause() -> None:
         sm.start(doc, NOW)
     with pytest.raises(sm.TransitionRefused):
         sm.release(doc, NOW)
+
+
+# --- with the timeouts (issue 21 part 2) -------------------------------------------------------------
+
+TIMEOUTS = {
+    "schedule_to_start_timeout": 10.0,
+    "start_to_close_timeout": 20.0,
+    "schedule_to_close_timeout": 60.0,
+}
+S2S, STC, S2C = "schedule_to_start_deadline", "start_to_close_deadline", "schedule_to_close_deadline"
+
+
+def test_a_pause_holds_the_deadlines_and_a_resume_moves_them_on() -> None:
+    pending = state(
+        "pending", **TIMEOUTS, **{S2S: NOW + timedelta(seconds=10), S2C: NOW + timedelta(seconds=60)}
+    )
+    paused = sm.pause(pending, NOW)
+    assert S2S not in paused.set_fields and S2C not in paused.set_fields  # held as they are
+    held = {**pending, **paused.set_fields}
+    later = NOW + timedelta(hours=1)
+    resumed = sm.resume(held, later)
+    assert resumed.to_status == "pending"
+    assert resumed.set_fields[S2S] == NOW + timedelta(hours=1, seconds=10)
+    assert resumed.set_fields[S2C] == NOW + timedelta(hours=1, seconds=60)
+    assert sm.shift_deadlines(held, timedelta(0)) == {}
+
+
+def test_a_resume_from_awaiting_to_pending_is_a_release() -> None:
+    waiting = state("awaiting_dependency", **TIMEOUTS, **{S2C: NOW + timedelta(seconds=60)})
+    held = {**waiting, **sm.pause(waiting, NOW).set_fields}
+    later = NOW + timedelta(minutes=5)
+    resumed = sm.resume(held, later, dependencies_met=True)
+    assert resumed.to_status == "pending"
+    assert resumed.set_fields[S2S] == later + timedelta(seconds=10)  # schedulable from the resume
+    assert resumed.set_fields[S2C] == NOW + timedelta(minutes=5, seconds=60)  # moved on by the pause
+
+
+def test_an_attempt_ending_into_a_pause_changes_its_deadlines_as_a_retry() -> None:
+    running = state(
+        "in_progress", **TIMEOUTS, pause_requested=True, max_attempts=5, **{STC: NOW + timedelta(seconds=20)}
+    )
+    failed = sm.fail(running, NOW, "boom")
+    assert failed.to_status == "paused"
+    assert failed.set_fields[STC] is None and failed.set_fields[S2S] == NOW + timedelta(seconds=10)
