@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
 from agent_tasks_client import AgentTasksClient, ValidationFailed
@@ -81,7 +82,19 @@ async def events(db: Any, ids: list[str], kind: str) -> list[dict[str, Any]]:
     return [e async for e in db.task_events.find({"task_id": {"$in": ids}, "type": kind})]
 
 
-async def test_retry_tasks(client: AgentTasksClient, db: Any) -> None:
+def retries_counted(server: ServerProcess, name: str) -> float:
+    """`agent_tasks_retries_total` for the agent, from `/metrics`."""
+    response = httpx.get(f"{server.url}/metrics")
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "agent_tasks_retries_total" and sample.labels.get("agent") == name
+    )
+
+
+async def test_retry_tasks(server: ServerProcess, client: AgentTasksClient, db: Any) -> None:
     name = agent()
     failed = await failed_tasks(client, name, 3)
     pending = (await client.create_agent_task(name)).id
@@ -97,6 +110,7 @@ async def test_retry_tasks(client: AgentTasksClient, db: Any) -> None:
     retried = [e for e in changes if e["payload"]["to_status"] == "retrying"]
     assert sorted(e["task_id"] for e in retried) == sorted(failed)
     assert all(e["payload"]["from_status"] == "failed" and e["actor"]["kind"] == "anonymous" for e in retried)
+    assert retries_counted(server, name) == 3  # each counted in /metrics, as a single retryTask is
     # Again: nothing failed is left to retry (a status filter no longer matches them).
     again = await bulk(client, "retryTasks", agent=name, status=["FAILED"])
     assert again["matched"] == 0 and again["changed"] == 0

@@ -39,7 +39,7 @@ from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, check_agent
 from app.lifecycle.events import event_doc
 from app.lifecycle.levels import LEVELS
-from app.lifecycle.transitions import Lifecycle, version_of
+from app.lifecycle.transitions import Applied, Lifecycle, count_committed, version_of
 from app.store import collections as c
 from app.store import states as state_store
 from app.store import tasks as task_store
@@ -190,6 +190,7 @@ async def apply_in_batches(
             try:
                 with lifecycle.writing():
                     events, changed, skipped = await in_transaction(db, work)
+                    count_committed(action, Applied(state={}, events=events))  # (retries, for /metrics)
                     await lifecycle.settle(events)
                 break
             except _Moved:
