@@ -282,6 +282,8 @@ GRAPHQL_CASES: dict[str, CaseFor] = {
     # Bulk actions narrow the filter to the key's agents (nothing of B's matches; see
     # test_bulk_actions_reach_only_the_keys_agents): there is no refusal to see.
     **{f"{action}Tasks": _bulk_gql(action) for action in ("retry", "cancel", "pause", "resume")},
+    # Narrowed to the key's agents too (test_purge_reaches_only_the_keys_agents).
+    "purgeTasks": lambda a, b: Case(attacks=[], own=Gql("purgeTasks(filter: {}, dryRun: false)")),
     "recordToolCall": _record("recordToolCall", 'toolName: "x"'),
     "recordToolResult": _record("recordToolResult", 'toolName: "x", status: "SUCCESS"'),
     "recordMemoryOperation": _record(
@@ -676,3 +678,25 @@ async def test_the_issues_attacks_are_named_in_the_refusal(env: Env) -> None:
     # With B's task still B's, a claim for A cannot hand it out either.
     claim = await call(env, Gql('claimTask(agentName: "B")'), env.bound)
     assert claim.json()["data"]["r"]["__typename"] == "ForbiddenError"
+
+
+async def test_purge_reaches_only_the_keys_agents(env: Env) -> None:
+    """An agent-bound admin key purges its agents' finished work only: B's finished task, and a finished
+    workflow of A's holding a task of B's, stay with their events."""
+    setup: list[Call] = [
+        Gql('createAgentTask(input: {id: "p-A", agentName: "A"})'),
+        Gql('createAgentTask(input: {id: "p-B", agentName: "B"})'),
+        Gql(
+            'createWorkflow(input: {id: "p-Am", state: {agentName: "A"}, subTasks: ['
+            '{id: "p-Bs", state: {agentName: "B"}}]})'
+        ),
+        *(Gql(f'cancelTask(id: "{t}")') for t in ("p-A", "p-B", "p-Am", "p-Bs")),
+    ]
+    for c in setup:
+        await succeed(env, c, env.admin)
+    response = await call(env, Gql("purgeTasks(filter: {}, dryRun: false)"), env.bound)
+    assert response.json()["data"]["r"]["__typename"] == "PurgeTasksSuccess", response.text
+    left = {d["_id"] async for d in env.db.agent_task_states.find({"_id": {"$regex": "^p-"}})}
+    assert left == {"p-B", "p-Am", "p-Bs"}
+    assert await env.db.task_events.count_documents({"task_id": "p-A"}) == 0
+    assert await env.db.task_events.count_documents({"task_id": "p-B"}) > 0

@@ -11,7 +11,7 @@ from typing import Annotated
 import strawberry
 from strawberry.scalars import JSON
 
-from app.api.results import ValidationError
+from app.api.results import ForbiddenError, ValidationError
 from app.lifecycle.retention import PurgeReport, Retention
 from app.store import retention as retention_store
 from app.store.collections import AGENT_TASK_STATES
@@ -46,7 +46,9 @@ class PurgeTasksSuccess:
 
 
 PurgeTasksResult = Annotated[
-    PurgeTasksSuccess | ValidationError,
+    # ForbiddenError like every write's result, so one client fragment fits all (an agent-bound key's
+    # filter is narrowed to its agents, as for bulk actions).
+    PurgeTasksSuccess | ValidationError | ForbiddenError,
     strawberry.union("PurgeTasksResult", description="Outcome of purgeTasks."),
 ]
 

@@ -36,6 +36,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.cancellation import stop_task
 from app.domain import TERMINAL, TaskKind
+from app.principal import current_principal
 from app.store import config
 from app.store import retention as store
 from app.store.failures import classify, describe
@@ -110,6 +111,10 @@ class Retention:
                 states = await store.states_of(self.db, root_id, session)
                 if not _finished(states, before):
                     return None
+                principal = current_principal.get()
+                bound = principal.agents if principal is not None else None
+                if bound is not None and any(d.get("agent_name") not in bound for d in states):
+                    return None  # a workflow holding another agent's tasks is not this caller's
                 ids = await store.hierarchy_ids(self.db, root_id, session)
                 task_ids = list({*(d["_id"] for d in states), *(i for v in ids.values() for i in v)})
             else:
@@ -159,6 +164,10 @@ class Retention:
         """Remove (or count) the finished roots whose state matches `query`, at most `limit` of them
         looked at (`more` says whether there were others); unfinished ones are counted as skipped. The
         search runs within `time_limit_ms` (a client's filter: `FilterTooSlow` past it)."""
+        principal = current_principal.get()
+        agents = principal.agents if principal is not None else None
+        if agents is not None:  # an agent-bound caller purges only its agents' work (as bulk actions do)
+            query = {"$and": [dict(query), {"agent_name": {"$in": sorted(agents)}}]}
         roots = await store.matching_roots(self.db, query, limit + 1, time_limit_ms)
         report = PurgeReport(dry_run=dry_run, more=len(roots) > limit)
         for root in roots[:limit]:
