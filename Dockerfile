@@ -15,7 +15,10 @@ WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY agent_tasks_client ./agent_tasks_client
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the `tracing` extra (the OpenTelemetry SDK and OTLP exporter: off unless OTEL_* asks, docs/TRACING.md);
+# without `embedded`. What to install is written beside the wheels for the final stage.
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[tracing]' \
+    && echo "agent-tasks-graphql[tracing]" > /wheels/requirements.txt
 
 # ---- the image: Python, the wheels installed, no build tools, a user without privileges.
 FROM python:3.11-slim
@@ -29,7 +32,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 agent \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/agent agent
 COPY --from=builder /wheels /wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links=/wheels /wheels/agent_tasks_graphql-*.whl \
+RUN python -m pip install --no-cache-dir --no-index --find-links=/wheels -r /wheels/requirements.txt \
     && rm -rf /wheels
 # By number, so that a runtime refusing root (Kubernetes' runAsNonRoot) can check it.
 USER 10001:10001

@@ -122,11 +122,11 @@ def shared_registry() -> CollectorRegistry:
     per process because the processes share one port and are replaced when one dies: a scraper cannot
     address them one by one. Each worker keeps its values in memory-mapped files in
     `PROMETHEUS_MULTIPROC_DIR` (a directory the parent owns, emptied at start), and this collector adds
-    them up at scrape time: counters and histograms summed over every process that ever ran (a dead
-    one's counts stay), in-progress gauges summed over live processes, the sampled task gauges as the
-    newest sample (`mostrecent`), `agent_tasks_process_requests` per live process. The default registry's process and platform collectors (CPU, memory of one
-    process) are left out there: they cannot be added across processes. The live series
-    (`LiveCollector`) stay the answering process's own."""
+    them up at scrape time: counters and histograms summed over every process that ever ran (a dead one's
+    counts stay), in-progress gauges summed over live processes, the sampled task gauges as the newest
+    sample (`mostrecent`), `agent_tasks_process_requests` per live process. The default registry's process
+    and platform collectors (CPU, memory of one process) are left out there: they cannot be added across
+    processes. The live series (`LiveCollector`) stay the answering process's own."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
     registry = CollectorRegistry()
@@ -237,9 +237,7 @@ def metrics_route() -> Route:
             live = CollectorRegistry(auto_describe=True)
             live.register(LiveCollector(state))
             state.extras["metrics_registry"] = live
-        return Response(
-            generate_latest(shared_registry()) + generate_latest(live), media_type=CONTENT_TYPE
-        )
+        return Response(generate_latest(shared_registry()) + generate_latest(live), media_type=CONTENT_TYPE)
 
     return Route(METRICS_PATH, metrics, methods=["GET"])
 
