@@ -110,11 +110,17 @@ def test_two_workers_serve_one_port_and_metrics_add_up(mongo_uri: str) -> None:
         counted = sum(v for (name, _), v in samples.items() if name == "agent_tasks_http_requests_total")
         assert sum(served_by_pid(samples).values()) == counted
 
-        # A GraphQL query works on each process alike.
-        with httpx.Client(base_url=server.url) as http:
-            for _ in range(4):
+        # GraphQL on new connections (either process): the instruments' series add up as well.
+        for _ in range(6):
+            with httpx.Client(base_url=server.url) as http:
                 body = http.post("/graphql", json={"query": "{ __typename }"}).json()
                 assert body == {"data": {"__typename": "Query"}}
+        operations = sum(
+            v
+            for (name, _), v in scrape(server.url).items()
+            if name == "agent_tasks_graphql_operation_duration_seconds_count"
+        )
+        assert operations == 6
 
         family = children(server.process.pid)
         assert server.stop() == 0
