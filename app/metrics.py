@@ -4,10 +4,12 @@ instruments the other layers record into (`app/instruments.py`: GraphQL operatio
 claims, lapses, retries, expiries, the hub's lag) and the task gauges `TaskSampler` refreshes at most every
 METRICS_SAMPLE_SECONDS when scraped (docs/OBSERVABILITY.md lists every series).
 
-Each server process answers for itself (scrape every process, as Prometheus does with several replicas);
-nothing is shared through MongoDB. The request metrics use the route's template (`/meta-tasks/{id}`), not
-the path, so ids never become label values, and unknown paths are not recorded at all: a client cannot
-grow the label space.
+One server process answers for itself; the processes of `serve --workers N` answer together, their
+metrics added up from files (`shared_registry`); nothing is shared through MongoDB. Several replicas
+(hosts, containers) are scraped one by one, as Prometheus does.
+
+The request metrics use the route's template (`/meta-tasks/{id}`), not the path, so ids never become label
+values, and unknown paths are not recorded at all: a client cannot grow the label space.
 
 Access follows the server's (`docs/SECURITY.md`): on an open server anyone may scrape; on a server that
 requires keys the scraper needs a key or token with the `metrics` scope (401 without credentials, 403
@@ -20,11 +22,20 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pymongo.errors import PyMongoError
@@ -84,6 +95,45 @@ def request_metrics() -> tuple[Counter, Histogram, Gauge]:
     return _REQUEST_METRICS
 
 
+#: Requests answered by this process, one series per live process with several workers (label `pid`): which
+#: processes serve, and how evenly the kernel spreads connections among them.
+_PROCESS_REQUESTS: Gauge | None = None
+
+
+def process_requests() -> Gauge:
+    global _PROCESS_REQUESTS
+    if _PROCESS_REQUESTS is None:
+        _PROCESS_REQUESTS = Gauge(
+            "agent_tasks_process_requests",
+            "HTTP requests this server process answered (with several workers: one series per process,"
+            " label pid).",
+            multiprocess_mode="liveall",
+        )
+    return _PROCESS_REQUESTS
+
+
+def shared_registry() -> CollectorRegistry:
+    """The registry `/metrics` writes the request metrics and the instruments (`app/instruments.py`) from.
+
+    One process (`--workers 1`, and the tests' in-process apps): prometheus_client's default registry.
+    Several (`--workers N`, app/supervisor.py): a scrape reaches one process, picked by the kernel, so
+    each process's own registry would answer for one Nth of the traffic, a different Nth each scrape, and
+    counters would seem to go backwards. Prometheus' multiprocess mode was chosen over one scrape target
+    per process because the processes share one port and are replaced when one dies: a scraper cannot
+    address them one by one. Each worker keeps its values in memory-mapped files in
+    `PROMETHEUS_MULTIPROC_DIR` (a directory the parent owns, emptied at start), and this collector adds
+    them up at scrape time: counters and histograms summed over every process that ever ran (a dead one's
+    counts stay), in-progress gauges summed over live processes, the sampled task gauges as the newest
+    sample (`mostrecent`), `agent_tasks_process_requests` per live process. The default registry's process
+    and platform collectors (CPU, memory of one process) are left out there: they cannot be added across
+    processes. The live series (`LiveCollector`) stay the answering process's own."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 class RequestMetrics:
     """Pure ASGI: counts and times each HTTP request under its route's template (`scope["route"]`, which
     Starlette's router sets), never its raw path; a request no route matched (a made-up path's 404) is not
@@ -95,6 +145,7 @@ class RequestMetrics:
         self.app = app
         self.app_name = app_name
         self.total, self.duration, self.in_progress = request_metrics()
+        self.served = process_requests()
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(SKIPPED_PREFIXES):
@@ -124,6 +175,7 @@ class RequestMetrics:
                 labels = (method, path, str(status[0] or 500), self.app_name)
                 self.total.labels(*labels).inc()
                 self.duration.labels(*labels).observe(time.perf_counter() - begin)
+                self.served.inc()
 
 
 class LiveCollector(Collector):
@@ -185,7 +237,7 @@ def metrics_route() -> Route:
             live = CollectorRegistry(auto_describe=True)
             live.register(LiveCollector(state))
             state.extras["metrics_registry"] = live
-        return Response(generate_latest(REGISTRY) + generate_latest(live), media_type=CONTENT_TYPE)
+        return Response(generate_latest(shared_registry()) + generate_latest(live), media_type=CONTENT_TYPE)
 
     return Route(METRICS_PATH, metrics, methods=["GET"])
 

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the HTTP port (`serve --workers`); one per core in production"
+        " (docs/DEPLOYMENT.md). Each has its own event hub, sweeper and MongoDB clients.",
+    )
     data_dir: Path = Field(default=Path(".data"), description="Where the embedded mongod keeps its data.")
     embedded_mongo_port: int = Field(
         default=27117, ge=0, le=65535, description="Port of the embedded mongod (0: pick a free one)."

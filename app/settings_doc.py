@@ -28,6 +28,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "readiness_timeout_seconds",
             "host",
             "port",
+            "workers",
             "data_dir",
             "embedded_mongo_port",
             "load_demo",
@@ -128,14 +129,13 @@ One settings object (`app/settings.py`) reads the environment, and a `.env` file
 variable is the setting's name in upper case. This page is generated from it (`agent-tasks settings-doc >
 docs/CONFIGURATION.md`; a test fails when it is stale).
 
-The command line: `agent-tasks serve [--host H] [--port P] [--demo]`, `agent-tasks demo [--reset]
-[--embedded]` (load the demo into the configured database, or the running server's: docs/OPERATIONS.md;
-documents already there are kept unless `--reset`, so what you changed
-in the demo survives a restart of `make run`; its event history is added once, and `--reset` puts it back
-in place of every event about the demo's tasks), `agent-tasks export-schema [--output FILE]` (print the
-SDL; `make schema` rewrites `schema/schema.graphql`, and a test fails when the committed file drifts from
-the code), `agent-tasks keys create|list|revoke` (docs/ACCESS.md) and `agent-tasks settings-doc` (this
-page).
+The command line: `agent-tasks serve [--host H] [--port P] [--workers N] [--demo]`, `agent-tasks demo
+[--reset] [--embedded]` (load the demo into the configured database, or the running server's:
+docs/OPERATIONS.md; documents already there are kept unless `--reset`, so what you changed in the demo
+survives a restart of `make run`; its event history is added once, and `--reset` puts it back in place of
+every event about the demo's tasks), `agent-tasks export-schema [--output FILE]` (print the SDL; `make
+schema` rewrites `schema/schema.graphql`, and a test fails when the committed file drifts from the code),
+`agent-tasks keys create|list|revoke` (docs/ACCESS.md) and `agent-tasks settings-doc` (this page).
 """
 
 

