@@ -140,7 +140,9 @@ async def run(url: str, workflow_id: str | None, pace: float, seed: int | None, 
                 name,
                 agents.handle,
                 concurrency=concurrency,
-                lease_seconds=max(2, round(15 * pace)),
+                # Never under 10 s, however fast the pace: a lease only has to outlive a late heartbeat
+                # (a loaded machine delayed them past a 2 s lease), and no demo worker dies.
+                lease_seconds=max(10, round(15 * pace)),
                 workflow_id=workflow_id,
                 worker_id=f"demo-{name}",
                 poll_max=max(0.2, pace),

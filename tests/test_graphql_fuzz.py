@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import pytest
+from graphql import parse_value
 from pymongo import MongoClient
 
 from app.server import create_app
@@ -18,7 +19,21 @@ from app.settings import Settings
 
 def test_fuzzing_graphql_finds_no_server_errors(settings: Settings) -> None:
     schemathesis = pytest.importorskip("schemathesis")
+    # JSON arguments (filters, payloads) are free-form: a few literals of each shape, valid or not, as
+    # GraphQL value nodes (schemathesis has no strategy of its own for a JSON scalar).
+    from hypothesis import strategies as st
     from schemathesis.python import asgi
+
+    json_literals = [
+        "{}",
+        '{status: "pending"}',
+        '{agent_name: {_in: ["A"]}}',
+        '"text"',
+        "[1, 2]",
+        "null",
+        "42",
+    ]
+    schemathesis.graphql.scalar("JSON", st.sampled_from(json_literals).map(parse_value))
 
     # schemathesis calls the app as Starlette's test client does, with `Host: testserver`.
     app = create_app(settings.model_copy(update={"trusted_hosts": [*settings.trusted_hosts, "testserver"]}))
