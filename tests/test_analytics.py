@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from app.demo import T0
+from app.domain import Status
 from app.lifecycle.expiry import expire_overdue, present
 from app.lifecycle.transitions import Lifecycle
 from app.store.analytics import agent_stats_pipeline, agents_stats_pipeline
@@ -93,7 +94,7 @@ query All($since: DateTime, $first: Int) {
 
 def by_status(**counts: int) -> list[dict[str, Any]]:
     # The one status order of the whole API (lifecycle order), the same as WorkflowProgress.counts.
-    order = ("PENDING", "AWAITING_DEPENDENCY", "IN_PROGRESS", "RETRYING", "COMPLETED", "FAILED", "CANCELLED")
+    order = [status.name for status in Status]  # the domain's one order (paused included)
     return [{"status": s, "count": counts.get(s.lower(), 0)} for s in order]
 
 
