@@ -297,12 +297,14 @@ class AgentTasksClient:
         retry_policy: RetryPolicy | None = None,
         not_before: datetime | None = None,
         timeouts: Timeouts | None = None,
+        concurrency_key: str | None = None,
     ) -> TaskState:
         """`createAgentTask`: a standalone task for `agent_name`. `priority` is `low`, `medium`, `high`
         or `urgent`; `dependencies` are `{"taskId", "statusExpected"}`; `retry_policy` how its failed
         attempts are retried; `not_before` a delayed start; `timeouts` its timeouts (refused, ValueError,
-        to a server without them); `extra` passes further `CreateAgentTaskInput` fields (GraphQL names)
-        as they are."""
+        to a server without them); `concurrency_key` the key a concurrency limit on KEY counts it under
+        (a server with concurrency limits only); `extra` passes further `CreateAgentTaskInput` fields
+        (GraphQL names) as they are."""
         policy = await self._steering_arg(retry_policy, "retry_policy")
         start = await self._steering_arg(not_before, "not_before")
         if timeouts is not None and not await self.supports_timeouts():
@@ -320,6 +322,7 @@ class AgentTasksClient:
             "retryPolicy": None if policy is None else policy.to_graphql(),
             "notBefore": None if start is None else format_time(start),
             **({} if timeouts is None else timeouts.to_graphql()),
+            "concurrencyKey": concurrency_key,
             **dict(extra or {}),
         }
         args = {

@@ -25,6 +25,7 @@ from app import instruments
 from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.hierarchy import Hierarchy
 from app.lifecycle.retention import Retention, RetentionSweeper
+from app.lifecycle.steering import Steering
 from app.lifecycle.transitions import Lifecycle
 from app.live.hub import EventHub
 from app.live.presence import Presence
@@ -200,6 +201,12 @@ async def _services(
             retry_policy=settings.retry_policy(),
             require_lease_holder=settings.require_lease_holder,
             timeouts=settings.timeouts(),
+            steering=Steering(
+                db,
+                refresh_seconds=settings.concurrency_limits_refresh_seconds,
+                max_groups=settings.claim_fair_max_groups,
+                max_limits=settings.max_concurrency_limits,
+            ),
         )
         state = AppState(
             settings=settings,

@@ -233,6 +233,28 @@ class Settings(BaseSettings):
         " plus one per claim in flight here, so claimers in different processes rarely race for the same"
         " one.",
     )
+    concurrency_limits_refresh_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a process trusts its copy of which concurrency limits and claim policies"
+        " exist: a limit set through another process binds claims here at most this long after (0: every"
+        " claim under a limit or a fair policy reads them again). A changed `max` binds the next claim.",
+    )
+    claim_fair_max_groups: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Most groups (workflows or concurrency keys) with ready work one claim under a limit or"
+        " a fair policy looks at, per priority: one index probe each.",
+    )
+    max_concurrency_limits: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most concurrency limits (and claim policies) that may be set; each process keeps them"
+        " in memory.",
+    )
     expiry_sweep_seconds: float = Field(
         default=5.0,
         ge=0.05,

@@ -125,6 +125,11 @@ class TaskStateInput:
         description="W3C trace context (`00-<trace id>-<span id>-<flags>`) the task's attempts continue;"
         " default: the creating request's (its span, or its `traceparent` header).",
     )
+    concurrency_key: str | None = strawberry.field(
+        default=UNSET,
+        description="A concurrency key (e.g. a model or a tenant): a limit on KEY caps its tasks in"
+        " progress; in createWorkflow, inherited by the tasks below that name none.",
+    )
 
 
 @strawberry.input(description="A standalone task (seed 000/001): a state with no hierarchy task.")

@@ -43,6 +43,7 @@ from app.api.mutations.lifecycle import LifecycleMutation
 from app.api.observe import OperationObserver
 from app.api.queries import ReadQuery
 from app.api.retention import RetentionMutation, RetentionQuery
+from app.api.steering import SteeringMutation, SteeringQuery
 from app.api.subscriptions import Subscription
 from app.api.tracing import OperationSpan
 from app.api.types.events import ALL_EVENT_TYPES
@@ -56,7 +57,7 @@ logger = logging.getLogger("agent_tasks.graphql")
 
 
 @strawberry.type(description="Reading the task hierarchy, its outputs, its execution states and its events.")
-class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery, RetentionQuery, ViewerQuery):
+class Query(ReadQuery, EventQuery, AnalyticsQuery, KeyQuery, RetentionQuery, SteeringQuery, ViewerQuery):
     pass
 
 
@@ -69,6 +70,7 @@ class Mutation(
     AgentTaskMutation,
     KeyMutation,
     RetentionMutation,
+    SteeringMutation,
 ):
     pass
 

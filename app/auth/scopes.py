@@ -48,6 +48,8 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         "apiKeys": A,
         # Sizes of every collection: operational figures about all agents' work, not one caller's data.
         "storage": A,
+        "concurrencyLimits": R,
+        "claimQueue": R,
         "viewer": None,
     },
     "Mutation": {
@@ -104,6 +106,10 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         "revokeApiKey": A,
         # Retention: removing finished workflows in bulk.
         "purgeTasks": A,
+        # Concurrency limits and claim policies (docs/STEERING.md).
+        "setConcurrencyLimit": A,
+        "clearConcurrencyLimit": A,
+        "setClaimPolicy": A,
     },
     "Subscription": {
         "taskEvents": R,

@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from app.domain import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, PRIORITY_RANK
+from app.domain import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ID_LENGTH, PRIORITY_RANK
 from app.lifecycle import retry_policy, timeouts
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Invalid
@@ -34,6 +34,7 @@ STATE_INPUT_FIELDS = (
     *timeouts.FIELDS,
     # W3C trace context the task's attempts continue (docs/TRACING.md); default: the creating request's.
     "traceparent",
+    "concurrency_key",
 )
 
 
@@ -64,6 +65,11 @@ def state_fields(patch: Mapping[str, Any]) -> Doc:
         raise Invalid(
             "input.traceparent",
             "traceparent must be a W3C trace context, e.g. 00-<32 hex trace id>-<16 hex span id>-01",
+        )
+    key = out.get("concurrency_key")
+    if key is not None and (not isinstance(key, str) or not key.strip() or len(key) > MAX_ID_LENGTH):
+        raise Invalid(
+            "input.concurrency_key", f"concurrency_key must be 1 to {MAX_ID_LENGTH} characters (null: none)"
         )
     if out.get("max_attempts") is not None and out["max_attempts"] < 0:
         raise Invalid("input.max_attempts", "max_attempts must be at least 0 (0 = unlimited)")
@@ -134,7 +140,7 @@ def new_state_doc(
         "version": 1,
     }
     # Steering fields are written only when given (a claim reads a missing one as "not set").
-    for name in ("retry_policy", "not_before"):
+    for name in ("retry_policy", "not_before", "concurrency_key"):
         if fields.get(name) is not None:
             doc[name] = fields[name]
     doc |= timeouts.resolved(fields, timeout_defaults)

@@ -8,6 +8,7 @@ transaction and returns the new state document with the events it wrote.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import random
@@ -25,9 +26,11 @@ from app.lifecycle import idempotency, retry_policy, timeouts
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused, check_agent
 from app.lifecycle.events import event_doc
+from app.lifecycle.steering import Pick, Steering
 from app.store import states as state_store
 from app.store import tasks as task_store
 from app.store.events import append_events
+from app.store.steering import SLOT_FIELDS
 from app.store.storable import encoded_size
 from app.store.types import Db
 
@@ -40,6 +43,10 @@ CLAIM_LINGER_SECONDS = 2.0
 CLAIM_STALE_SLACK = 4
 #: How long after a claim here collided with another process's claim every claim here spreads at once.
 CLAIM_CONTENTION_SECONDS = 2.0
+#: How many times a claim waits for the claims in flight here under the limits it found busy, and at most
+#: how long each time (`Steering.settled`); then it answers nothing to claim.
+CLAIM_BUSY_ROUNDS = 20
+CLAIM_BUSY_WAIT_SECONDS = 1.0
 #: Called with the events a change committed, once it has committed (see `Lifecycle.settle`).
 Settle = Callable[[list[Doc]], Awaitable[None]]
 #: Held around a change that writes events (see `Lifecycle.writing`).
@@ -185,8 +192,12 @@ class Lifecycle:
         retry_policy: Mapping[str, Any] | None = None,
         require_lease_holder: bool = True,
         timeouts: Mapping[str, float] | None = None,
+        steering: Steering | None = None,
     ) -> None:
         self.db = db
+        #: Concurrency limits and claim policies (app/lifecycle/steering.py): a claim under a limit or a
+        #: fair policy is chosen there; without either, `claim` is unchanged.
+        self.steering = steering or Steering(db)
         #: Whether a holder's change without its attempt token must come from the lease holder
         #: (`check_lease`; setting `REQUIRE_LEASE_HOLDER`).
         self.require_lease_holder = require_lease_holder
@@ -247,9 +258,20 @@ class Lifecycle:
         return worker_id
 
     def start_action(self, lease_seconds: float | None = None, worker_id: str | None = None) -> Action:
-        """`state_machine.start` with a lease: the bounds and the holder are checked before any read."""
+        """`state_machine.start` with a lease: the bounds and the holder are checked before any read.
+
+        A start clears the concurrency slots an earlier attempt took (app/lifecycle/steering.py): a
+        claim under limits sets the ones it takes in the same write."""
         lease, holder = self.lease(lease_seconds), self.holder(worker_id)
-        return lambda state, now: sm.start(state, now, lease_seconds=lease, holder=holder)
+
+        def start(state: Mapping[str, Any], now: dt.datetime) -> sm.Transition:
+            transition = sm.start(state, now, lease_seconds=lease, holder=holder)
+            stale = {name: None for name in SLOT_FIELDS.values() if state.get(name) is not None}
+            if stale:
+                return dataclasses.replace(transition, set_fields={**transition.set_fields, **stale})
+            return transition
+
+        return start
 
     def policy_of(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The task's effective retry policy: its own fields over the server's default."""
@@ -366,6 +388,7 @@ class Lifecycle:
         idempotency_key: str | None = None,
         lease_seconds: float | None = None,
         worker_id: str | None = None,
+        why: list[str] | None = None,
     ) -> Applied | None:
         """Start the most urgent, oldest pending or retrying task of `agent_name`, under a lease of
         `lease_seconds` (default: the lifecycle's) held by `worker_id` (default: the agent).
@@ -386,6 +409,10 @@ class Lifecycle:
         claiming for one agent, taking the head of the queue first made most first attempts collide
         (`bench.writes`, two servers). Age order within a priority is then kept only within that window;
         a lower priority is never handed out while a higher one is claimable.
+
+        Under a concurrency limit, or a fair claim policy, the task is chosen by `Steering.pick` instead
+        (app/lifecycle/steering.py): tasks under a full limit are passed over, and when nothing is left,
+        the reason is appended to `why` (if given).
         """
         if not agent_name:
             raise Invalid("agent_name", "agent_name must not be empty")
@@ -394,6 +421,8 @@ class Lifecycle:
         operation = f"claim:{agent_name}"
         held: set[str] = set()
         attempts = 0
+        steered = await self.steering.applies(agent_name)
+        picked: list[Pick] = []
 
         async def work(session: AsyncClientSession) -> Applied | None:
             nonlocal attempts
@@ -401,25 +430,66 @@ class Lifecycle:
             for task_id in held:  # a retried attempt lets go of its earlier pick
                 self._claiming.pop(task_id, None)
             held.clear()
+            for pick in picked:
+                self.steering.release(pick, agent_name)
+            picked.clear()
             now = self.clock()
             spread = attempts > 1 or time.monotonic() < self._contended_until
-            picks = await self._candidates(session, agent_name, now, workflow_id, task_kinds, spread)
+            if steered:
+                in_flight = [t for t, until in self._claiming.items() if until == math.inf]
+                pick = await self.steering.pick(
+                    session,
+                    agent_name,
+                    now,
+                    workflow_id=workflow_id,
+                    task_kinds=task_kinds,
+                    exclude=in_flight,
+                    skipped=self._skipped,
+                    spread=spread,
+                )
+                picked.append(pick)
+                if pick.state is None:
+                    if why is not None and pick.reason:
+                        why[:] = [pick.reason]
+                    return None
+                picks = [pick.state]
+            else:
+                picks = await self._candidates(session, agent_name, now, workflow_id, task_kinds, spread)
             if not picks:
                 return None
             state = random.choice(picks) if spread else picks[0]
             held.add(state["_id"])
             self._claiming[state["_id"]] = math.inf
             self._claimed_version.pop(state["_id"], None)  # in flight: skipped whatever its version
-            return await self._apply(session, state, _decide(start, state, now), now)
+            transition = _decide(start, state, now)
+            if steered and picked and picked[-1].fields:  # the concurrency slots it took
+                transition = dataclasses.replace(
+                    transition, set_fields={**transition.set_fields, **picked[-1].fields}
+                )
+            return await self._apply(session, state, transition, now)
 
         try:
-            applied = await self._once(
-                idempotency_key, operation, work, {"workflow_id": workflow_id, "task_kinds": task_kinds}
-            )
+            for _ in range(CLAIM_BUSY_ROUNDS):
+                applied = await self._once(
+                    idempotency_key, operation, work, {"workflow_id": workflow_id, "task_kinds": task_kinds}
+                )
+                busy = [lid for pick in picked for lid in pick.busy]
+                if applied is not None or not busy:
+                    break
+                # Only tasks under limits another claim here is taking a slot of: once it ends, again.
+                await self.steering.settled(busy, CLAIM_BUSY_WAIT_SECONDS)
+                attempts = 0
         except BaseException:
             for task_id in held:
                 self._claiming.pop(task_id, None)
             raise
+        finally:
+            for pick in picked:
+                self.steering.release(pick, agent_name)
+        if applied is not None and picked:
+            await self.steering.served(
+                picked[-1], agent_name, as_utc(applied.state.get("started_at")) or self.clock()
+            )
         if attempts > 1:  # collided (with another process: claims here skip each other's)
             self._contended_until = time.monotonic() + CLAIM_CONTENTION_SECONDS
         linger = time.monotonic() + CLAIM_LINGER_SECONDS

@@ -405,7 +405,13 @@ class TreeWrites(HierarchyService):
 
 def _inherit_retry_policy(task: NewTask) -> None:
     """A task's retry policy goes to each child that names none (`createWorkflow` sets a subtree's policy
-    once); a child's own `max_attempts` wins over the inherited `maximum_attempts`."""
+    once); a child's own `max_attempts` wins over the inherited `maximum_attempts`. Its concurrency key
+    goes down the same way."""
+    key = task.state.get("concurrency_key")
+    if key is not None:
+        for child in task.children:
+            if child.state.get("concurrency_key") is None:
+                child.state = {**child.state, "concurrency_key": key}
     policy = task.state.get("retry_policy")
     if policy is None:
         return

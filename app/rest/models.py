@@ -134,6 +134,8 @@ FIELD_DOCS: dict[str, str] = {
     "paused_at": "A paused task: when it was paused.",
     "pause_requested": "A task in progress asked to pause: its attempt finishes; a retry it would go to is"
     " paused instead.",
+    "concurrency_key": "The task's concurrency key (e.g. a model or a tenant): a limit on `key:<it>` caps"
+    " its tasks in progress (docs/STEERING.md). On a workflow, inherited by the tasks below that name none.",
     "task_kind": "Kind of task the state belongs to: meta_workflow, sub_task, behavior_task or standalone.",
     "workflow_id": "The meta workflow task the task belongs to.",
     "version": "Bumped by every write; send it back as `If-Match` or `expected_version` for compare-and-set.",

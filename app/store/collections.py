@@ -212,6 +212,26 @@ DEADLINE_INDEXES = {
 #: sweep's query (`hint`), which the planner might otherwise answer from `status_1`.
 RETENTION_INDEX = _idx("task_kind", "updated_at", "_id", partial={"status": {"$in": sorted(TERMINAL)}})
 
+#: Concurrency limits and fairness (app/lifecycle/steering.py). Running counts and the slots taken are
+#: read from index keys: these three hold tasks in progress only (a task enters them when claimed and
+#: leaves them when it ends), each with the slot its claim took under that scope's limit.
+RUNNING = {"status": "in_progress"}
+RUNNING_BY_AGENT = _idx("agent_name", "slot_agent", partial=RUNNING)
+RUNNING_BY_WORKFLOW = _idx("workflow_id", "slot_workflow", partial=RUNNING)
+RUNNING_BY_KEY = _idx(
+    "concurrency_key", "slot_key", partial={**RUNNING, "concurrency_key": {"$type": "string"}}
+)
+#: The claimable tasks of an agent by priority, then group (workflow or concurrency key), then age: a fair
+#: claim finds the groups with ready work of a priority one index probe per group (`workflow_id > last`),
+#: and each probe answers that group's oldest task. Only claimable tasks have keys here.
+CLAIMABLE: dict[str, Any] = {"status": {"$in": ["pending", "retrying"]}}
+FAIR_BY_WORKFLOW_INDEX = _idx(
+    "agent_name", ("priority_rank", -1), "workflow_id", "created_at", "_id", partial=CLAIMABLE
+)
+FAIR_BY_KEY_INDEX = _idx(
+    "agent_name", ("priority_rank", -1), "concurrency_key", "created_at", "_id", partial=CLAIMABLE
+)
+
 AGENT_TASK_STATES = CollectionSpec(
     name="agent_task_states",
     id_field="task_id",
@@ -270,6 +290,12 @@ AGENT_TASK_STATES = CollectionSpec(
         "paused_from": S,
         "paused_at": DT,
         "pause_requested": B,
+        # concurrency limits and fairness (issue 22): the task's key (e.g. a model or a tenant)
+        "concurrency_key": S,
+        # the slot a claim under a limit took, per scope (null: none); meaningful while in progress
+        "slot_agent": INT,
+        "slot_workflow": INT,
+        "slot_key": INT,
     },
     indexes=(
         _idx("agent_name"),
@@ -291,6 +317,11 @@ AGENT_TASK_STATES = CollectionSpec(
         # Retention: finished workflows and standalone tasks by when they last changed. Partial (terminal
         # states only), so progress writes to running tasks never update it.
         RETENTION_INDEX,
+        RUNNING_BY_AGENT,
+        RUNNING_BY_WORKFLOW,
+        RUNNING_BY_KEY,
+        FAIR_BY_WORKFLOW_INDEX,
+        FAIR_BY_KEY_INDEX,
     ),
     sort_fields=(
         "task_id",
@@ -373,6 +404,26 @@ RATE_LIMIT_COUNTERS = CollectionSpec(
     retired_indexes=("expireAt_1",),
 )
 
+#: Concurrency limits (app/store/steering.py): `_id` is the limit's key ("agent:<name>", "workflow:<id>",
+#: "key:<k>"), `max` the most tasks in progress under it.
+CONCURRENCY_LIMITS = CollectionSpec(
+    name="concurrency_limits",
+    id_field="_id",
+    fields={"scope": S, "key": S, "max": INT, "updated_at": DT},
+)
+
+#: One guard document per slot of a limit ("<limit id>#<slot>"): a claim taking slot n writes it
+#: (`touches`), so two claims taking the same slot write-conflict and one of them chooses again.
+CONCURRENCY_SLOTS = CollectionSpec(name="concurrency_slots", id_field="_id", fields={"touches": INT})
+
+#: Each agent's claim policy (FIFO, FAIR_BY_WORKFLOW, FAIR_BY_KEY); no document: FIFO.
+CLAIM_POLICIES = CollectionSpec(name="claim_policies", id_field="_id", fields={"policy": S, "updated_at": DT})
+
+#: When a fair claim last served each (agent, group): `_id` is "<agent>\x1f<group>".
+CLAIM_SERVED = CollectionSpec(
+    name="claim_served", id_field="_id", fields={"agent_name": S, "group": S, "served_at": DT, "served": INT}
+)
+
 #: Every collection, in the order the hierarchy reads.
 ALL: tuple[CollectionSpec, ...] = (
     META_WORKFLOW_TASKS,
@@ -388,4 +439,8 @@ ALL: tuple[CollectionSpec, ...] = (
     SERVER_CONFIG,
     SERVER_PROCESSES,
     RATE_LIMIT_COUNTERS,
+    CONCURRENCY_LIMITS,
+    CONCURRENCY_SLOTS,
+    CLAIM_POLICIES,
+    CLAIM_SERVED,
 )

@@ -143,6 +143,7 @@ async def claim(
     """Start the agent's most urgent ready task, if there is one."""
     # The stored kind names (`str()`: mypy takes `strawberry.enum_value` members for their definitions).
     kinds = [str(k.value) for k in task_kinds] if task_kinds else None
+    why: list[str] = []
     applied = await _lifecycle(info).claim(
         agent_name,
         workflow_id=workflow_id,
@@ -150,9 +151,12 @@ async def claim(
         idempotency_key=idempotency_key,
         lease_seconds=lease_seconds,
         worker_id=worker_id,
+        why=why,
     )
     if applied is None:
-        return NothingToClaim(message="no pending task with its dependencies met is waiting for this agent")
+        return NothingToClaim(
+            message=why[0] if why else "no pending task with its dependencies met is waiting for this agent"
+        )
     return transition_success(applied.state, applied.events)
 
 

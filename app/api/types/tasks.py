@@ -379,6 +379,10 @@ class AgentTaskState:
         " not stopped; completing completes it, a failure that would be retried (or a lapsed lease) pauses"
         " it instead.",
     )
+    concurrency_key: str | None = strawberry.field(
+        default=None,
+        description="The task's concurrency key: a limit on KEY caps its tasks in progress (null: none).",
+    )
     retry_policy: strawberry.Private[Any] = None
 
     @strawberry.field(
