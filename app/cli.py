@@ -483,6 +483,8 @@ def _operator_command(settings: Settings, args: argparse.Namespace) -> int:
         settings = operator_settings(settings, bool(getattr(args, "embedded", False)))
         if args.command == "keys":
             return asyncio.run(_keys(settings, args))
+        if args.command == "limits":
+            return asyncio.run(_limits(settings, args))
         asyncio.run(_load_demo(settings, args.reset))
         return EXIT_OK
     except StartupError as exc:
@@ -538,6 +540,33 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _limits(settings: Settings, args: argparse.Namespace) -> int:
+    """`agent-tasks limits set|list|clear`: concurrency limits in the configured database (what the admin
+    mutations setConcurrencyLimit / clearConcurrencyLimit / concurrencyLimits do; docs/STEERING.md)."""
+    from app.lifecycle.errors import Invalid
+    from app.lifecycle.steering import Scope, Steering
+    from app.resources import open_database
+
+    async with open_database(settings) as db:
+        steering = Steering(db, max_limits=settings.max_concurrency_limits)
+        try:
+            if args.limits_command == "set":
+                view = await steering.set_limit(
+                    Scope(args.scope), args.key, args.max, dt.datetime.now(dt.UTC)
+                )
+                print(f"{view.scope.value}:{view.key}\tmax={view.max}\trunning={view.running}")
+            elif args.limits_command == "clear":
+                cleared = await steering.clear_limit(Scope(args.scope), args.key)
+                print(f"{args.scope}:{args.key}\t{'cleared' if cleared else 'no such limit'}")
+            else:
+                for view in await steering.limits():
+                    print(f"{view.scope.value}:{view.key}\tmax={view.max}\trunning={view.running}")
+        except Invalid as exc:
+            print(f"agent-tasks: {exc.message}", file=sys.stderr)
+            return EXIT_USAGE
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="agent-tasks", description=__doc__.split("\n\n")[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -581,6 +610,18 @@ def main(argv: list[str] | None = None) -> int:
     key_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
+    limits = commands.add_parser("limits", help="set, list and clear concurrency limits")
+    limits.add_argument("--embedded", action="store_true", help=embedded_help)
+    limit_commands = limits.add_subparsers(dest="limits_command", required=True)
+    scopes = ("agent", "workflow", "key")
+    limit_set = limit_commands.add_parser("set", help="set (or change) a limit on tasks in progress")
+    limit_set.add_argument("scope", choices=scopes)
+    limit_set.add_argument("key", help="the agent name, workflow id or concurrency key")
+    limit_set.add_argument("max", type=int, help="most tasks in progress under it")
+    limit_commands.add_parser("list", help="list limits with their running counts")
+    limit_clear = limit_commands.add_parser("clear", help="remove a limit")
+    limit_clear.add_argument("scope", choices=scopes)
+    limit_clear.add_argument("key")
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
@@ -621,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         return _serve(settings)
-    if args.command in ("keys", "demo"):
+    if args.command in ("keys", "limits", "demo"):
         return _operator_command(settings, args)
     return EXIT_USAGE
 

@@ -386,3 +386,17 @@ async def test_the_limit_mutations_need_admin(settings: Settings, db: Any) -> No
                 "data": {"concurrencyLimits": []}
             }
     assert await db.concurrency_limits.count_documents({}) == 0
+
+
+def test_the_limits_command(mongo_uri: str, settings: Settings, db: Any) -> None:
+    """`agent-tasks limits set|list|clear` on the configured database; a bad max is one line, exit 2."""
+    from tests.test_operator_cli import cli, one_line_refusal
+
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": settings.mongodb_db}
+    done = cli(env, "limits", "set", "workflow", "w1", "3")
+    assert (done.returncode, done.stdout) == (0, "workflow:w1\tmax=3\trunning=0\n"), done.stderr
+    assert cli(env, "limits", "list").stdout == "workflow:w1\tmax=3\trunning=0\n"
+    refused = one_line_refusal(cli(env, "limits", "set", "key", "gpt", "0"), 2)
+    assert refused == "agent-tasks: max must be between 1 and 1000000, got 0"
+    assert cli(env, "limits", "clear", "workflow", "w1").stdout == "workflow:w1\tcleared\n"
+    assert cli(env, "limits", "list").stdout == ""
