@@ -6,6 +6,7 @@ small workflow beside a big one."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -400,3 +401,41 @@ def test_the_limits_command(mongo_uri: str, settings: Settings, db: Any) -> None
     assert refused == "agent-tasks: max must be between 1 and 1000000, got 0"
     assert cli(env, "limits", "clear", "workflow", "w1").stdout == "workflow:w1\tcleared\n"
     assert cli(env, "limits", "list").stdout == ""
+
+
+RATE = """mutation($scope: ConcurrencyScope!, $key: String!, $max: Int!, $per: RatePeriod!) {
+  r: setStartRateLimit(scope: $scope, key: $key, max: $max, per: $per) {
+    __typename ... on SetStartRateLimitSuccess { limit { scope key max per started } } } }"""
+
+
+async def test_a_start_rate_limit_caps_starts_per_window(steered: GraphQLClient, db: Any) -> None:
+    """4 starts an hour on key gpt: 10 concurrent claimers start exactly 4 of its 8 tasks (completing
+    them frees nothing: it counts starts), then the other key's task; then NothingToClaim says when the
+    next start is allowed."""
+    gql = steered
+    await db.agent_task_states.insert_many(
+        [wf_task(f"g{n}", None, minute=n, key="gpt") for n in range(8)]
+        + [wf_task("c0", None, minute=20, key="claude")]
+    )
+    made = (await gql.data(RATE, {"scope": "KEY", "key": "gpt", "max": 4, "per": "HOUR"}))["r"]
+    assert made == {
+        "__typename": "SetStartRateLimitSuccess",
+        "limit": {"scope": "KEY", "key": "gpt", "max": 4, "per": "HOUR", "started": 0},
+    }
+    got = await asyncio.gather(*(claim(gql) for _ in range(10)))
+    keys = sorted(g["state"]["concurrencyKey"] for g in got if g["__typename"] == "TaskTransitionSuccess")
+    assert keys == ["claude", "gpt", "gpt", "gpt", "gpt"], got
+    for g in got:
+        if g["__typename"] == "TaskTransitionSuccess":
+            await gql.data(COMPLETE, {"id": g["state"]["id"], "attempt": 1})
+    refused = await claim(gql)
+    now = dt.datetime.now(dt.UTC)
+    next_hour = (now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)).isoformat()
+    assert refused == {
+        "__typename": "NothingToClaim",
+        "message": "claimable tasks wait on start rate limits: key:gpt (4 per 3600 s); the next start is"
+        f" allowed at {next_hour}",
+    }
+    assert await db.start_windows.count_documents({}) == 4
+    rates = (await gql.data("{ startRateLimits { key started nextWindowAt } }"))["startRateLimits"]
+    assert rates == [{"key": "gpt", "started": 4, "nextWindowAt": next_hour}]

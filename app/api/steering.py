@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import Enum
 from typing import Annotated
 
@@ -11,7 +12,7 @@ import strawberry
 
 from app.api.results import ValidationError, capture
 from app.domain import utcnow
-from app.lifecycle.steering import AgentQueue, LimitView, Policy, Scope, Steering
+from app.lifecycle.steering import AgentQueue, LimitView, Policy, RateView, Scope, Steering
 
 #: How far `claimQueue` counts the tasks of one agent or group before it stops (its `capped` says so).
 QUEUE_COUNT_CAP = 10_000
@@ -31,6 +32,45 @@ strawberry.enum(
     " FAIR_BY_WORKFLOW or FAIR_BY_KEY (rotate among the workflows or concurrency keys with ready work of"
     " the top priority, least recently served first).",
 )
+
+
+@strawberry.enum(name="RatePeriod", description="The fixed window a start rate limit counts in.")
+class RatePeriod(Enum):
+    SECOND = 1
+    MINUTE = 60
+    HOUR = 3600
+
+
+@strawberry.type(description="A start rate limit and its current window.")
+class StartRateLimit:
+    scope: ConcurrencyScope = strawberry.field(description="What it counts over.")
+    key: str = strawberry.field(description="The agent name, workflow id or concurrency key.")
+    max: int = strawberry.field(description="Most claims started under it per window.")
+    per: RatePeriod = strawberry.field(description="The window (fixed: a second, a minute, an hour).")
+    started: int = strawberry.field(description="Starts in the current window.")
+    next_window_at: dt.datetime = strawberry.field(description="When the next window opens.")
+
+
+def rate_type(view: RateView) -> StartRateLimit:
+    return StartRateLimit(
+        scope=ConcurrencyScope(view.scope.value),
+        key=view.key,
+        max=view.max,
+        per=RatePeriod(view.per_seconds),
+        started=view.started,
+        next_window_at=view.next_window_at,
+    )
+
+
+@strawberry.type(description="The start rate limit was set (or changed).")
+class SetStartRateLimitSuccess:
+    limit: StartRateLimit = strawberry.field(description="The limit as stored, with its current window.")
+
+
+SetStartRateLimitResult = Annotated[
+    SetStartRateLimitSuccess | ValidationError,
+    strawberry.union("SetStartRateLimitResult", description="Outcome of setStartRateLimit."),
+]
 
 
 @strawberry.type(description="A concurrency limit and the tasks in progress under it now.")
@@ -155,6 +195,10 @@ class SteeringQuery:
         queue = await _steering(info).queue(agent_name, utcnow(), by.value, QUEUE_COUNT_CAP)
         return queue_type(queue)
 
+    @strawberry.field(description="Every start rate limit, with the starts of its current window.")
+    async def start_rate_limits(self, info: strawberry.Info) -> list[StartRateLimit]:
+        return [rate_type(view) for view in await _steering(info).rates(utcnow())]
+
 
 @strawberry.type
 class SteeringMutation:
@@ -185,6 +229,40 @@ class SteeringMutation:
 
         async def work() -> ClearConcurrencyLimitSuccess:
             return ClearConcurrencyLimitSuccess(cleared=await steering.clear_limit(Scope(scope.value), key))
+
+        return await capture(work())  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Set (or change) a start rate limit (admin): at most `max` claims start tasks under it"
+        " per fixed window of `per`, across every server process; a claim passes over its tasks beyond."
+    )
+    async def set_start_rate_limit(
+        self,
+        info: strawberry.Info,
+        scope: ConcurrencyScope,
+        key: LimitKey,
+        max: Annotated[int, strawberry.argument(description="Most starts per window (1 to 1,000,000).")],
+        per: Annotated[RatePeriod, strawberry.argument(description="The window.")],
+    ) -> SetStartRateLimitResult:
+        steering = _steering(info)
+
+        async def work() -> SetStartRateLimitSuccess:
+            await steering.set_rate(Scope(scope.value), key, max, per.value, utcnow())
+            views = [
+                v for v in await steering.rates(utcnow()) if v.scope.value == scope.value and v.key == key
+            ]
+            return SetStartRateLimitSuccess(limit=rate_type(views[0]))
+
+        return await capture(work())  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Remove a start rate limit (admin).")
+    async def clear_start_rate_limit(
+        self, info: strawberry.Info, scope: ConcurrencyScope, key: LimitKey
+    ) -> ClearConcurrencyLimitResult:
+        steering = _steering(info)
+
+        async def work() -> ClearConcurrencyLimitSuccess:
+            return ClearConcurrencyLimitSuccess(cleared=await steering.clear_rate(Scope(scope.value), key))
 
         return await capture(work())  # type: ignore[return-value]
 

@@ -50,6 +50,7 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         "storage": A,
         "concurrencyLimits": R,
         "claimQueue": R,
+        "startRateLimits": R,
         "viewer": None,
     },
     "Mutation": {
@@ -110,6 +111,8 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
         "setConcurrencyLimit": A,
         "clearConcurrencyLimit": A,
         "setClaimPolicy": A,
+        "setStartRateLimit": A,
+        "clearStartRateLimit": A,
     },
     "Subscription": {
         "taskEvents": R,

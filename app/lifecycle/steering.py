@@ -23,6 +23,10 @@ Invariants:
 - MUST: limits (which exist, and their `max`) are cached for `refresh_seconds` (setting
   CONCURRENCY_LIMITS_REFRESH_SECONDS): a limit set or changed through another process binds claims here
   at most that long after (0: every claim reads them; through this process: at once).
+- MUST: a start rate limit (N starts per window of 1 s, 1 min or 1 h, fixed windows) never lets more than
+  N claims start under it in one window, across processes: each claim inserts the window's n-th start
+  document (`start_windows`, "<limit>@<window>#<n>", n free in its snapshot and below N) in its
+  transaction, so two claims taking the same n conflict. The documents are the count: nothing to reset.
 - MUST: claims in this process take different slots (`_in_flight_slots`); when the free slots of a limit
   are all being taken here, a claim passes over its tasks, or waits for one of those claims to end and
   chooses again, outside any transaction (claims racing for one slot would only write-conflict and retry,
@@ -120,6 +124,18 @@ class AgentQueue:
     capped: bool
 
 
+@dataclass(frozen=True)
+class RateView:
+    """A start rate limit and its current window."""
+
+    scope: Scope
+    key: str
+    max: int
+    per_seconds: int
+    started: int
+    next_window_at: dt.datetime
+
+
 @dataclass
 class Pick:
     """What a claim attempt chose: the task (None: nothing eligible) and why not, when nothing."""
@@ -131,6 +147,10 @@ class Pick:
     #: Nothing was eligible but tasks under limits another claim here is taking a slot of: try again once
     #: those end (`Steering.settled`).
     busy: list[str] = field(default_factory=list)
+    #: The start rate limits over the pick: limit id → (window, the starts taken in it in the snapshot).
+    rates: dict[str, tuple[int, set[int]]] = field(default_factory=dict)
+    #: The start number taken in each rate limit's window.
+    rate_slots: dict[str, int] = field(default_factory=dict)
     #: The slot taken under each limit (limit id → slot), and the state fields recording them.
     slots: dict[str, int] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +191,8 @@ class Steering:
         self._limits: dict[str, int] = {}
         self._policies: dict[str, Policy] = {}
         self._scoped: set[str] = set()  # the scopes with a workflow or key limit somewhere
+        #: Start rate limits: limit id → (max starts, window seconds).
+        self._rates: dict[str, tuple[int, int]] = {}
         #: Limit ids held by claims in flight in this process (see the module's tuning notes).
         self._in_flight: Counter[str] = Counter()
         #: When a fair claim here last served each (agent, group): the stored record may lag behind.
@@ -197,7 +219,13 @@ class Steering:
                 self._policies[doc["_id"]] = Policy(str(doc.get("policy")))
             except ValueError:
                 continue
-        self._scoped = {lid.partition(":")[0] for lid in self._limits}
+        rates = await store.all_rates(self.db, self.max_limits)
+        self._rates = {
+            d["_id"]: (int(d["max"]), int(d["per_seconds"]))
+            for d in rates
+            if isinstance(d.get("max"), int) and isinstance(d.get("per_seconds"), int)
+        }
+        self._scoped = {lid.partition(":")[0] for lid in (*self._limits, *self._rates)}
         self._loaded_at = now
 
     def policy(self, agent_name: str) -> Policy:
@@ -208,7 +236,8 @@ class Steering:
         await self.refresh()
         if self.policy(agent_name) is not Policy.FIFO:
             return True
-        return bool(self._scoped - {"agent"}) or store.limit_id("agent", agent_name) in self._limits
+        agent = store.limit_id("agent", agent_name)
+        return bool(self._scoped - {"agent"}) or agent in self._limits or agent in self._rates
 
     async def set_limit(self, scope: Scope, key: str, maximum: int, now: dt.datetime) -> LimitView:
         check_key(key, "key")
@@ -283,15 +312,42 @@ class Steering:
 
     # ------------------------------------------------------------------ the claim
 
-    def limit_ids(self, state: Mapping[str, Any]) -> list[str]:
-        """The limits (known here) a task runs under."""
+    def limit_ids(self, state: Mapping[str, Any], known: Mapping[str, Any] | None = None) -> list[str]:
+        """The limits (known here: concurrency limits, or those of `known`) a task runs under."""
+        known = self._limits if known is None else known
         out = []
         for scope, name in store.SCOPE_FIELDS.items():
             value = state.get(name)
             if isinstance(value, str) and value:
                 lid = store.limit_id(scope, value)
-                if lid in self._limits:
+                if lid in known:
                     out.append(lid)
+        return out
+
+    async def set_rate(
+        self, scope: Scope, key: str, maximum: int, per_seconds: int, now: dt.datetime
+    ) -> None:
+        check_key(key, "key")
+        if not 1 <= maximum <= MAX_LIMIT:
+            raise Invalid("max", f"max must be between 1 and {MAX_LIMIT}, got {maximum}")
+        await store.set_rate(self.db, scope.value, key, maximum, per_seconds, now)
+        await self.refresh(force=True)
+
+    async def clear_rate(self, scope: Scope, key: str) -> bool:
+        check_key(key, "key")
+        cleared = await store.clear_rate(self.db, scope.value, key)
+        await self.refresh(force=True)
+        return cleared
+
+    async def rates(self, now: dt.datetime) -> list[RateView]:
+        """Every start rate limit, with the starts of its current window and when the next one opens."""
+        await self.refresh(force=True)
+        out = []
+        for lid, (maximum, per) in sorted(self._rates.items()):
+            scope, _, key = lid.partition(":")
+            window = _window(now, per)
+            started = len(await store.window_starts(self.db, lid, window, maximum))
+            out.append(RateView(Scope(scope), key, maximum, per, started, _window_end(window, per)))
         return out
 
     def release(self, pick: Pick | None, agent_name: str) -> None:
@@ -303,7 +359,10 @@ class Steering:
             if not self._in_flight_slots.get(lid, True):
                 del self._in_flight_slots[lid]
         pick.slots = {}
-        for lid in pick.limits:
+        for rid, number in pick.rate_slots.items():
+            self._in_flight_slots.get(_RATE + rid, set()).discard(number)
+        pick.rate_slots = {}
+        for lid in [*pick.limits, *(_RATE + rid for rid in pick.rates)]:
             self._in_flight[lid] -= 1
             if self._in_flight[lid] <= 0:
                 del self._in_flight[lid]
@@ -404,6 +463,22 @@ class Steering:
                     # so back off a moment first rather than spin against its open transaction
                     await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS))
                 raise
+        for rid, (window, taken) in pick.rates.items():
+            maximum, per = self._rates[rid]
+            here = self._in_flight_slots.get(_RATE + rid, set())
+            free = [n for n in _draws(0, maximum) if n not in taken and n not in here]
+            free = free or [n for n in range(maximum) if n not in taken and n not in here]
+            if not free:
+                return False
+            pick.rate_slots[rid] = free[0]
+            self._in_flight_slots.setdefault(_RATE + rid, set()).add(free[0])
+            expire = _window_end(window, per) + dt.timedelta(seconds=per)
+            try:
+                await store.take_start(self.db, rid, window, free[0], expire, session)
+            except OperationFailure as exc:
+                if exc.code == WRITE_CONFLICT:
+                    await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS))
+                raise
         pick.fields = fields
         return True
 
@@ -423,6 +498,8 @@ class Steering:
         first. Limits are counted lazily, for the candidates looked at."""
         counts: dict[str, int] = {}
         pick_slots: dict[str, list[Any]] = {}
+        windows: dict[str, tuple[int, set[int]]] = {}
+        next_start: dict[str, dt.datetime] = {}
         blocked: set[str] = set()
         busy: set[str] = set()
 
@@ -439,6 +516,18 @@ class Steering:
                 elif counts[lid] + self._in_flight[lid] >= self._limits[lid]:
                     held.append(lid)  # its free slots are being taken here: wait for those claims
                     busy.add(lid)
+            for rid in self.limit_ids(state, self._rates):
+                maximum, per = self._rates[rid]
+                if rid not in windows:
+                    window = _window(now, per)
+                    windows[rid] = (window, await store.window_starts(self.db, rid, window, maximum, session))
+                started = len(windows[rid][1])
+                if started >= maximum:
+                    held.append(rid)
+                    next_start[rid] = _window_end(windows[rid][0], per)
+                elif started + self._in_flight[_RATE + rid] >= maximum:
+                    held.append(rid)
+                    busy.add(_RATE + rid)
             usable = (
                 not held
                 and not skipped(state)
@@ -461,11 +550,13 @@ class Steering:
 
         def chosen(state: Doc, limits: list[str]) -> Pick:
             group = state.get(group_field)
-            for lid in limits:
+            rates = {rid: windows[rid] for rid in self.limit_ids(state, self._rates)}
+            for lid in [*limits, *(_RATE + rid for rid in rates)]:
                 self._in_flight[lid] += 1
                 self._ended.setdefault(lid, asyncio.Event())
             self._serving[(agent_name, group)] += 1
-            return Pick(state, limits=limits, group=group, held={lid: pick_slots[lid] for lid in limits})
+            held = {lid: pick_slots[lid] for lid in limits}
+            return Pick(state, limits=limits, group=group, held=held, rates=rates)
 
         if policy is Policy.FIFO:
             heads = await state_store.claimable(
@@ -487,7 +578,7 @@ class Steering:
                 if usable:
                     return chosen(state, limits)
             if len(heads) < FIFO_LOOKAHEAD and all(h.get("priority_rank") == top for h in heads):
-                return self._nothing(blocked, busy, counts)
+                return self._nothing(blocked, busy, counts, next_start)
 
         gate = _gate(now)
         if task_kinds:
@@ -531,12 +622,29 @@ class Steering:
                             )
                             if d["_id"] != head["_id"]
                         ]
-        return self._nothing(blocked, busy, counts)
+        return self._nothing(blocked, busy, counts, next_start)
 
-    def _nothing(self, blocked: set[str], busy: set[str], counts: Mapping[str, int]) -> Pick:
+    def _nothing(
+        self,
+        blocked: set[str],
+        busy: set[str],
+        counts: Mapping[str, int],
+        next_start: Mapping[str, dt.datetime] | None = None,
+    ) -> Pick:
         if busy:
             return Pick(None, busy=sorted(busy))
-        return Pick(None, reason=self._reason(sorted(blocked), counts) if blocked else None)
+        reasons = [self._reason(sorted(blocked), counts)] if blocked else []
+        if next_start:
+            soonest = min(next_start.values())
+            names = ", ".join(
+                f"{rid} ({self._rates[rid][0]} per {self._rates[rid][1]} s)"
+                for rid in sorted(next_start)[:10]
+            )
+            reasons.append(
+                f"claimable tasks wait on start rate limits: {names}; the next start is allowed at"
+                f" {soonest.isoformat()}"
+            )
+        return Pick(None, reason="; ".join(reasons) or None)
 
     async def _order(
         self,
@@ -579,6 +687,19 @@ class Steering:
         return (
             f"claimable tasks wait on {len(blocked)} full concurrency limit{plural}: {', '.join(parts)}{more}"
         )
+
+
+#: Prefix of a start rate limit's entries among the limits in flight here.
+_RATE = "rate|"
+
+
+def _window(now: dt.datetime, per: int) -> int:
+    """The fixed window `now` falls in (its number since the epoch, in windows of `per` seconds)."""
+    return int(now.timestamp()) // per
+
+
+def _window_end(window: int, per: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp((window + 1) * per, dt.UTC)
 
 
 def _draws(low: int, high: int, tries: int = 4) -> list[int]:

@@ -416,6 +416,20 @@ CONCURRENCY_LIMITS = CollectionSpec(
 #: (`touches`), so two claims taking the same slot write-conflict and one of them chooses again.
 CONCURRENCY_SLOTS = CollectionSpec(name="concurrency_slots", id_field="_id", fields={"touches": INT})
 
+#: Start rate limits (app/store/steering.py): `_id` is the limit's key as for concurrency limits, `max`
+#: the most starts per window of `per_seconds` (1, 60 or 3600).
+START_RATE_LIMITS = CollectionSpec(
+    name="start_rate_limits",
+    id_field="_id",
+    fields={"scope": S, "key": S, "max": INT, "per_seconds": INT, "updated_at": DT},
+)
+
+#: One document per start a rate limit allowed: "<limit>@<window>#<n>", the window's n-th start, inserted by
+#: the claim that took it (two claims taking the same one conflict); removed by MongoDB after the window.
+START_WINDOWS = CollectionSpec(
+    name="start_windows", id_field="_id", fields={"expire_at": DT}, indexes=(_idx("expire_at", ttl=0),)
+)
+
 #: Each agent's claim policy (FIFO, FAIR_BY_WORKFLOW, FAIR_BY_KEY); no document: FIFO.
 CLAIM_POLICIES = CollectionSpec(name="claim_policies", id_field="_id", fields={"policy": S, "updated_at": DT})
 
@@ -441,6 +455,8 @@ ALL: tuple[CollectionSpec, ...] = (
     RATE_LIMIT_COUNTERS,
     CONCURRENCY_LIMITS,
     CONCURRENCY_SLOTS,
+    START_RATE_LIMITS,
+    START_WINDOWS,
     CLAIM_POLICIES,
     CLAIM_SERVED,
 )

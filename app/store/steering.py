@@ -26,6 +26,8 @@ from app.store.collections import (
     RUNNING_BY_AGENT,
     RUNNING_BY_KEY,
     RUNNING_BY_WORKFLOW,
+    START_RATE_LIMITS,
+    START_WINDOWS,
 )
 from app.store.types import Db, Doc, Session
 
@@ -106,6 +108,52 @@ async def slots(db: Db, scope: str, key: str, cap: int, session: Session) -> lis
         session=session,
     )
     return [doc.get(field_name) async for doc in cursor]
+
+
+async def all_rates(db: Db, cap: int) -> list[Doc]:
+    """Every start rate limit (at most `cap`)."""
+    cursor = db[START_RATE_LIMITS.name].find({}, {"max": 1, "per_seconds": 1}, limit=cap)
+    return [doc async for doc in cursor]
+
+
+async def set_rate(db: Db, scope: str, key: str, maximum: int, per_seconds: int, now: dt.datetime) -> None:
+    await db[START_RATE_LIMITS.name].update_one(
+        {"_id": limit_id(scope, key)},
+        {"$set": {"scope": scope, "key": key, "max": maximum, "per_seconds": per_seconds, "updated_at": now}},
+        upsert=True,
+    )
+
+
+async def clear_rate(db: Db, scope: str, key: str) -> bool:
+    result = await db[START_RATE_LIMITS.name].delete_one({"_id": limit_id(scope, key)})
+    return result.deleted_count == 1
+
+
+def window_prefix(lid: str, window: int) -> str:
+    return f"{lid}@{window}#"
+
+
+async def window_starts(db: Db, lid: str, window: int, cap: int, session: Session = None) -> set[int]:
+    """The starts a rate limit allowed in one window (their numbers), at most `cap`: a range of `_id`s."""
+    prefix = window_prefix(lid, window)
+    cursor = db[START_WINDOWS.name].find(
+        {"_id": {"$gte": prefix, "$lt": prefix[:-1] + "$"}}, {"_id": 1}, limit=cap, session=session
+    )
+    out: set[int] = set()
+    async for doc in cursor:
+        tail = str(doc["_id"])[len(prefix) :]
+        if tail.isdigit():
+            out.add(int(tail))
+    return out
+
+
+async def take_start(
+    db: Db, lid: str, window: int, number: int, expire_at: dt.datetime, session: Session
+) -> None:
+    """Record the window's `number`-th start (a claim taking the same one at once write-conflicts)."""
+    await db[START_WINDOWS.name].insert_one(
+        {"_id": f"{window_prefix(lid, window)}{number}", "expire_at": expire_at}, session=session
+    )
 
 
 async def all_policies(db: Db, cap: int) -> list[Doc]:
