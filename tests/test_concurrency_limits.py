@@ -439,3 +439,35 @@ async def test_a_start_rate_limit_caps_starts_per_window(steered: GraphQLClient,
     assert await db.start_windows.count_documents({}) == 4
     rates = (await gql.data("{ startRateLimits { key started nextWindowAt } }"))["startRateLimits"]
     assert rates == [{"key": "gpt", "started": 4, "nextWindowAt": next_hour}]
+
+
+@pytest.mark.timeout(300)
+async def test_two_processes_share_a_start_rate_limit(mongo_uri: str, settings: Settings, db: Any) -> None:
+    """5 starts an hour on a key, 12 concurrent claimers over two server processes, 20 tasks of that key:
+    exactly 5 start."""
+    await db.agent_task_states.insert_many([wf_task(f"r{n:02}", None, minute=n, key="r") for n in range(20)])
+    await db.start_rate_limits.insert_one(
+        {"_id": "key:r", "scope": "key", "key": "r", "max": 5, "per_seconds": 3600}
+    )
+    env = {
+        "MONGODB_URI": mongo_uri,
+        "MONGODB_DB": settings.mongodb_db,
+        "CONCURRENCY_LIMITS_REFRESH_SECONDS": "0",
+    }
+    with serve(env) as one, serve(env) as two:
+        urls = [f"{one.url}/graphql", f"{two.url}/graphql"]
+
+        async def claimer(n: int, http: httpx.AsyncClient) -> list[str]:
+            got = []
+            for _ in range(3):
+                body = (
+                    await http.post(urls[n % 2], json={"query": CLAIM, "variables": {"agent": "A"}})
+                ).json()
+                if body.get("data") and body["data"]["r"]["__typename"] == "TaskTransitionSuccess":
+                    got.append(body["data"]["r"]["state"]["id"])
+            return got
+
+        async with httpx.AsyncClient(timeout=60) as http:
+            started = [t for ts in await asyncio.gather(*(claimer(n, http) for n in range(12))) for t in ts]
+    assert len(started) == len(set(started)) == 5
+    assert await db.agent_task_states.count_documents({"status": "in_progress"}) == 5
