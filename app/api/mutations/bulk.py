@@ -6,6 +6,7 @@ refused filter (BAD_FILTER) or one too slow (FILTER_TOO_SLOW)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import strawberry
@@ -140,6 +141,27 @@ _SAME_FILTER = (
 )
 
 
+def _acting(action: str) -> Callable[..., Awaitable[BulkActionResult]]:
+    """The resolver of `<action>Tasks` that takes a reason (cancel, pause, resume): one body for the three."""
+
+    async def resolver(
+        info: strawberry.Info,
+        filter: Filter = None,
+        status: Status = None,
+        agent_name: AgentName = None,
+        priority: Priority = None,
+        task_kind: Kind = None,
+        workflow_id: WorkflowId = None,
+        parent_task_id: ParentTaskId = None,
+        limit: Limit = None,
+        reason: Reason = None,
+    ) -> BulkActionResult:
+        typed = _typed(status, agent_name, priority, task_kind, workflow_id, parent_task_id)
+        return await capture(_run(info, action, filter, typed, limit, reason))  # type: ignore[return-value]
+
+    return resolver
+
+
 @strawberry.type(description="Acting on many tasks at once, chosen by the task lists' filter.")
 class BulkMutation:
     @strawberry.mutation(
@@ -160,56 +182,16 @@ class BulkMutation:
         typed = _typed(status, agent_name, priority, task_kind, workflow_id, parent_task_id)
         return await capture(_run(info, "retry", filter, typed, limit, None))  # type: ignore[return-value]
 
-    @strawberry.mutation(
+    cancel_tasks = strawberry.mutation(
+        resolver=_acting("cancel"),
         description="Cancel the unfinished tasks matched, each alone (TASK_CANCELLED with the reason)."
-        + _SAME_FILTER
+        + _SAME_FILTER,
     )
-    async def cancel_tasks(
-        self,
-        info: strawberry.Info,
-        filter: Filter = None,
-        status: Status = None,
-        agent_name: AgentName = None,
-        priority: Priority = None,
-        task_kind: Kind = None,
-        workflow_id: WorkflowId = None,
-        parent_task_id: ParentTaskId = None,
-        limit: Limit = None,
-        reason: Reason = None,
-    ) -> BulkActionResult:
-        typed = _typed(status, agent_name, priority, task_kind, workflow_id, parent_task_id)
-        return await capture(_run(info, "cancel", filter, typed, limit, reason))  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Pause the tasks matched, as pauseTask does each." + _SAME_FILTER)
-    async def pause_tasks(
-        self,
-        info: strawberry.Info,
-        filter: Filter = None,
-        status: Status = None,
-        agent_name: AgentName = None,
-        priority: Priority = None,
-        task_kind: Kind = None,
-        workflow_id: WorkflowId = None,
-        parent_task_id: ParentTaskId = None,
-        limit: Limit = None,
-        reason: Reason = None,
-    ) -> BulkActionResult:
-        typed = _typed(status, agent_name, priority, task_kind, workflow_id, parent_task_id)
-        return await capture(_run(info, "pause", filter, typed, limit, reason))  # type: ignore[return-value]
-
-    @strawberry.mutation(description="Resume the tasks matched, as resumeTask does each." + _SAME_FILTER)
-    async def resume_tasks(
-        self,
-        info: strawberry.Info,
-        filter: Filter = None,
-        status: Status = None,
-        agent_name: AgentName = None,
-        priority: Priority = None,
-        task_kind: Kind = None,
-        workflow_id: WorkflowId = None,
-        parent_task_id: ParentTaskId = None,
-        limit: Limit = None,
-        reason: Reason = None,
-    ) -> BulkActionResult:
-        typed = _typed(status, agent_name, priority, task_kind, workflow_id, parent_task_id)
-        return await capture(_run(info, "resume", filter, typed, limit, reason))  # type: ignore[return-value]
+    pause_tasks = strawberry.mutation(
+        resolver=_acting("pause"),
+        description="Pause the tasks matched, as pauseTask does each." + _SAME_FILTER,
+    )
+    resume_tasks = strawberry.mutation(
+        resolver=_acting("resume"),
+        description="Resume the tasks matched, as resumeTask does each." + _SAME_FILTER,
+    )
