@@ -264,6 +264,17 @@ def _bulk_rest(action: str) -> CaseFor:
     )
 
 
+def _steer(field: str, args: str) -> CaseFor:
+    return lambda a, b: Case(
+        attacks=[
+            (Gql(f'{field}(scope: AGENT, key: "B"{args})'), "B"),
+            (Gql(f'{field}(scope: WORKFLOW, key: "{a.m}"{args})'), None),
+            (Gql(f'{field}(scope: KEY, key: "gpu"{args})'), None),
+        ],
+        own=Gql(f'{field}(scope: AGENT, key: "A"{args})'),
+    )
+
+
 GRAPHQL_CASES: dict[str, CaseFor] = {
     "claimTask": lambda a, b: Case(
         attacks=[(Gql('claimTask(agentName: "B")'), "B")],
@@ -282,6 +293,16 @@ GRAPHQL_CASES: dict[str, CaseFor] = {
     # Bulk actions narrow the filter to the key's agents (nothing of B's matches; see
     # test_bulk_actions_reach_only_the_keys_agents): there is no refusal to see.
     **{f"{action}Tasks": _bulk_gql(action) for action in ("retry", "cancel", "pause", "resume")},
+    # Limits, rates and policies: an agent's own may be set by a key bound to it; another agent's, or a
+    # workflow's or a concurrency key's (they span agents), are refused.
+    "setConcurrencyLimit": _steer("setConcurrencyLimit", ", max: 3"),
+    "clearConcurrencyLimit": _steer("clearConcurrencyLimit", ""),
+    "setStartRateLimit": _steer("setStartRateLimit", ", max: 3, per: MINUTE"),
+    "clearStartRateLimit": _steer("clearStartRateLimit", ""),
+    "setClaimPolicy": lambda a, b: Case(
+        attacks=[(Gql('setClaimPolicy(agentName: "B", policy: FAIR_BY_WORKFLOW)'), "B")],
+        own=Gql('setClaimPolicy(agentName: "A", policy: FAIR_BY_WORKFLOW)'),
+    ),
     # Narrowed to the key's agents too (test_purge_reaches_only_the_keys_agents).
     "purgeTasks": lambda a, b: Case(attacks=[], own=Gql("purgeTasks(filter: {}, dryRun: false)")),
     "recordToolCall": _record("recordToolCall", 'toolName: "x"'),

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import strawberry
 
-from app.api.results import ValidationError, capture
+from app.api.results import ForbiddenError, ValidationError, capture
 from app.domain import utcnow
 from app.lifecycle.steering import AgentQueue, LimitView, Policy, RateView, Scope, Steering
 
@@ -68,7 +68,7 @@ class SetStartRateLimitSuccess:
 
 
 SetStartRateLimitResult = Annotated[
-    SetStartRateLimitSuccess | ValidationError,
+    SetStartRateLimitSuccess | ValidationError | ForbiddenError,
     strawberry.union("SetStartRateLimitResult", description="Outcome of setStartRateLimit."),
 ]
 
@@ -133,15 +133,15 @@ class SetClaimPolicySuccess:
 
 
 SetConcurrencyLimitResult = Annotated[
-    SetConcurrencyLimitSuccess | ValidationError,
+    SetConcurrencyLimitSuccess | ValidationError | ForbiddenError,
     strawberry.union("SetConcurrencyLimitResult", description="Outcome of setConcurrencyLimit."),
 ]
 ClearConcurrencyLimitResult = Annotated[
-    ClearConcurrencyLimitSuccess | ValidationError,
+    ClearConcurrencyLimitSuccess | ValidationError | ForbiddenError,
     strawberry.union("ClearConcurrencyLimitResult", description="Outcome of clearConcurrencyLimit."),
 ]
 SetClaimPolicyResult = Annotated[
-    SetClaimPolicySuccess | ValidationError,
+    SetClaimPolicySuccess | ValidationError | ForbiddenError,
     strawberry.union("SetClaimPolicyResult", description="Outcome of setClaimPolicy."),
 ]
 

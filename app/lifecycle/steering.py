@@ -56,7 +56,7 @@ from pymongo.errors import OperationFailure
 
 from app.domain import MAX_ID_LENGTH
 from app.lifecycle import state_machine as sm
-from app.lifecycle.errors import Invalid
+from app.lifecycle.errors import Invalid, check_agent
 from app.store import states as state_store
 from app.store import steering as store
 from app.store.types import Db, Doc
@@ -68,6 +68,17 @@ class Scope(StrEnum):
     AGENT = "agent"
     WORKFLOW = "workflow"
     KEY = "key"
+
+
+def check_own(scope: Scope, key: str) -> None:
+    """An agent-bound caller sets limits, rates and policies for its own agents only: a workflow's or a
+    concurrency key's limit spans agents, so it is no agent's (`NotYourAgent`, as for any write)."""
+    what = (
+        f"the agent limit '{key}'"
+        if scope is Scope.AGENT
+        else f"the {scope.value} limit '{key}' (any agent's)"
+    )
+    check_agent(key if scope is Scope.AGENT else None, what)
 
 
 class Policy(StrEnum):
@@ -241,6 +252,7 @@ class Steering:
 
     async def set_limit(self, scope: Scope, key: str, maximum: int, now: dt.datetime) -> LimitView:
         check_key(key, "key")
+        check_own(scope, key)
         if not 1 <= maximum <= MAX_LIMIT:
             raise Invalid("max", f"max must be between 1 and {MAX_LIMIT}, got {maximum}")
         lid = store.limit_id(scope.value, key)
@@ -254,12 +266,14 @@ class Steering:
 
     async def clear_limit(self, scope: Scope, key: str) -> bool:
         check_key(key, "key")
+        check_own(scope, key)
         cleared = await store.clear_limit(self.db, scope.value, key)
         await self.refresh(force=True)
         return cleared
 
     async def set_policy(self, agent_name: str, policy: Policy, now: dt.datetime) -> None:
         check_key(agent_name, "agentName")
+        check_own(Scope.AGENT, agent_name)
         await store.set_policy(self.db, agent_name, policy.value, now)
         await self.refresh(force=True)
 
@@ -328,6 +342,7 @@ class Steering:
         self, scope: Scope, key: str, maximum: int, per_seconds: int, now: dt.datetime
     ) -> None:
         check_key(key, "key")
+        check_own(scope, key)
         if not 1 <= maximum <= MAX_LIMIT:
             raise Invalid("max", f"max must be between 1 and {MAX_LIMIT}, got {maximum}")
         await store.set_rate(self.db, scope.value, key, maximum, per_seconds, now)
@@ -335,6 +350,7 @@ class Steering:
 
     async def clear_rate(self, scope: Scope, key: str) -> bool:
         check_key(key, "key")
+        check_own(scope, key)
         cleared = await store.clear_rate(self.db, scope.value, key)
         await self.refresh(force=True)
         return cleared

@@ -305,6 +305,9 @@ class WorkflowView {
   }
 
   renderPanelState() {
+    // A state change that lands while the panel is still loading has nothing to redraw yet (openPanel
+    // draws the state once the panel is built): an event during the first load found no stateBox.
+    if (!this.stateBox || !this.panel.contains(this.stateBox)) return;
     // A redraw (each state read) must not take the focus from a keyboard user inside the panel: the
     // element focused is found again by its id, action or link after the redraw.
     const focused = this.panel.contains(document.activeElement) && document.activeElement !== this.panel ? document.activeElement : null;
