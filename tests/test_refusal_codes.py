@@ -133,3 +133,23 @@ def test_an_over_deep_rest_body_names_the_limit(server: ServerProcess, depth: in
     assert error["code"] == "bad_json" and "recursion" not in error["message"], error
     assert "64" in error["message"] or "deep" in error["message"], error
     no_traceback(server)
+
+
+@pytest.mark.parametrize(
+    ("agent", "message"),
+    [
+        ('""', "agentName must not be empty (argument `agentName`)."),
+        ('"   "', "agentName must not be empty (argument `agentName`)."),
+        ('"' + "x" * 300 + '"', "agentName must be at most"),
+    ],
+)
+def test_a_bad_claim_queue_agent_is_a_user_error(server: ServerProcess, agent: str, message: str) -> None:
+    """The GraphQL fuzz found `claimQueue(agentName: "")` answering "Unexpected error." (a service refusal in
+    a query, which has no result union): it is a BAD_USER_INPUT error naming the argument."""
+    body = {"query": f"{{ claimQueue(agentName: {agent}) {{ agentName }} }}"}
+    response = httpx.post(f"{server.url}/graphql", json=body)
+    assert response.status_code == 200, response.text
+    (error,) = response.json()["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+    assert error["message"].startswith(message), error
+    no_traceback(server)

@@ -10,8 +10,10 @@ from typing import Annotated
 
 import strawberry
 
+from app.api.errors import UserInputError
 from app.api.results import ForbiddenError, ValidationError, capture
 from app.domain import utcnow
+from app.lifecycle.errors import Invalid
 from app.lifecycle.steering import AgentQueue, LimitView, Policy, RateView, Scope, Steering
 
 #: How far `claimQueue` counts the tasks of one agent or group before it stops (its `capped` says so).
@@ -192,7 +194,10 @@ class SteeringQuery:
             ClaimQueueGrouping, strawberry.argument(description="Group by workflow (default) or by key.")
         ] = ClaimQueueGrouping.WORKFLOW,
     ) -> ClaimQueue:
-        queue = await _steering(info).queue(agent_name, utcnow(), by.value, QUEUE_COUNT_CAP)
+        try:
+            queue = await _steering(info).queue(agent_name, utcnow(), by.value, QUEUE_COUNT_CAP)
+        except Invalid as exc:  # a query has no result union: the refusal is a GraphQL error with its code
+            raise UserInputError(f"{exc.message} (argument `{exc.field}`).", "BAD_USER_INPUT") from exc
         return queue_type(queue)
 
     @strawberry.field(description="Every start rate limit, with the starts of its current window.")
