@@ -103,7 +103,16 @@ async def test_eight_handlers_over_two_hundred_tasks(client: AgentTasksClient) -
             in_flight -= 1
 
     async with client.worker(name, handler, concurrency=8, lease_seconds=30, poll_max=0.5) as worker:
-        await asyncio.wait_for(worker.wait_idle(), 600)
+        # Idle is a moment: every slot found nothing to claim. A task failed an instant before can still
+        # be passed over by this server process for up to CLAIM_LINGER_SECONDS (its claimers skip what
+        # they picked a moment ago), so idle is awaited again until no task is left to run.
+        async with asyncio.timeout(600):
+            while True:
+                await worker.wait_idle()
+                states = await asyncio.gather(*(client.get_task(i) for i in ids))
+                if all(s is not None and s.status in ("completed", "failed") for s in states):
+                    break
+                await asyncio.sleep(0.2)
     stats = worker.stats
 
     states = {s.id: s for s in await asyncio.gather(*(client.get_task(i) for i in ids)) if s is not None}
