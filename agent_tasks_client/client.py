@@ -98,10 +98,9 @@ class AgentTasksClient:
         #: Spans of the worker's attempts and of `record_tool_call` (OpenTelemetry; a no-op without an SDK).
         self.tracer = trace.get_tracer("agent_tasks_client", tracer_provider=tracer_provider)
         self._lease_support: bool | None = None
-        self._steering_support: bool | None = None
-        self._timeout_support: bool | None = None
+        #: Which named types the server's schema has (`_has_type`), each asked once.
+        self._schema_types: dict[str, bool] = {}
         self._tracing_support: bool | None = None
-        self._pause_support: bool | None = None
         self._probe_lock = asyncio.Lock()
 
     async def __aenter__(self) -> AgentTasksClient:
@@ -159,31 +158,28 @@ class AgentTasksClient:
                     self._lease_support = data.get("lease") is not None
         return self._lease_support
 
-    async def supports_steering(self) -> bool:
-        """Whether the server has retry policies and delayed starts (`RetryPolicy` in the schema); asked
-        once per client, like `supports_leases`. A server that refuses introspection is taken to have them."""
-        if self._steering_support is None:
+    async def _has_type(self, name: str) -> bool:
+        """Whether the server's schema has the type `name`; asked once per client and type, so this client
+        also works with a server from before a feature (its arguments are then not sent). A server that
+        refuses introspection is taken to have it; no answer at all raises (and is asked again next time)."""
+        known = self._schema_types.get(name)
+        if known is None:
             try:
-                data = await self.execute('{ steering: __type(name: "RetryPolicy") { name } }')
+                data = await self.execute("query($n: String!) { t: __type(name: $n) { name } }", {"n": name})
             except TransportError as exc:
                 if not exc.errors:
                     raise
-                data = {"steering": True}
-            self._steering_support = data.get("steering") is not None
-        return self._steering_support
+                data = {"t": True}
+            known = self._schema_types[name] = data.get("t") is not None
+        return known
+
+    async def supports_steering(self) -> bool:
+        """Whether the server has retry policies and delayed starts (`RetryPolicy` in the schema)."""
+        return await self._has_type("RetryPolicy")
 
     async def supports_timeouts(self) -> bool:
-        """Whether the server has timeouts (`TimeoutKind` in the schema); asked once per client, like
-        `supports_leases`. A server that refuses introspection is taken to have them."""
-        if self._timeout_support is None:
-            try:
-                data = await self.execute('{ timeouts: __type(name: "TimeoutKind") { name } }')
-            except TransportError as exc:
-                if not exc.errors:
-                    raise
-                data = {"timeouts": True}
-            self._timeout_support = data.get("timeouts") is not None
-        return self._timeout_support
+        """Whether the server has timeouts (`TimeoutKind` in the schema)."""
+        return await self._has_type("TimeoutKind")
 
     async def supports_tracing(self) -> bool:
         """Whether the server keeps trace contexts (`traceparent` on `AgentTaskState`); asked once per
@@ -200,17 +196,8 @@ class AgentTasksClient:
         return self._tracing_support
 
     async def supports_pause(self) -> bool:
-        """Whether the server has pause, resume and bulk actions (`PauseScope` in the schema); asked once
-        per client, like `supports_leases`. A server that refuses introspection is taken to have them."""
-        if self._pause_support is None:
-            try:
-                data = await self.execute('{ pause: __type(name: "PauseScope") { name } }')
-            except TransportError as exc:
-                if not exc.errors:
-                    raise
-                data = {"pause": True}
-            self._pause_support = data.get("pause") is not None
-        return self._pause_support
+        """Whether the server has pause, resume and bulk actions (`PauseScope` in the schema)."""
+        return await self._has_type("PauseScope")
 
     async def _fit(self, selection: str) -> str:
         """`selection` without the fields this server lacks (leases, steering, timeouts, tracing)."""
