@@ -273,6 +273,11 @@ class EmbeddedMongod:
     def _host(self) -> str:
         return f"127.0.0.1:{self._port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running mongod's process id (None before `start` and after `stop`)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self, timeout: float = 60.0) -> str:
         """Start mongod, make it a one-node replica set primary and return its URI.
 
