@@ -25,6 +25,7 @@ from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.documents import (
     BULK_FIELDS,
     CLAIM_FIELDS,
+    CLAIM_MANY_FIELDS,
     ERROR_FIELDS,
     EVENT_FIELDS,
     PAUSE_FIELDS,
@@ -195,6 +196,10 @@ class AgentTasksClient:
             self._tracing_support = "traceparent" in names
         return self._tracing_support
 
+    async def supports_batch_claims(self) -> bool:
+        """Whether the server has `claimTasks` (one probe, cached)."""
+        return await self._has_type("ClaimTasksSuccess")
+
     async def supports_pause(self) -> bool:
         """Whether the server has pause, resume and bulk actions (`PauseScope` in the schema)."""
         return await self._has_type("PauseScope")
@@ -354,6 +359,47 @@ class AgentTasksClient:
         if member["__typename"] == "NothingToClaim":
             return None
         return ClaimedTask(self, TaskState.from_graphql(member["state"]), worker_id=worker_id)
+
+    async def claim_many(
+        self,
+        agent_name: str,
+        max_tasks: int,
+        *,
+        workflow_id: str | None = None,
+        task_kinds: Sequence[str] | None = None,
+        lease_seconds: int | None = None,
+        worker_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[ClaimedTask]:
+        """`claimTasks`: start up to `max_tasks` of the agent's claimable tasks at once, in claim order, each
+        under its own lease; an empty list when there is nothing to claim. A server without `claimTasks`
+        gets one `claimTask` instead (a list of at most one)."""
+        if not await self.supports_batch_claims():
+            one = await self.claim(
+                agent_name,
+                workflow_id=workflow_id,
+                task_kinds=task_kinds,
+                lease_seconds=lease_seconds,
+                worker_id=worker_id,
+                idempotency_key=idempotency_key,
+            )
+            return [] if one is None else [one]
+        args = {
+            "agentName": ("String!", agent_name),
+            "max": ("Int!", max_tasks),
+            "workflowId": ("ID", workflow_id),
+            "taskKinds": ("[TaskKind!]", [k.upper() for k in task_kinds] if task_kinds else None),
+            "leaseSeconds": ("Int", lease_seconds),
+            "workerId": ("String", worker_id),
+            "idempotencyKey": ("String", idempotency_key or _key()),
+        }
+        document, variables = operation("mutation", "claimTasks", args, await self._fit(CLAIM_MANY_FIELDS))
+        member = (await self.execute(document, variables))["claimTasks"]
+        raise_for_member(member)
+        return [
+            ClaimedTask(self, TaskState.from_graphql(item["state"]), worker_id=worker_id)
+            for item in member["claimed"]
+        ]
 
     async def start(
         self,
@@ -841,6 +887,7 @@ class AgentTasksClient:
         poll_max: float = 2.0,
         grace_seconds: float = 10.0,
         wake_on_events: bool = False,
+        claim_batch: int | None = None,
     ) -> Worker:
         """A worker loop over this client (see `Worker`): `async with client.worker("Agent", fn) as w:`."""
         from agent_tasks_client.worker import Worker
@@ -859,6 +906,7 @@ class AgentTasksClient:
             poll_max=poll_max,
             grace_seconds=grace_seconds,
             wake_on_events=wake_on_events,
+            claim_batch=claim_batch,
         )
 
 

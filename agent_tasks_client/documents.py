@@ -80,6 +80,11 @@ CLAIM_FIELDS = f"""
   ... on TaskTransitionSuccess {{ state {{ {STATE_FIELDS} }} }}
 """
 
+#: The refusals of `ClaimTasksResult`, and the tasks it started.
+CLAIM_MANY_FIELDS = f"""
+  {error_fields("ConflictError", "ValidationError")}
+  ... on ClaimTasksSuccess {{ reason claimed {{ state {{ {STATE_FIELDS} }} }} }}
+"""
 
 #: What a bulk action (`retryTasks`…) is asked for.
 BULK_FIELDS = f"""

@@ -16,6 +16,11 @@ every `heartbeat_every` seconds (a third of the lease by default), and then:
   handler is cancelled if it still runs and its result dropped, quietly (a warning in the log): another
   worker owns the task now.
 
+Free slots claim together: the slot that asks first claims as many tasks as slots are waiting for one
+(`claimTasks`, at most `claim_batch`), one request and one transaction for all of them, and hands the
+others to the waiting slots at once, so no claimed task waits for a slot (against a server without
+`claimTasks`, one `claimTask` per slot).
+
 A slot that finds nothing to claim polls again after `poll_min` seconds, doubling up to `poll_max`; with
 `wake_on_events` a subscription to the agent's events wakes it at once when a task is created or
 released. Each attempt runs in a span "task attempt", a child of the trace context stored with the task
@@ -27,6 +32,7 @@ Leaving the `async with` (or cancelling `run`) stops claiming, gives handlers in
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import traceback
@@ -95,9 +101,12 @@ class Worker:
         poll_max: float = 2.0,
         grace_seconds: float = 10.0,
         wake_on_events: bool = False,
+        claim_batch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if claim_batch is not None and claim_batch < 1:
+            raise ValueError(f"claim_batch must be at least 1, got {claim_batch}")
         self.client = client
         self.agent_name = agent_name
         self.handler = handler
@@ -112,7 +121,13 @@ class Worker:
         self.poll_max = poll_max
         self.grace_seconds = grace_seconds
         self.wake_on_events = wake_on_events
+        #: Most tasks one claim asks for (default: `concurrency`; 1: a `claimTask` per slot).
+        self.claim_batch = claim_batch or concurrency
         self.stats = WorkerStats()
+        #: Tasks claimed by one slot's batch for the other slots waiting, and how many slots wait.
+        self._ready: collections.deque[ClaimedTask] = collections.deque()
+        self._waiting = 0
+        self._claiming = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -186,13 +201,7 @@ class Worker:
         delay = self.poll_min
         while not self._stopping.is_set():
             try:
-                task = await self.client.claim(
-                    self.agent_name,
-                    workflow_id=self.workflow_id,
-                    task_kinds=self.task_kinds,
-                    lease_seconds=self.lease_seconds,
-                    worker_id=self.worker_id,
-                )
+                task = await self._next()
             except AgentTasksError as exc:
                 self.stats.errors += 1
                 logger.warning("%s: claim failed: %s", self.worker_id, exc)
@@ -209,6 +218,35 @@ class Worker:
             delay = self.poll_min
             self.stats.claimed += 1
             await self._run_one(task)
+
+    async def _next(self) -> ClaimedTask | None:
+        """A task for this slot: one a batch claimed for it, else a batch for every slot waiting now."""
+        self._waiting += 1
+        try:
+            async with self._claiming:  # one claim at a time: the slots arriving meanwhile join the next
+                if self._ready:
+                    return self._ready.popleft()
+                want = min(self._waiting, self.claim_batch)
+                if want == 1:
+                    return await self.client.claim(
+                        self.agent_name,
+                        workflow_id=self.workflow_id,
+                        task_kinds=self.task_kinds,
+                        lease_seconds=self.lease_seconds,
+                        worker_id=self.worker_id,
+                    )
+                tasks = await self.client.claim_many(
+                    self.agent_name,
+                    want,
+                    workflow_id=self.workflow_id,
+                    task_kinds=self.task_kinds,
+                    lease_seconds=self.lease_seconds,
+                    worker_id=self.worker_id,
+                )
+                self._ready.extend(tasks[1:])  # each slot waiting on the lock takes one
+                return tasks[0] if tasks else None
+        finally:
+            self._waiting -= 1
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, cut short by `stop` or by a wake-up from the event subscription."""

@@ -233,6 +233,12 @@ class Settings(BaseSettings):
         " plus one per claim in flight here, so claimers in different processes rarely race for the same"
         " one.",
     )
+    max_claim_batch: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Most tasks one claimTasks call may ask for (its `max`); a larger `max` is refused.",
+    )
     concurrency_limits_refresh_seconds: float = Field(
         default=1.0,
         ge=0,

@@ -69,6 +69,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "schedule_to_close_timeout_seconds",
             "expiry_sweep_seconds",
             "claim_spread",
+            "max_claim_batch",
             "bulk_action_",
             "concurrency_limits_refresh_seconds",
             "claim_fair_max_groups",

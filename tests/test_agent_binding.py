@@ -89,7 +89,7 @@ class Gql:
 
     @property
     def query(self) -> str:
-        nothing = " ... on NothingToClaim { message }" if self.field.startswith("claimTask") else ""
+        nothing = " ... on NothingToClaim { message }" if self.field.startswith("claimTask(") else ""
         return (
             f"mutation {{ r: {self.field} {{ __typename"
             f" ... on ForbiddenError {{ agentName code }} ... on Error {{ message }}{nothing} }} }}"
@@ -279,6 +279,10 @@ GRAPHQL_CASES: dict[str, CaseFor] = {
     "claimTask": lambda a, b: Case(
         attacks=[(Gql('claimTask(agentName: "B")'), "B")],
         own=Gql('claimTask(agentName: "A", leaseSeconds: 3600)'),
+    ),
+    "claimTasks": lambda a, b: Case(
+        attacks=[(Gql('claimTasks(agentName: "B", max: 5)'), "B")],
+        own=Gql('claimTasks(agentName: "A", max: 5, leaseSeconds: 3600)'),
     ),
     "startTask": _lifecycle("startTask", ", leaseSeconds: 3600"),
     "heartbeatTask": _lifecycle("heartbeatTask", ", leaseSeconds: 3600", started),

@@ -20,6 +20,8 @@ from tests.servers import ROOT, ServerProcess, serve
 
 SEED = 20261123
 MAX_ATTEMPTS = 3
+#: The module's server's database (the batch test reads the events it wrote).
+DB = f"worker_{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def server(mongo_uri: str) -> Iterator[ServerProcess]:
     # Leases lapse within a fifth of a second of their expiry (the crash test waits for one).
     env = {
         "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": f"worker_{uuid.uuid4().hex[:12]}",
+        "MONGODB_DB": DB,
         "EXPIRY_SWEEP_SECONDS": "0.2",
     }
     with serve(env) as process:
@@ -285,3 +287,56 @@ async def test_an_idle_worker_is_woken_by_the_agent_s_events(client: AgentTasksC
         task_id = (await client.create_agent_task(name)).id
         await until(lambda: worker.stats.completed == 1, within=60)
     assert handled == [task_id]
+
+
+async def test_claim_many_starts_a_batch_with_a_token_each(client: AgentTasksClient) -> None:
+    name = f"Many-{uuid.uuid4().hex[:8]}"
+    for i in range(5):
+        await client.create_agent_task(name, id=f"{name}-{i}")
+    batch = await client.claim_many(name, 3, worker_id="w-many", lease_seconds=600)
+    assert [t.id for t in batch] == [f"{name}-{i}" for i in range(3)]  # one priority: oldest first
+    assert all(t.attempt == 1 and t.state.lease_holder == "w-many" for t in batch)
+    for t in batch:
+        await t.complete({"n": t.id})
+    rest = await client.claim_many(name, 10, worker_id="w-many")
+    assert [t.id for t in rest] == [f"{name}-3", f"{name}-4"]
+    assert await client.claim_many(name, 10) == []
+
+
+@pytest.mark.parametrize("claim_batch", [None, 1])
+async def test_free_slots_claim_together_in_one_batch(
+    client: AgentTasksClient, mongo_uri: str, claim_batch: int | None
+) -> None:
+    """Six slots and six ready tasks: the tasks go out in batches (their STATUS_CHANGED events share a
+    request), every task once; with `claim_batch=1`, one claimTask per task."""
+    from pymongo import AsyncMongoClient
+
+    name = f"Slots-{uuid.uuid4().hex[:8]}"
+    ids = [(await client.create_agent_task(name, id=f"{name}-{i}")).id for i in range(6)]
+    running: set[str] = set()
+    all_running = asyncio.Event()
+
+    async def handle(task: ClaimedTask) -> None:
+        running.add(task.id)
+        if len(running) == len(ids):
+            all_running.set()
+        await all_running.wait()  # every slot holds its task until all six run at once
+
+    async with client.worker(name, handle, concurrency=6, claim_batch=claim_batch) as worker:
+        async with asyncio.timeout(60):
+            await all_running.wait()
+            await until(lambda: worker.stats.completed == len(ids), 60)
+    assert worker.stats.claimed == len(ids) and running == set(ids)
+    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_uri)
+    try:
+        events = mongo[DB].task_events.find(
+            {"task_id": {"$in": ids}, "type": "STATUS_CHANGED", "payload.to_status": "in_progress"}
+        )
+        per_request = Counter([str(e["request_id"]) async for e in events])
+    finally:
+        await mongo.close()
+    assert sum(per_request.values()) == len(ids)  # each task started once
+    if claim_batch == 1:
+        assert set(per_request.values()) == {1}
+    else:
+        assert max(per_request.values()) > 1, per_request

@@ -106,6 +106,18 @@ class NothingToClaim:
     message: str = strawberry.field(description="Why nothing was handed out.")
 
 
+@strawberry.type(description="The tasks a claimTasks call started, in claim order (priority, then age).")
+class ClaimTasksSuccess:
+    claimed: list[TaskTransitionSuccess] = strawberry.field(
+        description="One per task started, each with its state (its attempt is the fencing token) and events;"
+        " empty when there was nothing to claim, fewer than max when the queue ran dry."
+    )
+    reason: str | None = strawberry.field(
+        description="Why nothing was handed out, when `claimed` is empty; null otherwise (not `message`,"
+        " which every Error has as String!: one selection can ask for both)."
+    )
+
+
 #: What a service refusal becomes (`error_from`); every mutation's result union holds these (or some).
 ErrorResult = NotFoundError | ValidationError | TransitionError | ConflictError | ForbiddenError
 

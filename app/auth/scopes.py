@@ -56,6 +56,7 @@ GRAPHQL: dict[str, dict[str, Scope | None]] = {
     "Mutation": {
         # The lifecycle of one task.
         "claimTask": W,
+        "claimTasks": W,
         "startTask": W,
         "heartbeatTask": W,
         "reportProgress": W,

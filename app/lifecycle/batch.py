@@ -183,7 +183,7 @@ async def apply_in_batches(
             await append_events(db, session, events)
             changed = [state["_id"] for state, _, _ in writes]
             for task_id in await state_store.awaited_among(db, changed, session):
-                events += await lifecycle.release_dependents(session, task_id, now)
+                events += await lifecycle.release_dependents(session, [task_id], now)
             return events, changed, skipped
 
         for attempt in range(MOVED_RETRIES + 1):

@@ -185,6 +185,7 @@ class Lifecycle:
         settle: Settle | None = None,
         writing: Writing | None = None,
         claim_spread: int = 8,
+        max_claim_batch: int = 100,
         lease_seconds: float = 60,
         lease_bounds: tuple[float, float] = (1, 3600),
         max_payload_bytes: int = 256 * 1024,
@@ -208,6 +209,8 @@ class Lifecycle:
         self.timeouts: dict[str, float] = dict(timeouts or {})
         self.clock = clock
         self.claim_spread = claim_spread
+        #: Most tasks one `claim_many` may ask for.
+        self.max_claim_batch = max_claim_batch
         #: The lease a claim or start takes when the caller names none, and the bounds of any lease.
         self.lease_seconds = lease_seconds
         self.lease_bounds = lease_bounds
@@ -499,6 +502,96 @@ class Lifecycle:
                 self._claimed_version[task_id] = version_of(applied.state)
         return applied
 
+    async def claim_many(
+        self,
+        agent_name: str,
+        max_tasks: int,
+        *,
+        workflow_id: str | None = None,
+        task_kinds: list[str] | None = None,
+        idempotency_key: str | None = None,
+        lease_seconds: float | None = None,
+        worker_id: str | None = None,
+        why: list[str] | None = None,
+    ) -> list[Applied]:
+        """Claim up to `max_tasks` of the agent's claimable tasks at once, in claim order (priority, then
+        age), each under its own lease: what `max_tasks` calls of `claim` would hand out, in one transaction
+        (one compare-and-set per task, one insert of all their events, one commit). Fewer when the queue
+        runs dry; none when there is nothing to claim (the reason appended to `why`, if given).
+
+        A batch does not spread (`claim`'s random pick among the first few): it takes the head of the queue
+        in order, skipping the tasks other claims here are taking. A batch that collides with another
+        process's claim is retried as a whole, reading the queue again.
+
+        Under a concurrency limit or a fair claim policy every task is chosen by `Steering.pick`, so the
+        batch is `claim` called up to `max_tasks` times, one transaction each; an idempotency key then
+        covers each claim as `<key>#<n>`."""
+        if not 1 <= max_tasks <= self.max_claim_batch:
+            raise Invalid(
+                "max", f"max must be between 1 and MAX_CLAIM_BATCH ({self.max_claim_batch}), got {max_tasks}"
+            )
+        if not agent_name:
+            raise Invalid("agent_name", "agent_name must not be empty")
+        check_agent(agent_name, f"claiming for agent '{agent_name}': the queue")
+        if await self.steering.applies(agent_name):
+            claimed: list[Applied] = []
+            for n in range(max_tasks):
+                one = await self.claim(
+                    agent_name,
+                    workflow_id=workflow_id,
+                    task_kinds=task_kinds,
+                    idempotency_key=None if idempotency_key is None else f"{idempotency_key}#{n}",
+                    lease_seconds=lease_seconds,
+                    worker_id=worker_id,
+                    why=why if not claimed else None,
+                )
+                if one is None:
+                    break
+                claimed.append(one)
+            return claimed
+        start = self.start_action(lease_seconds, worker_id)
+        held: set[str] = set()
+        attempts = 0
+
+        async def work(session: AsyncClientSession) -> list[Applied]:
+            nonlocal attempts
+            attempts += 1
+            for task_id in held:  # a retried attempt lets go of its earlier picks
+                self._claiming.pop(task_id, None)
+            held.clear()
+            now = self.clock()
+            picks = await self._candidates(
+                session, agent_name, now, workflow_id, task_kinds, spread=False, batch=max_tasks
+            )
+            for state in picks[:max_tasks]:
+                held.add(state["_id"])
+                self._claiming[state["_id"]] = math.inf
+                self._claimed_version.pop(state["_id"], None)
+            return await self._apply_starts(session, picks[:max_tasks], start, now)
+
+        try:
+            claimed = await self._once(
+                idempotency_key,
+                f"claim_many:{agent_name}",
+                work,
+                {"max": max_tasks, "workflow_id": workflow_id, "task_kinds": task_kinds},
+            )
+        except BaseException:
+            for task_id in held:
+                self._claiming.pop(task_id, None)
+            raise
+        if attempts > 1:
+            self._contended_until = time.monotonic() + CLAIM_CONTENTION_SECONDS
+        linger = time.monotonic() + CLAIM_LINGER_SECONDS
+        versions = {item.state["_id"]: version_of(item.state) for item in claimed}
+        for task_id in held:
+            self._claiming[task_id] = linger
+            if task_id in versions:
+                self._claimed_version[task_id] = versions[task_id]
+        if not claimed and why is not None:
+            why[:] = ["no pending task with its dependencies met is waiting for this agent"]
+        return claimed
+
     def _skipped(self, state: Mapping[str, Any]) -> bool:
         """Whether a candidate is being claimed here, or is the stale image of a claim made here."""
         task_id = state["_id"]
@@ -515,9 +608,11 @@ class Lifecycle:
         workflow_id: str | None,
         task_kinds: list[str] | None,
         spread: bool,
+        batch: int = 0,
     ) -> list[Doc]:
         """The first claimable task, or (`spread`) up to `claim_spread` plus as many as claims in flight
-        here of them, all of the top priority present, skipping those this process is claiming right now.
+        here of them, all of the top priority present, skipping those this process is claiming right now;
+        or (`batch` > 0) the first `batch` claimable tasks in claim order, whatever their priorities.
 
         The query skips the tasks being claimed when it is sent; claims that start while it runs are
         skipped afterwards, so it reads one candidate more for each claim in flight (about as many start
@@ -533,7 +628,7 @@ class Lifecycle:
         # candidate per lingering claim cost more than everything else in a claim. When a snapshot holds
         # more stale ones than that, the loop below reads further.
         in_flight = [t for t, until in self._claiming.items() if until == math.inf]
-        wanted = self.claim_spread + len(in_flight) if spread else 1
+        wanted = batch or (self.claim_spread + len(in_flight) if spread else 1)
         lingering = len(self._claiming) - len(in_flight)
         limit = wanted + len(in_flight) + min(lingering, CLAIM_STALE_SLACK)
         while True:
@@ -555,7 +650,7 @@ class Lifecycle:
                     continue
                 if not sm.has_attempts_left(state):  # (its max_attempts was lowered since it failed)
                     continue
-                if picks and state.get("priority_rank") != picks[0].get("priority_rank"):
+                if not batch and picks and state.get("priority_rank") != picks[0].get("priority_rank"):
                     break
                 picks.append(state)
                 if len(picks) >= wanted:
@@ -584,6 +679,23 @@ class Lifecycle:
                         name,
                         f"{name} is {size} bytes, more than MAX_PAYLOAD_BYTES ({self.max_payload_bytes})",
                     )
+        updated, events = await self._write(session, state, transition, now, guard)
+        if events:
+            await append_events(self.db, session, events)
+        if transition.changes_status:
+            events += await self.release_dependents(session, [updated["_id"]], now)
+        return Applied(state=updated, events=events)
+
+    async def _write(
+        self,
+        session: AsyncClientSession,
+        state: Doc,
+        transition: sm.Transition,
+        now: dt.datetime,
+        guard: Doc | None = None,
+    ) -> tuple[Doc, list[Doc]]:
+        """Write `transition`'s fields with compare-and-set; the state after it and its events, not yet
+        appended."""
         new_version = version_of(state) + 1
         updated = await state_store.update_if_version(
             self.db, state, transition.set_fields, new_version, session, guard=guard
@@ -595,29 +707,50 @@ class Lifecycle:
             event_doc(kind, updated["_id"], workflow_id, updated.get("agent_name"), payload, now)
             for kind, payload in transition.events
         ]
+        return updated, events
+
+    async def _apply_starts(
+        self, session: AsyncClientSession, picks: list[Doc], start: Action, now: dt.datetime
+    ) -> list[Applied]:
+        """Start every task of `picks` in this transaction: one compare-and-set per task, one insert of all
+        their events, one query for the dependents any of them releases."""
+        written = [await self._write(session, state, _decide(start, state, now), now) for state in picks]
+        events = [event for _, own in written for event in own]
         if events:
             await append_events(self.db, session, events)
-        if transition.changes_status:
-            events += await self.release_dependents(session, updated["_id"], now)
-        return Applied(state=updated, events=events)
+        applied = [Applied(state=updated, events=own) for updated, own in written]
+        # A dependent waiting for a start (`statusExpected: in_progress`) is released with the claim: its
+        # events go with the first task of the batch it waits for.
+        for waiting, released in await self._release(session, [item.state["_id"] for item in applied], now):
+            waits_for = {d.get("task_id") for d in waiting.get("dependencies") or [] if isinstance(d, dict)}
+            owner = next((item for item in applied if item.state["_id"] in waits_for), applied[-1])
+            owner.events.extend(released)
+        return applied
 
     async def release_dependents(
-        self, session: AsyncClientSession, task_id: str, now: dt.datetime
+        self, session: AsyncClientSession, task_ids: list[Any], now: dt.datetime
     ) -> list[Doc]:
-        """Move to `pending` every task awaiting `task_id` whose dependencies are now all met."""
-        waiting = await state_store.awaiting(self.db, task_id, session)
+        """Move to `pending` every task awaiting one of `task_ids` whose dependencies are now all met; the
+        events written."""
+        return [event for _, events in await self._release(session, task_ids, now) for event in events]
+
+    async def _release(
+        self, session: AsyncClientSession, task_ids: list[Any], now: dt.datetime
+    ) -> list[tuple[Doc, list[Doc]]]:
+        """`release_dependents`, by dependent: (its state before, the events of its release)."""
+        waiting = await state_store.awaiting(self.db, task_ids, session) if task_ids else []
         if not waiting:
             return []
         dep_ids = {
             d.get("task_id") for doc in waiting for d in doc.get("dependencies") or [] if isinstance(d, dict)
         }
         statuses = await state_store.statuses(self.db, dep_ids, session)
-        events: list[Doc] = []
+        released: list[tuple[Doc, list[Doc]]] = []
         for doc in waiting:
             if sm.dependencies_met(doc, statuses):
                 applied = await self._apply(session, doc, sm.release(doc, now), now)
-                events += applied.events
-        return events
+                released.append((doc, applied.events))
+        return released
 
     async def workflow_id(self, session: AsyncClientSession | None, state: Mapping[str, Any]) -> str | None:
         """The meta task whose tree holds this task: stored on states we wrote, looked up for foreign ones."""
@@ -638,10 +771,15 @@ class Lifecycle:
         expiries are counted (`count_committed`), after the commit and never for a replay."""
         replayed = False
 
-        def replay(answer: Mapping[str, Any], events: list[Doc]) -> Applied:
+        def replay(answer: Mapping[str, Any], events: list[Doc]) -> Applied | list[Applied]:
             nonlocal replayed
             replayed = True
-            return Applied(state=answer["state"], events=events)
+            if "states" not in answer:
+                return Applied(state=answer["state"], events=events)
+            batch, rest = [], iter(events)  # a batch: each task's events, by the counts kept
+            for state, count in zip(answer["states"], answer["event_counts"], strict=True):
+                batch.append(Applied(state=state, events=[next(rest) for _ in range(count)]))
+            return batch
 
         with self.writing():
             applied = await idempotency.run_once(
@@ -649,15 +787,17 @@ class Lifecycle:
                 key,
                 operation,
                 work,
-                encode=lambda applied: None if applied is None else _answer(applied),
+                encode=lambda applied: _answer(applied) if applied else None,  # nothing applied: keep nothing
                 decode=replay,
                 clock=self.clock,
                 payload=payload,
             )
-            if applied is not None:
-                if not replayed:
-                    count_committed(operation, applied)
-                await self.settle(applied.events)
+            items = applied if isinstance(applied, list) else [] if applied is None else [applied]
+            if not replayed:
+                for item in items:
+                    count_committed(operation, item)
+            if items:
+                await self.settle([event for item in items for event in item.events])
         return applied
 
 
@@ -667,7 +807,7 @@ def count_committed(operation: str, applied: Applied) -> None:
     attempt's timeout)."""
     meters = instruments.get()
     agent = meters.agents(applied.state.get("agent_name"))
-    if operation.startswith("claim:"):
+    if operation.startswith(("claim:", "claim_many:")):
         meters.claims.labels(agent).inc()
     elif operation == "lapse":
         meters.lease_lapses.labels(agent).inc()
@@ -690,5 +830,12 @@ def _decide(action: Action, state: Mapping[str, Any], now: dt.datetime) -> sm.Tr
         raise Invalid(exc.field, exc.message) from exc
 
 
-def _answer(applied: Applied) -> dict[str, Any]:
-    return {"state": applied.state, "event_ids": [e["_id"] for e in applied.events]}
+def _answer(applied: Applied | list[Applied]) -> dict[str, Any]:
+    """What an idempotency key keeps of a change (`idempotency.run_once`): the state(s), the event ids."""
+    if isinstance(applied, Applied):
+        return {"state": applied.state, "event_ids": [e["_id"] for e in applied.events]}
+    return {
+        "states": [item.state for item in applied],
+        "event_counts": [len(item.events) for item in applied],
+        "event_ids": [e["_id"] for item in applied for e in item.events],
+    }

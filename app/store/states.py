@@ -167,10 +167,11 @@ async def dependency_layer(db: Db, ids: Iterable[str], session: Session = None) 
     return {doc["_id"]: doc async for doc in cursor}
 
 
-async def awaiting(db: Db, task_id: str, session: Session = None) -> list[Doc]:
-    """The tasks waiting (`awaiting_dependency`) with `task_id` among their dependencies."""
+async def awaiting(db: Db, task_ids: list[Any], session: Session = None) -> list[Doc]:
+    """The tasks waiting (`awaiting_dependency`) with one of `task_ids` among their dependencies."""
+    match = task_ids[0] if len(task_ids) == 1 else {"$in": task_ids}
     cursor = _states(db).find(
-        {"dependencies.task_id": task_id, "status": "awaiting_dependency"}, session=session
+        {"dependencies.task_id": match, "status": "awaiting_dependency"}, session=session
     )
     return [doc async for doc in cursor]
 

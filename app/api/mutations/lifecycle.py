@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 
 from app.api.inputs import IdempotencyKey
 from app.api.results import (
+    ClaimTasksSuccess,
     ConflictError,
     ForbiddenError,
     LeaseLostError,
@@ -49,6 +50,12 @@ ClaimTaskResult = Annotated[
     TaskTransitionSuccess | NothingToClaim | ConflictError | ValidationError | ForbiddenError,
     strawberry.union(
         "ClaimTaskResult", description="Outcome of claimTask: a started task, or nothing to claim."
+    ),
+]
+ClaimTasksResult = Annotated[
+    ClaimTasksSuccess | ConflictError | ValidationError | ForbiddenError,
+    strawberry.union(
+        "ClaimTasksResult", description="Outcome of claimTasks: the tasks started (maybe none)."
     ),
 ]
 
@@ -160,6 +167,35 @@ async def claim(
     return transition_success(applied.state, applied.events)
 
 
+async def claim_many(
+    info: strawberry.Info,
+    agent_name: str,
+    max_tasks: int,
+    workflow_id: str | None,
+    task_kinds: list[TaskKind] | None,
+    idempotency_key: str | None,
+    lease_seconds: int | None,
+    worker_id: str | None,
+) -> ClaimTasksSuccess:
+    """Start up to `max_tasks` of the agent's ready tasks at once."""
+    kinds = [str(k.value) for k in task_kinds] if task_kinds else None
+    why: list[str] = []
+    claimed = await _lifecycle(info).claim_many(
+        agent_name,
+        max_tasks,
+        workflow_id=workflow_id,
+        task_kinds=kinds,
+        idempotency_key=idempotency_key,
+        lease_seconds=lease_seconds,
+        worker_id=worker_id,
+        why=why,
+    )
+    return ClaimTasksSuccess(
+        claimed=[transition_success(item.state, item.events) for item in claimed],
+        reason=None if claimed else (why[0] if why else "nothing to claim"),
+    )
+
+
 async def transition(
     info: strawberry.Info,
     operation: str,
@@ -249,6 +285,33 @@ class LifecycleMutation:
         # NotFoundError, TransitionError or LeaseLostError, which `capture`'s type allows for.
         return await capture(  # type: ignore[return-value]
             claim(info, agent_name, workflow_id, task_kinds, idempotency_key, lease_seconds, worker_id)
+        )
+
+    @strawberry.mutation(
+        description="Atomically start up to `max` of an agent's ready tasks, in claim order (priority, then"
+        " age), each under its own lease: what `max` claimTask calls would hand out, in one transaction."
+    )
+    async def claim_tasks(
+        self,
+        info: strawberry.Info,
+        agent_name: Annotated[str, strawberry.argument(description="The agent asking for work.")],
+        max: Annotated[
+            int, strawberry.argument(description="Most tasks to start (1 to the server's MAX_CLAIM_BATCH).")
+        ],
+        workflow_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Only tasks of this workflow.")
+        ] = None,
+        task_kinds: Annotated[
+            list[TaskKind] | None, strawberry.argument(description="Only tasks of these kinds.")
+        ] = None,
+        lease_seconds: LeaseSeconds = None,
+        worker_id: WorkerId = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ClaimTasksResult:
+        return await capture(  # type: ignore[return-value]
+            claim_many(
+                info, agent_name, max, workflow_id, task_kinds, idempotency_key, lease_seconds, worker_id
+            )
         )
 
     @strawberry.mutation(
