@@ -1,9 +1,10 @@
 """The `agent-tasks` command: serve the API, load the demo workflow, run the demo agent, export the schema.
 
 Starting: the settings (environment, `.env`, then `--host`/`--port`) are validated first; then the HTTP
-port is bound, the embedded mongod started (when no `MONGODB_URI` is set), and MongoDB checked and
-prepared (`open_resources`); only then does uvicorn listen and "GraphiQL at …" get printed. A failure at
-any step prints one line saying what to do and exits non-zero (`EXIT_*`).
+port is bound, the embedded mongod started (when no `MONGODB_URI` is set), MongoDB checked and prepared
+(`open_resources`), and with `--demo` (LOAD_DEMO) the demo loaded into it (`app/demo`: the command line
+loads it, the server never imports it); only then does uvicorn listen and "GraphiQL at …" get printed. A
+failure at any step prints one line saying what to do and exits non-zero (`EXIT_*`).
 
 Next to a running server: `serve` on the embedded mongod leaves `DATA_DIR/server.json` (the URI, the
 database, its pid) while it runs; `keys` and `demo` without MONGODB_URI read it (checking the pid is alive)
@@ -337,6 +338,13 @@ async def _run(
     _route_signals(stop_starting, signals)
     try:
         async with open_resources(settings) as state:
+            if settings.load_demo:
+                # `serve --demo` (`make run`): loaded here, by the command line, so that the server's
+                # resources never import the demo; before listening, so the first request sees it whole.
+                # (With `--workers N` the parent loaded it once, `_prepare`, and the workers do not.)
+                from app.demo.workflow import load_into
+
+                await load_into(state)
             starting = False
             host, port = sock.getsockname()[:2]
             app = create_app(settings, state=state)
@@ -496,11 +504,11 @@ def _operator_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _load_demo(settings: Settings, reset: bool) -> None:
-    from app.demo import DEMO_WORKFLOW_ID, load_demo
+    from app.demo.workflow import DEMO_WORKFLOW_ID, load_into
     from app.resources import open_resources
 
     async with open_resources(settings) as state:
-        await load_demo(state.store.db, reset=reset, events=True, settle=state.hub.settle)
+        await load_into(state, reset=reset)
     print(f"agent-tasks: demo workflow {DEMO_WORKFLOW_ID!r} loaded into database {settings.mongodb_db!r}")
 
 
@@ -641,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     if args.command == "demo-agent":
-        from app.demo_agent import run
+        from app.demo.agent import run
 
         logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the workers stop gracefully

@@ -227,10 +227,6 @@ async def _services(
             )
             retention_sweeper.start()
             state.retention_sweeper = retention_sweeper
-        if settings.load_demo:
-            from app.demo import load_demo
-
-            await load_demo(db, events=True, settle=hub.settle)
         yield state
     finally:
         if state is not None:

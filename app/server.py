@@ -160,7 +160,9 @@ def create_app(
     """Build the ASGI app. `mongo_listeners` lets tests count MongoDB commands. With `state` (resources the
     caller opened, as `agent-tasks serve` does to report start-up failures itself) the lifespan only
     hands it to the routes, and the caller closes it. Traces go to `tracer_provider`, or (None) to the one
-    the `OTEL_*` variables configure, if they ask for one (`app/tracing.py`; shut down with the app)."""
+    the `OTEL_*` variables configure, if they ask for one (`app/tracing.py`; shut down with the app).
+    The app starts on the data it finds: the demo (LOAD_DEMO) is loaded by `agent-tasks serve`, which
+    opens the resources itself, never by the lifespan (the server does not import `app.demo`)."""
     owned_provider = tracer_provider is None
     provider = tracing.configure() if tracer_provider is None else tracer_provider
     tracer = provider.get_tracer(tracing.TRACER_NAME) if provider is not None else None

@@ -106,7 +106,9 @@ class Settings(BaseSettings):
         " database, so every server process on that database shares it.",
     )
     load_demo: bool = Field(
-        default=False, description="Load the demo workflow at start-up (`make run` does)."
+        default=False,
+        description="`agent-tasks serve` loads the demo workflow before it listens (`--demo`; `make run`"
+        " does).",
     )
     max_query_depth: int = Field(default=12, ge=1, description="Deepest GraphQL selection a query may have.")
     max_query_aliases: int = Field(default=50, ge=1, description="Most aliases one GraphQL document may use.")

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from app.demo import synthetic_tree, write_documents
+from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
 from tests.dropping_proxy import DroppingProxy
 from tests.servers import serve

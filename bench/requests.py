@@ -38,7 +38,7 @@ import httpx
 import orjson
 from pymongo import AsyncMongoClient
 
-from app.demo import state_doc, write_documents
+from app.demo.documents import state_doc, write_documents
 from app.mongo.embedded import EmbeddedMongod
 from tests.servers import free_port, serve
 

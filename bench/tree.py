@@ -40,7 +40,7 @@ from bson import json_util
 from pymongo import AsyncMongoClient
 
 from app.cli import freeze_start_up_heap
-from app.demo import synthetic_tree, write_documents
+from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
 from app.server import create_app
 from app.settings import Settings

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import httpx
 from pymongo import AsyncMongoClient
 
-from app.demo import synthetic_tree, write_documents
+from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
 from tests.servers import ServerProcess, serve
 

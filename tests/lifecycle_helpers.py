@@ -6,7 +6,7 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 
-from app.demo import state_doc
+from app.demo.documents import state_doc
 
 RESULT_FIELDS = """
   __typename

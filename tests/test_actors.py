@@ -14,7 +14,7 @@ import httpx
 
 from app.api.types.events import ActorKind
 from app.auth.keys import KeyService
-from app.demo import DEMO_WORKFLOW_ID, load_demo
+from app.demo.workflow import DEMO_WORKFLOW_ID, load_demo
 from app.domain import Scope
 from app.lifecycle.expiry import ExpirySweeper
 from app.lifecycle.transitions import Lifecycle, utcnow

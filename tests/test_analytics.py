@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.demo import T0
+from app.demo.documents import T0
 from app.domain import Status
 from app.lifecycle.expiry import expire_overdue, present
 from app.lifecycle.transitions import Lifecycle

@@ -15,22 +15,25 @@ from typing import Any
 import httpx
 from pymongo import MongoClient
 
-from app.demo import DEMO_WORKFLOW_ID, demo_documents, demo_events
+from app.demo.workflow import DEMO_WORKFLOW_ID, demo_documents, demo_events, load_into
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import ROOT, GraphQLClient, read_query
+from tests.servers import serve
 
 TASK_EVENTS = read_query("TaskEvents.graphql")
 
 
 @asynccontextmanager
 async def demo_server(settings: Settings) -> AsyncIterator[GraphQLClient]:
-    """The app started with `LOAD_DEMO` (what `make run` does), its lifespan running."""
-    app = create_app(settings.model_copy(update={"load_demo": True}))
+    """The app, its lifespan running, with the demo loaded into its resources before the first request,
+    as `serve --demo` (`make run`) loads it."""
+    app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
     ):
+        await load_into(app.state.agent_tasks)
         yield GraphQLClient(http)
 
 
@@ -88,6 +91,29 @@ async def test_the_demo_server_shows_the_workflow_s_history_in_order_and_once(
         again = await workflow_events(gql)
     assert again == page
     assert await db.task_events.count_documents({}) == len(demo_events())
+
+
+def test_serve_with_load_demo_stamps_the_history_before_it_listens(settings: Settings) -> None:
+    """LOAD_DEMO, the setting `--demo` sets, on the real `agent-tasks serve`: the command line loads the
+    demo into the server's resources (the server never imports it), before the server listens."""
+    env = {"MONGODB_URI": settings.mongodb_uri or "", "MONGODB_DB": settings.mongodb_db, "LOAD_DEMO": "true"}
+    expected = [e for e in demo_events() if e["workflow_id"] == DEMO_WORKFLOW_ID]
+    try:
+        with serve(env) as server:
+            # The first request after /healthz answered: the whole history, stamped, in its order.
+            answer = httpx.post(
+                f"{server.url}/graphql",
+                json={"query": TASK_EVENTS, "variables": {"workflowId": DEMO_WORKFLOW_ID, "first": 100}},
+            )
+            page = answer.json()["data"]["taskEvents"]
+            assert page["totalCount"] == len(expected)
+            assert [(e["node"]["type"], e["node"]["taskId"]) for e in page["edges"]] == [
+                (e["type"], e["task_id"]) for e in expected
+            ]
+            assert server.stop() == 0
+    finally:
+        with MongoClient(settings.mongodb_uri) as mongo:
+            mongo.drop_database(settings.mongodb_db)
 
 
 def _cli_demo(settings: Settings, *args: str) -> None:

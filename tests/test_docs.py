@@ -20,7 +20,7 @@ from pymongo import MongoClient
 
 from app import settings_doc
 from app.api.schema import build_schema
-from app.demo import DEMO_WORKFLOW_ID
+from app.demo.workflow import DEMO_WORKFLOW_ID
 from app.settings import Settings
 from app.settings_doc import group_of, render
 from tests.conftest import ROOT

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from app.demo import DEMO_WORKFLOW_ID, load_demo, synthetic_tree, write_documents
+from app.demo.documents import synthetic_tree, write_documents
+from app.demo.workflow import DEMO_WORKFLOW_ID, load_demo
 from app.lifecycle.events import EventType, event_doc
 from app.store.events import append_events
 from tests.conftest import CommandLog, GraphQLClient, read_query

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from bson import ObjectId
 
-from app.demo import DEMO_WORKFLOW_ID, load_demo
+from app.demo.workflow import DEMO_WORKFLOW_ID, load_demo
 from app.lifecycle.expiry import ExpirySweeper, expire_overdue
 from app.lifecycle.transitions import Lifecycle, utcnow
 from app.server import create_app

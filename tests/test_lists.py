@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.demo import load_demo, synthetic_tree, write_documents
+from app.demo.documents import synthetic_tree, write_documents
+from app.demo.workflow import load_demo
 from tests.conftest import GraphQLClient, read_query
 
 STATES = """query($filter: JSON, $first: Int, $after: String, $status: [TaskStatus!], $order: AgentTaskOrder) {

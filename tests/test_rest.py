@@ -20,7 +20,7 @@ import pytest
 from pymongo import MongoClient
 from starlette.routing import Route
 
-from app.demo import load_demo
+from app.demo.workflow import load_demo
 from app.rest.entities import ENTITIES
 from app.rest.openapi import openapi_document
 from app.rest.routes import ROUTES

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.demo import DEMO_WORKFLOW_ID, load_demo, synthetic_tree, write_documents
+from app.demo.documents import synthetic_tree, write_documents
+from app.demo.workflow import DEMO_WORKFLOW_ID, load_demo
 from tests.conftest import CommandLog, GraphQLClient, read_query
 
 TREE = read_query("WorkflowTree.graphql")

@@ -7,7 +7,7 @@ each reported with `reportProgress`, a tool call and its result, a memory write,
 timeout that fails the attempt (it is retried). Sub-tasks and the meta task supervise: they hold their
 lease (heartbeats), report the share of their children completed, and complete once all of them have.
 
-Without `--workflow` a new episode shaped like the demo is created (`demo.episode_input`). With
+Without `--workflow` a new episode shaped like the demo is created (`workflow.episode_input`). With
 `--workflow meta_podcast_ai_ethics` (`make run` loads it) the demo's own workflow is finished; its tasks
 left in progress by the demo's history hold no lease, so they are failed (and so retried) first.
 """
@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from agent_tasks_client import AgentTasksClient, ClaimedTask, Event, FatalError, RetryableError, Worker
-from app.demo import DEMO_AGENTS, episode_input
+from app.demo.workflow import DEMO_AGENTS, episode_input
 
 #: A tool per action type, for the TOOL_CALL / TOOL_RESULT events a behavior task records.
 _TOOLS = {

@@ -1,85 +1,32 @@
-"""Demo data: seed 000's agents (SnippetCraftAgent → PodcastScriptWeaverAgent → VoiceForgeAgent) as a
-workflow in seed 002's hierarchy, with outputs, states in several statuses and dependencies.
+"""The demo workflow: seed 000's agents (SnippetCraftAgent → PodcastScriptWeaverAgent → VoiceForgeAgent)
+as a workflow in seed 002's hierarchy, with outputs, states in several statuses and dependencies, and the
+history of events that led there; and its loader.
 
-Also `synthetic_tree`, a workflow of any size, used by the tests and the benchmarks. Both return the
-documents per collection, in the stored shape; `write_documents` upserts them (loading twice is harmless).
+Loaded by the command line only: `agent-tasks serve --demo` (`make run`, the LOAD_DEMO setting) once the
+server's resources are open and before it listens, `agent-tasks demo` into a database; the tests and
+`agent-tasks demo-agent` (`app/demo/agent.py`) use its ids and shapes. The server itself never imports it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+from app.demo.documents import T0, Documents, at, empty, write_documents
 from app.domain import Status
 from app.lifecycle import state_machine as sm
 from app.lifecycle.documents import new_state_doc
 from app.lifecycle.events import EventType, event_doc
 from app.principal import acting_as, system
-from app.store import collections as c
 from app.store import events as event_store
-from app.store.bulk import upsert_by_id
 from app.store.transactions import in_transaction
 from app.store.types import Db, Session
 
-Documents = dict[str, list[dict[str, Any]]]
+if TYPE_CHECKING:
+    from app.resources import AppState
 
 DEMO_WORKFLOW_ID = "meta_podcast_ai_ethics"
-T0 = dt.datetime(2026, 11, 20, 14, 0, tzinfo=dt.UTC)
-
-
-def _at(minutes: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=minutes)
-
-
-def state_doc(
-    task_id: str,
-    kind: str,
-    agent: str,
-    status: str,
-    *,
-    workflow_id: str | None,
-    minute: float = 0,
-    progress: int = 0,
-    step: str | None = None,
-    attempts: int = 0,
-    priority: str = "medium",
-    dependencies: list[dict[str, str]] | None = None,
-    name: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """An `agent_task_states` document as the server writes it, built by the services' own constructor
-    (`new_state_doc`) and then moved along its lifecycle to `status` as of `minute` minutes after T0."""
-    created = _at(minute)
-    state = {
-        "agent_name": agent,
-        "triggering_event_id": extra.pop("triggering_event_id", f"evt_{workflow_id or task_id}"),
-        "input_parameters": extra.pop("input_parameters", {}),
-        "output_references": extra.pop("output_references", {}),
-        "name": name or task_id,
-        "description": extra.pop("description", None),
-        "priority": priority,
-    }
-    doc = new_state_doc(task_id, kind, workflow_id, state, dependencies or [], status, created)
-    doc.update(
-        progress_percentage=100 if status == Status.COMPLETED else progress,
-        current_step=step,
-        attempts=attempts,
-        last_error=extra.pop("last_error", None),
-        updated_at=_at(minute + 5),
-    )
-    if status in (Status.IN_PROGRESS, Status.COMPLETED, Status.FAILED, Status.RETRYING):
-        doc["started_at"] = _at(minute + 1)
-    if status == Status.COMPLETED:
-        doc["completed_at"] = _at(minute + 4)
-        doc["execution_time_seconds"] = 180.0
-    doc.update(extra)
-    return doc
-
-
-def _empty() -> Documents:
-    return {spec.name: [] for spec in c.ALL}
 
 
 class _History:
@@ -95,7 +42,7 @@ class _History:
     def _event(self, type: EventType, task_id: str, payload: dict[str, Any], minute: float) -> None:
         state = self.states[task_id]
         agent = state.get("agent_name") or None
-        self.events.append(event_doc(type, task_id, state["workflow_id"], agent, payload, _at(minute)))
+        self.events.append(event_doc(type, task_id, state["workflow_id"], agent, payload, at(minute)))
 
     def create(self, state: dict[str, Any]) -> None:
         """A new state, and its TASK_CREATED (as a create or `createWorkflow` writes it)."""
@@ -108,7 +55,7 @@ class _History:
         """A lifecycle transition (`sm.start`, `sm.complete`, …) at `minute`: its fields, its version, its
         events, then the release of every task whose dependencies it met (as `Lifecycle` does)."""
         state = self.states[task_id]
-        transition: sm.Transition = action(state, _at(minute), *args)
+        transition: sm.Transition = action(state, at(minute), *args)
         state.update(transition.set_fields)
         state["version"] += 1
         for kind, payload in transition.events:
@@ -152,7 +99,7 @@ def _new_state(
         "priority": priority,
     }
     status = Status.AWAITING_DEPENDENCY if dependencies else Status.PENDING
-    return new_state_doc(task_id, kind, workflow_id, state, dependencies, status, _at(minute))
+    return new_state_doc(task_id, kind, workflow_id, state, dependencies, status, at(minute))
 
 
 def _tool(
@@ -370,7 +317,7 @@ def demo_events() -> list[dict[str, Any]]:
 def _demo() -> tuple[Documents, list[dict[str, Any]]]:
     history = _demo_history()
     states = history.states
-    docs = _empty()
+    docs = empty()
     wf = DEMO_WORKFLOW_ID
     docs["meta_workflow_tasks"].append(
         {
@@ -507,59 +454,6 @@ def episode_input(workflow_id: str) -> dict[str, Any]:
 DEMO_AGENTS = ["OrchestratorAgent", *(agent for _, agent, _ in _STEPS)]
 
 
-def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Documents:
-    """A workflow of `sub_tasks` × `behaviors` tasks with every output and state, for tests and benchmarks."""
-    docs = _empty()
-    sub_ids = [f"{workflow_id}_s{i}" for i in range(sub_tasks)]
-    docs["meta_workflow_tasks"].append(
-        {"_id": workflow_id, "meta_workflow_id": "mw_synthetic", "sub_task_ids": sub_ids}
-    )
-    docs["task_outputs"].append({"_id": workflow_id, "finalized_sub_task_ids": []})
-    docs["agent_task_states"].append(
-        state_doc(workflow_id, "meta_workflow", "Orchestrator", "in_progress", workflow_id=workflow_id)
-    )
-    statuses = ("completed", "in_progress", "pending", "failed", "awaiting_dependency")
-    for i, sub_id in enumerate(sub_ids):
-        beh_ids = [f"{sub_id}_b{j}" for j in range(behaviors)]
-        prev = sub_ids[i - 1] if i else None
-        docs["sub_tasks"].append(
-            {"_id": sub_id, "task_id": workflow_id, "behavior_task_ids": beh_ids, "prev_sub_task_id": prev}
-        )
-        docs["sub_task_outputs"].append({"_id": sub_id, "processor_subject_ids": [f"agent{i}"]})
-        deps = [{"task_id": prev, "status_expected": "completed"}] if prev else []
-        docs["agent_task_states"].append(
-            state_doc(
-                sub_id, "sub_task", f"Agent{i % 3}", "in_progress", workflow_id=workflow_id, dependencies=deps
-            )
-        )
-        for j, beh_id in enumerate(beh_ids):
-            status = statuses[(i + j) % len(statuses)]
-            docs["behavior_tasks"].append(
-                {"_id": beh_id, "sub_task_id": sub_id, "action_type": "llm_generate"}
-            )
-            docs["behavior_task_outputs"].append({"_id": beh_id, "processor_subject_ids": [f"agent{i}"]})
-            beh_deps = [{"task_id": beh_ids[j - 1], "status_expected": "completed"}] if j else []
-            docs["agent_task_states"].append(
-                state_doc(
-                    beh_id,
-                    "behavior_task",
-                    f"Agent{i % 3}",
-                    status,
-                    workflow_id=workflow_id,
-                    progress=50,
-                    dependencies=beh_deps,
-                )
-            )
-    return docs
-
-
-async def write_documents(
-    db: Db, docs: Mapping[str, list[dict[str, Any]]], *, overwrite: bool = True
-) -> None:
-    """Upsert the documents by `_id`, collection by collection (`overwrite=False`: only the missing ones)."""
-    await upsert_by_id(db, docs, overwrite=overwrite)
-
-
 async def load_demo(
     db: Db,
     *,
@@ -579,6 +473,13 @@ async def load_demo(
         written = await _append_demo_events(db, reset=reset)
         if settle is not None and written:
             await settle(written)
+
+
+async def load_into(state: AppState, *, reset: bool = False) -> None:
+    """The demo loaded into a server's open resources, as `serve --demo` and `agent-tasks demo` load it:
+    its documents and its history, stamped by the resources' event hub before this returns (so the first
+    request already reads the history in order)."""
+    await load_demo(state.store.db, reset=reset, events=True, settle=state.hub.settle)
 
 
 async def _append_demo_events(db: Db, *, reset: bool) -> list[dict[str, Any]]:
