@@ -195,6 +195,7 @@ async def _services(
             writing=hub.writing,
             claim_spread=settings.claim_spread,
             max_claim_batch=settings.max_claim_batch,
+            partition=presence.partition,
             lease_seconds=settings.lease_seconds,
             lease_bounds=(settings.lease_seconds_min, settings.lease_seconds_max),
             max_payload_bytes=settings.max_payload_bytes,

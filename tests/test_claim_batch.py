@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
+import zlib
 from typing import Any
 
+import httpx
+
+from app.lifecycle.transitions import partitioned_batch, spread_batch
 from tests.conftest import CommandLog, GraphQLClient
 from tests.lifecycle_helpers import snapshot, task
 
@@ -18,7 +23,10 @@ CLAIM_MANY = """mutation($agent: String!, $max: Int!, $key: String, $worker: Str
     ... on ValidationError { field code }
     ... on ClaimTasksSuccess {
       reason
-      claimed { state { id status attempts priority leaseHolder version } events { type taskId } }
+      claimed {
+        state { id status attempts priority leaseHolder version startedAt leaseExpiresAt updatedAt }
+        events { type taskId }
+      }
     }
   }
 }"""
@@ -80,6 +88,11 @@ async def test_a_batch_takes_the_head_of_the_queue_in_claim_order_each_under_its
             assert lease == dt.timedelta(seconds=600)
         else:
             assert doc["status"] == "pending" and doc.get("attempts", 0) == 0
+    # The answered states are the stored ones (the batch computes them from one update: same milliseconds).
+    for claimed in r["claimed"]:
+        fields = "id status attempts priority leaseHolder version startedAt leaseExpiresAt updatedAt"
+        read = await gql.data(f'{{ agentTask(id: "{claimed["state"]["id"]}") {{ {fields} }} }}')
+        assert read["agentTask"] == claimed["state"]
     events = [e async for e in db.task_events.find({"type": "STATUS_CHANGED"}).sort("_id", 1)]
     assert sorted(e["task_id"] for e in events) == sorted(ids)
     assert all(e["payload"]["to_status"] == "in_progress" for e in events)
@@ -198,7 +211,7 @@ async def test_under_a_concurrency_limit_a_batch_stops_at_the_limit(gql: GraphQL
     assert r["claimed"] == [] and "limit" in r["reason"]
 
 
-async def test_a_batch_costs_one_query_one_write_per_task_one_insert_and_one_commit(
+async def test_a_batch_costs_one_query_one_update_one_insert_and_one_commit(
     gql: GraphQLClient, db: Any, command_log: CommandLog
 ) -> None:
     await seed(db, 30)
@@ -208,7 +221,7 @@ async def test_a_batch_costs_one_query_one_write_per_task_one_insert_and_one_com
     batch = list(command_log.commands)
     assert batch == [
         ("find", "agent_task_states"),  # the head of the queue
-        *[("findAndModify", "agent_task_states")] * 10,  # compare-and-set on each task's version
+        ("update", "agent_task_states"),  # a compare-and-set on each task's version, all in one command
         ("insert", "task_events"),  # every event of the batch
         ("find", "agent_task_states"),  # dependents waiting for any of them
     ], batch  # and one commitTransaction (to `admin`: not in this database's log)
@@ -222,3 +235,74 @@ async def test_a_batch_costs_one_query_one_write_per_task_one_insert_and_one_com
         ("find", "agent_task_states"),
     ]
     assert command_log.commands == single * 10  # and ten commits
+
+
+def test_a_spread_batch_never_passes_a_priority_level_over() -> None:
+    levels = [3] * 4 + [2] * 5 + [1] * 30
+    candidates = [{"_id": f"t{n}", "priority_rank": rank} for n, rank in enumerate(levels)]
+    for _ in range(50):
+        picks = spread_batch(candidates, 10)
+        ids = [p["_id"] for p in picks]
+        assert len(picks) == 10 and len(set(ids)) == 10
+        assert ids[:9] == [f"t{n}" for n in range(9)]  # both upper levels whole, in order
+        assert picks[9]["priority_rank"] == 1
+    seen = {spread_batch(candidates, 10)[9]["_id"] for _ in range(200)}
+    assert len(seen) > 5  # the last level is sampled, not its head
+    assert spread_batch(candidates[:3], 10) == candidates[:3]
+
+
+async def test_batches_from_two_server_processes_hand_out_every_task_once(mongo_uri: str) -> None:
+    from pymongo import AsyncMongoClient
+
+    from tests.servers import serve
+
+    name = f"two_{uuid.uuid4().hex[:12]}"
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": name}
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    db = mongo[name]
+    try:
+        with serve(env) as one, serve(env) as two:
+            ids = await seed(db, 300)
+
+            async def claimer(url: str) -> list[str]:
+                got: list[str] = []
+                async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+                    while True:
+                        answer = await http.post(
+                            "/graphql",
+                            json={"query": CLAIM_MANY, "variables": {"agent": "AgentA", "max": 10}},
+                        )
+                        r = answer.json()["data"]["r"]
+                        assert r["__typename"] == "ClaimTasksSuccess", r
+                        if not r["claimed"]:
+                            return got
+                        got += [c["state"]["id"] for c in r["claimed"]]
+
+            results = await asyncio.gather(*(claimer(server.url) for server in [one, two] * 4))
+        claimed = [task_id for got in results for task_id in got]
+        assert len(claimed) == len(set(claimed)) == 300 and set(claimed) == set(ids)
+        started = await db.task_events.aggregate(
+            [{"$match": {"type": "STATUS_CHANGED"}}, {"$group": {"_id": "$task_id", "n": {"$sum": 1}}}]
+        )
+        assert sorted([(doc["_id"], doc["n"]) async for doc in started]) == sorted((i, 1) for i in ids)
+    finally:
+        await mongo.drop_database(name)
+        await mongo.close()
+
+
+def test_a_partitioned_batch_takes_its_share_and_never_goes_below_a_level_left_to_another() -> None:
+    def share_of(state: dict[str, Any]) -> int:
+        return zlib.crc32(str(state["_id"]).encode()) % 2
+
+    top = [{"_id": f"u{n}", "priority_rank": 3} for n in range(12)]
+    low = [{"_id": f"l{n}", "priority_rank": 1} for n in range(40)]
+    for place in (0, 1):
+        picks = partitioned_batch(top + low, 10, (place, 2))
+        # The top level holds the other share's tasks too: only this share's of it, nothing lower.
+        assert picks == [s for s in top if share_of(s) == place]
+    mine = [s for s in low if share_of(s) == 0]
+    assert partitioned_batch(low, 5, (0, 2)) == mine[:5]
+    alone = partitioned_batch(top, 10, (0, 1))  # one process: a sample of the level (`spread_batch`)
+    assert len(alone) == 10 and all(s in top for s in alone)
+    only_theirs = [s for s in top if share_of(s) == 1]
+    assert len(partitioned_batch(only_theirs, 3, (0, 2))) == 3  # none of its own: a sample of the level

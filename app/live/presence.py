@@ -95,6 +95,12 @@ class Presence:
         self._sees_connections: bool | None = None
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        self._partition = (0, 1)
+
+    def partition(self) -> tuple[int, int]:
+        """(this process's place, how many live processes are registered), as of the last heartbeat: batch
+        claims that collided across processes split the queue by it (`Lifecycle.claim_many`)."""
+        return self._partition
 
     async def start(self) -> None:
         """Register (before this process runs any transaction), then keep at it in the background."""
@@ -112,6 +118,8 @@ class Presence:
         """One heartbeat: renew the registration, abort what dead processes left open; how many were."""
         await self._register()
         others = await store.others(self.db, self.process_id)
+        live = sorted([self.process_id, *(r.id for r in others if not r.lapsed)])
+        self._partition = (live.index(self.process_id), len(live))
         if not others:
             return 0
         by_app = {r.app_name: r for r in others if r.app_name and r.app_name != self.app_name}

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import bson
 import pymongo
 from pymongo import ReturnDocument, UpdateOne
 
@@ -68,6 +69,30 @@ async def update_if_version(
         return_document=ReturnDocument.AFTER,
         session=session,
     )
+
+
+async def update_all_if_version(
+    db: Db, writes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], int]], session: Session = None
+) -> list[Doc] | None:
+    """`update_if_version` for several documents in one command: for each (state, changes, new_version),
+    `$set` the changes (top-level fields) and the version if the document is still at the version of
+    `state`. The documents after the update, as MongoDB would return them (the changes round-tripped
+    through BSON with the collection's codec options: datetimes to milliseconds), or None when any of them
+    changed since it was read (nothing is undone then: the caller's transaction must be aborted)."""
+    if not writes:
+        return []
+    operations = [
+        UpdateOne({"_id": state["_id"], **version_filter(state)}, {"$set": {**changes, "version": version}})
+        for state, changes, version in writes
+    ]
+    result = await _states(db).bulk_write(operations, ordered=True, session=session)
+    if result.matched_count != len(operations):
+        return None
+    options = _states(db).codec_options
+    return [
+        {**state, **bson.decode(bson.encode({**changes, "version": version}), codec_options=options)}
+        for state, changes, version in writes
+    ]
 
 
 async def many(db: Db, ids: list[Any], session: Session = None) -> list[Doc]:
