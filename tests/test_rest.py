@@ -755,7 +755,7 @@ def _app_rest_routes(settings: Settings) -> set[tuple[str, str]]:
     app = create_app(settings)
     prefixes = REST_PREFIXES
     return {
-        (method, route.path.replace(":tail}", "}"))
+        (method, route.path)
         for route in app.routes
         if isinstance(route, Route) and (route.path.startswith(prefixes) or route.path == "/openapi.json")
         for method in (route.methods or set()) - {"HEAD"}

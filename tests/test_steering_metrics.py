@@ -132,6 +132,12 @@ async def test_limits_and_rates_are_in_metrics_per_key(app_client: httpx.AsyncCl
     assert next_window is not None and next_window % 60 == 0
     assert started_at.timestamp() - 60 < next_window <= started_at.timestamp() + 60
     assert value(samples, "agent_tasks_steering_sampled_timestamp_seconds") is not None
+    # The requests are counted under the OpenAPI document's template, not the router's `{key:tail}`.
+    labels = {"app_name": "agent_tasks", "method": "PUT", "status_code": "200"}
+    put = value(
+        samples, "agent_tasks_http_requests_total", path="/concurrency-limits/{scope}/{key}", **labels
+    )
+    assert put is not None and put >= 3
 
     # A completed task frees its slot; a cleared limit loses its series.
     task_id = sorted(i for i in claimed_ids if i.startswith("w1-"))[0]

@@ -40,9 +40,13 @@ class _RestRoute(Route):
     path matches (`/meta-tasks/query` is also `/meta-tasks/{id}`).
     """
 
-    def __init__(self, *args: Any, siblings: list[Route], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, siblings: list[Route], template: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.siblings = siblings
+        if template is not None:
+            # Matching uses the compiled pattern (`{key:tail}`); `path` is what the request metrics and
+            # the access log name the route by: the OpenAPI document's template (`{key}`).
+            self.path = template
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
@@ -73,6 +77,7 @@ def rest_routes() -> list[Route]:
             methods=[route.operation.method],
             name=route.operation_id,
             siblings=routes,
+            template=route.path,
         )
         for route in ROUTES
     ]
