@@ -1,8 +1,9 @@
 """Prometheus metrics at `/metrics`: HTTP requests by route (`RequestMetrics`), what
 this process's event hub and live connections are doing (read from `AppState` at scrape time), the
 instruments the other layers record into (`app/instruments.py`: GraphQL operations, MongoDB commands,
-claims, lapses, retries, expiries, the hub's lag) and the task gauges `TaskSampler` refreshes at most every
-METRICS_SAMPLE_SECONDS when scraped (docs/OBSERVABILITY.md lists every series).
+claims, lapses, retries, expiries, the hub's lag), the task gauges `TaskSampler` refreshes at most every
+METRICS_SAMPLE_SECONDS when scraped, and the concurrency and start rate limits' state (`SteeringSampler`,
+on the same cadence; docs/OBSERVABILITY.md lists every series).
 
 One server process answers for itself; the processes of `serve --workers N` answer together, their
 metrics added up from files (`shared_registry`); nothing is shared through MongoDB. Several replicas
@@ -49,6 +50,7 @@ from starlette.types import Scope as AsgiScope
 from app import instruments
 from app.auth.scopes import ScopeRefusal, Unauthenticated, require
 from app.domain import Scope
+from app.lifecycle.steering import SteeringSample
 from app.principal import OPEN, Principal
 from app.resources import AppState
 from app.store import states as state_store
@@ -232,10 +234,15 @@ def metrics_route() -> Route:
         if sampler is None:
             sampler = state.extras["task_sampler"] = TaskSampler(state)
         await sampler.refresh()
+        steering: SteeringSampler | None = state.extras.get("steering_sampler")
+        if steering is None:
+            steering = state.extras["steering_sampler"] = SteeringSampler(state)
+        await steering.refresh()
         live: CollectorRegistry | None = state.extras.get("metrics_registry")
         if live is None:  # one registry per app: several apps in one process (the tests) never collide
             live = CollectorRegistry(auto_describe=True)
             live.register(LiveCollector(state))
+            live.register(steering)
             state.extras["metrics_registry"] = live
         return Response(generate_latest(shared_registry()) + generate_latest(live), media_type=CONTENT_TYPE)
 
@@ -297,6 +304,114 @@ class TaskSampler:
         self._series |= by_series.keys()
         self._queues |= queues.keys()
         meters.tasks_sampled_at.set(time.time())
+
+
+class SteeringSampler(Collector):
+    """The concurrency and start rate limits' visible state (issue 22 part 5; docs/STEERING.md): per limit
+    its maximum, the tasks in progress and claimable now under it; per start rate limit its budget, window,
+    starts in the current window and when the next window opens; and how many of each are set.
+
+    Read from MongoDB through the service (`Steering.sample`: at most three commands, bounded in all by
+    METRICS_SAMPLE_TIMEOUT_SECONDS) when a scrape finds the last sample older than METRICS_SAMPLE_SECONDS,
+    as the task gauges are. Only the first METRICS_LABEL_VALUES_MAX limits and as many rate limits (by
+    scope, then key) have series, so the number of series is bounded whatever is configured;
+    `agent_tasks_steering_limits` counts them all. A failed sample keeps the previous one and logs one line.
+
+    Several workers (`--workers N`): these series are read from the database, so every process would answer
+    the same; they are yielded by this collector in the answering process's own registry, after the shared
+    (multiprocess) one, never written to the shared files, so they are never added up across processes.
+    Each process samples for itself: two scrapes served by two processes may show samples up to
+    METRICS_SAMPLE_SECONDS apart.
+
+    Concurrency: scrapes may overlap; one of them samples (`_lock`), the others then find it fresh."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._lock = asyncio.Lock()
+        self._sampled_at = -math.inf
+        self._sample: SteeringSample | None = None
+        self._sampled_unix: float | None = None
+
+    async def refresh(self) -> None:
+        settings = self.state.settings
+        async with self._lock:
+            if time.monotonic() - self._sampled_at < settings.metrics_sample_seconds:
+                return
+            self._sampled_at = time.monotonic()  # also on failure: a MongoDB that is down is asked later
+            try:
+                self._sample = await self.state.lifecycle.steering.sample(
+                    dt.datetime.now(dt.UTC),
+                    settings.metrics_label_values_max,
+                    settings.metrics_sample_timeout_seconds,
+                )
+            except PyMongoError as exc:
+                logger.warning("limit metrics not sampled: %s (the previous sample is served)", describe(exc))
+                return
+            self._sampled_unix = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        sample = self._sample
+        if sample is None:
+            return
+        labels = ("scope", "key")
+        limit = GaugeMetricFamily(
+            "agent_tasks_concurrency_limit",
+            "A concurrency limit's maximum of tasks in progress.",
+            labels=labels,
+        )
+        running = GaugeMetricFamily(
+            "agent_tasks_concurrency_running", "Tasks in progress under a concurrency limit.", labels=labels
+        )
+        ready = GaugeMetricFamily(
+            "agent_tasks_concurrency_ready",
+            "Tasks claimable now (pending or retrying, due) under a concurrency limit's agent, workflow or"
+            " key: its queue depth, whether or not the limit is full.",
+            labels=labels,
+        )
+        for view in sample.limits:
+            values = (view.scope.value, view.key)
+            limit.add_metric(values, view.max)
+            running.add_metric(values, view.running)
+            ready.add_metric(values, view.ready)
+        rate = GaugeMetricFamily(
+            "agent_tasks_start_rate_limit", "A start rate limit's most starts per window.", labels=labels
+        )
+        window = GaugeMetricFamily(
+            "agent_tasks_start_rate_window_seconds",
+            "A start rate limit's window (1, 60 or 3600 seconds, fixed).",
+            labels=labels,
+        )
+        started = GaugeMetricFamily(
+            "agent_tasks_start_rate_started",
+            "Starts under a start rate limit in its current window.",
+            labels=labels,
+        )
+        next_window = GaugeMetricFamily(
+            "agent_tasks_start_rate_next_window_timestamp_seconds",
+            "When a start rate limit's next window opens (Unix time): the next start it allows once spent.",
+            labels=labels,
+        )
+        for rview in sample.rates:
+            values = (rview.scope.value, rview.key)
+            rate.add_metric(values, rview.max)
+            window.add_metric(values, rview.per_seconds)
+            started.add_metric(values, rview.started)
+            next_window.add_metric(values, rview.next_window_at.timestamp())
+        total = GaugeMetricFamily(
+            "agent_tasks_steering_limits",
+            "Concurrency limits and start rate limits set, listed or not (series: the first"
+            " METRICS_LABEL_VALUES_MAX of each).",
+            labels=("kind",),
+        )
+        total.add_metric(("concurrency",), sample.limits_set)
+        total.add_metric(("start_rate",), sample.rates_set)
+        yield from (limit, running, ready, rate, window, started, next_window, total)
+        if self._sampled_unix is not None:
+            yield GaugeMetricFamily(
+                "agent_tasks_steering_sampled_timestamp_seconds",
+                "When the limits' series were last sampled (Unix time).",
+                self._sampled_unix,
+            )
 
 
 def _refusal(request: Request) -> Response | None:

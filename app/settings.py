@@ -260,8 +260,8 @@ class Settings(BaseSettings):
         default=10_000,
         ge=1,
         le=1_000_000,
-        description="Most concurrency limits (and claim policies) that may be set; each process keeps them"
-        " in memory.",
+        description="Most concurrency limits (and claim policies, and start rate limits) that may be set;"
+        " each process keeps them in memory.",
     )
     expiry_sweep_seconds: float = Field(
         default=5.0,
@@ -464,21 +464,24 @@ class Settings(BaseSettings):
         ge=1,
         le=10_000,
         description="Most distinct client-chosen label values (GraphQL operation names, agent names) each"
-        " metric keeps per process; further values are counted as `other`.",
+        " metric keeps per process; further values are counted as `other`. Also how many concurrency limits,"
+        " and how many start rate limits, have series of their own (the first by scope, then key).",
     )
     metrics_sample_seconds: float = Field(
         default=15.0,
         ge=1,
         le=3600,
         description="How often at most `/metrics` re-counts tasks by status and agent and the claimable"
-        " queue per agent (one aggregation, when scraped): older samples are refreshed, newer ones served.",
+        " queue per agent (one aggregation, when scraped), and the concurrency and start rate limits'"
+        " running, ready and started counts (at most three commands): older samples are refreshed, newer"
+        " ones served.",
     )
     metrics_sample_timeout_seconds: float = Field(
         default=2.0,
         gt=0,
         le=60,
-        description="Longest the task-count sample may run in MongoDB (`maxTimeMS`); past it the previous"
-        " sample is kept and the scrape answers at once.",
+        description="Longest the task-count sample (and, apart, the limits' sample) may run in MongoDB"
+        " (`maxTimeMS`); past it the previous sample is kept and the scrape answers at once.",
     )
     auth_anonymous_scopes: Annotated[list[Literal["read", "write", "admin"]], NoDecode] = Field(
         default_factory=list,

@@ -450,7 +450,30 @@ def _agent_task_case(op: str) -> CaseFor:
     return lambda a, b: _rest_agent_tasks(a, b)[op]
 
 
+def _steer_rest(method: str, path: str, body: dict[str, Any] | None) -> CaseFor:
+    """A limit's route (`PUT`/`DELETE /concurrency-limits/{scope}/{key}`…), as `_steer` for GraphQL."""
+    return lambda a, b: Case(
+        attacks=[
+            (Rest(method, f"/{path}/agent/B", body), "B"),
+            (Rest(method, f"/{path}/workflow/{a.m}", body), None),
+            (Rest(method, f"/{path}/key/gpu", body), None),
+        ],
+        own=Rest(method, f"/{path}/agent/A", body),
+    )
+
+
 REST_CASES: dict[tuple[str, str], CaseFor] = {
+    # Limits, rates and policies, as over GraphQL (`_steer`).
+    ("concurrency-limits", "set_concurrency_limit"): _steer_rest("PUT", "concurrency-limits", {"max": 3}),
+    ("concurrency-limits", "clear_concurrency_limit"): _steer_rest("DELETE", "concurrency-limits", None),
+    ("start-rate-limits", "set_start_rate_limit"): _steer_rest(
+        "PUT", "start-rate-limits", {"max": 3, "per": "minute"}
+    ),
+    ("start-rate-limits", "clear_start_rate_limit"): _steer_rest("DELETE", "start-rate-limits", None),
+    ("claim-policies", "set_claim_policy"): lambda a, b: Case(
+        attacks=[(Rest("PUT", "/claim-policies/B", {"policy": "FAIR_BY_WORKFLOW"}), "B")],
+        own=Rest("PUT", "/claim-policies/A", {"policy": "FAIR_BY_WORKFLOW"}),
+    ),
     **_rest_level("meta-tasks", "task_id", lambda x: x.m, None, None, {"personality_type": "p"}),
     **_rest_level(
         "sub-tasks", "sub_task_id", lambda x: x.s, "task_id", lambda x: x.m, {"personality_type": "p"}

@@ -210,15 +210,24 @@ def declared_codes(answer: dict[str, Any]) -> list[str]:
     return narrowed["properties"]["error"]["properties"]["code"]["enum"]
 
 
+#: Path parameters that take the rest of the path (`routes.TAIL_PARAMETERS`: a key may hold `/`).
+_TAIL = ("key", "agent_name")
+#: The paths the route table serves under: the entities' and the steering resources'.
+REST_PREFIXES = tuple(sorted({f"/{route.entity.path}" for route in ROUTES}))
+
+
 def _template_regex(template: str) -> re.Pattern[str]:
-    return re.compile(re.sub(r"\\{id\\}", "[^/]+", re.escape(template)))
+    def parameter(match: re.Match[str]) -> str:
+        return ".+" if match[1] in _TAIL else "[^/]+"
+
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", parameter, re.escape(template)))
 
 
 def check_declared(document: dict[str, Any], method: str, path: str, status: int, body: bytes) -> None:
     """The answer's status (and error code) is one the OpenAPI document declares for its operation; a
     405 only for a method the document has no operation for. The operation is found as the router finds
     it: the first path (in route table order) that matches and has the method."""
-    if method == "HEAD" or not path.startswith((*(f"/{e.path}" for e in ENTITIES), "/openapi.json")):
+    if method == "HEAD" or not path.startswith((*REST_PREFIXES, "/openapi.json")):
         return
     matching = [
         item for template, item in document["paths"].items() if _template_regex(template).fullmatch(path)
@@ -744,7 +753,7 @@ async def test_the_default_page_size_comes_from_the_settings(
 
 def _app_rest_routes(settings: Settings) -> set[tuple[str, str]]:
     app = create_app(settings)
-    prefixes = tuple(f"/{e.path}" for e in ENTITIES)
+    prefixes = REST_PREFIXES
     return {
         (method, route.path)
         for route in app.routes
@@ -763,7 +772,8 @@ async def test_openapi_lists_exactly_the_routes_of_the_app(
     documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     assert documented == _app_rest_routes(settings)
     # (then POST /agent-tasks/{id}/cancel, /pause and /resume, and the four bulk actions)
-    assert len(documented) == 7 * 5 + 3 + 1 + 1 + 2 + 4
+    # and the steering routes: three for each kind of limit, two for claim policies, one claim queue)
+    assert len(documented) == 7 * 5 + 3 + 1 + 1 + 2 + 4 + 3 + 3 + 2 + 1
 
     schemas = document["components"]["schemas"]
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', response.text))
@@ -874,7 +884,7 @@ _PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _concrete(template: str) -> str:
-    return template.replace("{id}", "x")
+    return re.sub(r"\{\w+\}", "x", template)
 
 
 async def test_405_answers_allow_every_method_the_path_serves(client: httpx.AsyncClient) -> None:
@@ -884,11 +894,7 @@ async def test_405_answers_allow_every_method_the_path_serves(client: httpx.Asyn
     table = [(r.path, r.operation.method) for r in ROUTES] + [("/openapi.json", "GET")]
     for template in sorted(templates):
         path = _concrete(template)
-        expected = {
-            method
-            for other, method in table
-            if re.fullmatch(re.sub(r"\\{id\\}", "[^/]+", re.escape(other)), path)
-        }
+        expected = {method for other, method in table if _template_regex(other).fullmatch(path)}
         if "GET" in expected:
             expected.add("HEAD")
         served: set[str] = set()

@@ -311,5 +311,5 @@ def test_the_documented_scope_table_is_the_code_table() -> None:
             (root, name) for root, fields in GRAPHQL.items() for name, s in fields.items() if s is scope
         }
         assert listed == wanted, scope
-        methods = {op.name for op in OPERATIONS if f"`{op.method} /<entity>{op.suffix}`" in rest_cell}
+        methods = {op.name for op in OPERATIONS if f"`{op.method} {op.documented_path}`" in rest_cell}
         assert methods == {name for name, s in REST.items() if s is scope}, scope

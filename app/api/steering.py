@@ -14,10 +14,15 @@ from app.api.errors import UserInputError
 from app.api.results import ForbiddenError, ValidationError, capture
 from app.domain import utcnow
 from app.lifecycle.errors import Invalid
-from app.lifecycle.steering import AgentQueue, LimitView, Policy, RateView, Scope, Steering
-
-#: How far `claimQueue` counts the tasks of one agent or group before it stops (its `capped` says so).
-QUEUE_COUNT_CAP = 10_000
+from app.lifecycle.steering import (
+    QUEUE_COUNT_CAP,
+    AgentQueue,
+    LimitView,
+    Policy,
+    RateView,
+    Scope,
+    Steering,
+)
 
 
 @strawberry.enum(name="ConcurrencyScope", description="What a concurrency limit counts over.")
@@ -252,11 +257,8 @@ class SteeringMutation:
         steering = _steering(info)
 
         async def work() -> SetStartRateLimitSuccess:
-            await steering.set_rate(Scope(scope.value), key, max, per.value, utcnow())
-            views = [
-                v for v in await steering.rates(utcnow()) if v.scope.value == scope.value and v.key == key
-            ]
-            return SetStartRateLimitSuccess(limit=rate_type(views[0]))
+            view = await steering.set_rate(Scope(scope.value), key, max, per.value, utcnow())
+            return SetStartRateLimitSuccess(limit=rate_type(view))
 
         return await capture(work())  # type: ignore[return-value]
 

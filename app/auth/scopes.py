@@ -4,7 +4,8 @@
 - `write`: creating tasks and outputs, editing them, the lifecycle (claim, start, heartbeat, progress,
   complete, fail, retry, cancel, pause, resume, and their bulk forms), finalizing, recording events.
 - `admin`: deletes (a cascade removes whole subtrees, and their history stays without them), API key
-  management, `purgeTasks` and `storage` (docs/RETENTION.md).
+  management, `purgeTasks` and `storage` (docs/RETENTION.md), and setting concurrency limits, start rate
+  limits and claim policies (docs/STEERING.md).
 - none: `viewer`, the caller's own kind and scopes (so a page can tell which controls to show).
 
 GraphQL checks each operation's root fields against `GRAPHQL` before anything runs (`app.api.access`),
@@ -137,6 +138,16 @@ REST: dict[str, Scope] = {
     "pause_many": W,
     "resume_many": W,
     "delete": A,
+    # Concurrency limits, start rate limits and claim policies (docs/STEERING.md), as their GraphQL fields.
+    "list_concurrency_limits": R,
+    "list_start_rate_limits": R,
+    "get_claim_policy": R,
+    "get_claim_queue": R,
+    "set_concurrency_limit": A,
+    "clear_concurrency_limit": A,
+    "set_start_rate_limit": A,
+    "clear_start_rate_limit": A,
+    "set_claim_policy": A,
 }
 
 

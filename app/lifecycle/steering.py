@@ -99,6 +99,9 @@ MAX_LIMIT = 1_000_000
 FIFO_LOOKAHEAD = 8
 #: How many tasks of one group a claim looks at past a head blocked by another group's limit.
 GROUP_LOOKAHEAD = 8
+#: How far a claim queue (`queue`: GraphQL `claimQueue`, REST `GET /claim-queues/{agent_name}`) counts the
+#: tasks of one agent or group before it stops (its `capped` says so).
+QUEUE_COUNT_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,28 @@ class RateView:
     per_seconds: int
     started: int
     next_window_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class LimitSample:
+    """A concurrency limit with the tasks in progress and claimable now under it (`/metrics`)."""
+
+    scope: Scope
+    key: str
+    max: int
+    running: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class SteeringSample:
+    """What `/metrics` shows of the limits: the first limits and rates by id (`cap` of each) and how many
+    of each are set in all."""
+
+    limits: list[LimitSample]
+    rates: list[RateView]
+    limits_set: int
+    rates_set: int
 
 
 @dataclass
@@ -277,6 +302,16 @@ class Steering:
         await store.set_policy(self.db, agent_name, policy.value, now)
         await self.refresh(force=True)
 
+    async def policy_of(self, agent_name: str) -> Policy:
+        """The agent's claim policy as stored now (FIFO: none set, or a value this server does not know,
+        as a claim reads it)."""
+        check_key(agent_name, "agentName")
+        stored = await store.policy(self.db, agent_name)
+        try:
+            return Policy(stored) if stored is not None else Policy.FIFO
+        except ValueError:
+            return Policy.FIFO
+
     async def limits(self) -> list[LimitView]:
         """Every limit with its running count (read afresh)."""
         await self.refresh(force=True)
@@ -340,13 +375,24 @@ class Steering:
 
     async def set_rate(
         self, scope: Scope, key: str, maximum: int, per_seconds: int, now: dt.datetime
-    ) -> None:
+    ) -> RateView:
+        """Set (or change) a start rate limit; the limit as stored, with its current window."""
         check_key(key, "key")
         check_own(scope, key)
         if not 1 <= maximum <= MAX_LIMIT:
             raise Invalid("max", f"max must be between 1 and {MAX_LIMIT}, got {maximum}")
+        lid = store.limit_id(scope.value, key)
+        # As for concurrency limits: each process loads at most `max_limits` of them (`refresh`), so one
+        # more would be stored and never enforced.
+        if lid not in self._rates and await store.count_rates(self.db) >= self.max_limits:
+            raise Invalid(
+                "key", f"there are already {self.max_limits} start rate limits (MAX_CONCURRENCY_LIMITS)"
+            )
         await store.set_rate(self.db, scope.value, key, maximum, per_seconds, now)
         await self.refresh(force=True)
+        window = _window(now, per_seconds)
+        started = len(await store.window_starts(self.db, lid, window, maximum))
+        return RateView(scope, key, maximum, per_seconds, started, _window_end(window, per_seconds))
 
     async def clear_rate(self, scope: Scope, key: str) -> bool:
         check_key(key, "key")
@@ -365,6 +411,57 @@ class Steering:
             started = len(await store.window_starts(self.db, lid, window, maximum))
             out.append(RateView(Scope(scope), key, maximum, per, started, _window_end(window, per)))
         return out
+
+    async def sample(self, now: dt.datetime, cap: int, seconds: float) -> SteeringSample:
+        """The limits' visible state for `/metrics`, read afresh within `seconds` in all: the first `cap`
+        concurrency limits and start rate limits (by scope, then key) with, for each limit, the tasks in
+        progress and claimable now under it, and for each rate limit the starts of its current window.
+
+        At most three commands: one aggregation for the limits and rates set (`store.sample_settings`), one
+        over the tasks under the listed limits (`store.sample_counts`: it reads their unfinished tasks, so
+        `/metrics` samples it at most every METRICS_SAMPLE_SECONDS), one over the listed rates' windows
+        (`store.sample_starts`); the last two only when there is such a limit."""
+        with store.sampling(seconds):
+            limit_docs, limits_set, rate_docs, rates_set = await store.sample_settings(self.db, cap)
+            limits: list[tuple[Scope, str, int]] = []
+            for doc in limit_docs:
+                name, _, key = str(doc["_id"]).partition(":")
+                if name in _SCOPES and isinstance(doc.get("max"), int):  # foreign documents are left out
+                    limits.append((Scope(name), key, int(doc["max"])))
+            keys: dict[str, list[str]] = {}
+            for scope, key, _ in limits:
+                keys.setdefault(scope.value, []).append(key)
+            counts = await store.sample_counts(self.db, keys, now)
+            rates: list[tuple[str, int, int]] = []
+            for doc in rate_docs:
+                lid, maximum, per = str(doc["_id"]), doc.get("max"), doc.get("per_seconds")
+                if (
+                    lid.partition(":")[0] in _SCOPES
+                    and isinstance(maximum, int)
+                    and isinstance(per, int)
+                    and per > 0
+                ):
+                    rates.append((lid, maximum, per))
+            starts = await store.sample_starts(self.db, {lid: _window(now, per) for lid, _, per in rates})
+        return SteeringSample(
+            limits=[
+                LimitSample(scope, key, maximum, *counts.get(store.limit_id(scope.value, key), (0, 0)))
+                for scope, key, maximum in limits
+            ],
+            rates=[
+                RateView(
+                    Scope(lid.partition(":")[0]),
+                    lid.partition(":")[2],
+                    maximum,
+                    per,
+                    starts.get(lid, 0),
+                    _window_end(_window(now, per), per),
+                )
+                for lid, maximum, per in rates
+            ],
+            limits_set=limits_set,
+            rates_set=rates_set,
+        )
 
     def release(self, pick: Pick | None, agent_name: str) -> None:
         """A claim attempt ended (committed, retried or failed): its slots are no longer in flight here."""
@@ -704,6 +801,8 @@ class Steering:
             f"claimable tasks wait on {len(blocked)} full concurrency limit{plural}: {', '.join(parts)}{more}"
         )
 
+
+_SCOPES = frozenset(scope.value for scope in Scope)
 
 #: Prefix of a start rate limit's entries among the limits in flight here.
 _RATE = "rate|"

@@ -6,7 +6,7 @@ generated from the same table. A method a path does not serve answers 405 with a
 every method of every route matching that path. Modules: `entities` (the seven entities), `models`
 (pydantic bodies and answers derived from the collection specs), `bodies` (reading JSON), `documents` (the
 seed's JSON shape), `actions` (service calls), `handlers`, `routes`, `openapi`, `errors` (status codes, in
-one place).
+one place), `steering` (the routes of concurrency limits, start rate limits, claim policies and queues).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from app.auth.scopes import REST
 from app.rest.errors import json_errors
 from app.rest.handlers import HANDLERS
 from app.rest.openapi import openapi_endpoint
-from app.rest.routes import OPENAPI_PATH, ROUTES
+from app.rest.routes import OPENAPI_PATH, ROUTES, Resource, RestRoute, register_convertors
+from app.rest.steering import STEERING_HANDLERS
 
 __all__ = ["rest_routes"]
 
@@ -39,9 +40,13 @@ class _RestRoute(Route):
     path matches (`/meta-tasks/query` is also `/meta-tasks/{id}`).
     """
 
-    def __init__(self, *args: Any, siblings: list[Route], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, siblings: list[Route], template: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.siblings = siblings
+        if template is not None:
+            # Matching uses the compiled pattern (`{key:tail}`); `path` is what the request metrics and
+            # the access log name the route by: the OpenAPI document's template (`{key}`).
+            self.path = template
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
@@ -54,16 +59,25 @@ class _RestRoute(Route):
         await super().handle(scope, receive, send)
 
 
+def _endpoint(route: RestRoute) -> Any:
+    """The handler of a route: an entity operation's for its entity, or a steering operation's own."""
+    if isinstance(route.entity, Resource):
+        return STEERING_HANDLERS[route.operation.name]
+    return HANDLERS[route.operation.name](route.entity)
+
+
 def rest_routes() -> list[Route]:
     """The Starlette routes of the REST API, `/openapi.json` included."""
+    register_convertors()
     routes: list[Route] = []
     routes += [
         _RestRoute(
-            route.path,
-            json_errors(HANDLERS[route.operation.name](route.entity), REST[route.operation.name]),
+            route.route_path,
+            json_errors(_endpoint(route), REST[route.operation.name]),
             methods=[route.operation.method],
             name=route.operation_id,
             siblings=routes,
+            template=route.path,
         )
         for route in ROUTES
     ]

@@ -16,7 +16,7 @@ bodies and parameters (`ApiError`) are all mapped here, so a status code is deci
 | `FilterTooSlow` | 400 | `filter_too_slow` |
 | MongoDB unreachable (`failures.classify`) | 503, `Retry-After` | `database_unavailable` |
 | a MongoDB operation out of time | 504 | `database_timeout` |
-| a POST or PATCH not sent as JSON | 415 | `unsupported_media_type` |
+| a POST, PATCH or PUT not sent as JSON | 415 | `unsupported_media_type` |
 
 The last two are logged as one WARNING line, without a traceback. Anything else is logged and answered
 500 `internal`, without internals.
@@ -169,7 +169,7 @@ def json_errors(handler: Handler, scope: Scope | None = None) -> Handler:
                 state = request.app.state.agent_tasks
                 address = request.client.host if request.client else None
                 await limiter(state.extras, state.settings, state.store.db).hit(principal, scope, address)
-            if request.method in ("POST", "PATCH"):
+            if request.method in ("POST", "PATCH", "PUT"):
                 check_json_media_type(request)
             state = request.app.state.agent_tasks  # fail fast while MongoDB is down (`require_database`)
             await require_database(state.store.db, state.settings.mongodb_server_selection_timeout_seconds)
@@ -189,9 +189,9 @@ def json_errors(handler: Handler, scope: Scope | None = None) -> Handler:
 
 
 def check_json_media_type(request: Request) -> None:
-    """POST and PATCH must say `Content-Type: application/json` (or a `+json` type), with a body or
+    """POST, PATCH and PUT must say `Content-Type: application/json` (or a `+json` type), with a body or
     without: a browser sends any other type cross-origin without a CORS preflight, so this is what keeps a
-    page on another site from writing (CSRF)."""
+    page on another site from writing (CSRF; a PUT is preflighted anyway, and held to the same rule)."""
     header = request.headers.get("content-type", "")
     media_type = header.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not (

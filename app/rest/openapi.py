@@ -20,7 +20,8 @@ from app.rest.documents import RestJSONResponse
 from app.rest.entities import Entity, Kind
 from app.rest.errors import ERROR_CODES
 from app.rest.models import MODELS, BulkAnswer, BulkRequest, Deleted, ErrorResponse
-from app.rest.routes import OPENAPI_PATH, ROUTES, RestRoute
+from app.rest.routes import OPENAPI_PATH, ROUTES, Resource, RestRoute
+from app.rest.steering import OPERATION_PARAMETERS, PARAMETERS, STEERING_SCHEMAS
 from app.settings import Settings
 
 _REF = "#/components/schemas/{model}"
@@ -48,8 +49,10 @@ _CODE_TEXT = {
     "bad_filter": "a refused filter: $where, $function or another operator not allowed, an unknown field, a"
     " value of the wrong type, a filter too deep or too large; or an empty one where a bulk action needs one",
     "bad_cursor": "an `after` cursor this server did not issue (or issued for another sort)",
-    "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, `scope`, or `If-Match`"
-    " (not a version, disagreeing with `expected_version`, or sent where there is no version)",
+    "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, `scope`, `by`, or"
+    " `If-Match` (not a version, disagreeing with `expected_version`, or sent where there is no version);"
+    " or a bad path parameter of a steering route: `scope` (agent, workflow or key), `key` or `agent_name`"
+    " (empty, over 200 characters, a control character)",
     "untrusted_host": "the `Host` header names a host this server does not answer to (TRUSTED_HOSTS)",
     "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
     "unauthenticated": "no valid credentials: the `Authorization: Bearer` API key or token is malformed,"
@@ -57,7 +60,9 @@ _CODE_TEXT = {
     "rate_limited": "the caller's budget for this scope is spent (RATE_LIMIT_READ / _WRITE / _ADMIN per key,"
     " RATE_LIMIT_ANONYMOUS per address): wait `Retry-After` seconds (`retry_after`)",
     "forbidden": "the key or token lacks the scope this route needs (`required_scope`), or is bound to agents"
-    " and the write touches another agent's task (`agent_name`: that task's agent; null: none)",
+    " and the write touches another agent's task (`agent_name`: that task's agent; null: none), or sets"
+    " another agent's limit or policy (`agent_name`), or a workflow's or a concurrency key's limit (they span"
+    " agents: `agent_name` null)",
     "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
     " output not created yet)",
     "conflict": "the id is taken (or the output exists), the task has children and `cascade` is not set, the"
@@ -66,12 +71,13 @@ _CODE_TEXT = {
     "refused": "the task is finalized (it refuses edits, moves, deletes, new children and output changes),"
     " or already finalized",
     "payload_too_large": "a body over MAX_BODY_BYTES (1 MiB by default), refused before it is read whole",
-    "unsupported_media_type": "a POST or PATCH not sent as `application/json` (or another `+json` type):"
+    "unsupported_media_type": "a POST, PATCH or PUT not sent as `application/json` (or another `+json` type):"
     " what keeps a page on another origin from sending it without a CORS preflight",
     "idempotency_key_reused": "an `Idempotency-Key` already used with a different request body",
     "unknown_field": "a body field that does not exist, or that only the server writes",
     "invalid": "a body value of the wrong type or one the services refuse (an unknown dependency, a cycle,"
-    " an id too long), or an `Idempotency-Key` too long or already used for another operation",
+    " an id too long, a limit's `max` outside 1 to 1,000,000, a new limit beyond MAX_CONCURRENCY_LIMITS), or"
+    " an `Idempotency-Key` too long or already used for another operation",
     "internal": "a bug; it is logged, and the answer says nothing more",
     "filter_too_slow": "the filter ran in MongoDB longer than the server allows (FILTER_MAX_TIME_MS) and was"
     " stopped; `limit_ms` says the limit",
@@ -108,6 +114,10 @@ def _schemas() -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
         ("", "bulk_request", BulkRequest, "validation"),
         ("", "bulk_answer", BulkAnswer, "serialization"),
     ]
+    for name, schemas in STEERING_SCHEMAS.items():
+        wanted.append((name, "answer", schemas.answer, "serialization"))
+        if schemas.body is not None:
+            wanted.append((name, "body", schemas.body, "validation"))
     key_map, top = models_json_schema([(m, mode) for _, _, m, mode in wanted], ref_template=_REF)  # type: ignore[misc]  # mode is one of pydantic's two literals
     refs = {(path, role): key_map[(model, mode)] for path, role, model, mode in wanted}  # type: ignore[index]
     return refs, top.get("$defs", {})
@@ -119,6 +129,7 @@ def _json(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
     entity, op = route.entity, route.operation.name
+    assert isinstance(entity, Entity)  # steering routes: `_steering_operation`
     params: list[dict[str, Any]] = []
     if "{id}" in route.path:
         params.append(
@@ -220,6 +231,7 @@ def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
 
 def _request_body(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any] | None:
     entity, op = route.entity, route.operation.name
+    assert isinstance(entity, Entity)  # steering routes: `_steering_operation`
     if op in ("create", "update"):
         return {"required": True, **_json(refs[(entity.path, op)])}
     if op.endswith("_many"):
@@ -246,6 +258,7 @@ def _request_body(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]])
 
 def _responses(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     entity, op = route.entity, route.operation
+    assert isinstance(entity, Entity)  # steering routes: `_steering_operation`
     success = {
         "get": refs[(entity.path, "document")],
         "create": refs[(entity.path, "document")],
@@ -288,7 +301,36 @@ def _error_response(status: int, codes: list[str], error_ref: dict[str, Any]) ->
     return answer
 
 
+def _steering_operation(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) -> Any:
+    """A steering route (`app/rest/steering.py`): its parameters, body and answer from that module."""
+    op = route.operation
+    assert isinstance(route.entity, Resource)
+    answer = {"description": _STATUS_TEXT[op.success], **_json(refs[(op.name, "answer")])}
+    responses: dict[str, Any] = {str(op.success): answer}
+    by_status: dict[int, list[str]] = {}
+    for code in route.error_codes:
+        by_status.setdefault(ERROR_CODES[code], []).append(code)
+    for status, codes in sorted(by_status.items()):
+        responses[str(status)] = _error_response(status, codes, refs[("", "error")])
+    operation: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": op.summary,
+        "description": f"Needs the `{REST[op.name].value}` scope (see Access control; docs/STEERING.md).",
+        "tags": [route.entity.name],
+        "parameters": [
+            {"name": name, "required": PARAMETERS[name]["in"] == "path", **PARAMETERS[name]}
+            for name in OPERATION_PARAMETERS.get(op.name, ())
+        ],
+        "responses": responses,
+    }
+    if STEERING_SCHEMAS[op.name].body is not None:
+        operation["requestBody"] = {"required": True, **_json(refs[(op.name, "body")])}
+    return operation
+
+
 def _operation(route: RestRoute, settings: Settings, refs: dict[tuple[str, str], dict[str, Any]]) -> Any:
+    if isinstance(route.entity, Resource):
+        return _steering_operation(route, refs)
     entity: Entity = route.entity
     operation: dict[str, Any] = {
         "operationId": route.operation_id,

@@ -13,11 +13,29 @@ can list a route the other lacks.
 | cancel | `POST /<entity>/{id}/cancel?scope=task|subtree&reason=` (agent tasks) | 200 the document |
 | pause, resume | `POST /<entity>/{id}/pause?scope=task|subtree&reason=` (and `/resume`) | 200 the document |
 | retry_many (cancel_, pause_, resume_) | `POST /<entity>/retry` (`/cancel`…), filter body | 200 the counts |
+
+Beside the entities, the steering settings (docs/STEERING.md, "Concurrency limits and fairness") are
+resources of their own, one route per operation (`Operation.resource`), with the semantics, scopes and
+refusals of their GraphQL fields:
+
+| operation | method and path | GraphQL |
+|---|---|---|
+| list_concurrency_limits | `GET /concurrency-limits` | `concurrencyLimits` |
+| set_concurrency_limit | `PUT /concurrency-limits/{scope}/{key}`, body `{"max"}` | `setConcurrencyLimit` |
+| clear_concurrency_limit | `DELETE /concurrency-limits/{scope}/{key}` | `clearConcurrencyLimit` |
+| list_start_rate_limits | `GET /start-rate-limits` | `startRateLimits` |
+| set_start_rate_limit | `PUT /start-rate-limits/{scope}/{key}`, body `{"max", "per"}` | `setStartRateLimit` |
+| clear_start_rate_limit | `DELETE /start-rate-limits/{scope}/{key}` | `clearStartRateLimit` |
+| get_claim_policy | `GET /claim-policies/{agent_name}` | `claimQueue { policy }` |
+| set_claim_policy | `PUT /claim-policies/{agent_name}`, body `{"policy"}` | `setClaimPolicy` |
+| get_claim_queue | `GET /claim-queues/{agent_name}?by=workflow|key` | `claimQueue` |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.rest.entities import ENTITIES, Entity, Kind
 
@@ -26,8 +44,41 @@ _ALL = frozenset(Kind)
 
 
 @dataclass(frozen=True)
+class Resource:
+    """A REST resource that is not a stored entity: a steering setting (`app/rest/steering.py`)."""
+
+    path: str
+    name: str
+    label: str
+
+
+#: Path parameters that take the rest of the path: a workflow id, concurrency key or agent name may hold
+#: `/` (e.g. `openai/gpt-4o`), which a client sends as `%2F` and the server receives decoded.
+TAIL_PARAMETERS = ("key", "agent_name")
+
+
+class TailConvertor(Convertor[str]):
+    """The rest of the path, `/` and control characters included: Starlette's own `path` convertor stops
+    at a newline, so `%0A` in a key would answer 404 instead of the 400 that names the parameter."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def register_convertors() -> None:
+    """Make `{name:tail}` known to Starlette's router (idempotent; called before the routes are built)."""
+    register_url_convertor("tail", TailConvertor())
+
+
+@dataclass(frozen=True)
 class Operation:
-    """One kind of REST operation; `summary` is formatted with the entity's label."""
+    """One kind of REST operation; `summary` is formatted with the entity's label. An entity operation
+    has a route per entity of `kinds`; a steering operation (`resource`) one route, on its resource."""
 
     name: str
     method: str
@@ -39,6 +90,12 @@ class Operation:
     #: `forbidden` (403: app/auth/scopes.py), `untrusted_host` (400), `internal` (500) and the database's
     #: `database_unavailable` (503) and `database_timeout` (504) are added to all.
     errors: tuple[str, ...] = ()
+    resource: Resource | None = None
+
+    @property
+    def documented_path(self) -> str:
+        """The path as docs/ACCESS.md writes it: `/<entity>/{id}`, or the resource's own path."""
+        return f"/{self.resource.path if self.resource else '<entity>'}{self.suffix}"
 
 
 _BODY = ("bad_json", "payload_too_large", "unsupported_media_type", "unknown_field", "invalid")  # JSON bodies
@@ -165,25 +222,140 @@ OPERATIONS += (
 )
 
 
+CONCURRENCY_LIMITS = Resource("concurrency-limits", "ConcurrencyLimit", "concurrency limit")
+START_RATE_LIMITS = Resource("start-rate-limits", "StartRateLimit", "start rate limit")
+CLAIM_POLICIES = Resource("claim-policies", "ClaimPolicy", "claim policy")
+CLAIM_QUEUES = Resource("claim-queues", "ClaimQueue", "claim queue")
+_LIMIT = "/{scope}/{key}"
+_AGENT = "/{agent_name}"
+#: A steering write: its path parameters (`bad_parameter`), its JSON body, an agent-bound key's refusal
+#: (`forbidden`, added to all) and the number of limits (`invalid`, MAX_CONCURRENCY_LIMITS).
+_SETTING = (*_BODY, "bad_parameter")
+OPERATIONS += (
+    Operation(
+        "list_concurrency_limits",
+        "GET",
+        "",
+        200,
+        "Every concurrency limit, with the tasks in progress under it now (GraphQL `concurrencyLimits`).",
+        kinds=frozenset(),
+        resource=CONCURRENCY_LIMITS,
+    ),
+    Operation(
+        "set_concurrency_limit",
+        "PUT",
+        _LIMIT,
+        200,
+        "Set (or change) a concurrency limit: claims never start a task while `max` tasks under it are in"
+        " progress; running tasks are not stopped when it is lowered (GraphQL `setConcurrencyLimit`).",
+        kinds=frozenset(),
+        errors=_SETTING,
+        resource=CONCURRENCY_LIMITS,
+    ),
+    Operation(
+        "clear_concurrency_limit",
+        "DELETE",
+        _LIMIT,
+        200,
+        "Remove a concurrency limit; `cleared` says whether there was one (GraphQL `clearConcurrencyLimit`).",
+        kinds=frozenset(),
+        errors=("bad_parameter",),
+        resource=CONCURRENCY_LIMITS,
+    ),
+    Operation(
+        "list_start_rate_limits",
+        "GET",
+        "",
+        200,
+        "Every start rate limit, with the starts of its current window (GraphQL `startRateLimits`).",
+        kinds=frozenset(),
+        resource=START_RATE_LIMITS,
+    ),
+    Operation(
+        "set_start_rate_limit",
+        "PUT",
+        _LIMIT,
+        200,
+        "Set (or change) a start rate limit: at most `max` claims start tasks under it per fixed window of"
+        " `per`, across every server process (GraphQL `setStartRateLimit`).",
+        kinds=frozenset(),
+        errors=_SETTING,
+        resource=START_RATE_LIMITS,
+    ),
+    Operation(
+        "clear_start_rate_limit",
+        "DELETE",
+        _LIMIT,
+        200,
+        "Remove a start rate limit; `cleared` says whether there was one (GraphQL `clearStartRateLimit`).",
+        kinds=frozenset(),
+        errors=("bad_parameter",),
+        resource=START_RATE_LIMITS,
+    ),
+    Operation(
+        "get_claim_policy",
+        "GET",
+        _AGENT,
+        200,
+        "How an agent's claims choose among its ready tasks (FIFO when none was set).",
+        kinds=frozenset(),
+        errors=("bad_parameter",),
+        resource=CLAIM_POLICIES,
+    ),
+    Operation(
+        "set_claim_policy",
+        "PUT",
+        _AGENT,
+        200,
+        "Set how an agent's claims choose among its ready tasks (GraphQL `setClaimPolicy`).",
+        kinds=frozenset(),
+        errors=_SETTING,
+        resource=CLAIM_POLICIES,
+    ),
+    Operation(
+        "get_claim_queue",
+        "GET",
+        _AGENT,
+        200,
+        "An agent's claim queue: ready, running, held back by limits, per workflow or key (GraphQL"
+        " `claimQueue`).",
+        kinds=frozenset(),
+        errors=("bad_parameter",),
+        resource=CLAIM_QUEUES,
+    ),
+)
+
+
 @dataclass(frozen=True)
 class RestRoute:
-    entity: Entity
+    entity: Entity | Resource
     operation: Operation
 
     @property
     def path(self) -> str:
+        """The path template as the OpenAPI document writes it (`/concurrency-limits/{scope}/{key}`)."""
         return f"/{self.entity.path}{self.operation.suffix}"
+
+    @property
+    def route_path(self) -> str:
+        """The path template Starlette matches: a tail parameter takes the rest of the path, `/` too."""
+        path = self.path
+        for name in TAIL_PARAMETERS:
+            path = path.replace(f"{{{name}}}", f"{{{name}:tail}}")
+        return path
 
     @property
     def operation_id(self) -> str:
         first, *rest = self.operation.name.split("_")  # retry_many → retryMany
-        return f"{first}{''.join(part.title() for part in rest)}{self.entity.name}"
+        camel = f"{first}{''.join(part.title() for part in rest)}"
+        return camel if isinstance(self.entity, Resource) else f"{camel}{self.entity.name}"
 
     @property
     def error_codes(self) -> tuple[str, ...]:
         """Every error code this route can answer with, the edge's and the server-side ones last."""
         codes = self.operation.errors
-        if self.operation.name == "delete" and self.entity.kind is not Kind.TASK:
+        entity = self.entity
+        if self.operation.name == "delete" and isinstance(entity, Entity) and entity.kind is not Kind.TASK:
             codes = tuple(c for c in codes if c != "bad_parameter")  # only tasks take `cascade`
         return (
             *codes,
@@ -202,4 +374,4 @@ ROUTES: tuple[RestRoute, ...] = tuple(
     for entity in ENTITIES
     for operation in OPERATIONS
     if entity.kind in operation.kinds
-)
+) + tuple(RestRoute(op.resource, op) for op in OPERATIONS if op.resource is not None)

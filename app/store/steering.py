@@ -10,9 +10,11 @@ the claim composes them into its transaction; they hold no rules.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
+import pymongo
 from pymongo import ReturnDocument
 
 from app.store.collections import (
@@ -29,7 +31,7 @@ from app.store.collections import (
     START_RATE_LIMITS,
     START_WINDOWS,
 )
-from app.store.types import Db, Doc, Session
+from app.store.types import BACKGROUND, Db, Doc, Session
 
 #: The state field each limit scope counts on.
 SCOPE_FIELDS = {"agent": "agent_name", "workflow": "workflow_id", "key": "concurrency_key"}
@@ -116,6 +118,10 @@ async def all_rates(db: Db, cap: int) -> list[Doc]:
     return [doc async for doc in cursor]
 
 
+async def count_rates(db: Db) -> int:
+    return await db[START_RATE_LIMITS.name].count_documents({})
+
+
 async def set_rate(db: Db, scope: str, key: str, maximum: int, per_seconds: int, now: dt.datetime) -> None:
     await db[START_RATE_LIMITS.name].update_one(
         {"_id": limit_id(scope, key)},
@@ -159,6 +165,12 @@ async def take_start(
 async def all_policies(db: Db, cap: int) -> list[Doc]:
     cursor = db[CLAIM_POLICIES.name].find({}, {"policy": 1}, limit=cap)
     return [doc async for doc in cursor]
+
+
+async def policy(db: Db, agent_name: str) -> str | None:
+    """The agent's stored claim policy (None: none, FIFO)."""
+    doc = await db[CLAIM_POLICIES.name].find_one({"_id": agent_name}, {"policy": 1})
+    return None if doc is None else str(doc.get("policy"))
 
 
 async def set_policy(db: Db, agent_name: str, policy: str, now: dt.datetime) -> None:
@@ -309,6 +321,137 @@ async def mark_served(db: Db, agent_name: str, group: Any, now: dt.datetime, ses
 
 def served_id(agent_name: str, group: Any) -> str:
     return f"{agent_name}{SEP}{'' if group is None else group}"
+
+
+# ----------------------------------------------------------------------- /metrics
+
+
+async def sample_settings(db: Db, cap: int) -> tuple[list[Doc], int, list[Doc], int]:
+    """The first `cap` concurrency limits and start rate limits (by id) and how many of each are set, in
+    one command: an aggregation on `concurrency_limits` with `$unionWith` on `start_rate_limits`."""
+
+    def listed(fields: Doc, kind: str) -> list[Doc]:
+        items = [{"$sort": {"_id": 1}}, {"$limit": cap}, {"$project": fields}]
+        return [{"$facet": {"n": [{"$count": "n"}], "items": items}}, {"$set": {"kind": kind}}]
+
+    cursor = await db[CONCURRENCY_LIMITS.name].aggregate(
+        [
+            *listed({"max": 1}, "limits"),
+            {
+                "$unionWith": {
+                    "coll": START_RATE_LIMITS.name,
+                    "pipeline": listed({"max": 1, "per_seconds": 1}, "rates"),
+                }
+            },
+        ],
+        comment=BACKGROUND,
+    )
+    out: dict[str, tuple[list[Doc], int]] = {"limits": ([], 0), "rates": ([], 0)}
+    async for doc in cursor:
+        counted = doc.get("n") or [{}]
+        out[doc["kind"]] = (list(doc.get("items") or []), int(counted[0].get("n", 0)))
+    return (*out["limits"], *out["rates"])
+
+
+def _due(now: dt.datetime) -> Doc:
+    """The claim gate (`steering._gate`) as an expression: pending or retrying, due, not expired."""
+    return {
+        "$and": [
+            {"$in": ["$status", ["pending", "retrying"]]},
+            {"$not": [{"$gt": ["$not_before", now]}]},
+            {"$not": [{"$gt": ["$next_attempt_at", now]}]},
+            {
+                "$or": [
+                    {"$eq": [{"$ifNull": ["$expires_at", None]}, None]},
+                    {"$gt": ["$expires_at", now]},
+                    {"$eq": [{"$type": "$expires_at"}, "string"]},
+                ]
+            },
+        ]
+    }
+
+
+async def sample_counts(
+    db: Db, keys: Mapping[str, Iterable[str]], now: dt.datetime
+) -> dict[str, tuple[int, int]]:
+    """(tasks in progress, tasks claimable now) under each limit, limit id → counts, in one aggregation:
+    the unfinished tasks of the limits' agents, workflows and keys (`keys`: scope → keys), counted per
+    scope in a `$facet`. It reads every unfinished task under those keys (the agent and workflow indexes;
+    for concurrency keys, the tasks by status): callers sample it, they do not run it per request."""
+    by_scope = {scope: sorted(set(values)) for scope, values in keys.items() if values}
+    if not by_scope:
+        return {}
+    due = _due(now)
+    facets: Doc = {}
+    for scope, values in by_scope.items():
+        field_name = SCOPE_FIELDS[scope]
+        facets[scope] = [
+            {"$match": {field_name: {"$in": values}}},
+            {
+                "$group": {
+                    "_id": f"${field_name}",
+                    "running": {"$sum": {"$cond": [{"$eq": ["$status", "in_progress"]}, 1, 0]}},
+                    "ready": {"$sum": {"$cond": [due, 1, 0]}},
+                }
+            },
+        ]
+    projected = dict.fromkeys(
+        ("status", "not_before", "next_attempt_at", "expires_at", *SCOPE_FIELDS.values()), 1
+    )
+    cursor = await db[AGENT_TASK_STATES.name].aggregate(
+        [
+            {
+                "$match": {
+                    "status": {"$in": ["in_progress", "pending", "retrying"]},
+                    "$or": [{SCOPE_FIELDS[scope]: {"$in": values}} for scope, values in by_scope.items()],
+                }
+            },
+            {"$project": {"_id": 0, **projected}},
+            {"$facet": facets},
+        ],
+        comment=BACKGROUND,
+    )
+    out: dict[str, tuple[int, int]] = {}
+    async for doc in cursor:
+        for scope in by_scope:
+            for group in doc.get(scope) or []:
+                out[limit_id(scope, str(group["_id"]))] = (int(group["running"]), int(group["ready"]))
+    return out
+
+
+async def sample_starts(db: Db, windows: Mapping[str, int]) -> dict[str, int]:
+    """The starts each rate limit allowed in one window (`windows`: limit id → window), limit id → count, in
+    one aggregation over the windows' ranges of `_id`s (the `_id` index)."""
+    if not windows:
+        return {}
+    ranges = {lid: window_prefix(lid, window) for lid, window in windows.items()}
+
+    def within(prefix: str) -> Doc:
+        return {"$and": [{"$gte": ["$_id", prefix]}, {"$lt": ["$_id", prefix[:-1] + "$"]}]}
+
+    cursor = await db[START_WINDOWS.name].aggregate(
+        [
+            {"$match": {"$or": [{"_id": {"$gte": p, "$lt": p[:-1] + "$"}} for p in ranges.values()]}},
+            {
+                "$group": {
+                    "_id": {
+                        "$switch": {
+                            "branches": [{"case": within(p), "then": lid} for lid, p in ranges.items()],
+                            "default": None,
+                        }
+                    },
+                    "n": {"$sum": 1},
+                }
+            },
+        ],
+        comment=BACKGROUND,
+    )
+    return {doc["_id"]: int(doc["n"]) async for doc in cursor if doc["_id"] is not None}
+
+
+def sampling(seconds: float) -> AbstractContextManager[None]:
+    """Bound the commands run inside it to `seconds` in all (PyMongo's `timeout`: mongod stops too)."""
+    return pymongo.timeout(seconds)
 
 
 class _Marker:
