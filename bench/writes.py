@@ -908,15 +908,23 @@ def batch_claimer(http: httpx.AsyncClient, agent: str, batch: int) -> ClaimFn:
     return claim
 
 
-async def claim_tasks_missing(url: str, agent: str) -> str | None:
-    """Why the claimTasks runs are skipped (the server has no such mutation), or None. Asks once for an
-    agent that has no tasks; any other refusal is left to the runs, which count it as an error."""
+async def claim_tasks_missing(url: str, agent: str, batch: int) -> str | None:
+    """Why the claimTasks runs are skipped, or None: asked once, for `batch` tasks of an agent that has
+    none, the server must answer `ClaimTasksSuccess` (an empty `claimed`). A server without the mutation
+    answers a GraphQL error; one refusing `batch` an error result: either would only repeat in every
+    request of the runs."""
     async with http_client(url) as http:
-        outcome = await mutate(http, CLAIM_BATCH, {"agentName": agent, "max": 1}, "claimTasks")
-    error = outcome.graphql_error or ""
-    if "Cannot query field" in error or "Unknown type" in error:
-        return f"the server has no claimTasks mutation ({error}): the claimTasks runs are skipped"
-    return None
+        outcome = await mutate(http, CLAIM_BATCH, {"agentName": agent, "max": batch}, "claimTasks")
+    if outcome.typename == "ClaimTasksSuccess":
+        return None
+    if outcome.graphql_error and (
+        "Cannot query field" in outcome.graphql_error or "Unknown type" in outcome.graphql_error
+    ):
+        why = f"the server has no claimTasks mutation ({outcome.graphql_error})"
+    else:
+        message = (outcome.data or {}).get("message", "")
+        why = f"claimTasks(max: {batch}) answered {outcome.graphql_error or outcome.http_failure or f'{outcome.typename}: {message}'}"
+    return f"{why}: the claimTasks runs are skipped"
 
 
 async def drain(
@@ -1348,7 +1356,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
         ]
         if not args.no_claims and args.claim_batch > 0:
             urls, _ = run_servers(claim_counts[0])
-            batch_skipped = await claim_tasks_missing(urls[0], f"bench-probe-{run_id}")
+            batch_skipped = await claim_tasks_missing(urls[0], f"bench-probe-{run_id}", args.claim_batch)
             if batch_skipped:
                 log(batch_skipped)
                 kinds = [(kind, c) for kind, c in kinds if kind != BATCH]
