@@ -920,7 +920,8 @@ async def claim_tasks_missing(url: str, agent: str, batch: int) -> str | None:
     if outcome.graphql_error and (
         "Cannot query field" in outcome.graphql_error or "Unknown type" in outcome.graphql_error
     ):
-        why = f"the server has no claimTasks mutation ({outcome.graphql_error})"
+        first_sentence = outcome.graphql_error.split(". ")[0].rstrip(".")
+        why = f"the server has no claimTasks mutation ({first_sentence})"
     else:
         message = (outcome.data or {}).get("message", "")
         why = f"claimTasks(max: {batch}) answered {outcome.graphql_error or outcome.http_failure or f'{outcome.typename}: {message}'}"
