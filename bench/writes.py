@@ -1261,7 +1261,8 @@ def print_claim_table(
         per_round = " ".join(
             fmt(v if v is not None else math.nan, 2) for v in row["vs_floor"] if row["kind"] != FLOOR
         )
-        ratio = "" if row["kind"] == FLOOR else f"  ×floor {fmt(row['median_vs_floor'], 2)} [{per_round}]"
+        no_floor = row["kind"] == FLOOR or all(v is None for v in row["vs_floor"])
+        ratio = "" if no_floor else f"  ×floor {fmt(row['median_vs_floor'], 2)} [{per_round}]"
         print(
             f"  {row['run']:<22} {fmt(row['median_rate'], 1):>7} claims/s{ratio}"
             f"   p99 {fmt(row['median_p99_ms'], 1)} ms per request, {fmt(row['median_claim_p99_ms'], 1)} ms per claim",
