@@ -154,7 +154,7 @@ mutation ClaimBatch($agentName: String!, $max: Int!) {
   claimTasks(agentName: $agentName, max: $max) {
     __typename
     ... on Error { message }
-    ... on ClaimTasksSuccess { message claimed { state { id priority status version } } }
+    ... on ClaimTasksSuccess { reason claimed { state { id priority status version } } }
   }
 }
 """
@@ -917,14 +917,14 @@ async def claim_tasks_missing(url: str, agent: str, batch: int) -> str | None:
         outcome = await mutate(http, CLAIM_BATCH, {"agentName": agent, "max": batch}, "claimTasks")
     if outcome.typename == "ClaimTasksSuccess":
         return None
-    if outcome.graphql_error and (
-        "Cannot query field" in outcome.graphql_error or "Unknown type" in outcome.graphql_error
-    ):
-        first_sentence = outcome.graphql_error.split(". ")[0].rstrip(".")
-        why = f"the server has no claimTasks mutation ({first_sentence})"
+    error = outcome.graphql_error
+    if error and ("Cannot query field" in error or "Unknown type" in error):
+        first_sentence = error.split(". ")[0].rstrip(".")
+        what = "no claimTasks mutation" if "'claimTasks'" in error else "a claimTasks of another shape"
+        why = f"the server has {what} ({first_sentence})"
     else:
         message = (outcome.data or {}).get("message", "")
-        why = f"claimTasks(max: {batch}) answered {outcome.graphql_error or outcome.http_failure or f'{outcome.typename}: {message}'}"
+        why = f"claimTasks(max: {batch}) answered {error or outcome.http_failure or f'{outcome.typename}: {message}'}"
     return f"{why}: the claimTasks runs are skipped"
 
 
