@@ -1,22 +1,27 @@
 """Write-throughput benchmark: `reportProgress` from N concurrent clients against one and two server
-processes, the same transaction in plain PyMongo as the floor, and 16 concurrent `claimTask` claimers.
+processes next to the same transaction in plain PyMongo (the floor), and concurrent claimers draining a
+queue with `claimTask`, with `claimTasks` batches and with a bare PyMongo `find_one_and_update` (the claim
+floor), in alternating rounds.
 
     python -m bench.writes [--clients 1 4 16 64] [--seconds 15] [--servers 1 2] [--rounds 2]
-                           [--claimers 16] [--claim-tasks 2000] [--quick] [--json]
+                           [--claimers 16] [--claim-tasks 2000] [--claim-batch 10] [--claim-rounds 3]
+                           [--quick] [--no-progress] [--no-claims] [--json]
 
 Everything runs on this machine: one embedded mongod (a one-node replica set, fresh data directory, any
 free port) and real `agent-tasks serve` processes (uvicorn, 127.0.0.1, any free port), started and
 stopped by the benchmark (also on Ctrl-C or SIGTERM). The benchmark talks to the servers only through the
 public GraphQL API, so it measures whatever write path the code has when it runs.
 
-**reportProgress run.** For each N in `--clients`, N fresh standalone tasks are created and started
-(`createAgentTask` + `startTask`, through the API), one per client. Each client is an independent agent:
-its own `httpx.AsyncClient` (so its own connection pool, one keep-alive connection, as separate agent
-processes would have) sending `reportProgress` on its own task, back to back, for `--seconds` after a
-`--warmup`. With two server processes (same database) the clients are split round-robin between them.
-Each server count is measured `--rounds` times per N (default 2), in alternating order (one server, two,
-two, one: so neither always runs first, right after a server started or on the smaller database), and
-one vs two servers are compared on the means.
+**reportProgress run.** For each N in `--clients`, `--rounds` rounds (default 2); each round measures the
+floor and each server count once, in alternating order (round 1: floor, one server, two; round 2: two,
+one, floor; an ABBA design, so none always runs first, right after a server started or on the smaller
+database). Each server point's `×floor` is its transitions/s ÷ the floor's of the *same round*; the ratio
+table shows it per round and the median. For a server point, N fresh standalone tasks are created and
+started (`createAgentTask` + `startTask`, through the API), one per client. Each client is an independent
+agent: its own `httpx.AsyncClient` (so its own connection pool, one keep-alive connection, as separate
+agent processes would have) sending `reportProgress` on its own task, back to back, for `--seconds` after
+a `--warmup`. With two server processes (same database) the clients are split round-robin between them;
+one vs two servers are also compared on the means over the rounds.
 Per point:
 
 - transitions/s: successful `reportProgress` answers (`TaskTransitionSuccess`) received inside the
@@ -29,32 +34,52 @@ Per point:
   conflicts (WiredTiger's `update conflicts` plus `metrics.operation.writeConflicts`; the latter alone
   misses conflicts inside transactions): aborted ≫ committed means contention;
 - CPU milliseconds per transition spent by the server processes, mongod and this benchmark process
-  (they all share the machine's cores: read the figures with the load average printed alongside).
+  (they all share the machine's cores: read the figures with the load average printed alongside). A
+  floor point runs with the lowest server count started and idle (as every floor point does, so all
+  rounds see the same machine): its server CPU is that idle server's.
 
 **The floor** is the same transaction in plain PyMongo async, run by N concurrent workers sharing one
-`AsyncMongoClient` (as one server process shares its client), in a separate database: in one
-`with_transaction` (snapshot read concern, majority write concern, primary, as
-`app/store/transactions.py` does) read the state document, `find_one_and_update` it with a
-compare-and-set on `version` (progress, current step, `updated_at`, version + 1), and insert one event
-document with an ObjectId `_id` into a collection with the same secondary indexes as `task_events`. It
-has no GraphQL, no HTTP and no event counter: `×floor` (server transitions/s ÷ floor transactions/s at
-the same N) is what the server's own work costs.
+`AsyncMongoClient` (as one server process shares its client), in a separate database with the server's
+own collections and indexes (`app.store.indexes.ensure_indexes`): in one `with_transaction` (snapshot read
+concern, majority write concern, primary, as `app/store/transactions.py` does) read the state document,
+`find_one_and_update` it with a compare-and-set on `version` (progress, current step, `updated_at`,
+version + 1), and insert one event document with an ObjectId `_id` into `task_events`. It has no GraphQL,
+no HTTP and no event counter: `×floor` is what the server's own work costs.
 
-**claimTask run.** `--claim-tasks` pending tasks (default 2,000) of one agent, with priorities low /
-medium / high / urgent drawn at random (fixed seed; created in random priority order), then `--claimers`
-concurrent clients (default 16, each with its own `httpx.AsyncClient`) call `claimTask(agentName:)` until
-each is answered `NothingToClaim`. Reported:
+**Claims.** `--claim-rounds` rounds (default 3), each with three runs in alternating order (floor,
+claimTask, claimTasks; then claimTasks, claimTask, floor; …). Every run seeds `--claim-tasks` fresh
+pending tasks (default 2,000) of an agent of its own (so runs never see each other's tasks), with
+priorities low / medium / high / urgent drawn at random (fixed seed, the same sequence every run; created
+in that order, so ages and priorities are mixed), then `--claimers` concurrent claimers (default 16) drain
+them until each is told there is nothing left:
 
-- claims/s (claims ÷ time from the first request to the last answer) and p50 / p99 / max latency;
-- duplicates: a task handed to two claimers (must be 0); unclaimed: tasks never handed out (must be 0);
+- **floor**: bare PyMongo claimers sharing one `AsyncMongoClient`, each claim ONE `find_one_and_update`
+  on the floor database (tasks written with the server's own document constructor, `new_state_doc`) with
+  the filter of the server's claim query (`app.store.states.claimable`: the agent, pending or retrying,
+  its claim gate and expiry), sorted by priority rank then age on the claim index (`CLAIM_INDEX`, named),
+  setting `in_progress`, `started_at`, the lease (holder, expiry at the server's default lease), version
+  and attempts + 1, with write concern majority as the server's writes; `None` means nothing left;
+- **claimTask**: one `claimTask(agentName:)` per request, each claimer its own `httpx.AsyncClient`,
+  until answered `NothingToClaim`;
+- **claimTasks**: `claimTasks(agentName:, max: --claim-batch)` (default 10) per request, until a claimer
+  gets an empty `claimed`. Skipped, with a message, when the server has no such field.
+  `--claim-batch 0` skips it.
+
+Reported per run:
+
+- claims/s (claims ÷ time from the first request to the last answer), p50 / p99 latency per request and,
+  for batches, per claim (a request's latency ÷ the claims it answered, once per claim);
+- duplicates: a task handed out twice (must be 0); unclaimed: tasks never handed out (must be 0);
 - priority order, judged by the client's clocks. A claim answered at time r that got priority p is
   *out of order* when some higher-priority task was still unanswered at r (its claim was answered after
   r). That can be legitimate: that task may have been taken by a claim in flight at the same time. It is a
   **violation** only when the higher-priority task's claim was *sent* at or after r (or never): then that
   task was pending during the whole of the claim, which should have taken it. Violations must be 0.
-  `NothingToClaim` answered while a task was still pending in the same sense is counted as premature;
+  Nothing-to-claim answered while a task was still pending in the same sense is counted as premature;
 - mongod's transactions committed / aborted and write conflicts over the run (aborted = transactions
-  retried because claimers raced for the same task).
+  retried because claimers raced for the same task), and CPU ms per claim of the servers, mongod and
+  this process;
+- `×floor`: claims/s ÷ the floor's claims/s of the same round, per round and the median over rounds.
 
 Reading the figures: the machine is small and shared, so compare figures from the same run (×floor,
 one vs two servers, N vs N) rather than across runs, and look at the load average and CPU columns before
@@ -89,12 +114,18 @@ from typing import Any, TextIO
 
 import httpx
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReadPreference, ReturnDocument, WriteConcern
+from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument, WriteConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
 
+from app.lifecycle.documents import new_state_doc
 from app.mongo.embedded import EmbeddedMongod
+from app.settings import Settings
+from app.store.collections import CLAIM_INDEX
+from app.store.indexes import ensure_indexes
+from app.store.states import CLAIM_ORDER
 from tests.servers import ROOT, free_port
 
 Doc = dict[str, Any]
@@ -115,6 +146,15 @@ mutation Claim($agentName: String!) {
     ... on NothingToClaim { message }
     ... on Error { message }
     ... on TaskTransitionSuccess { state { id priority status version } }
+  }
+}
+"""
+CLAIM_BATCH = """
+mutation ClaimBatch($agentName: String!, $max: Int!) {
+  claimTasks(agentName: $agentName, max: $max) {
+    __typename
+    ... on Error { message }
+    ... on ClaimTasksSuccess { reason claimed { state { id priority status version } } }
   }
 }
 """
@@ -548,14 +588,23 @@ async def progress_point(
 
 
 async def floor_point(
-    mongo: AsyncMongoClient[Doc], db_name: str, n: int, run_id: str, *, seconds: float, warmup: float
+    mongo: AsyncMongoClient[Doc],
+    db_name: str,
+    n: int,
+    run_id: str,
+    *,
+    seconds: float,
+    warmup: float,
+    round_: int = 1,
+    server_pids: Sequence[int] = (),
 ) -> Point:
-    """The same transaction in plain PyMongo: read the state, compare-and-set it, insert one event."""
+    """The same transaction in plain PyMongo: read the state, compare-and-set it, insert one event.
+    `server_pids`: the idle servers running meanwhile, whose CPU is reported beside the floor's."""
     db: AsyncDatabase[Doc] = mongo[db_name]
     states = db["agent_task_states"]
     events = db["task_events"]
     now = dt.datetime.now(dt.UTC)
-    ids = [f"floor-{run_id}-{n}c-{i}" for i in range(n)]
+    ids = [f"floor-{run_id}-{n}c-r{round_}-{i}" for i in range(n)]
     await states.insert_many(
         [
             {
@@ -633,44 +682,31 @@ async def floor_point(
 
         return op
 
-    return await measure(
+    point = await measure(
         "floor",
         [op_for(task_id) for task_id in ids],
         seconds=seconds,
         warmup=warmup,
         mongo=mongo,
-        server_pids=[],
+        server_pids=server_pids,
     )
+    point.round = round_
+    return point
 
 
 async def prepare_floor_db(mongo: AsyncMongoClient[Doc], db_name: str) -> None:
-    """The floor's collections, with today's secondary indexes of `agent_task_states` and `task_events`."""
-    db: AsyncDatabase[Doc] = mongo[db_name]
-    for name in ("agent_task_states", "task_events"):
-        await db.create_collection(name)
-    states = db["agent_task_states"]
-    for keys in (
-        [("agent_name", ASCENDING)],
-        [("status", ASCENDING)],
-        [("created_at", ASCENDING)],
-        [("triggering_event_id", ASCENDING)],
-        [("parent_task_id", ASCENDING)],
-        [("dependencies.task_id", ASCENDING)],
-        [("expires_at", ASCENDING)],
-        [
-            ("agent_name", ASCENDING),
-            ("status", ASCENDING),
-            ("priority_rank", DESCENDING),
-            ("created_at", ASCENDING),
-        ],
-        [("agent_name", ASCENDING), ("created_at", ASCENDING)],
-    ):
-        await states.create_index(keys)
-    for key in ("task_id", "workflow_id", "agent_id"):
-        await db["task_events"].create_index([(key, ASCENDING), ("_id", ASCENDING)])
+    """The floor's database: the server's own collections and secondary indexes (the claim index
+    included), created by the code the server runs at start-up, so floor writes maintain the same indexes."""
+    await ensure_indexes(mongo[db_name])
 
 
-# --------------------------------------------------------------------------- the claimTask run
+# --------------------------------------------------------------------------- the claim runs
+
+FLOOR = "floor"
+SINGLE = "claimTask"
+BATCH = "claimTasks"
+#: The floor's lease: the server's default (`lease_seconds`), which a claim naming none takes.
+FLOOR_LEASE = dt.timedelta(seconds=Settings.model_fields["lease_seconds"].default)
 
 
 @dataclass
@@ -683,15 +719,25 @@ class Claim:
 
 @dataclass
 class ClaimRun:
-    servers: int
+    """One drained queue: the floor's, claimTask's or claimTasks'."""
+
+    kind: str  # FLOOR, SINGLE or BATCH
+    round: int
+    servers: int  # 0 for the floor
     claimers: int
     tasks: int
+    batch: int = 1  # tasks asked for per request
     claims: int = 0
+    requests: int = 0
     seconds: float = 0.0
     rate: float = 0.0
+    #: Per request (send to decoded answer).
     p50_ms: float = math.nan
     p99_ms: float = math.nan
     max_ms: float = math.nan
+    #: Per claim: a request's latency ÷ the claims it answered, once per claim.
+    claim_p50_ms: float = math.nan
+    claim_p99_ms: float = math.nan
     duplicates: int = 0
     unclaimed: int = 0
     foreign: int = 0
@@ -706,6 +752,28 @@ class ClaimRun:
     cpu_ms_per_op: dict[str, float] = field(default_factory=dict)
     seed_seconds: float = 0.0
     load_average: str = ""
+    #: claims/s ÷ the floor's claims/s in the same round (None for the floor, or without one).
+    vs_floor: float | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == FLOOR:
+            return "floor (PyMongo)"
+        size = f" ×{self.batch}" if self.kind == BATCH else ""
+        return f"{self.kind}{size}, {self.servers} srv"
+
+
+@dataclass
+class Answer:
+    """What one claim request got: the tasks handed out, in claim order, as (id, PRIORITY)."""
+
+    claimed: list[tuple[str, str]] = field(default_factory=list)
+    #: Told there is nothing left to claim (NothingToClaim, an empty batch, no document matched).
+    done: bool = False
+    error: Outcome | None = None
+
+
+ClaimFn = Callable[[], Awaitable[Answer]]
 
 
 def priority_check(
@@ -739,77 +807,271 @@ def priority_check(
     return out_of_order, violations, premature
 
 
-async def claim_run(
-    urls: Sequence[str],
-    run_id: str,
+def claim_seed(run_id: str, label: str, tasks: int) -> tuple[str, dict[str, str]]:
+    """A fresh agent name, and its tasks' ids with their priorities: the same priority sequence every run
+    (fixed seed), in creation order."""
+    agent = f"bench-claims-{run_id}-{label}"
+    rng = random.Random(9)
+    return agent, {f"{agent}-{i}": rng.choice(PRIORITIES) for i in range(tasks)}
+
+
+async def seed_floor(db: AsyncDatabase[Doc], agent: str, seeded: Mapping[str, str]) -> None:
+    """The floor's pending tasks, written with the server's own document constructor, 1 ms apart in age
+    (MongoDB dates have millisecond precision: every task has its own age)."""
+    base = dt.datetime.now(dt.UTC)
+    docs = [
+        new_state_doc(
+            task_id,
+            "standalone",
+            None,
+            {"agent_name": agent, "priority": priority.lower(), "name": task_id},
+            [],
+            "pending",
+            base + dt.timedelta(milliseconds=i),
+        )
+        for i, (task_id, priority) in enumerate(seeded.items())
+    ]
+    await db["agent_task_states"].insert_many(docs)
+
+
+def floor_claimer(db: AsyncDatabase[Doc], agent: str) -> ClaimFn:
+    """A bare claim: one `find_one_and_update` with the server's claim filter and order, on its index."""
+    states = db.get_collection("agent_task_states", write_concern=WriteConcern("majority"))
+
+    async def claim() -> Answer:
+        now = dt.datetime.now(dt.UTC)
+        # The filter of `app.store.states.claimable` (no workflow or kind narrowing).
+        query: Doc = {
+            "agent_name": agent,
+            "status": {"$in": ["pending", "retrying"]},
+            "not_before": {"$not": {"$gt": now}},
+            "next_attempt_at": {"$not": {"$gt": now}},
+            "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}, {"expires_at": {"$type": "string"}}],
+        }
+        update: Doc = {
+            "$set": {
+                "status": "in_progress",
+                "started_at": now,
+                "updated_at": now,
+                "lease_holder": agent,
+                "lease_expires_at": now + FLOOR_LEASE,
+                "last_heartbeat_at": None,
+            },
+            "$inc": {"attempts": 1, "version": 1},
+        }
+        try:
+            doc = await states.find_one_and_update(
+                query,
+                update,
+                projection={"priority": 1},
+                sort=CLAIM_ORDER,
+                hint=CLAIM_INDEX.name,
+                return_document=ReturnDocument.AFTER,
+            )
+        except PyMongoError as exc:  # counted, like an HTTP failure of the server runs
+            return Answer(error=Outcome(http_failure=f"{type(exc).__name__}: {str(exc)[:80]}"))
+        if doc is None:
+            return Answer(done=True)
+        return Answer([(str(doc["_id"]), str(doc["priority"]).upper())])
+
+    return claim
+
+
+def server_claimer(http: httpx.AsyncClient, agent: str) -> ClaimFn:
+    """One `claimTask` per request."""
+
+    async def claim() -> Answer:
+        outcome = await mutate(http, CLAIM, {"agentName": agent}, "claimTask")
+        if outcome.typename == "TaskTransitionSuccess":
+            state = (outcome.data or {})["state"]
+            return Answer([(state["id"], state["priority"])])
+        if outcome.typename == "NothingToClaim":
+            return Answer(done=True)
+        return Answer(error=outcome)
+
+    return claim
+
+
+def batch_claimer(http: httpx.AsyncClient, agent: str, batch: int) -> ClaimFn:
+    """One `claimTasks(max: batch)` per request; an empty `claimed` means nothing is left."""
+
+    async def claim() -> Answer:
+        outcome = await mutate(http, CLAIM_BATCH, {"agentName": agent, "max": batch}, "claimTasks")
+        if outcome.typename == "ClaimTasksSuccess":
+            claimed = [
+                (item["state"]["id"], item["state"]["priority"])
+                for item in (outcome.data or {}).get("claimed") or []
+            ]
+            return Answer(claimed, done=not claimed)
+        return Answer(error=outcome)
+
+    return claim
+
+
+async def claim_tasks_missing(url: str, agent: str, batch: int) -> str | None:
+    """Why the claimTasks runs are skipped, or None: asked once, for `batch` tasks of an agent that has
+    none, the server must answer `ClaimTasksSuccess` (an empty `claimed`). A server without the mutation
+    answers a GraphQL error; one refusing `batch` an error result: either would only repeat in every
+    request of the runs."""
+    async with http_client(url) as http:
+        outcome = await mutate(http, CLAIM_BATCH, {"agentName": agent, "max": batch}, "claimTasks")
+    if outcome.typename == "ClaimTasksSuccess":
+        return None
+    error = outcome.graphql_error
+    if error and ("Cannot query field" in error or "Unknown type" in error):
+        first_sentence = error.split(". ")[0].rstrip(".")
+        what = "no claimTasks mutation" if "'claimTasks'" in error else "a claimTasks of another shape"
+        why = f"the server has {what} ({first_sentence})"
+    else:
+        message = (outcome.data or {}).get("message", "")
+        why = f"claimTasks(max: {batch}) answered {error or outcome.http_failure or f'{outcome.typename}: {message}'}"
+    return f"{why}: the claimTasks runs are skipped"
+
+
+async def drain(
+    run: ClaimRun,
+    seeded: Mapping[str, str],
+    claimers: Sequence[ClaimFn],
     *,
-    tasks: int,
-    claimers: int,
     mongo: AsyncMongoClient[Doc],
     server_pids: Sequence[int],
     give_up_after: float,
 ) -> ClaimRun:
-    agent = f"bench-claims-{run_id}-{len(urls)}s"
-    rng = random.Random(9)
-    seeded = {f"claim-{run_id}-{len(urls)}s-{i}": rng.choice(PRIORITIES) for i in range(tasks)}
-    log(f"  seeding {tasks} pending tasks of {agent} …")
-    seed_start = time.monotonic()
-    await create_tasks(
-        urls[0],
-        [{"id": k, "agentName": agent, "priority": p, "name": k} for k, p in seeded.items()],
-        start=False,
-    )
-    result = ClaimRun(servers=len(urls), claimers=claimers, tasks=tasks)
-    result.seed_seconds = time.monotonic() - seed_start
+    """Every claimer claims back to back until told nothing is left (or `give_up_after`); fills `run`."""
     claims: list[Claim] = []
     nothing_at: list[float] = []
     latencies: list[float] = []
+    per_claim: list[float] = []
     errors = Errors()
     deadline = time.monotonic() + give_up_after
 
-    async def claimer(url: str) -> None:
-        async with http_client(url) as http:
-            while time.monotonic() < deadline:
-                sent = time.monotonic()
-                outcome = await mutate(http, CLAIM, {"agentName": agent}, "claimTask")
-                answered = time.monotonic()
-                latencies.append(answered - sent)
-                if outcome.typename == "TaskTransitionSuccess":
-                    state = (outcome.data or {})["state"]
-                    claims.append(Claim(state["id"], state["priority"], sent, answered))
-                elif outcome.typename == "NothingToClaim":
-                    nothing_at.append(answered)
-                    return
-                else:
-                    errors.add(outcome)
+    async def loop(claim: ClaimFn) -> None:
+        while time.monotonic() < deadline:
+            sent = time.monotonic()
+            answer = await claim()
+            answered = time.monotonic()
+            latencies.append(answered - sent)
+            for task_id, priority in answer.claimed:
+                claims.append(Claim(task_id, priority, sent, answered))
+                per_claim.append((answered - sent) / len(answer.claimed))
+            if answer.error is not None:
+                errors.add(answer.error)
+            elif answer.done:
+                nothing_at.append(answered)
+                return
 
     before = await Snapshot.take(mongo, server_pids)
-    await asyncio.gather(*(claimer(urls[i % len(urls)]) for i in range(claimers)))
+    await asyncio.gather(*(loop(claim) for claim in claimers))
     after = await Snapshot.take(mongo, server_pids)
     window = Window.between(before, after)
-    ordered = sorted(latencies)
+    ordered, ordered_claims = sorted(latencies), sorted(per_claim)
     claimed = [c.task_id for c in claims]
-    result.claims = len(claims)
-    result.seconds = after.at - before.at
-    result.rate = len(claims) / result.seconds if result.seconds else math.nan
-    result.p50_ms = percentile(ordered, 50) * 1000
-    result.p99_ms = percentile(ordered, 99) * 1000
-    result.max_ms = ordered[-1] * 1000 if ordered else math.nan
-    result.duplicates = len(claimed) - len(set(claimed))
-    result.unclaimed = len(set(seeded) - set(claimed))
-    result.foreign = len(set(claimed) - set(seeded))
-    result.wrong_priority = sum(1 for c in claims if c.task_id in seeded and seeded[c.task_id] != c.priority)
-    result.out_of_order, result.violations, result.premature_nothing = priority_check(
-        seeded, claims, nothing_at
-    )
-    result.errors = errors.as_json()
-    result.committed, result.aborted = window.committed, window.aborted
-    result.write_conflicts = window.write_conflicts
-    result.cpu_ms_per_op = {
+    run.claims = len(claims)
+    run.requests = len(latencies)
+    run.seconds = after.at - before.at
+    run.rate = len(claims) / run.seconds if run.seconds else math.nan
+    run.p50_ms = percentile(ordered, 50) * 1000
+    run.p99_ms = percentile(ordered, 99) * 1000
+    run.max_ms = ordered[-1] * 1000 if ordered else math.nan
+    run.claim_p50_ms = percentile(ordered_claims, 50) * 1000
+    run.claim_p99_ms = percentile(ordered_claims, 99) * 1000
+    run.duplicates = len(claimed) - len(set(claimed))
+    run.unclaimed = len(set(seeded) - set(claimed))
+    run.foreign = len(set(claimed) - set(seeded))
+    run.wrong_priority = sum(1 for c in claims if c.task_id in seeded and seeded[c.task_id] != c.priority)
+    run.out_of_order, run.violations, run.premature_nothing = priority_check(seeded, claims, nothing_at)
+    run.errors = errors.as_json()
+    run.committed, run.aborted = window.committed, window.aborted
+    run.write_conflicts = window.write_conflicts
+    run.cpu_ms_per_op = {
         k: (v * 1000 / len(claims) if claims else math.nan) for k, v in window.cpu_seconds.items()
     }
-    result.load_average = load_average()
-    return result
+    run.load_average = load_average()
+    return run
+
+
+async def claim_run(
+    kind: str,
+    round_: int,
+    urls: Sequence[str],
+    server_pids: Sequence[int],
+    run_id: str,
+    *,
+    tasks: int,
+    claimers: int,
+    batch: int,
+    mongo: AsyncMongoClient[Doc],
+    floor_db: str,
+    give_up_after: float,
+) -> ClaimRun:
+    """Seed `tasks` pending tasks of a fresh agent and drain them with `claimers` claimers of `kind`
+    (the floor on `floor_db`, else through the servers at `urls`, split round-robin)."""
+    servers = 0 if kind == FLOOR else len(urls)
+    run = ClaimRun(
+        kind=kind,
+        round=round_,
+        servers=servers,
+        claimers=claimers,
+        tasks=tasks,
+        batch=batch if kind == BATCH else 1,
+    )
+    agent, seeded = claim_seed(run_id, f"r{round_}-{kind}-{servers}s", tasks)
+    log(f"  seeding {tasks} pending tasks of {agent} …")
+    seed_start = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == FLOOR:
+            await seed_floor(mongo[floor_db], agent, seeded)
+            fns = [floor_claimer(mongo[floor_db], agent) for _ in range(claimers)]
+        else:
+            await create_tasks(
+                urls[0],
+                [{"id": k, "agentName": agent, "priority": p, "name": k} for k, p in seeded.items()],
+                start=False,
+            )
+            clients = [
+                await stack.enter_async_context(http_client(urls[i % len(urls)])) for i in range(claimers)
+            ]
+            fns = [
+                batch_claimer(http, agent, batch) if kind == BATCH else server_claimer(http, agent)
+                for http in clients
+            ]
+        run.seed_seconds = time.monotonic() - seed_start
+        return await drain(
+            run, seeded, fns, mongo=mongo, server_pids=server_pids, give_up_after=give_up_after
+        )
+
+
+def claim_ratios(runs: Sequence[ClaimRun]) -> list[Doc]:
+    """Per kind of run: claims/s, ×floor (same round) and p99 per round, and their medians."""
+    groups: dict[str, list[ClaimRun]] = {}
+    for r in runs:
+        groups.setdefault(r.label, []).append(r)
+
+    def median(values: Sequence[float | None]) -> float:
+        present = [v for v in values if v is not None and not math.isnan(v)]
+        return statistics.median(present) if present else math.nan
+
+    rows = []
+    for label, group in groups.items():
+        group = sorted(group, key=lambda r: r.round)
+        rows.append(
+            {
+                "run": label,
+                "kind": group[0].kind,
+                "servers": group[0].servers,
+                "batch": group[0].batch,
+                "rounds": [r.round for r in group],
+                "rate": [r.rate for r in group],
+                "vs_floor": [r.vs_floor for r in group],
+                "p99_ms": [r.p99_ms for r in group],
+                "claim_p99_ms": [r.claim_p99_ms for r in group],
+                "median_rate": median([r.rate for r in group]),
+                "median_vs_floor": median([r.vs_floor for r in group]),
+                "median_p99_ms": median([r.p99_ms for r in group]),
+                "median_claim_p99_ms": median([r.claim_p99_ms for r in group]),
+            }
+        )
+    return rows
 
 
 # --------------------------------------------------------------------------- output
@@ -823,7 +1085,8 @@ def print_progress_table(points: Sequence[Point], seconds: float, warmup: float,
     print(
         f"\nreportProgress — {seconds:g} s per point after {warmup:g} s of warm-up; "
         "each client: its own httpx.AsyncClient (one keep-alive connection) and its own task;\n"
-        "commit/abort/w.confl: mongod's counters over the window; load: 1/5/15-min load average at its end",
+        "×floor: ÷ the floor of the same round (rd); commit/abort/w.confl: mongod's counters over the window;"
+        " load: 1/5/15-min load average at its end",
         file=out,
     )
     header = (
@@ -897,45 +1160,112 @@ def print_ratios(rows: Sequence[Doc], out: TextIO) -> None:
         print(f"  {r['clients']:>3} clients   " + "   ".join(parts), file=out)
 
 
-def print_claim_table(runs: Sequence[ClaimRun], out: TextIO) -> None:
+def floor_ratios(points: Sequence[Point]) -> list[Doc]:
+    """Per N and server count: ×floor (÷ the floor of the same round) per round, and the median; the
+    transitions/s of the server and of the floor per round, and their medians."""
+    floors = {(p.clients, p.round): p.rate for p in points if p.target == "floor"}
+    groups: dict[tuple[int, str], list[Point]] = {}
+    for p in points:
+        if p.target != "floor":
+            groups.setdefault((p.clients, p.target), []).append(p)
+    rows: list[Doc] = []
+    for (n, target), group in sorted(groups.items()):
+        group = sorted(group, key=lambda p: p.round)
+        ratios_ = [p.vs_floor for p in group]
+        floor_rates = [floors.get((n, p.round)) for p in group]
+        present = [r for r in ratios_ if r is not None]
+        floor_present = [r for r in floor_rates if r is not None]
+        rows.append(
+            {
+                "clients": n,
+                "target": target,
+                "rounds": [p.round for p in group],
+                "rate": [p.rate for p in group],
+                "floor_rate": floor_rates,
+                "vs_floor": ratios_,
+                "median_rate": statistics.median([p.rate for p in group]),
+                "median_floor_rate": statistics.median(floor_present) if floor_present else None,
+                "median_vs_floor": statistics.median(present) if present else None,
+                "median_p99_ms": statistics.median([p.p99_ms for p in group]),
+            }
+        )
+    return rows
+
+
+def print_floor_ratios(rows: Sequence[Doc], out: TextIO) -> None:
+    if not any(r["median_vs_floor"] is not None for r in rows):
+        return
+    print(
+        "\n×floor per round (server transitions/s ÷ the plain-PyMongo floor's in the same round) and the"
+        " median over rounds:",
+        file=out,
+    )
+    for r in rows:
+        per_round = "  ".join(
+            f"r{rd} {fmt(v if v is not None else math.nan, 2)}"
+            for rd, v in zip(r["rounds"], r["vs_floor"], strict=True)
+        )
+        floor_median = r["median_floor_rate"]
+        print(
+            f"  {r['clients']:>3} clients  {r['target']:<9}  {per_round}   median ×{fmt(r['median_vs_floor'], 2)}"
+            f"   ({fmt(r['median_rate'], 1)}/s vs floor {fmt(floor_median if floor_median is not None else math.nan, 1)}/s;"
+            f" p99 {fmt(r['median_p99_ms'], 0)} ms)",
+            file=out,
+        )
+
+
+def print_claim_table(
+    runs: Sequence[ClaimRun], rows: Sequence[Doc], skipped: str | None, out: TextIO
+) -> None:
+    if not runs:
+        return
+    first = runs[0]
+    print(
+        f"\nclaims — {first.claimers} claimers draining {first.tasks} pending tasks of mixed priorities per run"
+        " (each run its own agent), rounds in alternating order; latency per request (per claim: ÷ the"
+        " claims it answered);\ndup/uncl: tasks handed out twice / never; viol: priority-order violations"
+        " beyond in-flight claims (ooo: out of order incl. concurrent ones); prem: premature nothing-to-claim",
+        file=out,
+    )
+    header = (
+        f"{'rd':>2} {'run':<22} {'claims':>6} {'s':>5} {'claims/s':>8} {'×floor':>6} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>7} {'/claim p50':>10} {'p99':>6} {'dup':>4} {'uncl':>4} {'viol':>4} "
+        f"{'ooo':>4} {'prem':>4} {'errs':>5} {'commit':>6} {'abort':>6} {'w.confl':>7} "
+        f"{'cpu ms/claim srv+mongod+bench':>29}  load"
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
     for r in runs:
-        server_word = "server" if r.servers == 1 else "servers"
-        print(
-            f"\nclaimTask — {r.claimers} claimers, {r.tasks} pending tasks of one agent (mixed priorities), "
-            f"{r.servers} {server_word} (seeded in {r.seed_seconds:.1f} s)",
-            file=out,
-        )
-        print(f"  claims             {r.claims} in {r.seconds:.1f} s = {r.rate:.1f} claims/s", file=out)
-        print(
-            f"  latency            p50 {fmt(r.p50_ms, 1)} ms   p99 {fmt(r.p99_ms, 1)} ms   max {fmt(r.max_ms, 0)} ms",
-            file=out,
-        )
-        print(
-            f"  duplicates         {r.duplicates}   unclaimed {r.unclaimed}   foreign {r.foreign}   "
-            f"priority mismatch {r.wrong_priority}",
-            file=out,
-        )
-        print(
-            f"  priority order     {r.violations} violations beyond in-flight claims "
-            f"({r.out_of_order} out of order incl. concurrent claims); premature NothingToClaim {r.premature_nothing}",
-            file=out,
-        )
-        print(
-            f"  errors             {r.errors['graphql_errors']} GraphQL, {r.errors['error_results']} error results, "
-            f"{r.errors['http_failures']} HTTP failures",
-            file=out,
-        )
-        for text, count in r.errors["examples"][:5]:
-            print(f"                     {count}× {text}", file=out)
-        print(
-            f"  mongod             {r.committed} transactions committed, {r.aborted} aborted, "
-            f"{r.write_conflicts} write conflicts",
-            file=out,
-        )
         cpu = r.cpu_ms_per_op
+        cpu_text = (
+            f"{fmt(cpu.get('servers', math.nan), 2)}+{fmt(cpu.get('mongod', math.nan), 2)}"
+            f"+{fmt(cpu.get('bench', math.nan), 2)}"
+        )
+        errs = r.errors["graphql_errors"] + r.errors["error_results"] + r.errors["http_failures"]
         print(
-            f"  cpu ms per claim   servers {fmt(cpu.get('servers', math.nan), 1)}, mongod "
-            f"{fmt(cpu.get('mongod', math.nan), 1)}, bench {fmt(cpu.get('bench', math.nan), 1)}   load {r.load_average}",
+            f"{r.round:>2} {r.label:<22} {r.claims:>6} {r.seconds:>5.1f} {fmt(r.rate, 1):>8} "
+            f"{fmt(r.vs_floor if r.vs_floor is not None else math.nan, 2):>6} {fmt(r.p50_ms, 1):>7} "
+            f"{fmt(r.p99_ms, 1):>7} {fmt(r.max_ms, 0):>7} {fmt(r.claim_p50_ms, 1):>10} "
+            f"{fmt(r.claim_p99_ms, 1):>6} {r.duplicates:>4} {r.unclaimed:>4} {r.violations:>4} "
+            f"{r.out_of_order:>4} {r.premature_nothing:>4} {errs:>5} {r.committed:>6} {r.aborted:>6} "
+            f"{r.write_conflicts:>7} {cpu_text:>29}  {r.load_average}",
+            file=out,
+        )
+    examples = [(r, e) for r in runs for e in r.errors["examples"]]
+    for r, (text, count) in examples[:10]:
+        print(f"  error in round {r.round}, {r.label}: {count}× {text}", file=out)
+    if skipped:
+        print(f"  {skipped}", file=out)
+    print("\nmedians over the rounds (×floor: ÷ the floor of the same round):", file=out)
+    for row in rows:
+        per_round = " ".join(
+            fmt(v if v is not None else math.nan, 2) for v in row["vs_floor"] if row["kind"] != FLOOR
+        )
+        no_floor = row["kind"] == FLOOR or all(v is None for v in row["vs_floor"])
+        ratio = "" if no_floor else f"  ×floor {fmt(row['median_vs_floor'], 2)} [{per_round}]"
+        print(
+            f"  {row['run']:<22} {fmt(row['median_rate'], 1):>7} claims/s{ratio}"
+            f"   p99 {fmt(row['median_p99_ms'], 1)} ms per request, {fmt(row['median_claim_p99_ms'], 1)} ms per claim",
             file=out,
         )
 
@@ -955,6 +1285,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
     mongo: AsyncMongoClient[Doc] = AsyncMongoClient(uri, tz_aware=True, appname="bench-writes")
     points: list[Point] = []
     claim_runs: list[ClaimRun] = []
+    batch_skipped: str | None = None
     try:
         await prepare_floor_db(mongo, floor_db)
         servers: list[Server] = []  # running now
@@ -971,24 +1302,36 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
                 started.append(servers[-1])
             return [s.url for s in servers], [s.process.pid for s in servers]
 
-        # Interleaved: for each N, the floor and then each server count back to back, so one vs two
-        # servers are compared on the same database size and machine state (not two ends of the run).
-        # With several rounds the order alternates (1, 2, 2, 1, …: an ABBA design), so neither count
-        # always runs first, on the smaller database or right after a server started.
+        # Interleaved: for each N, rounds of the floor and each server count back to back, so they are
+        # compared on the same database size and machine state (not two ends of the run). The order
+        # alternates round by round (floor, 1, 2; then 2, 1, floor: an ABBA design), so none always runs
+        # first, on the smaller database or right after a server started. The floor runs with the lowest
+        # server count up and idle, the same in every round.
+        counts = sorted(set(args.servers))
         for n in [] if args.no_progress else args.clients:
-            floor_rate: float | None = None
-            if not args.no_floor:
-                log(f"floor, {n} workers …")
-                floor = await floor_point(
-                    mongo, floor_db, n, run_id, seconds=args.seconds, warmup=args.warmup
-                )
-                floor_rate = floor.rate
-                points.append(floor)
-            for round_ in range(args.rounds):
-                counts = sorted(set(args.servers), reverse=round_ % 2 == 1)
-                for count in counts:
-                    urls, pids = run_servers(count)
-                    log(f"reportProgress, {n} clients, {count} server(s), round {round_ + 1} …")
+            for round_ in range(1, args.rounds + 1):
+                targets = [*([] if args.no_floor else [0]), *counts]  # 0: the floor
+                if round_ % 2 == 0:
+                    targets.reverse()
+                floor: Point | None = None
+                server_points: list[Point] = []
+                for count in targets:
+                    urls, pids = run_servers(count or counts[0])
+                    if count == 0:
+                        log(f"floor, {n} workers, round {round_} …")
+                        floor = await floor_point(
+                            mongo,
+                            floor_db,
+                            n,
+                            run_id,
+                            seconds=args.seconds,
+                            warmup=args.warmup,
+                            round_=round_,
+                            server_pids=pids,
+                        )
+                        points.append(floor)
+                        continue
+                    log(f"reportProgress, {n} clients, {count} server(s), round {round_} …")
                     point = await progress_point(
                         urls,
                         n,
@@ -997,36 +1340,65 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
                         warmup=args.warmup,
                         mongo=mongo,
                         server_pids=pids,
-                        round_=round_ + 1,
+                        round_=round_,
                     )
-                    point.round = round_ + 1
-                    if floor_rate:
-                        point.vs_floor = point.rate / floor_rate
+                    point.round = round_
+                    server_points.append(point)
                     points.append(point)
-        for count in [] if args.no_claims else sorted(set(args.claim_servers)):
-            urls, pids = run_servers(count)
-            log(f"claimTask, {args.claimers} claimers, {count} server(s) …")
-            claim_runs.append(
-                await claim_run(
-                    urls,
-                    run_id,
-                    tasks=args.claim_tasks,
-                    claimers=args.claimers,
-                    mongo=mongo,
-                    server_pids=pids,
-                    give_up_after=args.claim_timeout,
+                if floor is not None and floor.rate:
+                    for point in server_points:
+                        point.vs_floor = point.rate / floor.rate
+
+        # Claims: rounds of the floor, claimTask and claimTasks (each server count), in alternating order.
+        claim_counts = sorted(set(args.claim_servers))
+        kinds: list[tuple[str, int]] = [
+            *([] if args.no_floor else [(FLOOR, claim_counts[0])]),
+            *((SINGLE, c) for c in claim_counts),
+            *((BATCH, c) for c in claim_counts if args.claim_batch > 0),
+        ]
+        if not args.no_claims and args.claim_batch > 0:
+            urls, _ = run_servers(claim_counts[0])
+            batch_skipped = await claim_tasks_missing(urls[0], f"bench-probe-{run_id}", args.claim_batch)
+            if batch_skipped:
+                log(batch_skipped)
+                kinds = [(kind, c) for kind, c in kinds if kind != BATCH]
+        for round_ in range(1, args.claim_rounds + 1) if not args.no_claims else ():
+            order = kinds if round_ % 2 == 1 else kinds[::-1]
+            round_runs: list[ClaimRun] = []
+            for kind, count in order:
+                urls, pids = run_servers(count)
+                log(f"{kind}, {args.claimers} claimers, {count} server(s), round {round_} …")
+                round_runs.append(
+                    await claim_run(
+                        kind,
+                        round_,
+                        urls,
+                        pids,
+                        run_id,
+                        tasks=args.claim_tasks,
+                        claimers=args.claimers,
+                        batch=args.claim_batch,
+                        mongo=mongo,
+                        floor_db=floor_db,
+                        give_up_after=args.claim_timeout,
+                    )
                 )
-            )
+            floor_rate = next((r.rate for r in round_runs if r.kind == FLOOR), None)
+            for r in round_runs:
+                if r.kind != FLOOR and floor_rate:
+                    r.vs_floor = r.rate / floor_rate
+            claim_runs.extend(round_runs)
         log_lines = server_log_summary(started)
     finally:
         await mongo.close()
-    points.sort(key=lambda p: (p.clients, p.target != "floor", p.target, p.round))
     server_ratios = ratios(points)
+    progress_floor = floor_ratios(points)
+    claim_summary = claim_ratios(claim_runs)
     if points:
         print_progress_table(points, args.seconds, args.warmup, out)
+        print_floor_ratios(progress_floor, out)
         print_ratios(server_ratios, out)
-    if claim_runs:
-        print_claim_table(claim_runs, out)
+    print_claim_table(claim_runs, claim_summary, batch_skipped, out)
     print(
         f"\nload average: {load_before} at start, {load_average()} at end ({os.cpu_count()} cores)", file=out
     )
@@ -1040,8 +1412,11 @@ async def run(args: argparse.Namespace, procs: Processes) -> Doc:
         "load_average": {"start": load_before, "end": load_average()},
         "config": {k: v for k, v in vars(args).items() if k != "json"},
         "report_progress": [asdict(p) for p in points],
+        "floor_ratios": progress_floor,
         "server_ratios": server_ratios,
-        "claims": [asdict(r) for r in claim_runs],
+        "claims": [{**asdict(r), "label": r.label} for r in claim_runs],
+        "claim_ratios": claim_summary,
+        "claim_batch_skipped": batch_skipped,
         "server_log": log_lines,
     }
 
@@ -1064,32 +1439,59 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=2,
-        help="measurements of each server count per N, in alternating order (1 2 2 1 …; default 2)",
+        help="rounds per N, each measuring the floor and each server count, in alternating order"
+        " (floor 1 2, 2 1 floor, …; default 2)",
     )
-    parser.add_argument("--claimers", type=int, default=16)
-    parser.add_argument("--claim-tasks", type=int, help="pending tasks to claim (default 2000; quick: 200)")
+    parser.add_argument("--claimers", type=int, default=16, help="concurrent claimers (default 16)")
     parser.add_argument(
-        "--claim-servers", type=int, nargs="+", default=[1], help="server process counts for claimTask"
+        "--claim-tasks", type=int, help="pending tasks to claim per run (default 2000; quick: 200)"
     )
-    parser.add_argument("--claim-timeout", type=float, default=600.0, help="give up claiming after this long")
-    parser.add_argument("--no-floor", action="store_true", help="skip the plain-PyMongo floor")
+    parser.add_argument(
+        "--claim-batch",
+        type=int,
+        default=10,
+        help="tasks per claimTasks request (default 10; 0 skips the claimTasks runs)",
+    )
+    parser.add_argument(
+        "--claim-rounds",
+        type=int,
+        help="rounds of floor, claimTask and claimTasks, in alternating order (default 3; quick: 2)",
+    )
+    parser.add_argument(
+        "--claim-servers", type=int, nargs="+", default=[1], help="server process counts for the claim runs"
+    )
+    parser.add_argument(
+        "--claim-timeout", type=float, default=600.0, help="give up draining a queue after this long"
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip the plain-PyMongo floors")
     parser.add_argument("--no-progress", action="store_true", help="skip the reportProgress run")
-    parser.add_argument("--no-claims", action="store_true", help="skip the claimTask run")
+    parser.add_argument("--no-claims", action="store_true", help="skip the claim runs")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 and 4 clients, 3 s, 200 tasks to claim"
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 and 4 clients, 3 s, 200 tasks to claim, 2 claim rounds",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (mongod data, server logs)"
     )
     args = parser.parse_args(argv)
-    defaults = {"clients": [1, 4], "seconds": 3.0, "warmup": 0.5, "claim_tasks": 200} if args.quick else {}
-    defaults = {"clients": [1, 4, 16, 64], "seconds": 15.0, "warmup": 2.0, "claim_tasks": 2000, **defaults}
+    quick = {"clients": [1, 4], "seconds": 3.0, "warmup": 0.5, "claim_tasks": 200, "claim_rounds": 2}
+    defaults = {
+        "clients": [1, 4, 16, 64],
+        "seconds": 15.0,
+        "warmup": 2.0,
+        "claim_tasks": 2000,
+        "claim_rounds": 3,
+        **(quick if args.quick else {}),
+    }
     for name, value in defaults.items():  # explicit flags win over --quick
         if getattr(args, name) is None:
             setattr(args, name, value)
     if min([*args.clients, *args.servers, *args.claim_servers, args.claimers, args.rounds]) < 1:
         parser.error("client, server and claimer counts must be at least 1")
+    if min(args.claim_tasks, args.claim_rounds) < 1 or args.claim_batch < 0:
+        parser.error("--claim-tasks and --claim-rounds must be at least 1, --claim-batch at least 0")
     return args
 
 
