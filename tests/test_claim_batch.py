@@ -59,6 +59,14 @@ async def claim_many(gql: GraphQLClient, agent: str, max_: int, **kw: Any) -> di
     return (await gql.data(CLAIM_MANY, {"agent": agent, "max": max_, **kw}))["r"]
 
 
+def without_refresh(commands: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The commands but the steering's periodic look at which limits, policies and rates exist (at most
+    once per CONCURRENCY_LIMITS_REFRESH_SECONDS, whatever the claims: on a loaded machine one can fall
+    between two claims of a test)."""
+    refresh = {"concurrency_limits", "claim_policies", "start_rate_limits"}
+    return [command for command in commands if not (command[0] == "find" and command[1] in refresh)]
+
+
 def claim_order(docs: list[dict[str, Any]]) -> list[str]:
     rank = {"urgent": 0, "high": 1, "medium": 2, "low": 3}
     return [d["_id"] for d in sorted(docs, key=lambda d: (rank[d["priority"]], d["created_at"]))]
@@ -218,7 +226,7 @@ async def test_a_batch_costs_one_query_one_update_one_insert_and_one_commit(
     await claim_many(gql, "AgentA", 1)  # the steering's first look at the limits, and the client's warm-up
     command_log.clear()
     await claim_many(gql, "AgentA", 10)
-    batch = list(command_log.commands)
+    batch = without_refresh(command_log.commands)
     assert batch == [
         ("find", "agent_task_states"),  # the head of the queue
         ("update", "agent_task_states"),  # a compare-and-set on each task's version, all in one command
@@ -234,7 +242,7 @@ async def test_a_batch_costs_one_query_one_update_one_insert_and_one_commit(
         ("insert", "task_events"),
         ("find", "agent_task_states"),
     ]
-    assert command_log.commands == single * 10  # and ten commits
+    assert without_refresh(command_log.commands) == single * 10  # and ten commits
 
 
 def test_a_spread_batch_never_passes_a_priority_level_over() -> None:
