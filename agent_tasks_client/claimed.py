@@ -2,25 +2,90 @@
 
 The token is the attempt number the server handed out with the claim (`state.attempts`). A call with a
 stale token (the lease lapsed and the task moved on) raises `LeaseLost` and changes nothing.
+
+A `ClaimedTask` makes its calls through the client that claimed it, known here only by the operations it
+uses (`TaskCalls`, which `AgentTasksClient` has), so this module sits below the client and imports none of
+it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent_tasks_client.models import Event, TaskState
 
-if TYPE_CHECKING:
-    from agent_tasks_client.client import AgentTasksClient
+
+class TaskCalls(Protocol):
+    """The calls a claimed task makes on the client that claimed it (`AgentTasksClient`'s methods)."""
+
+    async def heartbeat(
+        self,
+        task_id: str,
+        *,
+        attempt: int | None = None,
+        lease_seconds: int | None = None,
+        percentage: float | None = None,
+        current_step: str | None = None,
+    ) -> TaskState: ...
+
+    async def progress(
+        self, task_id: str, percentage: float, *, current_step: str | None = None, attempt: int | None = None
+    ) -> TaskState: ...
+
+    async def complete(
+        self,
+        task_id: str,
+        *,
+        result: Any = None,
+        output_references: Mapping[str, Any] | None = None,
+        execution_time_seconds: float | None = None,
+        attempt: int | None = None,
+    ) -> TaskState: ...
+
+    async def fail(
+        self,
+        task_id: str,
+        error: str,
+        *,
+        details: str | None = None,
+        final: bool = False,
+        attempt: int | None = None,
+        error_type: str | None = None,
+        next_retry_delay: float | None = None,
+    ) -> TaskState: ...
+
+    async def record_tool_call(
+        self,
+        task_id: str,
+        tool_name: str,
+        tool_args: Mapping[str, Any] | None = None,
+        *,
+        correlation_id: str | None = None,
+    ) -> Event: ...
+
+    async def record_tool_result(
+        self,
+        task_id: str,
+        tool_name: str,
+        status: str,
+        *,
+        result: Any = None,
+        error_message: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Event: ...
+
+    async def record_memory_operation(
+        self, task_id: str, operation: str, key_or_query: str, status: str, *, message: str | None = None
+    ) -> Event: ...
 
 
 class ClaimedTask:
     """A claimed (started) task: `id`, `attempt` (the fencing token), `agent_name`, `lease_expires_at`,
     `input_parameters`, and the state as of the last call (`state`)."""
 
-    def __init__(self, client: AgentTasksClient, state: TaskState, *, worker_id: str | None = None) -> None:
+    def __init__(self, client: TaskCalls, state: TaskState, *, worker_id: str | None = None) -> None:
         self.client = client
         self.state = state
         self.id = state.id

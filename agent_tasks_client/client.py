@@ -8,43 +8,25 @@ typed exceptions (`errors.py`); `NothingToClaim` is not a refusal (`claim` retur
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-import httpx
-from opentelemetry import trace
-from opentelemetry.propagate import inject
-
+from agent_tasks_client import tracing
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.documents import (
     BULK_FIELDS,
     CLAIM_FIELDS,
     CLAIM_MANY_FIELDS,
     ERROR_FIELDS,
-    EVENT_FIELDS,
-    PAUSE_FIELDS,
     RECORD_ERROR_FIELDS,
     STATE_FIELDS,
-    STEERING_FIELDS,
-    TIMEOUT_FIELDS,
-    TRACING_FIELDS,
     WORKFLOW_TREE,
     operation,
     transition_fields,
 )
-from agent_tasks_client.errors import (
-    AgentTasksError,
-    Forbidden,
-    TransportError,
-    Unauthorized,
-    raise_for_member,
-)
+from agent_tasks_client.errors import AgentTasksError, raise_for_member
 from agent_tasks_client.models import (
     BulkResult,
     Event,
@@ -54,169 +36,20 @@ from agent_tasks_client.models import (
     Timeouts,
     format_time,
 )
-
-if TYPE_CHECKING:
-    from agent_tasks_client.worker import Handler, Worker
-
-logger = logging.getLogger("agent_tasks_client")
+from agent_tasks_client.transport import Transport
+from agent_tasks_client.watch import watch
+from agent_tasks_client.worker import Handler, Worker
 
 _T = TypeVar("_T")
 
-#: Seconds before the first re-send of a request that got no answer; doubled each time.
-RETRY_BACKOFF = 0.2
 
-
-class AgentTasksClient:
+class AgentTasksClient(Transport):
     """An async client for one agent-tasks server.
 
     `url` is the server (`http://127.0.0.1:8000`) or its GraphQL endpoint (`…/graphql`). Use it as an
-    async context manager (`async with AgentTasksClient(url) as client:`), or call `aclose()`.
+    async context manager (`async with AgentTasksClient(url) as client:`), or call `aclose()`. The
+    connection, `execute` and the `supports_*` probes are `Transport`'s (transport.py).
     """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 30.0,
-        headers: Mapping[str, str] | None = None,
-        retries: int = 3,
-        transport: httpx.AsyncBaseTransport | None = None,
-        api_key: str | None = None,
-        tracer_provider: trace.TracerProvider | None = None,
-    ) -> None:
-        base = url.rstrip("/")
-        self.endpoint = base if base.endswith("/graphql") else f"{base}/graphql"
-        self.headers = dict(headers or {})
-        if api_key is not None:  # sent on every request and on watch_events' WebSocket upgrade
-            self.headers["Authorization"] = f"Bearer {api_key}"
-        self.timeout = timeout
-        self.retries = retries
-        self._http = httpx.AsyncClient(
-            timeout=timeout,
-            headers={"Accept": "application/json", **self.headers},
-            transport=transport,
-        )
-        #: Spans of the worker's attempts and of `record_tool_call` (OpenTelemetry; a no-op without an SDK).
-        self.tracer = trace.get_tracer("agent_tasks_client", tracer_provider=tracer_provider)
-        self._lease_support: bool | None = None
-        #: Which named types the server's schema has (`_has_type`), each asked once.
-        self._schema_types: dict[str, bool] = {}
-        self._tracing_support: bool | None = None
-        self._probe_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> AgentTasksClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    # ------------------------------------------------------------------------------------------- transport
-
-    async def execute(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Send any GraphQL document; its `data`. GraphQL errors and HTTP failures raise `TransportError`.
-
-        Connection failures and timeouts are retried `retries` times with backoff: only send a mutation
-        through here with an idempotency key (every method of this class does)."""
-        body = {"query": query, "variables": dict(variables or {})}
-        # Within a span (a worker's attempt), the server continues the trace: its spans nest under ours.
-        headers: dict[str, str] | None = None
-        if trace.get_current_span().get_span_context().is_valid:
-            headers = {}
-            inject(headers)
-        delay = RETRY_BACKOFF
-        for attempt in range(self.retries + 1):
-            try:
-                response = await self._http.post(self.endpoint, json=body, headers=headers)
-                break
-            except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise TransportError(
-                        f"no answer from {self.endpoint} after {attempt + 1} tries: {exc!r}"
-                    ) from exc
-                logger.info("no answer from %s (%r); sending again in %.1f s", self.endpoint, exc, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay *= 2
-        return _data(response)
-
-    async def supports_leases(self) -> bool:
-        """Whether the server has leases and fencing (`LeaseLostError`); asked once per client, so this
-        client also works with a server from before them (lease arguments and fencing tokens are then
-        not sent). A server that refuses introspection is taken to have them."""
-        if self._lease_support is None:
-            async with self._probe_lock:
-                if self._lease_support is None:
-                    try:
-                        data = await self.execute('{ lease: __type(name: "LeaseLostError") { name } }')
-                    except TransportError as exc:
-                        if not exc.errors:  # no answer at all: ask again next time
-                            raise
-                        data = {"lease": True}
-                    self._lease_support = data.get("lease") is not None
-        return self._lease_support
-
-    async def _has_type(self, name: str) -> bool:
-        """Whether the server's schema has the type `name`; asked once per client and type, so this client
-        also works with a server from before a feature (its arguments are then not sent). A server that
-        refuses introspection is taken to have it; no answer at all raises (and is asked again next time)."""
-        known = self._schema_types.get(name)
-        if known is None:
-            try:
-                data = await self.execute("query($n: String!) { t: __type(name: $n) { name } }", {"n": name})
-            except TransportError as exc:
-                if not exc.errors:
-                    raise
-                data = {"t": True}
-            known = self._schema_types[name] = data.get("t") is not None
-        return known
-
-    async def supports_steering(self) -> bool:
-        """Whether the server has retry policies and delayed starts (`RetryPolicy` in the schema)."""
-        return await self._has_type("RetryPolicy")
-
-    async def supports_timeouts(self) -> bool:
-        """Whether the server has timeouts (`TimeoutKind` in the schema)."""
-        return await self._has_type("TimeoutKind")
-
-    async def supports_tracing(self) -> bool:
-        """Whether the server keeps trace contexts (`traceparent` on `AgentTaskState`); asked once per
-        client, like `supports_leases`. A server that refuses introspection is taken to have them."""
-        if self._tracing_support is None:
-            try:
-                data = await self.execute('{ t: __type(name: "AgentTaskState") { fields { name } } }')
-            except TransportError as exc:
-                if not exc.errors:
-                    raise
-                data = {"t": {"fields": [{"name": "traceparent"}]}}
-            names = {f["name"] for f in ((data.get("t") or {}).get("fields") or [])}
-            self._tracing_support = "traceparent" in names
-        return self._tracing_support
-
-    async def supports_batch_claims(self) -> bool:
-        """Whether the server has `claimTasks` (one probe, cached)."""
-        return await self._has_type("ClaimTasksSuccess")
-
-    async def supports_pause(self) -> bool:
-        """Whether the server has pause, resume and bulk actions (`PauseScope` in the schema)."""
-        return await self._has_type("PauseScope")
-
-    async def _fit(self, selection: str) -> str:
-        """`selection` without the fields this server lacks (leases, steering, timeouts, tracing)."""
-        if not await self.supports_leases():
-            selection = selection.replace("leaseHolder leaseExpiresAt", "")
-        if not await self.supports_timeouts():
-            selection = selection.replace(TIMEOUT_FIELDS, "")
-        if not await self.supports_steering():
-            selection = selection.replace(STEERING_FIELDS, "")
-        if not await self.supports_tracing():
-            selection = selection.replace(TRACING_FIELDS, "")
-        if not await self.supports_pause():
-            selection = selection.replace(PAUSE_FIELDS, "")
-        return selection
 
     async def _steering_arg(self, value: _T | None, what: str) -> _T | None:
         """A steering argument; refused (ValueError) to a server from before retry policies."""
@@ -229,7 +62,9 @@ class AgentTasksClient:
     ) -> dict[str, Any]:
         """Run a lifecycle mutation; the success member (or NothingToClaim), refusals raised."""
         lease = await self.supports_leases()
-        selection = await self._fit(CLAIM_FIELDS if field == "claimTask" else transition_fields(lease))
+        selection = await self.fit_selection(
+            CLAIM_FIELDS if field == "claimTask" else transition_fields(lease)
+        )
         # A heartbeat is sent without a key unless given one: sending it twice only extends the lease
         # twice, and a key per heartbeat would keep a stored answer for a day for each one.
         key = key or (None if field == "heartbeatTask" else _key())
@@ -329,7 +164,7 @@ class AgentTasksClient:
         return TaskState.from_graphql(member["state"])
 
     async def _state_fields(self) -> str:
-        return await self._fit(STATE_FIELDS)
+        return await self.fit_selection(STATE_FIELDS)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -393,7 +228,9 @@ class AgentTasksClient:
             "workerId": ("String", worker_id),
             "idempotencyKey": ("String", idempotency_key or _key()),
         }
-        document, variables = operation("mutation", "claimTasks", args, await self._fit(CLAIM_MANY_FIELDS))
+        document, variables = operation(
+            "mutation", "claimTasks", args, await self.fit_selection(CLAIM_MANY_FIELDS)
+        )
         member = (await self.execute(document, variables))["claimTasks"]
         raise_for_member(member)
         return [
@@ -621,7 +458,9 @@ class AgentTasksClient:
             "scope": ("PauseScope", "SUBTREE" if subtree else None),
             "expectedVersion": ("Int", expected_version),
         }
-        document, variables = operation("mutation", field, args, await self._fit(transition_fields(lease)))
+        document, variables = operation(
+            "mutation", field, args, await self.fit_selection(transition_fields(lease))
+        )
         member = (await self.execute(document, variables))[field]
         raise_for_member(member)
         return TaskState.from_graphql(member["state"])
@@ -693,9 +532,10 @@ class AgentTasksClient:
     ) -> Event:
         """`recordToolCall`: a TOOL_CALL event, recorded in a span `record tool call` (a child of the
         span in progress, e.g. the worker's task attempt)."""
-        with self.tracer.start_as_current_span(
+        with tracing.span(
+            self.tracer,
             "record tool call",
-            kind=trace.SpanKind.CLIENT,
+            kind="client",
             attributes={"agent_tasks.task_id": task_id, "gen_ai.tool.name": tool_name},
         ):
             return await self._record(
@@ -765,22 +605,12 @@ class AgentTasksClient:
     async def _record(self, field: str, arguments: Mapping[str, tuple[str, Any]], key: str | None) -> Event:
         args = {**arguments, "idempotencyKey": ("String", key or _key())}
         selection = (
-            f"{RECORD_ERROR_FIELDS} ... on RecordEventSuccess {{ event {{ {await self._event_fields()} }} }}"
+            f"{RECORD_ERROR_FIELDS} ... on RecordEventSuccess {{ event {{ {await self.event_fields()} }} }}"
         )
         document, variables = operation("mutation", field, args, selection)
         member = (await self.execute(document, variables))[field]
         raise_for_member(member)
         return Event.from_graphql(member["event"])
-
-    async def _event_fields(self) -> str:
-        dropped = [] if await self.supports_leases() else ["LeaseExpiredEvent"]
-        if not await self.supports_steering():
-            dropped += ["TaskRescheduledEvent", "TaskCancelledEvent"]
-        if not await self.supports_timeouts():
-            dropped += ["TaskTimedOutEvent"]
-        if not await self.supports_pause():
-            dropped += ["TaskPausedEvent", "TaskResumedEvent"]
-        return "\n".join(line for line in EVENT_FIELDS.splitlines() if not any(d in line for d in dropped))
 
     # ------------------------------------------------------------------------------------------- reads
 
@@ -812,7 +642,7 @@ class AgentTasksClient:
         """One page of `taskEvents`, oldest first, after the cursor `after`."""
         selection = (
             "totalCount pageInfo { hasNextPage endCursor } "
-            f"edges {{ node {{ {await self._event_fields()} }} }}"
+            f"edges {{ node {{ {await self.event_fields()} }} }}"
         )
         document, variables = operation(
             "query",
@@ -862,8 +692,6 @@ class AgentTasksClient:
         event after `after` (all when None; `"HEAD"`: live ones only), then live ones. After a disconnect
         it reconnects with backoff (up to `max_backoff` seconds) and resumes after the last cursor it
         yielded: no duplicate, no gap. `on_reconnect(tries, error)` is called before each reconnection."""
-        from agent_tasks_client.watch import watch
-
         return watch(
             self,
             {"workflowId": workflow_id, "taskId": task_id, "agentId": agent_id, "types": types},
@@ -890,8 +718,6 @@ class AgentTasksClient:
         claim_batch: int | None = None,
     ) -> Worker:
         """A worker loop over this client (see `Worker`): `async with client.worker("Agent", fn) as w:`."""
-        from agent_tasks_client.worker import Worker
-
         return Worker(
             self,
             agent_name,
@@ -912,37 +738,6 @@ class AgentTasksClient:
 
 def _key() -> str:
     return str(uuid.uuid4())
-
-
-def _data(response: httpx.Response) -> dict[str, Any]:
-    """The `data` of a GraphQL answer; `TransportError` saying what was wrong otherwise."""
-    try:
-        body = response.json()
-    except ValueError:
-        raise TransportError(
-            f"HTTP {response.status_code} from {response.request.url} is not JSON: {response.text[:200]!r}",
-            status_code=response.status_code,
-        ) from None
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if errors:
-        messages = "; ".join(str(e.get("message")) for e in errors)
-        codes = [(e.get("extensions") or {}) for e in errors if isinstance(e, dict)]
-        for extensions in codes:
-            if extensions.get("code") == "FORBIDDEN":
-                raise Forbidden(messages, required_scope=extensions.get("requiredScope"), data=body)
-        if response.status_code == 401 or any(x.get("code") == "UNAUTHENTICATED" for x in codes):
-            raise Unauthorized(messages, status_code=response.status_code, errors=list(errors))
-        raise TransportError(
-            f"GraphQL error (HTTP {response.status_code}): {messages}",
-            status_code=response.status_code,
-            errors=list(errors),
-        )
-    if response.status_code != 200 or not isinstance(body, dict) or body.get("data") is None:
-        raise TransportError(
-            f"HTTP {response.status_code} from {response.request.url}: {response.text[:200]!r}",
-            status_code=response.status_code,
-        )
-    return dict(body["data"])
 
 
 __all__ = ["AgentTasksClient", "AgentTasksError"]

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -23,9 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from agent_tasks_client.documents import operation
 from agent_tasks_client.errors import TransportError
 from agent_tasks_client.models import Event
-
-if TYPE_CHECKING:
-    from agent_tasks_client.client import AgentTasksClient
+from agent_tasks_client.transport import Transport
 
 logger = logging.getLogger("agent_tasks_client.watch")
 
@@ -42,7 +40,7 @@ class _Resume(Exception):
 
 
 async def watch(
-    client: AgentTasksClient,
+    client: Transport,
     filters: Mapping[str, Any],
     *,
     after: str | None,
@@ -98,7 +96,7 @@ async def _init(ws: ClientConnection, wait: float) -> None:
 
 
 async def _subscribe(
-    ws: ClientConnection, client: AgentTasksClient, filters: Mapping[str, Any], after: str | None
+    ws: ClientConnection, client: Transport, filters: Mapping[str, Any], after: str | None
 ) -> AsyncIterator[Event]:
     types = filters.get("types")
     document, variables = operation(
@@ -111,7 +109,7 @@ async def _subscribe(
             "types": ("[EventType!]", list(types) if types is not None else None),
             "after": ("String", after),
         },
-        await client._event_fields(),
+        await client.event_fields(),
     )
     await ws.send(
         json.dumps({"id": "1", "type": "subscribe", "payload": {"query": document, "variables": variables}})

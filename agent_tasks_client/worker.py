@@ -27,6 +27,9 @@ released. Each attempt runs in a span "task attempt", a child of the trace conte
 (`traceparent`: its creating request's), so the handler's own spans nest under it (docs/TRACING.md).
 Leaving the `async with` (or cancelling `run`) stops claiming, gives handlers in flight
 `grace_seconds` to finish, then cancels them: their leases lapse on the server and the tasks are retried.
+
+The worker knows the client only by the calls it makes (`WorkerClient`, which `AgentTasksClient` has), so
+this module sits below the client and imports none of it.
 """
 
 from __future__ import annotations
@@ -37,14 +40,12 @@ import contextlib
 import logging
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from opentelemetry import trace
-from opentelemetry.propagate import extract
-
+from agent_tasks_client import tracing
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.errors import (
     AgentTasksError,
@@ -54,9 +55,7 @@ from agent_tasks_client.errors import (
     TransitionRefused,
     ValidationFailed,
 )
-
-if TYPE_CHECKING:
-    from agent_tasks_client.client import AgentTasksClient
+from agent_tasks_client.models import Event
 
 logger = logging.getLogger("agent_tasks_client.worker")
 
@@ -65,6 +64,39 @@ Handler = Callable[[ClaimedTask], Awaitable[Any]]
 DEFAULT_LEASE_SECONDS = 60
 #: At most this much of a traceback goes into `failTask(details:)`.
 MAX_DETAILS = 4000
+
+
+class WorkerClient(Protocol):
+    """What the worker uses of its client (`AgentTasksClient`'s methods and its tracer)."""
+
+    tracer: Any
+
+    async def supports_leases(self) -> bool: ...
+
+    async def claim(
+        self,
+        agent_name: str,
+        *,
+        workflow_id: str | None = None,
+        task_kinds: Sequence[str] | None = None,
+        lease_seconds: int | None = None,
+        worker_id: str | None = None,
+    ) -> ClaimedTask | None: ...
+
+    async def claim_many(
+        self,
+        agent_name: str,
+        max_tasks: int,
+        *,
+        workflow_id: str | None = None,
+        task_kinds: Sequence[str] | None = None,
+        lease_seconds: int | None = None,
+        worker_id: str | None = None,
+    ) -> list[ClaimedTask]: ...
+
+    def watch_events(
+        self, *, agent_id: str | None = None, types: Sequence[str] | None = None, after: str | None = None
+    ) -> AsyncIterator[Event]: ...
 
 
 @dataclass
@@ -87,7 +119,7 @@ class Worker:
 
     def __init__(
         self,
-        client: AgentTasksClient,
+        client: WorkerClient,
         agent_name: str,
         handler: Handler,
         *,
@@ -264,11 +296,11 @@ class Worker:
     async def _run_one(self, task: ClaimedTask) -> None:
         # The attempt continues the trace stored with the task (its creating request's): the handler's own
         # spans (model calls, tools) and every call the client makes from here nest under it.
-        parent = extract({"traceparent": task.state.traceparent}) if task.state.traceparent else None
-        with self.client.tracer.start_as_current_span(
+        with tracing.span(
+            self.client.tracer,
             "task attempt",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
+            kind="consumer",
+            traceparent=task.state.traceparent,
             attributes={
                 "agent_tasks.task_id": task.id,
                 "agent_tasks.attempt": task.attempt,
@@ -280,7 +312,7 @@ class Worker:
             status = task.state.status
             span.set_attribute("agent_tasks.status", status)
             if status in ("failed", "retrying"):
-                span.set_status(trace.Status(trace.StatusCode.ERROR, task.state.last_error or status))
+                span.set_error(task.state.last_error or status)
 
     async def _attempt(self, task: ClaimedTask) -> None:
         async def call() -> Any:
