@@ -14,10 +14,12 @@ FROM python:3.11-slim AS builder
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY app ./app
-COPY agent_tasks_client ./agent_tasks_client
-# With the `tracing` extra (the OpenTelemetry SDK and OTLP exporter: off unless OTEL_* asks, docs/TRACING.md);
-# without `embedded`. What to install is written beside the wheels for the final stage.
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[tracing]' \
+COPY client ./client
+# The server's wheel with the `tracing` extra (the OpenTelemetry SDK and OTLP exporter: off unless OTEL_*
+# asks, docs/TRACING.md), without `embedded`; beside it the Python client's (client/, its own distribution,
+# which the server depends on: the demo agent). What to install is written beside the wheels for the final
+# stage.
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ./client '.[tracing]' \
     && echo "agent-tasks-graphql[tracing]" > /wheels/requirements.txt
 
 # ---- the image: Python, the wheels installed, no build tools, a user without privileges.

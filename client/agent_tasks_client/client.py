@@ -127,11 +127,11 @@ class AgentTasksClient(Transport):
         concurrency_key: str | None = None,
     ) -> TaskState:
         """`createAgentTask`: a standalone task for `agent_name`. `priority` is `low`, `medium`, `high`
-        or `urgent`; `dependencies` are `{"taskId", "statusExpected"}`; `retry_policy` how its failed
-        attempts are retried; `not_before` a delayed start; `timeouts` its timeouts (refused, ValueError,
-        to a server without them); `concurrency_key` the key a concurrency limit on KEY counts it under
-        (a server with concurrency limits only); `extra` passes further `CreateAgentTaskInput` fields
-        (GraphQL names) as they are."""
+        or `urgent` (a `TaskPriority`); `dependencies` are `{"taskId", "statusExpected"}` (a `TaskStatus`,
+        either spelling); `retry_policy` how its failed attempts are retried; `not_before` a delayed
+        start; `timeouts` its timeouts (refused, ValueError, to a server without them); `concurrency_key`
+        the key a concurrency limit on KEY counts it under (a server with concurrency limits only);
+        `extra` passes further `CreateAgentTaskInput` fields (GraphQL names) as they are."""
         policy = await self._steering_arg(retry_policy, "retry_policy")
         start = await self._steering_arg(not_before, "not_before")
         if timeouts is not None and not await self.supports_timeouts():
@@ -143,7 +143,7 @@ class AgentTasksClient(Transport):
             "inputParameters": dict(input_parameters) if input_parameters is not None else None,
             "priority": priority.upper() if priority else None,
             "maxAttempts": max_attempts,
-            "dependencies": [dict(d) for d in dependencies] if dependencies is not None else None,
+            "dependencies": [_dependency(d) for d in dependencies] if dependencies is not None else None,
             "parentTaskId": parent_task_id,
             "id": id,
             "retryPolicy": None if policy is None else policy.to_graphql(),
@@ -738,6 +738,15 @@ class AgentTasksClient(Transport):
 
 def _key() -> str:
     return str(uuid.uuid4())
+
+
+def _dependency(dependency: Mapping[str, Any]) -> dict[str, Any]:
+    """A dependency as `DependencyInput`, its `statusExpected` in GraphQL's spelling (`completed` or
+    `TaskStatus.COMPLETED` -> `COMPLETED`)."""
+    out = dict(dependency)
+    if out.get("statusExpected") is not None:
+        out["statusExpected"] = str(out["statusExpected"]).upper()
+    return out
 
 
 __all__ = ["AgentTasksClient", "AgentTasksError"]

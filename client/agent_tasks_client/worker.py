@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from agent_tasks_client import tracing
 from agent_tasks_client.claimed import ClaimedTask
+from agent_tasks_client.enums import EventType, TaskStatus
 from agent_tasks_client.errors import (
     AgentTasksError,
     FatalError,
@@ -311,7 +312,7 @@ class Worker:
             await self._attempt(task)
             status = task.state.status
             span.set_attribute("agent_tasks.status", status)
-            if status in ("failed", "retrying"):
+            if status in (TaskStatus.FAILED, TaskStatus.RETRYING):
                 span.set_error(task.state.last_error or status)
 
     async def _attempt(self, task: ClaimedTask) -> None:
@@ -340,7 +341,7 @@ class Worker:
                 await self._fail(task, exc, final=False)
                 return
             if task.finished:  # the handler completed or failed it itself
-                self.stats.completed += task.state.status == "completed"
+                self.stats.completed += task.state.status == TaskStatus.COMPLETED
                 return
             try:
                 await task.complete(as_result(result))
@@ -416,7 +417,9 @@ class Worker:
         """Wake the idle slots when one of the agent's tasks is created or changes status."""
         try:
             async for _ in self.client.watch_events(
-                agent_id=self.agent_name, types=["TASK_CREATED", "STATUS_CHANGED"], after="HEAD"
+                agent_id=self.agent_name,
+                types=[EventType.TASK_CREATED, EventType.STATUS_CHANGED],
+                after="HEAD",
             ):
                 self._poke()
         except AgentTasksError as exc:

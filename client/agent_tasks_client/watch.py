@@ -95,11 +95,10 @@ async def _init(ws: ClientConnection, wait: float) -> None:
             await ws.send(json.dumps({"type": "pong"}))
 
 
-async def _subscribe(
-    ws: ClientConnection, client: Transport, filters: Mapping[str, Any], after: str | None
-) -> AsyncIterator[Event]:
+def subscription(filters: Mapping[str, Any], after: str | None, selection: str) -> tuple[str, dict[str, Any]]:
+    """The `taskEvents` subscription's document and variables, each event asked for `selection`."""
     types = filters.get("types")
-    document, variables = operation(
+    return operation(
         "subscription",
         "taskEvents",
         {
@@ -109,8 +108,14 @@ async def _subscribe(
             "types": ("[EventType!]", list(types) if types is not None else None),
             "after": ("String", after),
         },
-        await client.event_fields(),
+        selection,
     )
+
+
+async def _subscribe(
+    ws: ClientConnection, client: Transport, filters: Mapping[str, Any], after: str | None
+) -> AsyncIterator[Event]:
+    document, variables = subscription(filters, after, await client.event_fields())
     await ws.send(
         json.dumps({"id": "1", "type": "subscribe", "payload": {"query": document, "variables": variables}})
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agent_tasks_client.enums import TaskStatus
+
 
 class AgentTasksError(Exception):
     """Base of every error this client raises: `code` (machine-readable) and `message` (one sentence)."""
@@ -93,7 +95,7 @@ class LeaseLost(AgentTasksError):
     @property
     def cancel_requested(self) -> bool:
         """The task was cancelled (alone or with its subtree): stop working on it."""
-        return self.current_status == "cancelled"
+        return self.current_status == TaskStatus.CANCELLED
 
 
 class TransportError(AgentTasksError):
@@ -191,4 +193,4 @@ def raise_for_member(member: Mapping[str, Any]) -> None:
 
 def _status(value: Any) -> str | None:
     """Statuses as the domain spells them (`in_progress`), whatever the GraphQL enum says."""
-    return None if value is None else str(value).lower()
+    return TaskStatus.parse(value)

@@ -11,6 +11,7 @@ It imports nothing from the server's code (`app`): install it anywhere the serve
 
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.client import AgentTasksClient
+from agent_tasks_client.enums import EventType, TaskKind, TaskPriority, TaskStatus
 from agent_tasks_client.errors import (
     AgentTasksError,
     Conflict,
@@ -35,6 +36,7 @@ __all__ = [
     "Conflict",
     "Event",
     "EventPage",
+    "EventType",
     "FatalError",
     "Forbidden",
     "Handler",
@@ -42,7 +44,10 @@ __all__ = [
     "NotFound",
     "RetryPolicy",
     "RetryableError",
+    "TaskKind",
+    "TaskPriority",
     "TaskState",
+    "TaskStatus",
     "Timeouts",
     "TransitionRefused",
     "TransportError",

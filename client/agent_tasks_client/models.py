@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agent_tasks_client.enums import EventType, TaskKind, TaskStatus
+
 
 def parse_time(value: Any) -> datetime | None:
     """A GraphQL DateTime (ISO 8601) as an aware datetime; None stays None."""
@@ -73,16 +75,12 @@ class Timeouts:
         return {k: v for k, v in values.items() if v is not None}
 
 
-def _lower(value: Any) -> str | None:
-    return None if value is None else str(value).lower()
-
-
 @dataclass(frozen=True)
 class TaskState:
     """A task's execution state as the server stored it after a change (`AgentTaskState`).
 
-    Statuses are in the domain's spelling (`in_progress`); `attempts` is the fencing token of the
-    attempt in progress."""
+    Statuses are in the domain's spelling (`TaskStatus` members, equal to `in_progress`…); `attempts` is
+    the fencing token of the attempt in progress."""
 
     id: str
     agent_name: str
@@ -121,14 +119,14 @@ class TaskState:
         return cls(
             id=data["id"],
             agent_name=data.get("agentName") or "",
-            status=_lower(data.get("status")) or "",
+            status=TaskStatus.parse(data.get("status")) or "",
             attempts=int(data.get("attempts") or 0),
             version=int(data.get("version") or 0),
             progress_percentage=int(data.get("progressPercentage") or 0),
             current_step=data.get("currentStep"),
             name=data.get("name"),
             workflow_id=data.get("workflowId"),
-            task_kind=_lower(data.get("taskKind")),
+            task_kind=TaskKind.parse(data.get("taskKind")),
             max_attempts=data.get("maxAttempts"),
             input_parameters=dict(data.get("inputParameters") or {}),
             lease_holder=data.get("leaseHolder"),
@@ -145,7 +143,7 @@ class TaskState:
             start_to_close_deadline=parse_time(data.get("startToCloseDeadline")),
             schedule_to_close_deadline=parse_time(data.get("scheduleToCloseDeadline")),
             traceparent=data.get("traceparent"),
-            paused_from=_lower(data.get("pausedFrom")),
+            paused_from=TaskStatus.parse(data.get("pausedFrom")),
             paused_at=parse_time(data.get("pausedAt")),
             pause_requested=bool(data.get("pauseRequested")),
             raw=dict(data),
@@ -193,7 +191,7 @@ class Event:
         common = {"__typename", "id", "cursor", "type", "taskId", "workflowId", "agentId", "timestamp"}
         return cls(
             cursor=node["cursor"],
-            type=node["type"],
+            type=EventType.parse(node["type"]) or "",
             task_id=node["taskId"],
             workflow_id=node.get("workflowId"),
             agent_id=node.get("agentId"),
