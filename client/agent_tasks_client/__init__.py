@@ -6,7 +6,10 @@
             await task.progress(50, "synthesising")
             await task.complete({"audio": "s3://…"})
 
-It imports nothing from the server's code (`app`): install it anywhere the server is reachable.
+It imports nothing from the server's code (`app`): its own distribution (`agent-tasks-client`, client/ in
+the repository: `pip install ./client`, `./client[tracing]` for OpenTelemetry spans) installs anywhere the
+server is reachable. Layers, imports pointing down: client -> worker -> claimed | watch -> transport ->
+documents | errors | models | tracing -> enums (an import-linter contract, pyproject.toml).
 """
 
 from agent_tasks_client.claimed import ClaimedTask
