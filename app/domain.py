@@ -46,16 +46,27 @@ STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 TERMINAL: frozenset[str] = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 ACTIVE: frozenset[str] = frozenset(STATUSES) - TERMINAL
 
-# Spellings seen in documents from other programs that are not a mere case/space difference.
-STATUS_ALIASES = {
-    "canceled": "cancelled",
-    "inprogress": "in_progress",
-    "awaiting_dependencies": "awaiting_dependency",
+# --- reading statuses written by other programs -------------------------------------------------------
+# One normaliser, stated as data so that MongoDB can apply it too: `normalise_status` (the state machine,
+# the GraphQL and REST readers, the events) and the analytics pipeline's `$switch`
+# (`app.store.analytics`), which is generated from these same three tables, read a stored status alike.
+
+#: Characters that separate words in a foreign spelling ("In-Progress", "In Progress"): each reads as "_".
+STATUS_SEPARATORS: tuple[str, ...] = ("-", " ")
+#: What a missing or blank status means.
+BLANK_STATUS = Status.PENDING
+#: Spellings seen in documents from other programs that are not a mere case/separator difference
+#: (after lower-casing and separators → "_": "Canceled" → "canceled" → cancelled).
+STATUS_ALIASES: dict[str, Status] = {
+    "canceled": Status.CANCELLED,
+    "inprogress": Status.IN_PROGRESS,
+    "awaiting_dependencies": Status.AWAITING_DEPENDENCY,
 }
 
 
 def normalise_status(value: Any) -> str:
-    """The canonical status for a stored value: None/"" → "pending", "In Progress" → "in_progress".
+    """The canonical status for a stored value: None/"" → "pending", "In Progress" → "in_progress",
+    "canceled" → "cancelled", "inprogress" → "in_progress" (the tables above).
 
     An unknown status is returned normalised but otherwise unchanged, so every action refuses it.
     """
@@ -66,13 +77,16 @@ def normalise_status(value: Any) -> str:
     if isinstance(value, Enum):
         value = value.value
     if value is None:
-        return Status.PENDING.value
-    text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+        return BLANK_STATUS.value
+    text = str(value).strip().lower()
+    for separator in STATUS_SEPARATORS:
+        text = text.replace(separator, "_")
     while "__" in text:
         text = text.replace("__", "_")
     if not text:
-        return Status.PENDING.value
-    return STATUS_ALIASES.get(text, text)
+        return BLANK_STATUS.value
+    alias = STATUS_ALIASES.get(text)
+    return text if alias is None else alias.value
 
 
 #: Each canonical status, as its own normal form.

@@ -79,7 +79,8 @@ def _to_date(path: str) -> Doc:
 
 
 def _status_expr() -> Doc:
-    """`domain.normalise_status` as an expression: lower case, "-"/" " → "_", "" → pending."""
+    """`domain.normalise_status` as an expression, generated from the same tables (`STATUS_SEPARATORS`,
+    `BLANK_STATUS`, `STATUS_ALIASES`): lower case, separators → "_", blank → pending, aliases."""
     text: Doc = {
         "$toLower": {
             "$trim": {
@@ -87,24 +88,17 @@ def _status_expr() -> Doc:
             }
         }
     }
-    for old in ("-", " "):
+    for old in domain.STATUS_SEPARATORS:
         text = {"$replaceAll": {"input": text, "find": old, "replacement": "_"}}
     for _ in range(3):  # collapses runs of up to 8 underscores, far more than any real spelling has
         text = {"$replaceAll": {"input": text, "find": "__", "replacement": "_"}}
-    # The state machine's own alias table, so the two readings of a status cannot drift apart.
+    blank = {"case": {"$eq": ["$$s", ""]}, "then": domain.BLANK_STATUS.value}
     aliases = [
-        {"case": {"$eq": ["$$s", alias]}, "then": status} for alias, status in domain.STATUS_ALIASES.items()
+        {"case": {"$eq": ["$$s", alias]}, "then": status.value}
+        for alias, status in domain.STATUS_ALIASES.items()
     ]
     return {
-        "$let": {
-            "vars": {"s": text},
-            "in": {
-                "$switch": {
-                    "branches": [{"case": {"$eq": ["$$s", ""]}, "then": "pending"}, *aliases],
-                    "default": "$$s",
-                }
-            },
-        }
+        "$let": {"vars": {"s": text}, "in": {"$switch": {"branches": [blank, *aliases], "default": "$$s"}}}
     }
 
 
