@@ -1,4 +1,5 @@
-"""The vocabulary of the product, stated once: statuses, priorities, task kinds, dates and numeric bounds.
+"""The vocabulary of the product, stated once: statuses, priorities, task kinds, event types, error codes,
+dates and numeric bounds.
 
 Every layer derives from here — the state machine, the store's pipelines and filters, the GraphQL enums,
 the REST models, analytics and the demo — so a status or a priority is never spelled out twice. Pure
@@ -145,6 +146,38 @@ TASK_KIND_DESCRIPTIONS: dict[TaskKind, str] = {
     TaskKind.BEHAVIOR_TASK: "A behavior task of a sub-task.",
     TaskKind.STANDALONE: "A task outside the hierarchy (seed 000).",
 }
+
+
+class EventType(StrEnum):
+    """Every kind of event; the seed 003 ones keep their names."""
+
+    TASK_CREATED = "TASK_CREATED"
+    TASK_UPDATED = "TASK_UPDATED"
+    TASK_DELETED = "TASK_DELETED"
+    TASK_FINALIZED = "TASK_FINALIZED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+    TASK_PROGRESS = "TASK_PROGRESS"
+    TASK_COMPLETED = "TASK_COMPLETED"
+    TASK_FAILED = "TASK_FAILED"
+    #: A task's lease ran out before it finished: it went back to retrying (or failed, attempts used up).
+    LEASE_EXPIRED = "LEASE_EXPIRED"
+    #: A task not started yet was given a new `not_before` (`rescheduleTask`): no claim before it.
+    TASK_RESCHEDULED = "TASK_RESCHEDULED"
+    #: A task was cancelled by the cancel of its subtree (`cancelTask(scope: SUBTREE)`) or by `cancelTasks`,
+    #: with the reason.
+    TASK_CANCELLED = "TASK_CANCELLED"
+    #: A timeout fired (`kind`: SCHEDULE_TO_START, START_TO_CLOSE, SCHEDULE_TO_CLOSE, or HEARTBEAT with a
+    #: lease's LEASE_EXPIRED); app/lifecycle/timeouts.py.
+    TASK_TIMED_OUT = "TASK_TIMED_OUT"
+    #: A task was paused (`pauseTask`, `pauseTasks`), or a running one asked to pause, with the reason.
+    TASK_PAUSED = "TASK_PAUSED"
+    #: A paused task was resumed (`resumeTask`, `resumeTasks`), or a running one's pause request withdrawn.
+    TASK_RESUMED = "TASK_RESUMED"
+    TOOL_CALL = "TOOL_CALL"
+    TOOL_RESULT = "TOOL_RESULT"
+    MEMORY_OPERATION = "MEMORY_OPERATION"
+    #: Read side only: an event of a type this server does not know (written by another program).
+    OTHER = "OTHER"
 
 
 class Scope(StrEnum):

@@ -24,7 +24,7 @@ from app.api.types.convert import from_doc
 from app.api.types.enums import TaskStatus
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.tasks import AgentTaskState
-from app.domain import parse_status
+from app.domain import Status, parse_status
 from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, NotYourAgent, Refused, ServiceError
 
 S = TypeVar("S")
@@ -169,7 +169,7 @@ async def capture_fenced(work: Awaitable[S]) -> S | ErrorResult | LeaseLostError
             current_attempt=exc.current_attempt,
             current_holder=exc.current_holder,
             current_status=_status_or_pending(exc.current_status),
-            cancel_requested=exc.current_status == "cancelled",
+            cancel_requested=exc.current_status == Status.CANCELLED,
         )
     except ServiceError as exc:
         return error_from(exc)

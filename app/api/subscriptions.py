@@ -40,7 +40,7 @@ from app.store.events import (
 #: Events replayed per read when a subscriber catches up from a cursor.
 REPLAY_BATCH = 500
 #: Events that never change a task's state or a workflow's progress.
-NOT_STATE_CHANGES = frozenset({"TOOL_CALL", "TOOL_RESULT", "MEMORY_OPERATION"})
+NOT_STATE_CHANGES = frozenset({EventType.TOOL_CALL, EventType.TOOL_RESULT, EventType.MEMORY_OPERATION})
 
 
 def _key(task_id: str | None, workflow_id: str | None, agent_id: str | None) -> Key:

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from app import domain
+from app.domain import Status
 from app.lifecycle.hierarchy import LEVELS, STATE_INPUT_FIELDS
 from app.rest.entities import ENTITIES, Entity, Kind
 from app.rest.errors import ERROR_CODES, ApiError
@@ -181,7 +182,7 @@ DependencyInput = _model(
         "task_id": (StrictStr, Field(description="Id of the task depended on.")),
         "status_expected": (
             Literal[domain.STATUSES],
-            Field(default="completed", description="Status it must reach (default completed)."),
+            Field(default=Status.COMPLETED, description="Status it must reach (default completed)."),
         ),
     },
 )

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.auth.scopes import REST
+from app.domain import EventType, Status
 from app.rest.documents import RestJSONResponse
 from app.rest.entities import Entity, Kind
 from app.rest.errors import ERROR_CODES
@@ -93,7 +94,7 @@ _SEED_FILTERS = {
     "task-outputs": {"task_id": "meta123"},
     "sub-task-outputs": {"is_finalized_step": True},
     "behavior-task-outputs": {"processor_subject_ids": {"$in": ["agent1"]}},
-    "agent-tasks": {"status": {"$in": ["pending", "in_progress"]}},
+    "agent-tasks": {"status": {"$in": [Status.PENDING, Status.IN_PROGRESS]}},
 }
 
 
@@ -168,7 +169,7 @@ def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
             },
         ]
     if op in ("pause", "resume"):
-        event = "TASK_PAUSED" if op == "pause" else "TASK_RESUMED"
+        event = EventType.TASK_PAUSED if op == "pause" else EventType.TASK_RESUMED
         params += [
             {
                 "name": "scope",
@@ -240,7 +241,7 @@ def _request_body(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]])
             "description": "`filter`: the filter of `POST /agent-tasks/query` (non-empty; an empty one is"
             " refused with 400 `bad_filter`); `limit`: at most BULK_ACTION_MAX_TASKS (more: 422 `invalid`);"
             " `reason`: kept in each event.",
-            **_json(refs[("", "bulk_request")], example={"filter": {"status": "failed"}, "limit": 500}),
+            **_json(refs[("", "bulk_request")], example={"filter": {"status": Status.FAILED}, "limit": 500}),
         }
     if op == "query":
         allowed = [entity.spec.id_field, *(f for f in entity.spec.fields if "." not in f)]

@@ -23,6 +23,7 @@ from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.fetch import load_many, load_one, paced, prefetch, resolve_one
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.progress import WorkflowProgress, workflow_progress
+from app.domain import Status
 from app.lifecycle import retry_policy
 from app.lifecycle import state_machine as sm
 from app.lifecycle.expiry import present
@@ -176,9 +177,9 @@ class BehaviorTask(Task):
 
 #: Which GraphQL type and collection holds a task of each kind.
 TASK_TYPES: dict[str, type[MetaWorkflowTask] | type[SubTask] | type[BehaviorTask]] = {
-    "meta_workflow": MetaWorkflowTask,
-    "sub_task": SubTask,
-    "behavior_task": BehaviorTask,
+    TaskKind.META_WORKFLOW: MetaWorkflowTask,
+    TaskKind.SUB_TASK: SubTask,
+    TaskKind.BEHAVIOR_TASK: BehaviorTask,
 }
 
 
@@ -228,7 +229,7 @@ class RetryPolicy:
 class TaskDependency:
     task_id: strawberry.ID = strawberry.field(description="Id of the task depended on.")
     status_expected: str = strawberry.field(
-        default="completed", description="Status the task depended on must reach (e.g. `completed`)."
+        default=Status.COMPLETED, description="Status the task depended on must reach (e.g. `completed`)."
     )
 
     @strawberry.field(description="The execution state of the task depended on.")
