@@ -25,6 +25,8 @@ VOCABULARY: dict[str, str] = {
     **{e.value: f"EventType.{e.name}" for e in domain.EventType if e is not domain.EventType.OTHER},
     **{p.value: f"Priority.{p.name}" for p in domain.Priority},
     **{k.value: f"TaskKind.{k.name}" for k in domain.TaskKind},
+    **{c.value: f"ErrorCode.{c.name}" for c in domain.ErrorCode},
+    **{c.rest: f"ErrorCode.{c.name}.rest" for c in domain.ErrorCode},
 }
 
 #: (module, value) pairs allowed to quote a value, each with the reason; keep it short.
@@ -75,3 +77,39 @@ async def test_a_member_written_through_the_driver_is_the_stored_string(db: obje
     await collection.insert_one({"_id": "m", "status": domain.Status.CANCELLED})
     assert await collection.find_one({"status": "cancelled"}) == {"_id": "m", "status": "cancelled"}
     assert await collection.find_one({"status": domain.Status.CANCELLED}) is not None
+
+
+#: REST's error codes as clients have read them since the REST API shipped: the enum must keep them.
+REST_CODES_BEFORE = {
+    "bad_json", "bad_filter", "bad_cursor", "bad_parameter", "untrusted_host", "page_size_out_of_range",
+    "unauthenticated", "forbidden", "not_found", "refused", "conflict", "payload_too_large", "rate_limited",
+    "unsupported_media_type", "invalid", "idempotency_key_reused", "unknown_field", "filter_too_slow",
+    "internal", "database_unavailable", "database_timeout",
+}  # fmt: skip
+
+
+def test_rest_and_graphql_codes_come_from_one_enum() -> None:
+    from app.rest.errors import ERROR_CODES
+
+    assert all(isinstance(code, domain.ErrorCode) for code in ERROR_CODES)
+    assert {code.rest for code in ERROR_CODES} == REST_CODES_BEFORE
+    assert all(code.rest == code.value.lower() for code in domain.ErrorCode)
+    assert set(domain.ERROR_CODE_DESCRIPTIONS) == set(domain.ErrorCode)
+    # Every code GraphQL does not answer says so in its description, which the SDL carries.
+    for code in domain.REST_ONLY:
+        assert domain.ERROR_CODE_DESCRIPTIONS[code].startswith("REST only")
+
+
+def test_the_schema_lists_every_code_and_types_the_code_fields() -> None:
+    from graphql import GraphQLEnumType, GraphQLNonNull, build_schema
+
+    sdl = (APP.parent / "schema" / "schema.graphql").read_text()
+    schema = build_schema(sdl)
+    enum = schema.get_type("ErrorCode")
+    assert isinstance(enum, GraphQLEnumType)
+    assert list(enum.values) == [code.name for code in domain.ErrorCode]
+    validation = schema.get_type("ValidationError")
+    forbidden = schema.get_type("ForbiddenError")
+    assert validation.fields["code"].type is enum  # type: ignore[union-attr]
+    forbidden_code = forbidden.fields["code"].type  # type: ignore[union-attr]
+    assert isinstance(forbidden_code, GraphQLNonNull) and forbidden_code.of_type is enum

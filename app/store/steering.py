@@ -363,7 +363,7 @@ def _due(now: dt.datetime) -> Doc:
     """The claim gate (`steering._gate`) as an expression: pending or retrying, due, not expired."""
     return {
         "$and": [
-            {"$in": ["$status", ["pending", "retrying"]]},
+            {"$in": ["$status", [Status.PENDING, Status.RETRYING]]},
             {"$not": [{"$gt": ["$not_before", now]}]},
             {"$not": [{"$gt": ["$next_attempt_at", now]}]},
             {
@@ -396,7 +396,7 @@ async def sample_counts(
             {
                 "$group": {
                     "_id": f"${field_name}",
-                    "running": {"$sum": {"$cond": [{"$eq": ["$status", "in_progress"]}, 1, 0]}},
+                    "running": {"$sum": {"$cond": [{"$eq": ["$status", Status.IN_PROGRESS]}, 1, 0]}},
                     "ready": {"$sum": {"$cond": [due, 1, 0]}},
                 }
             },
@@ -408,7 +408,7 @@ async def sample_counts(
         [
             {
                 "$match": {
-                    "status": {"$in": ["in_progress", "pending", "retrying"]},
+                    "status": {"$in": [Status.IN_PROGRESS, Status.PENDING, Status.RETRYING]},
                     "$or": [{SCOPE_FIELDS[scope]: {"$in": values}} for scope, values in by_scope.items()],
                 }
             },
