@@ -190,3 +190,26 @@ async def test_a_transition_on_a_foreign_spelling(gql: GraphQLClient, db: Any) -
         ("t1", "in_progress", "completed"),
         ("t2", "in_progress", "completed"),
     ]
+
+
+async def test_expected_status_reads_as_the_task_status_enum(gql: GraphQLClient, db: Any) -> None:
+    """`expectedStatus` is a `TaskStatus` read like every stored status; the deprecated `statusExpected`
+    string is unchanged for existing clients."""
+    dependencies = [
+        {"task_id": "d0", "status_expected": "completed"},
+        {"task_id": "d1", "status_expected": "In-Progress"},
+        {"task_id": "d2", "status_expected": "canceled"},
+        {"task_id": "d3"},
+        {"task_id": "d4", "status_expected": "bogus"},
+    ]
+    await db.agent_task_states.insert_one(
+        {"_id": "t", "agent_name": "X", "status": "pending", "dependencies": dependencies}
+    )
+    data = await gql.data('{ agentTask(id: "t") { dependencies { taskId statusExpected expectedStatus } } }')
+    assert data["agentTask"]["dependencies"] == [
+        {"taskId": "d0", "statusExpected": "completed", "expectedStatus": "COMPLETED"},
+        {"taskId": "d1", "statusExpected": "In-Progress", "expectedStatus": "IN_PROGRESS"},
+        {"taskId": "d2", "statusExpected": "canceled", "expectedStatus": "CANCELLED"},
+        {"taskId": "d3", "statusExpected": "completed", "expectedStatus": "COMPLETED"},
+        {"taskId": "d4", "statusExpected": "bogus", "expectedStatus": None},
+    ]
