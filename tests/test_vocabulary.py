@@ -113,3 +113,16 @@ def test_the_schema_lists_every_code_and_types_the_code_fields() -> None:
     assert validation.fields["code"].type is enum  # type: ignore[union-attr]
     forbidden_code = forbidden.fields["code"].type  # type: ignore[union-attr]
     assert isinstance(forbidden_code, GraphQLNonNull) and forbidden_code.of_type is enum
+
+
+def test_no_quoted_vocabulary_in_the_client() -> None:
+    """The client (its own distribution, importing nothing from `app`) names its own enums
+    (`client/agent_tasks_client/enums.py`, kept equal to the schema by tests/test_client_schema.py)."""
+    client = APP.parent / "client" / "agent_tasks_client"
+    found = [
+        f"{path.relative_to(client.parent).as_posix()}:{line}: {value!r}"
+        for path in sorted(client.rglob("*.py"))
+        if path.name != "enums.py"
+        for line, value in _constants(path)
+    ]
+    assert not found, "quoted vocabulary in the client outside enums.py:\n" + "\n".join(found)
