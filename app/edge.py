@@ -23,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.domain import ErrorCode
 from app.settings import Settings
 
 logger = logging.getLogger("agent_tasks.requests")
@@ -92,7 +93,7 @@ class TrustedHosts(TrustedHostMiddleware):
         if scope["path"].startswith("/graphql"):
             body: dict[str, Any] = {"errors": [{"message": f"Bad request: {message}."}]}
         else:
-            body = {"error": {"code": "untrusted_host", "message": message}}
+            body = {"error": {"code": ErrorCode.UNTRUSTED_HOST.rest, "message": message}}
         await send_json(send, 400, body)
 
 
@@ -259,12 +260,18 @@ def url_limited_protocol(max_url_bytes: int) -> type[asyncio.Protocol] | str:
                         "errors": [
                             {
                                 "message": message,
-                                "extensions": {"code": "URI_TOO_LONG", "limit": max_url_bytes},
+                                "extensions": {"code": ErrorCode.URI_TOO_LONG, "limit": max_url_bytes},
                             }
                         ]
                     }
                     if graphql
-                    else {"error": {"code": "uri_too_long", "message": message, "limit": max_url_bytes}}
+                    else {
+                        "error": {
+                            "code": ErrorCode.URI_TOO_LONG.rest,
+                            "message": message,
+                            "limit": max_url_bytes,
+                        }
+                    }
                 )
                 payload = json.dumps(body).encode()
                 head = (

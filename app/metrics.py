@@ -49,7 +49,7 @@ from starlette.types import Scope as AsgiScope
 
 from app import instruments
 from app.auth.scopes import ScopeRefusal, Unauthenticated, require
-from app.domain import Scope
+from app.domain import ErrorCode, Scope
 from app.lifecycle.steering import SteeringSample
 from app.principal import OPEN, Principal
 from app.resources import AppState
@@ -421,7 +421,12 @@ def _refusal(request: Request) -> Response | None:
     try:
         require(principal if isinstance(principal, Principal) else OPEN, Scope.METRICS, "GET /metrics")
     except ScopeRefusal as exc:
-        code, status = ("unauthenticated", 401) if isinstance(exc, Unauthenticated) else ("forbidden", 403)
+        refused, status = (
+            (ErrorCode.UNAUTHENTICATED, 401)
+            if isinstance(exc, Unauthenticated)
+            else (ErrorCode.FORBIDDEN, 403)
+        )
+        code = refused.rest
         request.state.refusal = f"{code}: {exc.message}"  # the edge's one log line (app/edge.py)
         return JSONResponse(
             {"error": {"code": code, "message": exc.message, "required_scope": exc.scope.value}},

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
-from app.domain import Scope
+from app.domain import ErrorCode, Scope
 
 PrincipalKind = Literal["key", "jwt", "anonymous", "system"]
 
@@ -82,7 +82,7 @@ class AuthenticationError(Exception):
     with a bad signature, issuer, audience or expiry. `code` is machine-readable (`UNAUTHENTICATED`);
     the message says what was wrong and never echoes the secret."""
 
-    code = "UNAUTHENTICATED"
+    code = ErrorCode.UNAUTHENTICATED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

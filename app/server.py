@@ -37,6 +37,7 @@ from app.api.legacy_ws import GraphQLWSHandler
 from app.api.live_limits import LiveConnectionCap, TransportWSHandler
 from app.api.schema import AgentTasksSchema, build_schema
 from app.auth.middleware import AuthMiddleware, TokenVerifier, authenticator, bearer, watch_key
+from app.domain import ErrorCode
 from app.edge import edge_middleware
 from app.metrics import metrics_middleware, metrics_route
 from app.principal import OPEN, AuthenticationError
@@ -134,12 +135,12 @@ async def ready(request: Request) -> JSONResponse:
         failure = classify(exc)
         if failure is None:
             raise
-        logger.warning("not ready: %s (%s)", failure.rest_code, describe(exc))
+        logger.warning("not ready: %s (%s)", failure.code.rest, describe(exc))
         return JSONResponse(
             {
                 "status": "unavailable",
                 "error": {
-                    "code": "database_unavailable",
+                    "code": ErrorCode.DATABASE_UNAVAILABLE.rest,
                     "message": f"MongoDB did not answer a ping within {seconds:g} s.",
                 },
             },
@@ -273,7 +274,9 @@ def cors(settings: Settings) -> list[Middleware]:
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (unknown path, method not allowed) in the API's JSON error shape."""
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+        exc.status_code, ErrorCode.HTTP_ERROR
+    ).rest
     return JSONResponse(
         {"error": {"code": code, "message": f"{request.method} {request.url.path}: {exc.detail}"}},
         status_code=exc.status_code,

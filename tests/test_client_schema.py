@@ -29,6 +29,7 @@ from graphql.execution.values import get_variable_values
 
 from agent_tasks_client import (
     AgentTasksClient,
+    ErrorCode,
     EventType,
     RetryPolicy,
     TaskKind,
@@ -62,6 +63,7 @@ def problems(document: str, variables: dict[str, Any]) -> list[str]:
         (TaskKind, "TaskKind"),
         (TaskPriority, "TaskPriority"),
         (EventType, "EventType"),
+        (ErrorCode, "ErrorCode"),
     ],
 )
 def test_the_client_enums_are_the_schema_enums(enum: type[StrEnum], name: str) -> None:

@@ -130,3 +130,86 @@ async def test_every_spelling_the_state_machine_accepts_reads_over_graphql(
     assert {e["node"]["id"]: e["node"]["status"] for e in listed["agentTasks"]["edges"]} == {
         f"t{i}": wanted for i, wanted in enumerate(spellings.values())
     }
+
+
+#: The spellings of issue 24 (and their neighbours), each stored as another program wrote it.
+FOREIGN_SPELLINGS = {"canceled": "cancelled", "In-Progress": "in_progress", "inprogress": "in_progress"}
+
+
+async def test_analytics_counts_foreign_spellings_under_their_status(gql: GraphQLClient, db: Any) -> None:
+    """The aggregation's normaliser is generated from the domain's tables: it counts what the readers show."""
+    await db.agent_task_states.insert_many(
+        [
+            {
+                "_id": f"a{i}",
+                "agent_name": "Foreign",
+                "status": spelling,
+                "created_at": "2026-11-20T15:00:00Z",
+            }
+            for i, spelling in enumerate([*FOREIGN_SPELLINGS, "Awaiting Dependencies", "", None])
+        ]
+    )
+    stats = (await gql.data('{ agentStats(agentName: "Foreign") { total byStatus { status count } } }'))[
+        "agentStats"
+    ]
+    counts = {row["status"]: row["count"] for row in stats["byStatus"] if row["count"]}
+    assert stats["total"] == 6
+    assert counts == {"CANCELLED": 1, "IN_PROGRESS": 2, "AWAITING_DEPENDENCY": 1, "PENDING": 2}
+
+
+def test_the_pipeline_and_the_python_normaliser_agree() -> None:
+    """Both readings come from one table: every alias and separator is in the pipeline's expression."""
+    from app import domain
+    from app.store.analytics import normalise_stages
+
+    text = repr(normalise_stages(domain.utcnow()))
+    for alias, status in domain.STATUS_ALIASES.items():
+        assert repr(alias) in text and domain.normalise_status(alias) == status
+    for separator in domain.STATUS_SEPARATORS:
+        assert repr(separator) in text
+
+
+async def test_a_transition_on_a_foreign_spelling(gql: GraphQLClient, db: Any) -> None:
+    """The state machine reads the spellings as the readers do: a stored "In-Progress" or "inprogress"
+    completes, a stored "canceled" retries (the moves allowed from in_progress and cancelled)."""
+    await db.agent_task_states.insert_many(
+        [
+            {"_id": f"t{i}", "agent_name": "X", "status": spelling, "attempts": 1}
+            for i, spelling in enumerate(FOREIGN_SPELLINGS)
+        ]
+    )
+    result = "__typename ... on TaskTransitionSuccess { state { status } events { type } }"
+    retried = await gql.data(f'mutation {{ r: retryTask(id: "t0") {{ {result} }} }}')
+    assert retried["r"]["state"]["status"] == "RETRYING", retried
+    for task_id in ("t1", "t2"):
+        done = await gql.data(f'mutation {{ r: completeTask(id: "{task_id}") {{ {result} }} }}')
+        assert done["r"]["state"]["status"] == "COMPLETED", done
+    events = [e async for e in db.task_events.find({"type": "STATUS_CHANGED"}).sort("task_id", 1)]
+    assert [(e["task_id"], e["payload"]["from_status"], e["payload"]["to_status"]) for e in events] == [
+        ("t0", "cancelled", "retrying"),
+        ("t1", "in_progress", "completed"),
+        ("t2", "in_progress", "completed"),
+    ]
+
+
+async def test_expected_status_reads_as_the_task_status_enum(gql: GraphQLClient, db: Any) -> None:
+    """`expectedStatus` is a `TaskStatus` read like every stored status; the deprecated `statusExpected`
+    string is unchanged for existing clients."""
+    dependencies = [
+        {"task_id": "d0", "status_expected": "completed"},
+        {"task_id": "d1", "status_expected": "In-Progress"},
+        {"task_id": "d2", "status_expected": "canceled"},
+        {"task_id": "d3"},
+        {"task_id": "d4", "status_expected": "bogus"},
+    ]
+    await db.agent_task_states.insert_one(
+        {"_id": "t", "agent_name": "X", "status": "pending", "dependencies": dependencies}
+    )
+    data = await gql.data('{ agentTask(id: "t") { dependencies { taskId statusExpected expectedStatus } } }')
+    assert data["agentTask"]["dependencies"] == [
+        {"taskId": "d0", "statusExpected": "completed", "expectedStatus": "COMPLETED"},
+        {"taskId": "d1", "statusExpected": "In-Progress", "expectedStatus": "IN_PROGRESS"},
+        {"taskId": "d2", "statusExpected": "canceled", "expectedStatus": "CANCELLED"},
+        {"taskId": "d3", "statusExpected": "completed", "expectedStatus": "COMPLETED"},
+        {"taskId": "d4", "statusExpected": "bogus", "expectedStatus": None},
+    ]

@@ -29,7 +29,7 @@ async def test_demo_tree_in_one_query(gql: GraphQLClient, db: Any) -> None:
     assert script["prevSubTaskId"] == "sub_snippet"
     assert script["state"]["agentName"] == "PodcastScriptWeaverAgent"
     assert script["state"]["dependencies"] == [
-        {"taskId": "sub_snippet", "statusExpected": "completed", "satisfied": True}
+        {"taskId": "sub_snippet", "expectedStatus": "COMPLETED", "satisfied": True}
     ]
     write = script["behaviorTasks"][1]
     assert write["state"]["status"] == "IN_PROGRESS"
@@ -40,7 +40,7 @@ async def test_demo_tree_in_one_query(gql: GraphQLClient, db: Any) -> None:
     polish = script["behaviorTasks"][2]["state"]
     assert polish["status"] == "AWAITING_DEPENDENCY"
     assert polish["dependencies"] == [
-        {"taskId": "beh_write_script", "statusExpected": "completed", "satisfied": False}
+        {"taskId": "beh_write_script", "expectedStatus": "COMPLETED", "satisfied": False}
     ]
     retrying = tree["subTasks"][2]["behaviorTasks"][0]["state"]
     assert retrying["status"] == "RETRYING"

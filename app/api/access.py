@@ -40,7 +40,7 @@ from strawberry.types.graphql import OperationType
 from app.api.context import Context
 from app.auth.middleware import authenticator
 from app.auth.scopes import GRAPHQL, ScopeRefusal, require
-from app.domain import Scope
+from app.domain import ErrorCode, Scope
 from app.ratelimit import RateLimited, limiter
 
 #: The root type each operation type starts from.
@@ -81,7 +81,8 @@ _RANK = [Scope.READ, Scope.WRITE, Scope.ADMIN]
 
 def rate_limited(exc: RateLimited) -> GraphQLError:
     return GraphQLError(
-        exc.message, extensions={"code": "RATE_LIMITED", "retryAfter": exc.retry_after, "limit": exc.limit}
+        exc.message,
+        extensions={"code": ErrorCode.RATE_LIMITED, "retryAfter": exc.retry_after, "limit": exc.limit},
     )
 
 
@@ -114,7 +115,7 @@ class ScopeCheck(SchemaExtension):
         return GraphQLError(
             f"API key {principal.id} was revoked or has expired: this connection's operations are refused"
             " (it is closed with 4403 shortly); reconnect with a valid key",
-            extensions={"code": "UNAUTHENTICATED"},
+            extensions={"code": ErrorCode.UNAUTHENTICATED},
         )
 
     async def on_execute(self) -> AsyncIterator[None]:

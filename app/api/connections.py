@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 from app.api.errors import UserInputError, page_size
 from app.api.types.convert import from_doc
 from app.api.types.enums import SortDirection
+from app.domain import ErrorCode
 from app.settings import Settings
 from app.store.collections import CollectionSpec
 from app.store.cursors import CursorError, SortSpec
@@ -82,8 +83,8 @@ class Connection(Generic[T]):
 def filter_refused(exc: FilterTooSlow | FilterError) -> UserInputError:
     """The GraphQL error for a filter MongoDB stopped (too slow) or refused."""
     if isinstance(exc, FilterTooSlow):
-        return UserInputError(f"{str(exc)[0].upper()}{str(exc)[1:]}.", "FILTER_TOO_SLOW")
-    return UserInputError(str(exc), "BAD_FILTER")
+        return UserInputError(f"{str(exc)[0].upper()}{str(exc)[1:]}.", ErrorCode.FILTER_TOO_SLOW)
+    return UserInputError(str(exc), ErrorCode.BAD_FILTER)
 
 
 def _plain(value: Any) -> Any:
@@ -125,7 +126,7 @@ async def list_page(
     try:
         query, user = list_query(spec, filter, typed, settings)
     except FilterError as exc:
-        raise UserInputError(str(exc), "BAD_FILTER") from exc
+        raise UserInputError(str(exc), ErrorCode.BAD_FILTER) from exc
     field = order.field.value if order is not None else spec.sort_fields[0]
     direction = -1 if order is not None and order.direction is SortDirection.DESC else 1
     sort = SortSpec(spec.storage_path(field), direction)
@@ -133,7 +134,7 @@ async def list_page(
     try:
         page: Page = await info.context.store.find_page(spec, query, sort, size, after, time_limit_ms)
     except CursorError as exc:
-        raise UserInputError(str(exc), "BAD_CURSOR") from exc
+        raise UserInputError(str(exc), ErrorCode.BAD_CURSOR) from exc
     except (FilterTooSlow, FilterError) as exc:
         raise filter_refused(exc) from exc
     edges = [

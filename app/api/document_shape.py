@@ -47,6 +47,8 @@ from graphql import (
     ValueNode,
 )
 
+from app.domain import ErrorCode
+
 #: Deepest nesting of selections and fragment spreads walked; deeper is refused (`QUERY_TOO_DEEP`) rather
 #: than walked (the walk is recursive; `MAX_QUERY_DEPTH`, 12 by default, refuses such documents anyway).
 MAX_NESTING = 150
@@ -85,7 +87,7 @@ class Shape:
     work: int
 
 
-def shape_error(message: str, code: str, **numbers: int) -> GraphQLError:
+def shape_error(message: str, code: ErrorCode, **numbers: int) -> GraphQLError:
     """A request error with a machine-readable `code` and the numbers it compared."""
     return GraphQLError(message, extensions={"code": code, **numbers})
 
@@ -135,7 +137,7 @@ def measure(document: DocumentNode, limits: ShapeLimits) -> Shape:
                     shape_error(
                         f"The operation '{name}' nests fields {summary.depth} levels below its root field; at"
                         f" most {limits.max_depth} are accepted (MAX_QUERY_DEPTH).",
-                        "QUERY_TOO_DEEP",
+                        ErrorCode.QUERY_TOO_DEEP,
                         depth=summary.depth,
                         limit=limits.max_depth,
                     )
@@ -146,7 +148,7 @@ def measure(document: DocumentNode, limits: ShapeLimits) -> Shape:
                         f"The operation '{name}' uses {summary.aliases} aliases (a fragment's counted each"
                         f" time it is spread); at most {limits.max_aliases} are accepted"
                         " (MAX_QUERY_ALIASES).",
-                        "TOO_MANY_ALIASES",
+                        ErrorCode.TOO_MANY_ALIASES,
                         aliases=summary.aliases,
                         limit=limits.max_aliases,
                     )
@@ -191,7 +193,7 @@ class _Walk:
                     f"Validating this document would take more than {self.limits.max_work} units of work"
                     " (GRAPHQL_VALIDATION_WORK_MAX: one per node, per pair of fields sharing a response"
                     f" name in one selection, {OPERATION_WORK} per operation): send a smaller document.",
-                    "QUERY_TOO_COMPLEX",
+                    ErrorCode.QUERY_TOO_COMPLEX,
                     limit=self.limits.max_work,
                 )
             )
@@ -208,7 +210,7 @@ class _Walk:
         return ShapeRefused(
             shape_error(
                 f"Selections and fragments are nested more than {MAX_NESTING} deep.",
-                "QUERY_TOO_DEEP",
+                ErrorCode.QUERY_TOO_DEEP,
                 limit=MAX_NESTING,
             )
         )

@@ -55,6 +55,7 @@ from typing import Any
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, Source, parse
 
 from app.api.document_shape import ShapeLimits, check_shape
+from app.domain import ErrorCode
 from app.principal import Principal
 
 logger = logging.getLogger("agent_tasks.graphql")
@@ -91,7 +92,7 @@ class Prepared:
     errors: Sequence[GraphQLError]
 
 
-def with_code(error: GraphQLError, code: str, **numbers: object) -> GraphQLError:
+def with_code(error: GraphQLError, code: ErrorCode, **numbers: object) -> GraphQLError:
     """`error` with `extensions.code` (and numbers) added when it has none."""
     if (error.extensions or {}).get("code"):
         return error
@@ -110,11 +111,11 @@ def parse_refusal(error: GraphQLError, max_tokens: int) -> GraphQLError:
     if "more than" in error.message and "tokens" in error.message:
         return GraphQLError(
             f"The document holds more than {max_tokens} tokens (MAX_QUERY_TOKENS): send a shorter one.",
-            extensions={"code": "QUERY_TOO_LONG", "limit": max_tokens},
+            extensions={"code": ErrorCode.QUERY_TOO_LONG, "limit": max_tokens},
         )
     if "nested too deeply" in error.message:
-        return with_code(error, "QUERY_TOO_DEEP")
-    return with_code(error, "GRAPHQL_PARSE_FAILED")
+        return with_code(error, ErrorCode.QUERY_TOO_DEEP)
+    return with_code(error, ErrorCode.GRAPHQL_PARSE_FAILED)
 
 
 def prepare_text(text: str, schema: GraphQLSchema, validator: Validator, limits: DocumentLimits) -> Prepared:
@@ -125,13 +126,13 @@ def prepare_text(text: str, schema: GraphQLSchema, validator: Validator, limits:
         return Prepared(None, [parse_refusal(error, limits.max_tokens)])
     except RecursionError:
         too_deep = GraphQLError(
-            "The document is nested too deeply to parse.", extensions={"code": "QUERY_TOO_DEEP"}
+            "The document is nested too deeply to parse.", extensions={"code": ErrorCode.QUERY_TOO_DEEP}
         )
         return Prepared(None, [too_deep])
     refused = check_shape(document, limits.shape)
     if refused is not None:
         return Prepared(None, [refused])
-    errors = [with_code(e, "GRAPHQL_VALIDATION_FAILED") for e in validator(schema, document)]
+    errors = [with_code(e, ErrorCode.GRAPHQL_VALIDATION_FAILED) for e in validator(schema, document)]
     return Prepared(document, errors)
 
 
@@ -239,7 +240,7 @@ class DocumentBudgetExceeded(GraphQLError):
             f" {limits.cpu_window:g} s (GRAPHQL_PREPARE_CPU_MS); try again in {retry_after} s, or"
             " send documents the server has seen (they cost nothing).",
             extensions={
-                "code": "RATE_LIMITED",
+                "code": ErrorCode.RATE_LIMITED,
                 "retryAfter": retry_after,
                 "limit": f"{limits.cpu_ms} ms CPU per {limits.cpu_window:g} s",
             },

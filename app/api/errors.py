@@ -14,6 +14,7 @@ import logging
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
+from app.domain import ErrorCode
 from app.store.failures import classify, describe
 
 logger = logging.getLogger("agent_tasks.graphql")
@@ -22,7 +23,7 @@ logger = logging.getLogger("agent_tasks.graphql")
 class UserInputError(GraphQLError):
     """A request the client must change; `code` goes to `extensions.code`."""
 
-    def __init__(self, message: str, code: str = "BAD_USER_INPUT") -> None:
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.BAD_USER_INPUT) -> None:
         super().__init__(message, extensions={"code": code})
 
 
@@ -32,7 +33,7 @@ def page_size(first: int | None, default: int, maximum: int, name: str = "first"
     size = default if first is None else first
     if not 0 <= size <= maximum:
         raise UserInputError(
-            f"`{name}` must be between 0 and {maximum}, got {size}.", "PAGE_SIZE_OUT_OF_RANGE"
+            f"`{name}` must be between 0 and {maximum}, got {size}.", ErrorCode.PAGE_SIZE_OUT_OF_RANGE
         )
     return size
 
@@ -54,7 +55,7 @@ def database_error(error: GraphQLError) -> GraphQLError | None:
         source=error.source,
         positions=error.positions,
         path=error.path,
-        extensions={"code": failure.graphql_code},
+        extensions={"code": failure.code},
     )
 
 

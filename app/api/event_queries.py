@@ -14,6 +14,7 @@ import strawberry
 from app.api.connections import Connection, Edge, PageInfo
 from app.api.errors import UserInputError, page_size
 from app.api.types.events import EventType, TaskEvent, event_from_doc
+from app.domain import ErrorCode
 from app.store.collections import TASK_EVENTS
 from app.store.cursors import CursorError
 from app.store.events import decode_event_cursor, events_filter, find_events
@@ -69,7 +70,7 @@ class EventQuery:
         try:
             after_id = None if after is None else decode_event_cursor(after)
         except CursorError as exc:
-            raise UserInputError(str(exc), "BAD_CURSOR") from exc
+            raise UserInputError(str(exc), ErrorCode.BAD_CURSOR) from exc
         query = events_filter(
             task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, actor_id=actor_id, types=types
         )

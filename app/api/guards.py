@@ -51,6 +51,8 @@ from graphql import (
 )
 from graphql.pyutils import Undefined
 
+from app.domain import ErrorCode
+
 #: Deepest nesting of selections and fragment spreads costed; deeper is refused (`QUERY_TOO_DEEP`) rather
 #: than walked (the walk is recursive; the depth limit, 12 fields, refuses such documents anyway).
 MAX_NESTING = 150
@@ -67,7 +69,7 @@ class QueryLimits:
     max_page_size: int = 100
 
 
-def refusal(message: str, code: str, **numbers: Any) -> GraphQLError:
+def refusal(message: str, code: ErrorCode, **numbers: Any) -> GraphQLError:
     """A request error with a machine-readable `code` and the numbers it compared."""
     return GraphQLError(message, extensions={"code": code, **numbers})
 
@@ -84,7 +86,7 @@ def check_request(
     if len(operations) > 1 and operation_name is None:
         return refusal(
             "The document holds several operations: say which to run with `operationName`.",
-            "OPERATION_NAME_REQUIRED",
+            ErrorCode.OPERATION_NAME_REQUIRED,
         )
     operation = next(
         (o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)),
@@ -101,7 +103,7 @@ def check_request(
             return refusal(
                 f"The variable `${name}` holds a list of {longest} items; "
                 f"at most {limits.max_list_items} are accepted (MAX_LIST_ITEMS).",
-                "LIST_TOO_LONG",
+                ErrorCode.LIST_TOO_LONG,
                 items=longest,
                 limit=limits.max_list_items,
             )
@@ -117,7 +119,7 @@ def check_request(
         return refusal(
             f"This operation's estimated cost is {cost}, above the limit of {limits.cost_max} "
             "(QUERY_COST_MAX): ask for smaller pages (`first`) or fewer nested lists.",
-            "QUERY_TOO_COSTLY",
+            ErrorCode.QUERY_TOO_COSTLY,
             cost=cost,
             limit=limits.cost_max,
         )
@@ -197,7 +199,7 @@ class _Estimator:
             raise _Refused(
                 refusal(
                     f"Selections and fragments are nested more than {MAX_NESTING} deep.",
-                    "QUERY_TOO_DEEP",
+                    ErrorCode.QUERY_TOO_DEEP,
                     limit=MAX_NESTING,
                 )
             )
@@ -281,7 +283,7 @@ class _Estimator:
                         refusal(
                             f"The argument `{argument.name.value}` holds a list of {length} items; at most "
                             f"{self.limits.max_list_items} are accepted (MAX_LIST_ITEMS).",
-                            "LIST_TOO_LONG",
+                            ErrorCode.LIST_TOO_LONG,
                             items=length,
                             limit=self.limits.max_list_items,
                         )
@@ -299,7 +301,7 @@ class _Estimator:
                 raise _Refused(
                     refusal(
                         f"`{name}` must be between 0 and {self.limits.max_page_size}, got {value}.",
-                        "PAGE_SIZE_OUT_OF_RANGE",
+                        ErrorCode.PAGE_SIZE_OUT_OF_RANGE,
                         argument=name,
                         value=value,
                         min=0,

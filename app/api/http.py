@@ -44,6 +44,7 @@ from strawberry.types.graphql import OperationType
 from app.api.context import Context
 from app.api.documents import client_key
 from app.api.schema import AgentTasksSchema, client_of
+from app.domain import ErrorCode
 from app.edge import BodyTooLarge, read_capped
 from app.store import storable
 
@@ -55,14 +56,14 @@ _UNEXPECTED = MaskErrors().error_message
 
 
 #: The `extensions.code` of each refusal of the view, by status (Strawberry's own refusals included).
-VIEW_CODES = {
-    400: "BAD_REQUEST",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    406: "NOT_ACCEPTABLE",
-    413: "BODY_TOO_LARGE",
-    414: "URI_TOO_LONG",
-    415: "UNSUPPORTED_MEDIA_TYPE",
+VIEW_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.BAD_REQUEST,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    406: ErrorCode.NOT_ACCEPTABLE,
+    413: ErrorCode.BODY_TOO_LARGE,
+    414: ErrorCode.URI_TOO_LONG,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 #: Longest pause before a client over its document budget is answered 429 (`_check_budget`).
 BUDGET_REFUSAL_PAUSE = 1.0
@@ -95,7 +96,7 @@ class RequestRefused(HTTPException):
         status_code: int,
         reason: str,
         headers: dict[str, str] | None = None,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(status_code, reason)
@@ -104,13 +105,13 @@ class RequestRefused(HTTPException):
         self.extensions = extensions or {}
 
 
-def view_code(exc: HTTPException) -> str:
+def view_code(exc: HTTPException) -> ErrorCode:
     """The machine-readable code of a refusal of the view."""
     if isinstance(exc, RequestRefused) and exc.code:
         return exc.code
     if exc.reason == BATCHING_REFUSED:
-        return "BATCHING_NOT_ENABLED"
-    return VIEW_CODES.get(exc.status_code, "BAD_REQUEST")
+        return ErrorCode.BATCHING_NOT_ENABLED
+    return VIEW_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -176,16 +177,16 @@ def request_error_status(result: ExecutionResult) -> int | None:
         return None
     if any(error.path is not None for error in result.errors):
         return None
-    if any((error.extensions or {}).get("code") == "QUERY_TIMEOUT" for error in result.errors):
+    if any((error.extensions or {}).get("code") == ErrorCode.QUERY_TIMEOUT for error in result.errors):
         return None  # the query ran and was cancelled at its deadline: an execution result
     if all(error.message == _UNEXPECTED for error in result.errors):
         return 500
     codes = {(error.extensions or {}).get("code") for error in result.errors}
-    if "UNAUTHENTICATED" in codes:  # refused by the scope check (app/api/access.py), nothing ran
+    if ErrorCode.UNAUTHENTICATED in codes:  # refused by the scope check (app/api/access.py), nothing ran
         return 401
-    if "FORBIDDEN" in codes:
+    if ErrorCode.FORBIDDEN in codes:
         return 403
-    if "RATE_LIMITED" in codes:
+    if ErrorCode.RATE_LIMITED in codes:
         return 429
     return 400
 
@@ -195,7 +196,7 @@ def error_response(
     message: str,
     media_type: str,
     headers: dict[str, str],
-    code: str = "BAD_REQUEST",
+    code: ErrorCode = ErrorCode.BAD_REQUEST,
     extensions: dict[str, Any] | None = None,
 ) -> Response:
     """A refusal as a GraphQL response: `{"errors": [{"message": …, "extensions": {"code": …}}]}`, no
@@ -322,7 +323,7 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
                 429,
                 refused.message,
                 {"Retry-After": str(extensions["retryAfter"])},
-                code="RATE_LIMITED",
+                code=ErrorCode.RATE_LIMITED,
                 extensions=extensions,
             )
 
@@ -336,16 +337,18 @@ class GraphQLOverHTTP(GraphQL[Context, None]):
             raise RequestRefused(
                 400,
                 f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels).",
-                code="JSON_TOO_DEEP",
+                code=ErrorCode.JSON_TOO_DEEP,
             ) from None
         except (ValueError, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RequestRefused(400, f"The {name} is not valid JSON: {reason}.", code="BAD_JSON") from None
+            raise RequestRefused(
+                400, f"The {name} is not valid JSON: {reason}.", code=ErrorCode.BAD_JSON
+            ) from None
         if storable.too_deep(value, self.max_json_depth):
             raise RequestRefused(
                 400,
                 f"The {name} is nested deeper than MAX_JSON_DEPTH ({self.max_json_depth} levels).",
-                code="JSON_TOO_DEEP",
+                code=ErrorCode.JSON_TOO_DEEP,
             )
         return value
 

@@ -24,6 +24,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Bas
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 
 from app.api.context import Context
+from app.domain import ErrorCode
 
 #: WebSocket close code "Try Again Later" (the IANA registry of close codes): the server is at capacity.
 TRY_AGAIN_LATER = 1013
@@ -36,7 +37,7 @@ def operation_limit_error(limit: int) -> GraphQLError:
     return GraphQLError(
         f"this connection already runs {limit} operations, the most one connection may"
         f" (MAX_SUBSCRIPTIONS_PER_CONNECTION={limit}); complete one first, or open another connection",
-        extensions={"code": "SUBSCRIPTION_LIMIT_EXCEEDED"},
+        extensions={"code": ErrorCode.SUBSCRIPTION_LIMIT_EXCEEDED},
     )
 
 
@@ -103,7 +104,7 @@ class LiveConnectionCap:
             await websocket.accept(subprotocol=supported[0] if supported else None)
             await websocket.close(TRY_AGAIN_LATER, reason)
             return
-        error = {"message": reason, "extensions": {"code": "CONNECTION_LIMIT_EXCEEDED"}}
+        error = {"message": reason, "extensions": {"code": ErrorCode.CONNECTION_LIMIT_EXCEEDED}}
         response = JSONResponse(
             {"errors": [error]}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )

@@ -16,6 +16,7 @@ from strawberry.extensions import SchemaExtension
 
 from app import instruments
 from app.api.context import Context
+from app.domain import ErrorCode
 
 #: The `operation` label of an operation without a name, and of a request whose document was refused
 #: before its operation could be told (a syntax error, a refused size).
@@ -59,7 +60,7 @@ class OperationObserver(SchemaExtension):
         )
         codes = [_code(error) for error in errors]
         if failure is not None and not isinstance(failure, GraphQLError | GeneratorExit):
-            codes.append("INTERNAL_SERVER_ERROR")
+            codes.append(ErrorCode.INTERNAL_SERVER_ERROR)
         elif isinstance(failure, GraphQLError):
             codes.append(_code(failure))
         for code in codes:
@@ -73,5 +74,5 @@ def _code(error: GraphQLError) -> str:
     # Validation's own errors carry no code and no path; a field's unexpected exception, masked by now
     # (app/api/errors.py: "Unexpected error.", its original dropped), has a path.
     if error.path is None and error.original_error is None:
-        return "GRAPHQL_VALIDATION_FAILED"
-    return "INTERNAL_SERVER_ERROR"
+        return ErrorCode.GRAPHQL_VALIDATION_FAILED
+    return ErrorCode.INTERNAL_SERVER_ERROR

@@ -21,10 +21,10 @@ from strawberry.types.base import StrawberryObjectDefinition
 
 from app.api import inputs
 from app.api.types.convert import from_doc
-from app.api.types.enums import TaskStatus
+from app.api.types.enums import ErrorCode, TaskStatus
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.tasks import AgentTaskState
-from app.domain import parse_status
+from app.domain import Status, parse_status
 from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, NotYourAgent, Refused, ServiceError
 
 S = TypeVar("S")
@@ -73,11 +73,12 @@ class ConflictError(Error):
 @strawberry.type(description="An argument is invalid.")
 class ValidationError(Error):
     field: str = strawberry.field(description="The input field at fault (a dotted path).")
-    code: str | None = strawberry.field(
+    code: ErrorCode | None = strawberry.field(
         default=None,
         description="Why, when a client acts on it: IDEMPOTENCY_KEY_REUSED (the key was sent before with"
-        " other arguments: use a new key), BAD_FILTER or FILTER_TOO_SLOW (`purgeTasks`: the filter is not"
-        " allowed, or MongoDB stopped it at FILTER_MAX_TIME_MS).",
+        " other arguments: use a new key), BAD_FILTER or FILTER_TOO_SLOW (`purgeTasks` and the bulk actions:"
+        " the filter is not allowed, or MongoDB stopped it at FILTER_MAX_TIME_MS), EMPTY_FILTER or"
+        " LIMIT_EXCEEDED (a bulk action's empty filter, or `limit` out of range).",
     )
 
 
@@ -87,7 +88,7 @@ class ValidationError(Error):
 )
 class ForbiddenError(Error):
     agent_name: str | None = strawberry.field(description="The agent the task belongs to (null: none).")
-    code: str = strawberry.field(default="FORBIDDEN", description="Always FORBIDDEN.")
+    code: ErrorCode = strawberry.field(default=ErrorCode.FORBIDDEN, description="Always FORBIDDEN.")
 
 
 @strawberry.type(description="The change was applied.")
@@ -169,7 +170,7 @@ async def capture_fenced(work: Awaitable[S]) -> S | ErrorResult | LeaseLostError
             current_attempt=exc.current_attempt,
             current_holder=exc.current_holder,
             current_status=_status_or_pending(exc.current_status),
-            cancel_requested=exc.current_status == "cancelled",
+            cancel_requested=exc.current_status == Status.CANCELLED,
         )
     except ServiceError as exc:
         return error_from(exc)

@@ -12,6 +12,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.api.results import ForbiddenError, ValidationError
+from app.domain import ErrorCode
 from app.lifecycle.retention import PurgeReport, Retention
 from app.store import retention as retention_store
 from app.store.collections import AGENT_TASK_STATES
@@ -113,7 +114,7 @@ class RetentionMutation:
         try:
             query = compile_filter(AGENT_TASK_STATES, filter, limits)
         except FilterError as exc:
-            return ValidationError(message=str(exc), field="filter", code="BAD_FILTER")
+            return ValidationError(message=str(exc), field="filter", code=ErrorCode.BAD_FILTER)
         try:
             report = await _retention(info).purge(
                 query,
@@ -122,9 +123,9 @@ class RetentionMutation:
                 time_limit_ms=settings.filter_max_time_ms if query else None,
             )
         except FilterTooSlow as exc:
-            return ValidationError(message=f"{exc}", field="filter", code="FILTER_TOO_SLOW")
+            return ValidationError(message=f"{exc}", field="filter", code=ErrorCode.FILTER_TOO_SLOW)
         except FilterError as exc:
-            return ValidationError(message=str(exc), field="filter", code="BAD_FILTER")
+            return ValidationError(message=str(exc), field="filter", code=ErrorCode.BAD_FILTER)
         return _success(report)
 
 

@@ -49,6 +49,7 @@ from app.api.tracing import OperationSpan
 from app.api.types.events import ALL_EVENT_TYPES
 from app.api.types.tasks import BehaviorTask, MetaWorkflowTask, SubTask
 from app.api.viewer import ViewerQuery
+from app.domain import ErrorCode
 
 logger = logging.getLogger("agent_tasks.graphql")
 
@@ -174,7 +175,7 @@ class AgentTasksSchema(strawberry.Schema):
             if log_database_error(error):
                 continue
             if error.original_error is None or isinstance(error.original_error, GraphQLError):
-                code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
+                code = (error.extensions or {}).get("code", ErrorCode.GRAPHQL_VALIDATION_FAILED)
                 logger.info("refused GraphQL request: %s %s", code, error.message[:300])
             else:
                 StrawberryLogger.error(error, execution_context)
@@ -199,7 +200,7 @@ class AgentTasksSchema(strawberry.Schema):
         raise refusal(
             f"The query ran longer than {timeout:g} s (QUERY_TIMEOUT_SECONDS) and was cancelled: "
             "ask for less (smaller pages, fewer nested lists).",
-            "QUERY_TIMEOUT",
+            ErrorCode.QUERY_TIMEOUT,
             limit_seconds=timeout,
         )
 

@@ -12,7 +12,7 @@ import strawberry
 
 from app.api.errors import UserInputError
 from app.api.results import ForbiddenError, ValidationError, capture
-from app.domain import utcnow
+from app.domain import ErrorCode, utcnow
 from app.lifecycle.errors import Invalid
 from app.lifecycle.steering import (
     QUEUE_COUNT_CAP,
@@ -202,7 +202,9 @@ class SteeringQuery:
         try:
             queue = await _steering(info).queue(agent_name, utcnow(), by.value, QUEUE_COUNT_CAP)
         except Invalid as exc:  # a query has no result union: the refusal is a GraphQL error with its code
-            raise UserInputError(f"{exc.message} (argument `{exc.field}`).", "BAD_USER_INPUT") from exc
+            raise UserInputError(
+                f"{exc.message} (argument `{exc.field}`).", ErrorCode.BAD_USER_INPUT
+            ) from exc
         return queue_type(queue)
 
     @strawberry.field(description="Every start rate limit, with the starts of its current window.")

@@ -25,6 +25,7 @@ from app.api.types.convert import from_doc
 from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.progress import WorkflowProgress, workflow_progress
 from app.api.types.tasks import AgentTaskState
+from app.domain import ErrorCode
 from app.live.hub import ALL, GAP, HubClosing, Key, SlowConsumer, Subscriber
 from app.store import collections as c
 from app.store.cursors import CursorError
@@ -40,7 +41,7 @@ from app.store.events import (
 #: Events replayed per read when a subscriber catches up from a cursor.
 REPLAY_BATCH = 500
 #: Events that never change a task's state or a workflow's progress.
-NOT_STATE_CHANGES = frozenset({"TOOL_CALL", "TOOL_RESULT", "MEMORY_OPERATION"})
+NOT_STATE_CHANGES = frozenset({EventType.TOOL_CALL, EventType.TOOL_RESULT, EventType.MEMORY_OPERATION})
 
 
 def _key(task_id: str | None, workflow_id: str | None, agent_id: str | None) -> Key:
@@ -76,7 +77,7 @@ def _value(event: Mapping[str, Any], path: str) -> Any:
 
 
 def _slow(exc: SlowConsumer) -> UserInputError:
-    return UserInputError(str(exc), "SLOW_CONSUMER")
+    return UserInputError(str(exc), ErrorCode.SLOW_CONSUMER)
 
 
 async def _check_replay(
@@ -96,7 +97,7 @@ async def _check_replay(
             f" (SUBSCRIPTION_REPLAY_MAX={limit}); read them with the `taskEvents` query (`first` up to"
             f" {settings.max_page_size}, `after` its `pageInfo.endCursor`), then subscribe with `after` set"
             " to the last cursor it returned",
-            "REPLAY_LIMIT_EXCEEDED",
+            ErrorCode.REPLAY_LIMIT_EXCEEDED,
         )
 
 
@@ -166,7 +167,7 @@ class Subscription:
         try:
             last = ORIGIN if after in (None, "HEAD") else decode_event_cursor(after)
         except CursorError as exc:
-            raise UserInputError(str(exc), "BAD_CURSOR") from exc
+            raise UserInputError(str(exc), ErrorCode.BAD_CURSOR) from exc
         if after != "HEAD":
             await _check_replay(info, query, last, after)
         hub = info.context.app.hub
@@ -209,7 +210,7 @@ class Subscription:
         ] = None,
     ) -> AsyncGenerator[AgentTaskState, None]:
         if task_id is None and workflow_id is None:
-            raise UserInputError("give `taskId` or `workflowId`", "BAD_USER_INPUT")
+            raise UserInputError("give `taskId` or `workflowId`", ErrorCode.BAD_USER_INPUT)
         query = events_filter(task_id=task_id, workflow_id=workflow_id)
         accepts = _predicate(query)
         hub = info.context.app.hub

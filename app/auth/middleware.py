@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.jwt import JwtVerifier
 from app.auth.keys import PREFIX, KeyService
 from app.cancellation import cancel_until_done
+from app.domain import ErrorCode
 from app.domain import Scope as AccessScope
 from app.edge import refuse, send_json
 from app.principal import ANONYMOUS, OPEN, AuthenticationError, Principal, acting_as
@@ -190,8 +191,8 @@ class AuthMiddleware:
             return
         if scope["path"].startswith("/graphql"):
             body: dict[str, object] = {
-                "errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]
+                "errors": [{"message": message, "extensions": {"code": ErrorCode.UNAUTHENTICATED}}]
             }
         else:
-            body = {"error": {"code": "unauthenticated", "message": message}}
+            body = {"error": {"code": ErrorCode.UNAUTHENTICATED.rest, "message": message}}
         await send_json(send, 401, body, headers=[(b"www-authenticate", b"Bearer")])

@@ -20,7 +20,7 @@ caller of a server that requires keys is told to authenticate instead (`Unauthen
 
 from __future__ import annotations
 
-from app.domain import Scope
+from app.domain import ErrorCode, Scope
 from app.principal import Principal
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
@@ -154,7 +154,7 @@ REST: dict[str, Scope] = {
 class ScopeRefusal(Exception):
     """A caller lacks `scope`; nothing was done. `code` is machine-readable."""
 
-    code = "FORBIDDEN"
+    code = ErrorCode.FORBIDDEN
 
     def __init__(self, message: str, scope: Scope) -> None:
         super().__init__(message)
@@ -165,7 +165,7 @@ class ScopeRefusal(Exception):
 class Unauthenticated(ScopeRefusal):
     """An anonymous caller lacks the scope: it must present credentials (401)."""
 
-    code = "UNAUTHENTICATED"
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class Forbidden(ScopeRefusal):

@@ -22,6 +22,7 @@ from typing import Any
 
 from agent_tasks_client import AgentTasksClient, ClaimedTask, Event, FatalError, RetryableError, Worker
 from app.demo.workflow import DEMO_AGENTS, episode_input
+from app.domain import EventType, Status, TaskKind
 
 #: A tool per action type, for the TOOL_CALL / TOOL_RESULT events a behavior task records.
 _TOOLS = {
@@ -45,7 +46,7 @@ class DemoAgents:
         self.rng = rng
 
     async def handle(self, task: ClaimedTask) -> dict[str, Any]:
-        if task.state.task_kind in ("meta_workflow", "sub_task"):
+        if task.state.task_kind in (TaskKind.META_WORKFLOW, TaskKind.SUB_TASK):
             return await self._supervise(task)
         return await self._work(task)
 
@@ -110,7 +111,7 @@ async def hand_back_stale(client: AgentTasksClient, workflow_id: str) -> list[st
     handed = []
     for task_id in ids:
         state = await client.get_task(task_id)
-        if state is not None and state.status == "in_progress" and state.lease_holder is None:
+        if state is not None and state.status == Status.IN_PROGRESS and state.lease_holder is None:
             await client.fail(task_id, "no worker holds it: handed back to the demo agent")
             handed.append(task_id)
     return handed
@@ -160,13 +161,13 @@ async def run(url: str, workflow_id: str | None, pace: float, seed: int | None, 
             await asyncio.gather(*(w.stop() for w in workers))
         _summary(workers)
         print(f"demo-agent: workflow {workflow_id} {status}", flush=True)
-        return 0 if status == "completed" else 1
+        return 0 if status == Status.COMPLETED else 1
 
 
 async def _until_finished(client: AgentTasksClient, workflow_id: str, pace: float) -> str:
     while True:
         state = await client.get_task(workflow_id)
-        if state is not None and state.status in ("completed", "failed", "cancelled"):
+        if state is not None and state.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             return state.status
         await asyncio.sleep(max(0.1, 0.5 * pace))
 
@@ -178,13 +179,15 @@ async def _print_events(client: AgentTasksClient, workflow_id: str) -> None:
 
 def _describe(event: Event) -> str:
     data = event.data
-    detail = {
-        "STATUS_CHANGED": f"{data.get('fromStatus')} → {data.get('toStatus')}",
-        "TASK_PROGRESS": f"{round(100 * float(data.get('progress') or 0))}% {data.get('details') or ''}",
-        "TOOL_CALL": str(data.get("toolName")),
-        "TOOL_RESULT": f"{data.get('toolName')} {data.get('toolStatus')}",
-        "TASK_FAILED": str(data.get("error")),
-    }.get(event.type, "")
+    details: dict[str, str] = {
+        EventType.STATUS_CHANGED: f"{data.get('fromStatus')} → {data.get('toStatus')}",
+        EventType.TASK_PROGRESS: f"{round(100 * float(data.get('progress') or 0))}%"
+        f" {data.get('details') or ''}",
+        EventType.TOOL_CALL: str(data.get("toolName")),
+        EventType.TOOL_RESULT: f"{data.get('toolName')} {data.get('toolStatus')}",
+        EventType.TASK_FAILED: str(data.get("error")),
+    }
+    detail = details.get(event.type, "")
     return f"{event.type:<16} {event.task_id:<36} {event.agent_id or '':<26} {detail}".rstrip()
 
 

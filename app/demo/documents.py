@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from app.domain import Status
+from app.domain import Priority, Status, TaskKind
 from app.lifecycle.documents import new_state_doc
 from app.store import collections as c
 from app.store.bulk import upsert_by_id
@@ -40,7 +40,7 @@ def state_doc(
     progress: int = 0,
     step: str | None = None,
     attempts: int = 0,
-    priority: str = "medium",
+    priority: str = Priority.MEDIUM,
     dependencies: list[dict[str, str]] | None = None,
     name: str | None = None,
     **extra: Any,
@@ -88,9 +88,17 @@ def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Document
     )
     docs["task_outputs"].append({"_id": workflow_id, "finalized_sub_task_ids": []})
     docs["agent_task_states"].append(
-        state_doc(workflow_id, "meta_workflow", "Orchestrator", "in_progress", workflow_id=workflow_id)
+        state_doc(
+            workflow_id, TaskKind.META_WORKFLOW, "Orchestrator", Status.IN_PROGRESS, workflow_id=workflow_id
+        )
     )
-    statuses = ("completed", "in_progress", "pending", "failed", "awaiting_dependency")
+    statuses = (
+        Status.COMPLETED,
+        Status.IN_PROGRESS,
+        Status.PENDING,
+        Status.FAILED,
+        Status.AWAITING_DEPENDENCY,
+    )
     for i, sub_id in enumerate(sub_ids):
         beh_ids = [f"{sub_id}_b{j}" for j in range(behaviors)]
         prev = sub_ids[i - 1] if i else None
@@ -98,10 +106,15 @@ def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Document
             {"_id": sub_id, "task_id": workflow_id, "behavior_task_ids": beh_ids, "prev_sub_task_id": prev}
         )
         docs["sub_task_outputs"].append({"_id": sub_id, "processor_subject_ids": [f"agent{i}"]})
-        deps = [{"task_id": prev, "status_expected": "completed"}] if prev else []
+        deps = [{"task_id": prev, "status_expected": Status.COMPLETED}] if prev else []
         docs["agent_task_states"].append(
             state_doc(
-                sub_id, "sub_task", f"Agent{i % 3}", "in_progress", workflow_id=workflow_id, dependencies=deps
+                sub_id,
+                TaskKind.SUB_TASK,
+                f"Agent{i % 3}",
+                Status.IN_PROGRESS,
+                workflow_id=workflow_id,
+                dependencies=deps,
             )
         )
         for j, beh_id in enumerate(beh_ids):
@@ -110,11 +123,11 @@ def synthetic_tree(workflow_id: str, sub_tasks: int, behaviors: int) -> Document
                 {"_id": beh_id, "sub_task_id": sub_id, "action_type": "llm_generate"}
             )
             docs["behavior_task_outputs"].append({"_id": beh_id, "processor_subject_ids": [f"agent{i}"]})
-            beh_deps = [{"task_id": beh_ids[j - 1], "status_expected": "completed"}] if j else []
+            beh_deps = [{"task_id": beh_ids[j - 1], "status_expected": Status.COMPLETED}] if j else []
             docs["agent_task_states"].append(
                 state_doc(
                     beh_id,
-                    "behavior_task",
+                    TaskKind.BEHAVIOR_TASK,
                     f"Agent{i % 3}",
                     status,
                     workflow_id=workflow_id,

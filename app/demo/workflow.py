@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from app.demo.documents import T0, Documents, at, empty, write_documents
-from app.domain import Status
+from app.domain import Priority, Status, TaskKind
 from app.lifecycle import state_machine as sm
 from app.lifecycle.documents import new_state_doc
 from app.lifecycle.events import EventType, event_doc
@@ -87,7 +87,7 @@ def _new_state(
     minute: float,
     dependencies: list[dict[str, str]],
     name: str,
-    priority: str = "medium",
+    priority: str = Priority.MEDIUM,
     **fields: Any,
 ) -> dict[str, Any]:
     """A state as a create writes it: pending, or awaiting its dependencies (none are met at creation)."""
@@ -151,7 +151,7 @@ def _demo_history() -> _History:
     h.create(
         _new_state(
             "task_agent_snippet_abc123",
-            "standalone",
+            TaskKind.STANDALONE,
             "SnippetCraftAgent",
             workflow_id=None,
             minute=-60,
@@ -167,32 +167,34 @@ def _demo_history() -> _History:
     h.create(
         _new_state(
             wf,
-            "meta_workflow",
+            TaskKind.META_WORKFLOW,
             "OrchestratorAgent",
             workflow_id=wf,
             minute=0,
             dependencies=[],
             name="Podcast episode 42: AI ethics",
-            priority="high",
+            priority=Priority.HIGH,
             input_parameters={"topic_id": "tech_ai_ethics"},
             triggering_event_id="api_req_xyz789",
         )
     )
     prev_sub: str | None = None
     for sub_id, agent, behaviors in _STEPS:
-        deps = [{"task_id": prev_sub, "status_expected": "completed"}] if prev_sub else []
+        deps = [{"task_id": prev_sub, "status_expected": Status.COMPLETED}] if prev_sub else []
         name = f"{agent}: {sub_id.removeprefix('sub_')}"
         h.create(
-            _new_state(sub_id, "sub_task", agent, workflow_id=wf, minute=0, dependencies=deps, name=name)
+            _new_state(
+                sub_id, TaskKind.SUB_TASK, agent, workflow_id=wf, minute=0, dependencies=deps, name=name
+            )
         )
         prev_beh: str | None = None
         for beh_id, action_type, sub_type, _ in behaviors:
             after = _BEHAVIOR_DEPENDS_ON.get(beh_id, prev_beh or prev_sub)
-            beh_deps = [{"task_id": after, "status_expected": "completed"}] if after else []
+            beh_deps = [{"task_id": after, "status_expected": Status.COMPLETED}] if after else []
             h.create(
                 _new_state(
                     beh_id,
-                    "behavior_task",
+                    TaskKind.BEHAVIOR_TASK,
                     agent,
                     workflow_id=wf,
                     minute=0,

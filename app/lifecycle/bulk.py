@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.domain import ErrorCode
 from app.lifecycle import state_machine as sm
 from app.lifecycle.batch import Decide, apply_in_batches
 from app.lifecycle.errors import Invalid
@@ -53,7 +54,7 @@ class BulkResult:
 class BulkRefused(Invalid):
     """A bulk action refused before anything was read: `code` says why (EMPTY_FILTER, LIMIT_EXCEEDED)."""
 
-    def __init__(self, field: str, message: str, code: str) -> None:
+    def __init__(self, field: str, message: str, code: ErrorCode) -> None:
         super().__init__(field, message)
         self.code = code
 
@@ -92,7 +93,7 @@ async def bulk_action(
             "filter",
             f'{action}Tasks needs a non-empty filter (e.g. {{"status": "failed"}}); it never acts on every'
             " task",
-            "EMPTY_FILTER",
+            ErrorCode.EMPTY_FILTER,
         )
     if limit is None:
         limit = max_tasks
@@ -100,7 +101,7 @@ async def bulk_action(
         raise BulkRefused(
             "limit",
             f"limit must be between 1 and {max_tasks} (BULK_ACTION_MAX_TASKS), got {limit}",
-            "LIMIT_EXCEEDED",
+            ErrorCode.LIMIT_EXCEEDED,
         )
     if action == "retry":
         reason = None  # a retry keeps no reason (its events are the status changes)

@@ -20,6 +20,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from app.domain import Status
 from app.lifecycle import state_machine as sm
 from app.lifecycle.batch import apply_in_batches, subtree_ids
 from app.lifecycle.errors import NotFound, check_agent
@@ -42,7 +43,7 @@ async def cancel_subtree(
     if root is None:
         raise NotFound(f"no task with id '{task_id}'", id=task_id)
     _decide(
-        lambda s, t: sm.cancel(s, t, reason), {**root, "status": "pending"}, lifecycle.clock()
+        lambda s, t: sm.cancel(s, t, reason), {**root, "status": Status.PENDING}, lifecycle.clock()
     )  # the reason
     ids = await subtree_ids(lifecycle, task_id)
     agents = await state_store.agents(db, ids)

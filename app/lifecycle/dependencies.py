@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from app.domain import MAX_DEPENDENCIES, STATUSES, normalise_status
+from app.domain import MAX_DEPENDENCIES, STATUSES, Status, normalise_status
 from app.lifecycle.errors import Invalid
 from app.store import states as state_store
 from app.store.types import Db
@@ -31,7 +31,7 @@ def normalise(deps: Iterable[Mapping[str, Any]], path: str, task_id: str) -> lis
         if dep_id in seen:
             raise Invalid(f"{where}.task_id", f"task '{dep_id}' is listed twice")
         seen.add(dep_id)
-        expected = normalise_status(dep.get("status_expected") or "completed")
+        expected = normalise_status(dep.get("status_expected") or Status.COMPLETED)
         if expected not in STATUSES:
             raise Invalid(f"{where}.status_expected", f"unknown status '{dep.get('status_expected')}'")
         out.append({"task_id": dep_id, "status_expected": expected})

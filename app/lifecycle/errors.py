@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.domain import ErrorCode
 from app.principal import current_principal
 
 
@@ -52,7 +53,7 @@ class Conflict(ServiceError):
 class Invalid(ServiceError):
     """A bad argument: `field` names it (a dotted input path); `code` says why, when a client acts on it."""
 
-    code: str | None = None
+    code: ErrorCode | None = None
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -62,14 +63,14 @@ class Invalid(ServiceError):
 class IdempotencyKeyReused(Invalid):
     """An idempotency key sent again with a different request (REST 422 `idempotency_key_reused`)."""
 
-    code = "IDEMPOTENCY_KEY_REUSED"
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
 
 
 class NotYourAgent(ServiceError):
     """The caller is bound to agents (an agent-bound API key or token) and the task belongs to another
     agent, or to none: it may not claim, change or report on it. Nothing was written."""
 
-    code = "FORBIDDEN"
+    code = ErrorCode.FORBIDDEN
 
     def __init__(self, message: str, *, agent_name: str | None) -> None:
         super().__init__(message)

@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from app.domain import TERMINAL
+from app.domain import TERMINAL, Status
 from app.lifecycle import state_machine as sm
 from app.lifecycle.batch import Decide, Outcome, apply_in_batches, subtree_ids
 from app.lifecycle.errors import Invalid, NotFound, Refused, check_agent
@@ -73,7 +73,7 @@ async def pause_or_resume(
     cascade_root = task_id if subtree else None
     decide = (pause_decision if action == "pause" else resume_decision)(reason, cascade_root)
     if sm.is_expired(root, lifecycle.clock()):  # reads show it failed; the sweep records it
-        raise Refused(f"task '{task_id}' has expired; it is failed", current_status="failed")
+        raise Refused(f"task '{task_id}' has expired; it is failed", current_status=Status.FAILED)
     try:  # the reason, before anything is read further or written
         sm.check_reason(reason)
     except sm.InvalidInput as exc:

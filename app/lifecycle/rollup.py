@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.domain import STATUSES, normalise_status
+from app.domain import STATUSES, Status, normalise_status
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,12 @@ class Rollup:
 
 
 def _status(state: Mapping[str, Any] | None) -> str:
-    status = normalise_status((state or {}).get("status") or "pending")  # "In Progress" → in_progress
-    return status if status in STATUSES else "pending"
+    status = normalise_status((state or {}).get("status") or Status.PENDING)  # "In Progress" → in_progress
+    return status if status in STATUSES else Status.PENDING
 
 
 def _leaf_progress(state: Mapping[str, Any] | None) -> float:
-    if _status(state) == "completed":
+    if _status(state) == Status.COMPLETED:
         return 100.0
     value = (state or {}).get("progress_percentage")
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -49,9 +49,9 @@ def rollup(
     """Roll up a tree from the states of every task below the root and of its leaves."""
     counter = Counter(_status(s) for s in descendants)
     counts = {status: counter.get(status, 0) for status in STATUSES}
-    active = [s for s in leaves if _status(s) != "cancelled"]
+    active = [s for s in leaves if _status(s) != Status.CANCELLED]
     if active:
         percentage = round(sum(_leaf_progress(s) for s in active) / len(active), 2)
     else:
-        percentage = 100.0 if _status(root) == "completed" else 0.0
+        percentage = 100.0 if _status(root) == Status.COMPLETED else 0.0
     return Rollup(counts=counts, total=len(descendants), percentage=percentage)

@@ -77,6 +77,8 @@ from app.domain import (
     MAX_STEP_LENGTH,
     STATUSES,
     TERMINAL,
+    EventType,
+    Status,
     as_utc,
     normalise_status,
 )
@@ -89,15 +91,15 @@ LEASE_FIELDS = ("lease_holder", "lease_expires_at", "last_heartbeat_at")
 #: deadlines (a pause's resume shifts them by the time paused) goes by it.
 TIMEOUT_DEADLINE_FIELDS = tuple(kind.deadline_field for kind in timeouts.KINDS)
 #: The statuses a claim may start a task from: where the schedule-to-start timeout runs.
-_SCHEDULABLE = ("pending", "retrying")
+_SCHEDULABLE = (Status.PENDING, Status.RETRYING)
 #: Entering a schedulable status from one of these starts the schedule-to-start timeout afresh.
-_SCHEDULED_FROM = frozenset({"in_progress", "awaiting_dependency", "failed", "cancelled"})
+_SCHEDULED_FROM = frozenset({Status.IN_PROGRESS, Status.AWAITING_DEPENDENCY, Status.FAILED, Status.CANCELLED})
 #: What a paused task keeps: the status resume restores, and since when it is paused.
 PAUSE_FIELDS = ("paused_from", "paused_at")
 #: The statuses a task may be paused from (a task in progress is asked to pause instead).
-PAUSABLE = frozenset({"pending", "retrying", "awaiting_dependency"})
+PAUSABLE = frozenset({Status.PENDING, Status.RETRYING, Status.AWAITING_DEPENDENCY})
 #: Statuses that never expire: finished ones, and paused ones (no timeout fires while paused).
-NEVER_EXPIRE = TERMINAL | {"paused"}
+NEVER_EXPIRE = TERMINAL | {Status.PAUSED}
 
 __all__ = ["ACTIVE", "DEFAULT_MAX_ATTEMPTS", "STATUSES", "TERMINAL", "normalise_status"]
 
@@ -264,9 +266,9 @@ def _deadlines(
     resume as a move from the status it was paused from (from awaiting_dependency to pending: a release).
     A timeout the task does not have is never armed; a deadline is cleared (set to None) only when one is
     stored."""
-    if from_status == "in_progress" and to_status == "paused":  # the retry a pause request holds
-        to_status = "retrying"
-    elif from_status == "paused":
+    if from_status == Status.IN_PROGRESS and to_status == Status.PAUSED:  # the retry a pause request holds
+        to_status = Status.RETRYING
+    elif from_status == Status.PAUSED:
         from_status = normalise_status(state.get("paused_from"))
     merged = {**state, **fields}
     start = as_utc(now) or now
@@ -286,7 +288,7 @@ def _deadlines(
     if to_status in TERMINAL:
         for kind in timeouts.KINDS:
             clear(kind)
-    elif to_status == "in_progress" and from_status in _SCHEDULABLE:
+    elif to_status == Status.IN_PROGRESS and from_status in _SCHEDULABLE:
         clear(timeouts.SCHEDULE_TO_START)
         arm(timeouts.START_TO_CLOSE, start)
     elif to_status in _SCHEDULABLE and (
@@ -298,9 +300,9 @@ def _deadlines(
         gate = claim_gate(merged)
         clear(timeouts.START_TO_CLOSE)
         arm(timeouts.SCHEDULE_TO_START, max(start, gate) if gate else start)
-        if from_status in ("failed", "cancelled"):  # a manual retry: the task is scheduled anew
+        if from_status in (Status.FAILED, Status.CANCELLED):  # a manual retry: the task is scheduled anew
             arm(timeouts.SCHEDULE_TO_CLOSE, start)
-    elif to_status == "awaiting_dependency" and from_status in (*_SCHEDULABLE, "in_progress"):
+    elif to_status == Status.AWAITING_DEPENDENCY and from_status in (*_SCHEDULABLE, Status.IN_PROGRESS):
         clear(timeouts.SCHEDULE_TO_START)
         clear(timeouts.START_TO_CLOSE)
     return out
@@ -378,12 +380,12 @@ def _transition(
     event: tuple[str, dict[str, Any]] | None = None,
 ) -> Transition:
     set_fields: dict[str, Any] = {**fields, "status": to_status, "updated_at": now}
-    if to_status != "in_progress" and has_lease(state):
+    if to_status != Status.IN_PROGRESS and has_lease(state):
         set_fields.update(dict.fromkeys(LEASE_FIELDS))
     set_fields.update(_deadlines(state, from_status, to_status, now, fields))
-    if to_status != "in_progress" and state.get("pause_requested") is not None:
+    if to_status != Status.IN_PROGRESS and state.get("pause_requested") is not None:
         set_fields.setdefault("pause_requested", None)  # the attempt it was asked of is over
-    if from_status == "paused" and to_status != "paused":
+    if from_status == Status.PAUSED and to_status != Status.PAUSED:
         for name in PAUSE_FIELDS:  # (cancelled while paused, or resumed)
             if state.get(name) is not None:
                 set_fields.setdefault(name, None)
@@ -391,7 +393,7 @@ def _transition(
     if from_status != to_status:
         events.append(
             (
-                "STATUS_CHANGED",
+                EventType.STATUS_CHANGED,
                 {"task_id": _task_id(state), "from_status": from_status, "to_status": to_status},
             )
         )
@@ -413,13 +415,13 @@ def start(
     now = _now(now)
     lease = _lease_until(now, lease_seconds)
     status = normalise_status(state.get("status"))
-    if status == "awaiting_dependency":
+    if status == Status.AWAITING_DEPENDENCY:
         raise _refuse(
             "start",
             status,
             f"task {_task_id(state)} cannot start: its dependencies are not met (status {status})",
         )
-    _require("start", "start", status, {"pending", "retrying"})
+    _require("start", "start", status, {Status.PENDING, Status.RETRYING})
     if is_expired(state, now):
         expires_at = as_utc(state.get("expires_at"))
         when = expires_at.isoformat() if expires_at else state.get("expires_at")
@@ -461,7 +463,7 @@ def start(
             "lease_expires_at": lease,
             "last_heartbeat_at": None,
         }
-    return _transition("start", state, status, "in_progress", now, fields)
+    return _transition("start", state, status, Status.IN_PROGRESS, now, fields)
 
 
 def report_progress(
@@ -488,17 +490,19 @@ def report_progress(
                 f"current step must be at most {MAX_STEP_LENGTH} characters, got {len(current_step)}",
             )
     status = normalise_status(state.get("status"))
-    _require("progress", "report progress on", status, {"in_progress"})
+    _require("progress", "report progress on", status, {Status.IN_PROGRESS})
     fields: dict[str, Any] = {"progress_percentage": round(percentage)}
     if current_step is not None:
         fields["current_step"] = current_step
     payload = {
         "task_id": _task_id(state),
-        "status": "in_progress",
+        "status": Status.IN_PROGRESS,
         "progress": float(percentage) / 100,
         "details": current_step,
     }
-    return _transition("progress", state, status, "in_progress", now, fields, ("TASK_PROGRESS", payload))
+    return _transition(
+        "progress", state, status, Status.IN_PROGRESS, now, fields, (EventType.TASK_PROGRESS, payload)
+    )
 
 
 def heartbeat(
@@ -524,14 +528,14 @@ def heartbeat(
         fields, event = dict(base.set_fields), base.events[-1]
     else:
         status = normalise_status(state.get("status"))
-        _require("heartbeat", "heartbeat", status, {"in_progress"})
+        _require("heartbeat", "heartbeat", status, {Status.IN_PROGRESS})
         fields, event = {}, None
     fields |= {
         "lease_holder": state.get("lease_holder") or state.get("agent_name") or None,
         "lease_expires_at": lease,
         "last_heartbeat_at": now,
     }
-    return _transition("heartbeat", state, "in_progress", "in_progress", now, fields, event)
+    return _transition("heartbeat", state, Status.IN_PROGRESS, Status.IN_PROGRESS, now, fields, event)
 
 
 def _lease_until(now: datetime, lease_seconds: float | None) -> datetime | None:
@@ -569,7 +573,7 @@ def complete(
                 "execution_time_seconds", f"execution time cannot be negative, got {execution_time_seconds}"
             )
     status = normalise_status(state.get("status"))
-    _require("complete", "complete", status, {"in_progress"})
+    _require("complete", "complete", status, {Status.IN_PROGRESS})
     if execution_time_seconds is not None:
         elapsed: float | None = float(execution_time_seconds)
     else:
@@ -584,8 +588,10 @@ def complete(
     if output_references is not None:
         old = state.get("output_references")
         fields["output_references"] = {**(old if isinstance(old, Mapping) else {}), **output_references}
-    payload = {"task_id": _task_id(state), "status": "completed", "result": result or {}}
-    return _transition("complete", state, status, "completed", now, fields, ("TASK_COMPLETED", payload))
+    payload = {"task_id": _task_id(state), "status": Status.COMPLETED, "result": result or {}}
+    return _transition(
+        "complete", state, status, Status.COMPLETED, now, fields, (EventType.TASK_COMPLETED, payload)
+    )
 
 
 def _check_text(name: str, value: Any, *, required: bool) -> None:
@@ -640,10 +646,10 @@ def fail(
             f" got {next_retry_delay!r}",
         )
     status = normalise_status(state.get("status"))
-    _require("fail", "fail", status, {"in_progress", "pending", "retrying"})
+    _require("fail", "fail", status, {Status.IN_PROGRESS, Status.PENDING, Status.RETRYING})
     non_retryable = retry_policy.is_non_retryable(policy or {}, error_type)
     final = is_final or non_retryable or _attempts(state) >= _max_attempts(state)
-    to_status = "failed" if final else "retrying"
+    to_status: str = Status.FAILED if final else Status.RETRYING
     last_error: dict[str, Any] = {"timestamp": now, "message": error, "details": details}
     if error_type is not None:
         last_error["error_type"] = error_type
@@ -666,7 +672,7 @@ def fail(
         fields["next_attempt_at"] = None
     to_status = _held(state, status, to_status, now, fields)
     payload["status"] = to_status
-    return _transition("fail", state, status, to_status, now, fields, ("TASK_FAILED", payload))
+    return _transition("fail", state, status, to_status, now, fields, (EventType.TASK_FAILED, payload))
 
 
 def _held(
@@ -674,9 +680,9 @@ def _held(
 ) -> str:
     """Where an attempt that would be retried goes: paused instead, when a pause was requested while it
     ran (paused_from = retrying; its next_attempt_at is kept for the resume)."""
-    if status == "in_progress" and to_status == "retrying" and state.get("pause_requested"):
-        fields |= {"paused_from": "retrying", "paused_at": now, "pause_requested": None}
-        return "paused"
+    if status == Status.IN_PROGRESS and to_status == Status.RETRYING and state.get("pause_requested"):
+        fields |= {"paused_from": Status.RETRYING, "paused_at": now, "pause_requested": None}
+        return Status.PAUSED
     return to_status
 
 
@@ -684,14 +690,14 @@ def retry(state: Mapping[str, Any], now: datetime) -> Transition:
     """failed/cancelled → retrying; when the attempts are used up, allows exactly one more."""
     now = _now(now)
     status = normalise_status(state.get("status"))
-    _require("retry", "retry", status, {"failed", "cancelled"})
+    _require("retry", "retry", status, {Status.FAILED, Status.CANCELLED})
     attempts = _attempts(state)
     fields: dict[str, Any] = {}
     if attempts >= _max_attempts(state):
         fields["max_attempts"] = attempts + 1
     if state.get("next_attempt_at") is not None:
         fields["next_attempt_at"] = None  # a manual retry is due at once
-    return _transition("retry", state, status, "retrying", now, fields)
+    return _transition("retry", state, status, Status.RETRYING, now, fields)
 
 
 def cancel(
@@ -722,20 +728,20 @@ def cancel(
     if cascade_root is not None or announce:
         payload = {
             "task_id": _task_id(state),
-            "status": "cancelled",
+            "status": Status.CANCELLED,
             "from_status": status,
             "reason": reason,
             "root_task_id": cascade_root,
         }
-        event = ("TASK_CANCELLED", payload)
-    return _transition("cancel", state, status, "cancelled", now, fields, event)
+        event = (EventType.TASK_CANCELLED, payload)
+    return _transition("cancel", state, status, Status.CANCELLED, now, fields, event)
 
 
 def expire(state: Mapping[str, Any], now: datetime) -> Transition:
     """Any active status → failed, once expires_at has passed; the failure is final."""
     now = _now(now)
     status = normalise_status(state.get("status"))
-    _require("expire", "expire", status, ACTIVE - {"paused"})  # (no timeout fires while paused)
+    _require("expire", "expire", status, ACTIVE - {Status.PAUSED})  # (no timeout fires while paused)
     expires_at = as_utc(state.get("expires_at"))
     if expires_at is None or not is_expired(state, now):
         when = expires_at.isoformat() if expires_at else "not set"
@@ -745,12 +751,12 @@ def expire(state: Mapping[str, Any], now: datetime) -> Transition:
     fields = {"last_error": {"timestamp": now, "message": message, "details": details}}
     payload = {
         "task_id": _task_id(state),
-        "status": "failed",
+        "status": Status.FAILED,
         "error": message,
         "is_final": True,
         "details": details,
     }
-    return _transition("expire", state, status, "failed", now, fields, ("TASK_FAILED", payload))
+    return _transition("expire", state, status, Status.FAILED, now, fields, (EventType.TASK_FAILED, payload))
 
 
 def lapse(
@@ -765,7 +771,7 @@ def lapse(
     A retry waits the retry policy's delay (`policy`, `draw`: as `fail`)."""
     now = _now(now)
     status = normalise_status(state.get("status"))
-    _require("lapse", "lapse the lease of", status, {"in_progress"})
+    _require("lapse", "lapse the lease of", status, {Status.IN_PROGRESS})
     until = as_utc(state.get("lease_expires_at"))
     if until is None or not lease_lapsed(state, now):
         when = until.isoformat() if until else "no lease"
@@ -773,7 +779,7 @@ def lapse(
     attempts, holder = _attempts(state), state.get("lease_holder") or state.get("agent_name")
     kind_type = timeouts.error_type(timeouts.HEARTBEAT)
     final = attempts >= _max_attempts(state) or retry_policy.is_non_retryable(policy or {}, kind_type)
-    to_status = "failed" if final else "retrying"
+    to_status: str = Status.FAILED if final else Status.RETRYING
     message = f"lease held by {holder} expired at {until.isoformat()} (attempt {attempts})"
     details = "no heartbeat extended the lease before it ran out"
     last_error = {"timestamp": now, "message": message, "details": details, "error_type": kind_type}
@@ -786,7 +792,7 @@ def lapse(
         "status": to_status,
     }
     timing: dict[str, Any] = {}
-    if to_status == "retrying" and policy is not None:
+    if to_status == Status.RETRYING and policy is not None:
         schedule, timing = _retry_schedule(state, now, policy, draw, None)
         if schedule["next_attempt_at"] is not None:
             fields |= schedule
@@ -806,8 +812,10 @@ def lapse(
         "status": to_status,
         **({"next_attempt_at": timing["next_attempt_at"]} if timing else {}),
     }
-    transition = _transition("lapse", state, status, to_status, now, fields, ("LEASE_EXPIRED", payload))
-    transition.events.append(("TASK_TIMED_OUT", timed_out))
+    transition = _transition(
+        "lapse", state, status, to_status, now, fields, (EventType.LEASE_EXPIRED, payload)
+    )
+    transition.events.append((EventType.TASK_TIMED_OUT, timed_out))
     return transition
 
 
@@ -841,7 +849,7 @@ def time_out(
         or _attempts(state) >= _max_attempts(state)
         or retry_policy.is_non_retryable(policy or {}, kind_type)
     )
-    to_status = "failed" if final else "retrying"
+    to_status: str = Status.FAILED if final else Status.RETRYING
     seconds = timeouts.seconds(state, spec)
     limit = f" of {seconds:g} s" if seconds is not None else ""
     message = f"{kind} timeout{limit} passed at {deadline.isoformat()} (attempt {attempts})"
@@ -869,7 +877,7 @@ def time_out(
         fields["next_attempt_at"] = None
     to_status = _held(state, status, to_status, now, fields)
     payload["status"] = to_status
-    return _transition("time_out", state, status, to_status, now, fields, ("TASK_TIMED_OUT", payload))
+    return _transition("time_out", state, status, to_status, now, fields, (EventType.TASK_TIMED_OUT, payload))
 
 
 def reschedule(state: Mapping[str, Any], now: datetime, not_before: datetime | None) -> Transition:
@@ -880,7 +888,9 @@ def reschedule(state: Mapping[str, Any], now: datetime, not_before: datetime | N
     if not_before is not None and not isinstance(not_before, datetime):
         raise InvalidInput("not_before", "not_before must be a datetime")
     status = normalise_status(state.get("status"))
-    _require("reschedule", "reschedule", status, {"pending", "retrying", "awaiting_dependency"})
+    _require(
+        "reschedule", "reschedule", status, {Status.PENDING, Status.RETRYING, Status.AWAITING_DEPENDENCY}
+    )
     previous = as_utc(state.get("not_before"))
     when = as_utc(not_before)
     payload = {
@@ -890,7 +900,9 @@ def reschedule(state: Mapping[str, Any], now: datetime, not_before: datetime | N
         "previous_not_before": previous.isoformat() if previous else None,
     }
     fields = {"not_before": when}
-    return _transition("reschedule", state, status, status, now, fields, ("TASK_RESCHEDULED", payload))
+    return _transition(
+        "reschedule", state, status, status, now, fields, (EventType.TASK_RESCHEDULED, payload)
+    )
 
 
 def check_reason(reason: Any) -> None:
@@ -920,8 +932,8 @@ def _pause_event(
         "reason": reason,
         "root_task_id": root,
     }
-    if to_status == "in_progress":
-        payload["pause_requested"] = kind == "TASK_PAUSED"
+    if to_status == Status.IN_PROGRESS:
+        payload["pause_requested"] = kind == EventType.TASK_PAUSED
     return kind, payload
 
 
@@ -935,16 +947,16 @@ def pause(
     now = _now(now)
     check_reason(reason)
     status = normalise_status(state.get("status"))
-    if status == "paused" or (status == "in_progress" and state.get("pause_requested")):
+    if status == Status.PAUSED or (status == Status.IN_PROGRESS and state.get("pause_requested")):
         raise NoOp("pause", status, "ALREADY_PAUSED", f"task {_task_id(state)} is already {status}")
-    _require("pause", "pause", status, PAUSABLE | {"in_progress"})
-    if status == "in_progress":
+    _require("pause", "pause", status, PAUSABLE | {Status.IN_PROGRESS})
+    if status == Status.IN_PROGRESS:
         fields: dict[str, Any] = {"pause_requested": True}
-        event = _pause_event("TASK_PAUSED", state, status, status, reason, cascade_root)
+        event = _pause_event(EventType.TASK_PAUSED, state, status, status, reason, cascade_root)
         return _transition("pause", state, status, status, now, fields, event)
     fields = {"paused_from": status, "paused_at": now}
-    event = _pause_event("TASK_PAUSED", state, status, "paused", reason, cascade_root)
-    return _transition("pause", state, status, "paused", now, fields, event)
+    event = _pause_event(EventType.TASK_PAUSED, state, status, Status.PAUSED, reason, cascade_root)
+    return _transition("pause", state, status, Status.PAUSED, now, fields, event)
 
 
 def resume(
@@ -964,23 +976,23 @@ def resume(
     now = _now(now)
     check_reason(reason)
     status = normalise_status(state.get("status"))
-    if status == "in_progress" and state.get("pause_requested"):
+    if status == Status.IN_PROGRESS and state.get("pause_requested"):
         fields: dict[str, Any] = {"pause_requested": None}
-        event = _pause_event("TASK_RESUMED", state, status, status, reason, cascade_root)
+        event = _pause_event(EventType.TASK_RESUMED, state, status, status, reason, cascade_root)
         return _transition("resume", state, status, status, now, fields, event)
-    if status != "paused":
+    if status != Status.PAUSED:
         if status in TERMINAL:
             raise _refuse("resume", status, f"cannot resume a task that is {status}")
         raise NoOp("resume", status, "NOT_PAUSED", f"task {_task_id(state)} is not paused (it is {status})")
     paused_from = normalise_status(state.get("paused_from"))
-    if paused_from == "retrying":
-        to_status = "retrying"
+    if paused_from == Status.RETRYING:
+        to_status = Status.RETRYING
     else:  # pending, awaiting_dependency, or a paused_from this server did not write
-        to_status = "pending" if dependencies_met else "awaiting_dependency"
+        to_status = Status.PENDING if dependencies_met else Status.AWAITING_DEPENDENCY
     paused_at, now_utc = as_utc(state.get("paused_at")), as_utc(now)
     paused_for = (now_utc - paused_at) if paused_at and now_utc and now_utc > paused_at else timedelta(0)
     fields = {**shift_deadlines(state, paused_for), "paused_from": None, "paused_at": None}
-    event = _pause_event("TASK_RESUMED", state, status, to_status, reason, cascade_root)
+    event = _pause_event(EventType.TASK_RESUMED, state, status, to_status, reason, cascade_root)
     return _transition("resume", state, status, to_status, now, fields, event)
 
 
@@ -1006,16 +1018,16 @@ def release(state: Mapping[str, Any], now: datetime) -> Transition:
     """awaiting_dependency → pending, once its dependencies are met (the caller checks them)."""
     now = _now(now)
     status = normalise_status(state.get("status"))
-    _require("release", "release", status, {"awaiting_dependency"})
-    return _transition("release", state, status, "pending", now, {})
+    _require("release", "release", status, {Status.AWAITING_DEPENDENCY})
+    return _transition("release", state, status, Status.PENDING, now, {})
 
 
 def block(state: Mapping[str, Any], now: datetime) -> Transition:
     """pending/retrying → awaiting_dependency, when its dependencies are not met (the caller checks)."""
     now = _now(now)
     status = normalise_status(state.get("status"))
-    _require("block", "block", status, {"pending", "retrying"})
-    return _transition("block", state, status, "awaiting_dependency", now, {})
+    _require("block", "block", status, {Status.PENDING, Status.RETRYING})
+    return _transition("block", state, status, Status.AWAITING_DEPENDENCY, now, {})
 
 
 # --- predicates ---------------------------------------------------------------------------------------
@@ -1028,7 +1040,7 @@ def is_expired(state: Mapping[str, Any], now: datetime) -> bool:
     An unreadable expires_at counts as not set.
     """
     status = normalise_status(state.get("status"))
-    if status not in ACTIVE or status == "paused":
+    if status not in ACTIVE or status == Status.PAUSED:
         return False
     expires_at = as_utc(state.get("expires_at"))
     now_utc = as_utc(now)
@@ -1042,7 +1054,7 @@ def has_lease(state: Mapping[str, Any]) -> bool:
 
 def lease_lapsed(state: Mapping[str, Any], now: datetime) -> bool:
     """True when the task is in progress and its lease_expires_at <= now (no lease: never)."""
-    if normalise_status(state.get("status")) != "in_progress":
+    if normalise_status(state.get("status")) != Status.IN_PROGRESS:
         return False
     until = as_utc(state.get("lease_expires_at"))
     now_utc = as_utc(now)
@@ -1064,7 +1076,7 @@ def _deps_met(dependencies: Any, statuses_by_id: Mapping[str, str | None]) -> bo
             return False
         if current is None:
             return False
-        expected = dep.get("status_expected") or "completed"
+        expected = dep.get("status_expected") or Status.COMPLETED
         if normalise_status(current) != normalise_status(expected):
             return False
     return True
@@ -1080,4 +1092,4 @@ def dependencies_met(state: Mapping[str, Any], statuses_by_id: Mapping[str, str 
 
 def initial_status(dependencies: Sequence[Any] | None, statuses_by_id: Mapping[str, str | None]) -> str:
     """The status of a new task: "pending" if it has no dependencies or all are met, else awaiting."""
-    return "pending" if _deps_met(dependencies, statuses_by_id) else "awaiting_dependency"
+    return Status.PENDING if _deps_met(dependencies, statuses_by_id) else Status.AWAITING_DEPENDENCY

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.domain import Status
+
 #: The longest timeout a task (or a server default) may set: one year, in seconds.
 MAX_TIMEOUT_SECONDS = 365 * 24 * 3600.0
 
@@ -48,17 +50,17 @@ SCHEDULE_TO_START = Kind(
     "SCHEDULE_TO_START",
     "schedule_to_start_timeout",
     "schedule_to_start_deadline",
-    ("pending", "retrying"),
+    (Status.PENDING, Status.RETRYING),
     final=True,
 )
 START_TO_CLOSE = Kind(
-    "START_TO_CLOSE", "start_to_close_timeout", "start_to_close_deadline", ("in_progress",), final=False
+    "START_TO_CLOSE", "start_to_close_timeout", "start_to_close_deadline", (Status.IN_PROGRESS,), final=False
 )
 SCHEDULE_TO_CLOSE = Kind(
     "SCHEDULE_TO_CLOSE",
     "schedule_to_close_timeout",
     "schedule_to_close_deadline",
-    ("pending", "retrying", "awaiting_dependency", "in_progress"),
+    (Status.PENDING, Status.RETRYING, Status.AWAITING_DEPENDENCY, Status.IN_PROGRESS),
     final=True,
 )
 #: The stored timeouts, in the order the sweeper fires them: the final ones first (a task whose whole

@@ -23,7 +23,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app import instruments
-from app.domain import MAX_ID_LENGTH, TaskKind, as_utc, utcnow
+from app.domain import MAX_ID_LENGTH, EventType, Status, TaskKind, as_utc, utcnow
 from app.lifecycle import idempotency, retry_policy, timeouts
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Conflict, Invalid, LeaseLost, NotFound, Refused, check_agent
@@ -128,14 +128,14 @@ def check_lease(
     """
     task_id, status = state["_id"], sm.normalise_status(state.get("status"))
     attempts, holder = sm.attempts_of(state), state.get("lease_holder")
-    if attempt is not None and (attempt != attempts or status != "in_progress"):
-        held = f", leased to {holder}" if holder and status == "in_progress" else ""
+    if attempt is not None and (attempt != attempts or status != Status.IN_PROGRESS):
+        held = f", leased to {holder}" if holder and status == Status.IN_PROGRESS else ""
         raise LeaseLost(
             f"attempt {attempt} no longer holds task '{task_id}':"
             f" it is {status} under attempt {attempts}{held}",
             current_status=status,
             current_attempt=attempts,
-            current_holder=holder if status == "in_progress" else None,
+            current_holder=holder if status == Status.IN_PROGRESS else None,
         )
     if timeouts.START_TO_CLOSE in sm.due_timeouts(state, now):
         deadline = as_utc(state.get(timeouts.START_TO_CLOSE.deadline_field))
@@ -156,7 +156,7 @@ def check_lease(
             current_attempt=attempts,
             current_holder=None,
         )
-    if status == "in_progress" and holder is not None and (worker_id is not None or attempt is None):
+    if status == Status.IN_PROGRESS and holder is not None and (worker_id is not None or attempt is None):
         caller = worker_id if worker_id is not None else state.get("agent_name")
         if caller != holder and (worker_id is not None or require_holder):
             who = (
@@ -313,7 +313,7 @@ class Lifecycle:
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
             if sm.is_expired(state, now):  # expiry wins: the expiry sweep fails it for good
-                raise Refused(f"task '{task_id}' has expired", current_status="failed")
+                raise Refused(f"task '{task_id}' has expired", current_status=Status.FAILED)
             policy, draw = self.policy_of(state), random.random()
             transition = _decide(lambda s, t: sm.lapse(s, t, policy=policy, draw=draw), state, now)
             return await self._apply(session, state, transition, now, guard=lease_guard(state))
@@ -336,7 +336,7 @@ class Lifecycle:
             if state is None:
                 raise NotFound(f"no task with id '{task_id}'", id=task_id)
             if sm.is_expired(state, now):  # expiry wins: the expiry sweep fails it for good
-                raise Refused(f"task '{task_id}' has expired", current_status="failed")
+                raise Refused(f"task '{task_id}' has expired", current_status=Status.FAILED)
             policy, draw = self.policy_of(state), random.random()
             action: Action = lambda s, t: sm.time_out(s, t, kind, policy=policy, draw=draw)  # noqa: E731
             guard = {key: state.get(key) for key in ("status", "attempts", spec.deadline_field)}
@@ -376,7 +376,7 @@ class Lifecycle:
                 # Reads already show it failed; the sweeper records the failure and its events.
                 raise Refused(
                     f"task '{task_id}' has expired (expires_at {state.get('expires_at')}); it is failed",
-                    current_status="failed",
+                    current_status=Status.FAILED,
                 )
             if fenced:
                 check_lease(state, attempt, now, worker_id, require_holder=self.require_lease_holder)
@@ -891,7 +891,10 @@ def count_committed(operation: str, applied: Applied) -> None:
     elif operation.startswith("time_out:"):  # `time_out:<kind>`: the kinds are the server's few
         meters.timeouts.labels(agent, operation.removeprefix("time_out:")[:32]).inc()
     for event in applied.events:
-        if event.get("type") == "STATUS_CHANGED" and event.get("payload", {}).get("to_status") == "retrying":
+        if (
+            event.get("type") == EventType.STATUS_CHANGED
+            and event.get("payload", {}).get("to_status") == Status.RETRYING
+        ):
             meters.retries.labels(meters.agents(event.get("agent_id"))).inc()
 
 

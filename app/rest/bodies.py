@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from app.domain import ErrorCode
 from app.edge import BodyTooLarge, read_capped
 from app.rest.errors import ApiError
 from app.store import storable
@@ -27,7 +28,7 @@ async def read_json(request: Request) -> Any:
     try:
         raw = await read_capped(request, settings.max_body_bytes)
     except BodyTooLarge as exc:
-        raise ApiError("payload_too_large", f"the body is {exc}", limit=exc.limit) from None
+        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body is {exc}", limit=exc.limit) from None
     if not raw.strip():
         return None
     try:
@@ -35,11 +36,11 @@ async def read_json(request: Request) -> Any:
     except JsonTooDeep:
         depth = settings.max_json_depth
         raise ApiError(
-            "bad_json", f"the body is nested deeper than MAX_JSON_DEPTH ({depth} levels)", limit=depth
+            ErrorCode.BAD_JSON, f"the body is nested deeper than MAX_JSON_DEPTH ({depth} levels)", limit=depth
         ) from None
     except FilterError as exc:
         # parse_filter_json words it for filters; for a body the problem is the body.
-        raise ApiError("bad_json", str(exc).replace("filter is not", "the body is not", 1)) from exc
+        raise ApiError(ErrorCode.BAD_JSON, str(exc).replace("filter is not", "the body is not", 1)) from exc
     check_storable(value, max_depth=settings.max_json_depth)
     return value
 
@@ -49,4 +50,4 @@ def check_storable(value: Any, path: str = "body", max_depth: int = storable.MAX
     try:
         storable.check_storable(value, path, max_depth)
     except storable.Unstorable as exc:
-        raise ApiError("bad_json", f"the body holds {exc}", field=exc.path) from None
+        raise ApiError(ErrorCode.BAD_JSON, f"the body holds {exc}", field=exc.path) from None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote
 
+from app.domain import TaskKind
 from app.lifecycle.hierarchy import LEVELS, Level
 from app.store.collections import AGENT_TASK_STATES, CollectionSpec
 
@@ -71,12 +72,12 @@ class Entity:
 
 
 ENTITIES: tuple[Entity, ...] = (
-    Entity("meta-tasks", "MetaTask", Kind.TASK, LEVELS["meta_workflow"]),
-    Entity("sub-tasks", "SubTask", Kind.TASK, LEVELS["sub_task"]),
-    Entity("behavior-tasks", "BehaviorTask", Kind.TASK, LEVELS["behavior_task"]),
-    Entity("task-outputs", "TaskOutput", Kind.OUTPUT, LEVELS["meta_workflow"]),
-    Entity("sub-task-outputs", "SubTaskOutput", Kind.OUTPUT, LEVELS["sub_task"]),
-    Entity("behavior-task-outputs", "BehaviorTaskOutput", Kind.OUTPUT, LEVELS["behavior_task"]),
+    Entity("meta-tasks", "MetaTask", Kind.TASK, LEVELS[TaskKind.META_WORKFLOW]),
+    Entity("sub-tasks", "SubTask", Kind.TASK, LEVELS[TaskKind.SUB_TASK]),
+    Entity("behavior-tasks", "BehaviorTask", Kind.TASK, LEVELS[TaskKind.BEHAVIOR_TASK]),
+    Entity("task-outputs", "TaskOutput", Kind.OUTPUT, LEVELS[TaskKind.META_WORKFLOW]),
+    Entity("sub-task-outputs", "SubTaskOutput", Kind.OUTPUT, LEVELS[TaskKind.SUB_TASK]),
+    Entity("behavior-task-outputs", "BehaviorTaskOutput", Kind.OUTPUT, LEVELS[TaskKind.BEHAVIOR_TASK]),
     Entity("agent-tasks", "AgentTask", Kind.AGENT_TASK),
 )
 BY_PATH: dict[str, Entity] = {e.path: e for e in ENTITIES}

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.auth.scopes import Forbidden, Unauthenticated, require
-from app.domain import Scope
+from app.domain import ErrorCode, Scope
 from app.lifecycle.errors import Conflict, Invalid, NotFound, NotYourAgent, Refused, ServiceError
 from app.principal import OPEN, Principal
 from app.ratelimit import RateLimited, limiter
@@ -47,28 +47,28 @@ logger = logging.getLogger("agent_tasks.rest")
 Handler = Callable[[Request], Awaitable[Response]]
 
 #: Every error code the REST API answers with, and its status (the OpenAPI document lists them).
-ERROR_CODES: dict[str, int] = {
-    "bad_json": 400,
-    "bad_filter": 400,
-    "bad_cursor": 400,
-    "bad_parameter": 400,
-    "untrusted_host": 400,
-    "page_size_out_of_range": 400,
-    "unauthenticated": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "refused": 409,
-    "conflict": 409,
-    "payload_too_large": 413,
-    "rate_limited": 429,
-    "unsupported_media_type": 415,
-    "invalid": 422,
-    "idempotency_key_reused": 422,
-    "unknown_field": 422,
-    "filter_too_slow": 400,
-    "internal": 500,
-    "database_unavailable": 503,
-    "database_timeout": 504,
+ERROR_CODES: dict[ErrorCode, int] = {
+    ErrorCode.BAD_JSON: 400,
+    ErrorCode.BAD_FILTER: 400,
+    ErrorCode.BAD_CURSOR: 400,
+    ErrorCode.BAD_PARAMETER: 400,
+    ErrorCode.UNTRUSTED_HOST: 400,
+    ErrorCode.PAGE_SIZE_OUT_OF_RANGE: 400,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.REFUSED: 409,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.INVALID: 422,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.UNKNOWN_FIELD: 422,
+    ErrorCode.FILTER_TOO_SLOW: 400,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.DATABASE_UNAVAILABLE: 503,
+    ErrorCode.DATABASE_TIMEOUT: 504,
 }
 #: Seconds a client is asked to wait (`Retry-After`) before retrying when the database is unavailable.
 RETRY_AFTER_SECONDS = 1
@@ -77,7 +77,7 @@ RETRY_AFTER_SECONDS = 1
 class ApiError(Exception):
     """A request the REST layer refuses before calling a service; `extra` goes into the error body."""
 
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, code: ErrorCode, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status = ERROR_CODES[code]
         self.code = code
@@ -102,35 +102,39 @@ def as_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, RateLimited):
-        return ApiError("rate_limited", exc.message, retry_after=exc.retry_after, limit=exc.limit)
+        return ApiError(ErrorCode.RATE_LIMITED, exc.message, retry_after=exc.retry_after, limit=exc.limit)
     if isinstance(exc, Unauthenticated):
-        return ApiError("unauthenticated", exc.message, required_scope=exc.scope.value)
+        return ApiError(ErrorCode.UNAUTHENTICATED, exc.message, required_scope=exc.scope.value)
     if isinstance(exc, Forbidden):
-        return ApiError("forbidden", exc.message, required_scope=exc.scope.value)
+        return ApiError(ErrorCode.FORBIDDEN, exc.message, required_scope=exc.scope.value)
     if isinstance(exc, NotYourAgent):
-        return ApiError("forbidden", exc.message, agent_name=exc.agent_name)
+        return ApiError(ErrorCode.FORBIDDEN, exc.message, agent_name=exc.agent_name)
     if isinstance(exc, NotFound):
-        return ApiError("not_found", exc.message, id=exc.id)
+        return ApiError(ErrorCode.NOT_FOUND, exc.message, id=exc.id)
     if isinstance(exc, Refused):
-        return ApiError("refused", exc.message, current_status=exc.current_status)
+        return ApiError(ErrorCode.REFUSED, exc.message, current_status=exc.current_status)
     if isinstance(exc, Conflict):
-        return ApiError("conflict", exc.message, current_version=exc.current_version)
-    if isinstance(exc, Invalid) and exc.code == "EMPTY_FILTER":  # a bulk action's filter
-        return ApiError("bad_filter", exc.message, field=exc.field)
+        return ApiError(ErrorCode.CONFLICT, exc.message, current_version=exc.current_version)
+    if isinstance(exc, Invalid) and exc.code == ErrorCode.EMPTY_FILTER:  # a bulk action's filter
+        return ApiError(ErrorCode.BAD_FILTER, exc.message, field=exc.field)
     if isinstance(exc, Invalid):
-        code = "idempotency_key_reused" if exc.code == "IDEMPOTENCY_KEY_REUSED" else "invalid"
+        code = (
+            ErrorCode.IDEMPOTENCY_KEY_REUSED
+            if exc.code == ErrorCode.IDEMPOTENCY_KEY_REUSED
+            else ErrorCode.INVALID
+        )
         return ApiError(code, exc.message, field=body_field(exc.field))
     if isinstance(exc, ServiceError):  # pragma: no cover - every ServiceError is one of the above
-        return ApiError("invalid", exc.message)
+        return ApiError(ErrorCode.INVALID, exc.message)
     if isinstance(exc, FilterError):
-        return ApiError("bad_filter", str(exc), field=exc.path)
+        return ApiError(ErrorCode.BAD_FILTER, str(exc), field=exc.path)
     if isinstance(exc, CursorError):
-        return ApiError("bad_cursor", str(exc), field="after")
+        return ApiError(ErrorCode.BAD_CURSOR, str(exc), field="after")
     if isinstance(exc, FilterTooSlow):
-        return ApiError("filter_too_slow", str(exc), limit_ms=exc.limit_ms)
+        return ApiError(ErrorCode.FILTER_TOO_SLOW, str(exc), limit_ms=exc.limit_ms)
     failure = classify(exc)
     if failure is not None:
-        return ApiError(failure.rest_code, failure.message)
+        return ApiError(failure.code, failure.message)
     return None
 
 
@@ -150,7 +154,7 @@ def error_response(error: ApiError) -> Response:
     elif error.status == 429:
         headers = {"Retry-After": str(error.extra.get("retry_after", 1))}
     return RestJSONResponse(
-        {"error": {"code": error.code, "message": error.message, **error.extra}},
+        {"error": {"code": error.code.rest, "message": error.message, **error.extra}},
         status_code=error.status,
         headers=headers,
     )
@@ -177,12 +181,14 @@ def json_errors(handler: Handler, scope: Scope | None = None) -> Handler:
         except Exception as exc:
             error = as_api_error(exc)
             if error is not None and error.status >= 500:  # the database's state, not a bug: one line
-                logger.warning("%s %s: %s (%s)", request.method, request.url.path, error.code, describe(exc))
+                logger.warning(
+                    "%s %s: %s (%s)", request.method, request.url.path, error.code.rest, describe(exc)
+                )
             if error is None:
                 logger.exception("unexpected error in %s %s", request.method, request.url.path)
-                error = ApiError("internal", "Unexpected error.")
+                error = ApiError(ErrorCode.INTERNAL, "Unexpected error.")
             else:  # the edge's one log line for this refusal (app/edge.py), no traceback
-                request.state.refusal = f"{error.code}: {error.message}"
+                request.state.refusal = f"{error.code.rest}: {error.message}"
             return error_response(error)
 
     return wrapped
@@ -198,7 +204,7 @@ def check_json_media_type(request: Request) -> None:
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         raise ApiError(
-            "unsupported_media_type",
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"send the request as application/json; Content-Type was {header[:80]!r}",
             field="Content-Type",
         )

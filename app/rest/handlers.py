@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.domain import ErrorCode
 from app.lifecycle.transitions import version_of
 from app.rest import actions
 from app.rest.bodies import read_json
@@ -63,10 +64,14 @@ def page_limit(request: Request, default: int, maximum: int) -> int:
     if raw is None or raw == "":
         return default
     if not _DIGITS.fullmatch(raw):
-        raise ApiError("bad_parameter", f"limit must be a whole number, got {raw[:40]!r}", field="limit")
+        raise ApiError(
+            ErrorCode.BAD_PARAMETER, f"limit must be a whole number, got {raw[:40]!r}", field="limit"
+        )
     if not 1 <= int(raw) <= maximum:
         raise ApiError(
-            "page_size_out_of_range", f"limit must be between 1 and {maximum}, got {int(raw)}", field="limit"
+            ErrorCode.PAGE_SIZE_OUT_OF_RANGE,
+            f"limit must be between 1 and {maximum}, got {int(raw)}",
+            field="limit",
         )
     return int(raw)
 
@@ -77,7 +82,7 @@ def sort_order(request: Request, spec: CollectionSpec) -> SortSpec:
     field, direction = (raw[1:], -1) if raw.startswith("-") else (raw, 1)
     if field not in spec.sort_fields:
         raise ApiError(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"cannot sort by {raw[:40]!r}; sortable fields: {', '.join(spec.sort_fields)}",
             field="sort",
         )
@@ -90,7 +95,7 @@ def flag(request: Request, name: str) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise ApiError("bad_parameter", f"{name} must be true or false, got {raw[:40]!r}", field=name)
+    raise ApiError(ErrorCode.BAD_PARAMETER, f"{name} must be true or false, got {raw[:40]!r}", field=name)
 
 
 def expected_version(request: Request, body: dict[str, Any]) -> int | None:
@@ -102,12 +107,14 @@ def expected_version(request: Request, body: dict[str, Any]) -> int | None:
         match = _ETAG_VERSION.fullmatch(header.strip())
         if match is None:
             raise ApiError(
-                "bad_parameter", 'If-Match must be a version such as "3" (the ETag)', field="If-Match"
+                ErrorCode.BAD_PARAMETER, 'If-Match must be a version such as "3" (the ETag)', field="If-Match"
             )
         from_header = int(match.group(1))
     if from_header is not None and from_body is not None and from_header != from_body:
         raise ApiError(
-            "bad_parameter", "If-Match and expected_version disagree; send one of them", field="If-Match"
+            ErrorCode.BAD_PARAMETER,
+            "If-Match and expected_version disagree; send one of them",
+            field="If-Match",
         )
     return from_header if from_header is not None else from_body
 
@@ -180,7 +187,7 @@ def update_handler(entity: Entity) -> Endpoint:
         elif "if-match" in request.headers:
             # Only agent tasks carry a version; ignoring the precondition would make it unconditional.
             raise ApiError(
-                "bad_parameter",
+                ErrorCode.BAD_PARAMETER,
                 "If-Match is only supported on /agent-tasks (their version)",
                 field="If-Match",
             )
@@ -214,7 +221,7 @@ def cancel_handler(entity: Entity) -> Endpoint:
         scope = (request.query_params.get("scope") or "task").lower()
         if scope not in ("task", "subtree"):
             raise ApiError(
-                "bad_parameter", f"scope must be task or subtree, got {scope[:40]!r}", field="scope"
+                ErrorCode.BAD_PARAMETER, f"scope must be task or subtree, got {scope[:40]!r}", field="scope"
             )
         doc = await actions.cancel(
             app_state(request),
@@ -232,7 +239,9 @@ def _scope(request: Request) -> bool:
     """`?scope=task` (the default) or `subtree`: whether the action takes the task's subtree too."""
     scope = (request.query_params.get("scope") or "task").lower()
     if scope not in ("task", "subtree"):
-        raise ApiError("bad_parameter", f"scope must be task or subtree, got {scope[:40]!r}", field="scope")
+        raise ApiError(
+            ErrorCode.BAD_PARAMETER, f"scope must be task or subtree, got {scope[:40]!r}", field="scope"
+        )
     return scope == "subtree"
 
 

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from app import domain
+from app.domain import ErrorCode, Status
 from app.lifecycle.hierarchy import LEVELS, STATE_INPUT_FIELDS
 from app.rest.entities import ENTITIES, Entity, Kind
 from app.rest.errors import ERROR_CODES, ApiError
@@ -181,7 +182,7 @@ DependencyInput = _model(
         "task_id": (StrictStr, Field(description="Id of the task depended on.")),
         "status_expected": (
             Literal[domain.STATUSES],
-            Field(default="completed", description="Status it must reach (default completed)."),
+            Field(default=Status.COMPLETED, description="Status it must reach (default completed)."),
         ),
     },
 )
@@ -412,7 +413,10 @@ ErrorDetail = _model(
     "What was wrong. `field` names the offending input where there is one.",
     _OPEN,
     {
-        "code": (Literal[tuple(ERROR_CODES)], Field(description="Machine-readable error code.")),
+        "code": (
+            Literal[tuple(code.rest for code in ERROR_CODES)],
+            Field(description="Machine-readable error code."),
+        ),
         "message": (str, Field(description="One sentence saying what was wrong.")),
         "field": _optional(str, "The offending body field, parameter or filter path."),
         "id": _optional(str, "The id that was not found."),
@@ -481,9 +485,9 @@ MODELS: dict[str, EntityModels] = _build()
 def validated(model: type[BaseModel], body: Any) -> dict[str, Any]:
     """The body's fields as given (nested too), or a 422 naming the first problem and listing them all."""
     if body is None:
-        raise ApiError("bad_json", "this request needs a JSON object body")
+        raise ApiError(ErrorCode.BAD_JSON, "this request needs a JSON object body")
     if not isinstance(body, dict):
-        raise ApiError("invalid", "the body must be a JSON object", field="body")
+        raise ApiError(ErrorCode.INVALID, "the body must be a JSON object", field="body")
     try:
         return model.model_validate(body).model_dump(exclude_unset=True)
     except PydanticValidationError as exc:
@@ -497,9 +501,9 @@ def validated(model: type[BaseModel], body: Any) -> dict[str, Any]:
             allowed = ", ".join(model.model_fields) if "." not in where and "[" not in where else ""
             hint = f" (allowed: {allowed})" if allowed else ""
             raise ApiError(
-                "unknown_field", f"unknown field '{where}'{hint}", field=where, details=details
+                ErrorCode.UNKNOWN_FIELD, f"unknown field '{where}'{hint}", field=where, details=details
             ) from None
-        raise ApiError("invalid", f"{msg} at '{where}'", field=where, details=details) from None
+        raise ApiError(ErrorCode.INVALID, f"{msg} at '{where}'", field=where, details=details) from None
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

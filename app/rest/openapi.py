@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.auth.scopes import REST
+from app.domain import ErrorCode, EventType, Status
 from app.rest.documents import RestJSONResponse
 from app.rest.entities import Entity, Kind
 from app.rest.errors import ERROR_CODES
@@ -43,48 +44,80 @@ _STATUS_TEXT = {
 }
 #: When each error code is answered (the `code` of the error body); a response lists the codes it can carry.
 _CODE_TEXT = {
-    "bad_json": "the body is not JSON (or is missing where one is needed), or holds what MongoDB cannot"
-    " store: a NUL character in a key, an integer beyond 64 bits, a lone surrogate, nesting deeper than"
-    " MAX_JSON_DEPTH levels (64 by default; 32 in free-form values)",
-    "bad_filter": "a refused filter: $where, $function or another operator not allowed, an unknown field, a"
-    " value of the wrong type, a filter too deep or too large; or an empty one where a bulk action needs one",
-    "bad_cursor": "an `after` cursor this server did not issue (or issued for another sort)",
-    "bad_parameter": "a bad query parameter or header: `limit`, `sort`, `cascade`, `scope`, `by`, or"
-    " `If-Match` (not a version, disagreeing with `expected_version`, or sent where there is no version);"
-    " or a bad path parameter of a steering route: `scope` (agent, workflow or key), `key` or `agent_name`"
-    " (empty, over 200 characters, a control character)",
-    "untrusted_host": "the `Host` header names a host this server does not answer to (TRUSTED_HOSTS)",
-    "page_size_out_of_range": "`limit` outside 1 to the server's maximum page size",
-    "unauthenticated": "no valid credentials: the `Authorization: Bearer` API key or token is malformed,"
-    " unknown, expired or revoked, or the server requires credentials for this scope (`required_scope`)",
-    "rate_limited": "the caller's budget for this scope is spent (RATE_LIMIT_READ / _WRITE / _ADMIN per key,"
-    " RATE_LIMIT_ANONYMOUS per address): wait `Retry-After` seconds (`retry_after`)",
-    "forbidden": "the key or token lacks the scope this route needs (`required_scope`), or is bound to agents"
-    " and the write touches another agent's task (`agent_name`: that task's agent; null: none), or sets"
-    " another agent's limit or policy (`agent_name`), or a workflow's or a concurrency key's limit (they span"
-    " agents: `agent_name` null)",
-    "not_found": "no document with this id (in a create: the parent named; for an output: the task, or the"
-    " output not created yet)",
-    "conflict": "the id is taken (or the output exists), the task has children and `cascade` is not set, the"
-    " version changed since `If-Match` / `expected_version`, another task depends on it, or the agent task"
-    " belongs to a hierarchy task (delete that task)",
-    "refused": "the task is finalized (it refuses edits, moves, deletes, new children and output changes),"
-    " or already finalized",
-    "payload_too_large": "a body over MAX_BODY_BYTES (1 MiB by default), refused before it is read whole",
-    "unsupported_media_type": "a POST, PATCH or PUT not sent as `application/json` (or another `+json` type):"
-    " what keeps a page on another origin from sending it without a CORS preflight",
-    "idempotency_key_reused": "an `Idempotency-Key` already used with a different request body",
-    "unknown_field": "a body field that does not exist, or that only the server writes",
-    "invalid": "a body value of the wrong type or one the services refuse (an unknown dependency, a cycle,"
-    " an id too long, a limit's `max` outside 1 to 1,000,000, a new limit beyond MAX_CONCURRENCY_LIMITS), or"
-    " an `Idempotency-Key` too long or already used for another operation",
-    "internal": "a bug; it is logged, and the answer says nothing more",
-    "filter_too_slow": "the filter ran in MongoDB longer than the server allows (FILTER_MAX_TIME_MS) and was"
-    " stopped; `limit_ms` says the limit",
-    "database_unavailable": "MongoDB cannot be reached (or has no primary) right now; nothing was done;"
-    " retry after `Retry-After` seconds",
-    "database_timeout": "MongoDB did not finish the operation within MONGODB_TIMEOUT_SECONDS; a write may or"
-    " may not have been applied (retry with the same Idempotency-Key)",
+    ErrorCode.BAD_JSON: (
+        "the body is not JSON (or is missing where one is needed), or holds what MongoDB cannot store: a "
+        "NUL character in a key, an integer beyond 64 bits, a lone surrogate, nesting deeper than "
+        "MAX_JSON_DEPTH levels (64 by default; 32 in free-form values)"
+    ),
+    ErrorCode.BAD_FILTER: (
+        "a refused filter: $where, $function or another operator not allowed, an unknown field, a value "
+        "of the wrong type, a filter too deep or too large; or an empty one where a bulk action needs one"
+    ),
+    ErrorCode.BAD_CURSOR: ("an `after` cursor this server did not issue (or issued for another sort)"),
+    ErrorCode.BAD_PARAMETER: (
+        "a bad query parameter or header: `limit`, `sort`, `cascade`, `scope`, `by`, or `If-Match` (not a"
+        " version, disagreeing with `expected_version`, or sent where there is no version); or a bad path"
+        " parameter of a steering route: `scope` (agent, workflow or key), `key` or `agent_name` (empty, "
+        "over 200 characters, a control character)"
+    ),
+    ErrorCode.UNTRUSTED_HOST: (
+        "the `Host` header names a host this server does not answer to (TRUSTED_HOSTS)"
+    ),
+    ErrorCode.PAGE_SIZE_OUT_OF_RANGE: ("`limit` outside 1 to the server's maximum page size"),
+    ErrorCode.UNAUTHENTICATED: (
+        "no valid credentials: the `Authorization: Bearer` API key or token is malformed, unknown, "
+        "expired or revoked, or the server requires credentials for this scope (`required_scope`)"
+    ),
+    ErrorCode.RATE_LIMITED: (
+        "the caller's budget for this scope is spent (RATE_LIMIT_READ / _WRITE / _ADMIN per key, "
+        "RATE_LIMIT_ANONYMOUS per address): wait `Retry-After` seconds (`retry_after`)"
+    ),
+    ErrorCode.FORBIDDEN: (
+        "the key or token lacks the scope this route needs (`required_scope`), or is bound to agents and "
+        "the write touches another agent's task (`agent_name`: that task's agent; null: none), or sets "
+        "another agent's limit or policy (`agent_name`), or a workflow's or a concurrency key's limit "
+        "(they span agents: `agent_name` null)"
+    ),
+    ErrorCode.NOT_FOUND: (
+        "no document with this id (in a create: the parent named; for an output: the task, or the output "
+        "not created yet)"
+    ),
+    ErrorCode.CONFLICT: (
+        "the id is taken (or the output exists), the task has children and `cascade` is not set, the "
+        "version changed since `If-Match` / `expected_version`, another task depends on it, or the agent "
+        "task belongs to a hierarchy task (delete that task)"
+    ),
+    ErrorCode.REFUSED: (
+        "the task is finalized (it refuses edits, moves, deletes, new children and output changes), or "
+        "already finalized"
+    ),
+    ErrorCode.PAYLOAD_TOO_LARGE: (
+        "a body over MAX_BODY_BYTES (1 MiB by default), refused before it is read whole"
+    ),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: (
+        "a POST, PATCH or PUT not sent as `application/json` (or another `+json` type): what keeps a page"
+        " on another origin from sending it without a CORS preflight"
+    ),
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: ("an `Idempotency-Key` already used with a different request body"),
+    ErrorCode.UNKNOWN_FIELD: ("a body field that does not exist, or that only the server writes"),
+    ErrorCode.INVALID: (
+        "a body value of the wrong type or one the services refuse (an unknown dependency, a cycle, an id"
+        " too long, a limit's `max` outside 1 to 1,000,000, a new limit beyond MAX_CONCURRENCY_LIMITS), "
+        "or an `Idempotency-Key` too long or already used for another operation"
+    ),
+    ErrorCode.INTERNAL: ("a bug; it is logged, and the answer says nothing more"),
+    ErrorCode.FILTER_TOO_SLOW: (
+        "the filter ran in MongoDB longer than the server allows (FILTER_MAX_TIME_MS) and was stopped; "
+        "`limit_ms` says the limit"
+    ),
+    ErrorCode.DATABASE_UNAVAILABLE: (
+        "MongoDB cannot be reached (or has no primary) right now; nothing was done; retry after `Retry-"
+        "After` seconds"
+    ),
+    ErrorCode.DATABASE_TIMEOUT: (
+        "MongoDB did not finish the operation within MONGODB_TIMEOUT_SECONDS; a write may or may not have"
+        " been applied (retry with the same Idempotency-Key)"
+    ),
 }
 _SEED_FILTERS = {
     "meta-tasks": {"meta_workflow_id": "mw1"},
@@ -93,7 +126,7 @@ _SEED_FILTERS = {
     "task-outputs": {"task_id": "meta123"},
     "sub-task-outputs": {"is_finalized_step": True},
     "behavior-task-outputs": {"processor_subject_ids": {"$in": ["agent1"]}},
-    "agent-tasks": {"status": {"$in": ["pending", "in_progress"]}},
+    "agent-tasks": {"status": {"$in": [Status.PENDING, Status.IN_PROGRESS]}},
 }
 
 
@@ -168,7 +201,7 @@ def _parameters(route: RestRoute, settings: Settings) -> list[dict[str, Any]]:
             },
         ]
     if op in ("pause", "resume"):
-        event = "TASK_PAUSED" if op == "pause" else "TASK_RESUMED"
+        event = EventType.TASK_PAUSED if op == "pause" else EventType.TASK_RESUMED
         params += [
             {
                 "name": "scope",
@@ -240,7 +273,7 @@ def _request_body(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]])
             "description": "`filter`: the filter of `POST /agent-tasks/query` (non-empty; an empty one is"
             " refused with 400 `bad_filter`); `limit`: at most BULK_ACTION_MAX_TASKS (more: 422 `invalid`);"
             " `reason`: kept in each event.",
-            **_json(refs[("", "bulk_request")], example={"filter": {"status": "failed"}, "limit": 500}),
+            **_json(refs[("", "bulk_request")], example={"filter": {"status": Status.FAILED}, "limit": 500}),
         }
     if op == "query":
         allowed = [entity.spec.id_field, *(f for f in entity.spec.fields if "." not in f)]
@@ -279,7 +312,7 @@ def _responses(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) ->
     if headers:
         answer["headers"] = headers
     out = {str(op.success): answer}
-    by_status: dict[int, list[str]] = {}
+    by_status: dict[int, list[ErrorCode]] = {}
     for code in route.error_codes:
         by_status.setdefault(ERROR_CODES[code], []).append(code)
     for status, codes in sorted(by_status.items()):
@@ -287,10 +320,11 @@ def _responses(route: RestRoute, refs: dict[tuple[str, str], dict[str, Any]]) ->
     return out
 
 
-def _error_response(status: int, codes: list[str], error_ref: dict[str, Any]) -> dict[str, Any]:
-    """An error answer: the error body, narrowed to the codes this route answers with at this status."""
-    listed = "\n".join(f"- `{code}`: {_CODE_TEXT[code]}" for code in codes)
-    narrowed = {"properties": {"error": {"properties": {"code": {"enum": codes}}}}}
+def _error_response(status: int, codes: list[ErrorCode], error_ref: dict[str, Any]) -> dict[str, Any]:
+    """An error answer: the error body, narrowed to the codes this route answers with at this status (in
+    REST's spelling, `ErrorCode.rest`)."""
+    listed = "\n".join(f"- `{code.rest}`: {_CODE_TEXT[code]}" for code in codes)
+    narrowed = {"properties": {"error": {"properties": {"code": {"enum": [code.rest for code in codes]}}}}}
     answer = {
         "description": f"{_STATUS_TEXT[status]}.\n\n{listed}",
         **_json({"allOf": [error_ref, narrowed]}),
@@ -307,7 +341,7 @@ def _steering_operation(route: RestRoute, refs: dict[tuple[str, str], dict[str, 
     assert isinstance(route.entity, Resource)
     answer = {"description": _STATUS_TEXT[op.success], **_json(refs[(op.name, "answer")])}
     responses: dict[str, Any] = {str(op.success): answer}
-    by_status: dict[int, list[str]] = {}
+    by_status: dict[int, list[ErrorCode]] = {}
     for code in route.error_codes:
         by_status.setdefault(ERROR_CODES[code], []).append(code)
     for status, codes in sorted(by_status.items()):

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from starlette.convertors import Convertor, register_url_convertor
 
+from app.domain import ErrorCode
 from app.rest.entities import ENTITIES, Entity, Kind
 
 OPENAPI_PATH = "/openapi.json"
@@ -89,7 +90,7 @@ class Operation:
     #: Error codes (`errors.ERROR_CODES`) this operation can answer with; `unauthenticated` (401) and
     #: `forbidden` (403: app/auth/scopes.py), `untrusted_host` (400), `internal` (500) and the database's
     #: `database_unavailable` (503) and `database_timeout` (504) are added to all.
-    errors: tuple[str, ...] = ()
+    errors: tuple[ErrorCode, ...] = ()
     resource: Resource | None = None
 
     @property
@@ -98,16 +99,27 @@ class Operation:
         return f"/{self.resource.path if self.resource else '<entity>'}{self.suffix}"
 
 
-_BODY = ("bad_json", "payload_too_large", "unsupported_media_type", "unknown_field", "invalid")  # JSON bodies
+_BODY = (
+    ErrorCode.BAD_JSON,
+    ErrorCode.PAYLOAD_TOO_LARGE,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.UNKNOWN_FIELD,
+    ErrorCode.INVALID,
+)  # JSON bodies
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "GET", "/{id}", 200, "Retrieve a {label} by id.", errors=("not_found",)),
+    Operation("get", "GET", "/{id}", 200, "Retrieve a {label} by id.", errors=(ErrorCode.NOT_FOUND,)),
     Operation(
         "delete",
         "DELETE",
         "/{id}",
         200,
         "Delete a {label} by id.",
-        errors=("bad_parameter", "not_found", "conflict", "refused"),  # bad_parameter: `cascade` (tasks)
+        errors=(
+            ErrorCode.BAD_PARAMETER,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.CONFLICT,
+            ErrorCode.REFUSED,
+        ),  # bad_parameter: `cascade` (tasks)
     ),
     Operation(
         "query",
@@ -116,14 +128,14 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         "Query {label}s with a MongoDB-style filter.",
         errors=(
-            "bad_json",
-            "bad_filter",
-            "bad_cursor",
-            "bad_parameter",
-            "page_size_out_of_range",
-            "payload_too_large",
-            "filter_too_slow",
-            "unsupported_media_type",
+            ErrorCode.BAD_JSON,
+            ErrorCode.BAD_FILTER,
+            ErrorCode.BAD_CURSOR,
+            ErrorCode.BAD_PARAMETER,
+            ErrorCode.PAGE_SIZE_OUT_OF_RANGE,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            ErrorCode.FILTER_TOO_SLOW,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         ),
     ),
     Operation(
@@ -132,7 +144,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "",
         201,
         "Create a {label}.",
-        errors=(*_BODY, "not_found", "conflict", "refused", "idempotency_key_reused"),
+        errors=(
+            *_BODY,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.CONFLICT,
+            ErrorCode.REFUSED,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ),
     ),
     Operation(
         "update",
@@ -141,7 +159,14 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         "Change fields of a {label}.",
         # bad_parameter: If-Match
-        errors=(*_BODY, "bad_parameter", "not_found", "conflict", "refused", "idempotency_key_reused"),
+        errors=(
+            *_BODY,
+            ErrorCode.BAD_PARAMETER,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.CONFLICT,
+            ErrorCode.REFUSED,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ),
     ),
     Operation(
         "finalize",
@@ -151,7 +176,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "Finalize a {label} (one-way; it then refuses edits).",
         kinds=frozenset({Kind.TASK}),
         # invalid: a bad Idempotency-Key; unsupported_media_type: every POST is JSON (CSRF)
-        errors=("not_found", "refused", "invalid", "unsupported_media_type", "idempotency_key_reused"),
+        errors=(
+            ErrorCode.NOT_FOUND,
+            ErrorCode.REFUSED,
+            ErrorCode.INVALID,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ),
     ),
     Operation(
         "cancel",
@@ -161,26 +192,26 @@ OPERATIONS: tuple[Operation, ...] = (
         "Cancel a {label}; with `scope=subtree`, every unfinished task below it too (docs/STEERING.md).",
         kinds=frozenset({Kind.AGENT_TASK}),
         errors=(
-            "bad_parameter",
-            "not_found",
-            "refused",
-            "conflict",
-            "invalid",
-            "unsupported_media_type",
-            "idempotency_key_reused",
+            ErrorCode.BAD_PARAMETER,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.REFUSED,
+            ErrorCode.CONFLICT,
+            ErrorCode.INVALID,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
         ),
     ),
 )
 
 _STEER_ERRORS = (
-    "bad_parameter",
-    "not_found",
-    "refused",
-    "conflict",
-    "invalid",
-    "unsupported_media_type",
+    ErrorCode.BAD_PARAMETER,
+    ErrorCode.NOT_FOUND,
+    ErrorCode.REFUSED,
+    ErrorCode.CONFLICT,
+    ErrorCode.INVALID,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 )
-_BULK_ERRORS = (*_BODY, "bad_filter", "filter_too_slow", "conflict")
+_BULK_ERRORS = (*_BODY, ErrorCode.BAD_FILTER, ErrorCode.FILTER_TOO_SLOW, ErrorCode.CONFLICT)
 _AGENT_TASKS = frozenset({Kind.AGENT_TASK})
 OPERATIONS += (
     Operation(
@@ -230,7 +261,7 @@ _LIMIT = "/{scope}/{key}"
 _AGENT = "/{agent_name}"
 #: A steering write: its path parameters (`bad_parameter`), its JSON body, an agent-bound key's refusal
 #: (`forbidden`, added to all) and the number of limits (`invalid`, MAX_CONCURRENCY_LIMITS).
-_SETTING = (*_BODY, "bad_parameter")
+_SETTING = (*_BODY, ErrorCode.BAD_PARAMETER)
 OPERATIONS += (
     Operation(
         "list_concurrency_limits",
@@ -259,7 +290,7 @@ OPERATIONS += (
         200,
         "Remove a concurrency limit; `cleared` says whether there was one (GraphQL `clearConcurrencyLimit`).",
         kinds=frozenset(),
-        errors=("bad_parameter",),
+        errors=(ErrorCode.BAD_PARAMETER,),
         resource=CONCURRENCY_LIMITS,
     ),
     Operation(
@@ -289,7 +320,7 @@ OPERATIONS += (
         200,
         "Remove a start rate limit; `cleared` says whether there was one (GraphQL `clearStartRateLimit`).",
         kinds=frozenset(),
-        errors=("bad_parameter",),
+        errors=(ErrorCode.BAD_PARAMETER,),
         resource=START_RATE_LIMITS,
     ),
     Operation(
@@ -299,7 +330,7 @@ OPERATIONS += (
         200,
         "How an agent's claims choose among its ready tasks (FIFO when none was set).",
         kinds=frozenset(),
-        errors=("bad_parameter",),
+        errors=(ErrorCode.BAD_PARAMETER,),
         resource=CLAIM_POLICIES,
     ),
     Operation(
@@ -320,7 +351,7 @@ OPERATIONS += (
         "An agent's claim queue: ready, running, held back by limits, per workflow or key (GraphQL"
         " `claimQueue`).",
         kinds=frozenset(),
-        errors=("bad_parameter",),
+        errors=(ErrorCode.BAD_PARAMETER,),
         resource=CLAIM_QUEUES,
     ),
 )
@@ -351,21 +382,21 @@ class RestRoute:
         return camel if isinstance(self.entity, Resource) else f"{camel}{self.entity.name}"
 
     @property
-    def error_codes(self) -> tuple[str, ...]:
+    def error_codes(self) -> tuple[ErrorCode, ...]:
         """Every error code this route can answer with, the edge's and the server-side ones last."""
         codes = self.operation.errors
         entity = self.entity
         if self.operation.name == "delete" and isinstance(entity, Entity) and entity.kind is not Kind.TASK:
-            codes = tuple(c for c in codes if c != "bad_parameter")  # only tasks take `cascade`
+            codes = tuple(c for c in codes if c != ErrorCode.BAD_PARAMETER)  # only tasks take `cascade`
         return (
             *codes,
-            "unauthenticated",
-            "forbidden",
-            "rate_limited",
-            "untrusted_host",
-            "internal",
-            "database_unavailable",
-            "database_timeout",
+            ErrorCode.UNAUTHENTICATED,
+            ErrorCode.FORBIDDEN,
+            ErrorCode.RATE_LIMITED,
+            ErrorCode.UNTRUSTED_HOST,
+            ErrorCode.INTERNAL,
+            ErrorCode.DATABASE_UNAVAILABLE,
+            ErrorCode.DATABASE_TIMEOUT,
         )
 
 

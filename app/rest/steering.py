@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.domain import MAX_ID_LENGTH, utcnow
+from app.domain import MAX_ID_LENGTH, ErrorCode, utcnow
 from app.lifecycle.errors import Invalid
 from app.lifecycle.steering import (
     MAX_LIMIT,
@@ -232,9 +232,9 @@ def _name(request: Request, parameter: str) -> str:
         storable.check_storable(value, parameter)
         return check_key(value, parameter)
     except storable.Unstorable as exc:
-        raise ApiError("bad_parameter", f"{parameter} holds {exc}", field=parameter) from None
+        raise ApiError(ErrorCode.BAD_PARAMETER, f"{parameter} holds {exc}", field=parameter) from None
     except Invalid as exc:
-        raise ApiError("bad_parameter", exc.message, field=parameter) from None
+        raise ApiError(ErrorCode.BAD_PARAMETER, exc.message, field=parameter) from None
 
 
 def _scope(request: Request) -> Scope:
@@ -243,7 +243,7 @@ def _scope(request: Request) -> Scope:
         return Scope(raw.lower())
     except ValueError:
         raise ApiError(
-            "bad_parameter", f"scope must be agent, workflow or key, got {raw[:40]!r}", field="scope"
+            ErrorCode.BAD_PARAMETER, f"scope must be agent, workflow or key, got {raw[:40]!r}", field="scope"
         ) from None
 
 
@@ -338,7 +338,7 @@ async def get_claim_queue(request: Request) -> Response:
     agent_name = _name(request, "agent_name")
     by = (request.query_params.get("by") or "workflow").lower()
     if by not in GROUPINGS:
-        raise ApiError("bad_parameter", f"by must be workflow or key, got {by[:40]!r}", field="by")
+        raise ApiError(ErrorCode.BAD_PARAMETER, f"by must be workflow or key, got {by[:40]!r}", field="by")
     queue = await _steering(request).queue(agent_name, utcnow(), GROUPINGS[by], QUEUE_COUNT_CAP)
     return RestJSONResponse(queue_answer(queue))
 

@@ -33,6 +33,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app import domain
+from app.domain import Status
 from app.store.collections import AGENT_TASK_STATES
 
 Doc = dict[str, Any]
@@ -79,7 +80,8 @@ def _to_date(path: str) -> Doc:
 
 
 def _status_expr() -> Doc:
-    """`domain.normalise_status` as an expression: lower case, "-"/" " → "_", "" → pending."""
+    """`domain.normalise_status` as an expression, generated from the same tables (`STATUS_SEPARATORS`,
+    `BLANK_STATUS`, `STATUS_ALIASES`): lower case, separators → "_", blank → pending, aliases."""
     text: Doc = {
         "$toLower": {
             "$trim": {
@@ -87,24 +89,17 @@ def _status_expr() -> Doc:
             }
         }
     }
-    for old in ("-", " "):
+    for old in domain.STATUS_SEPARATORS:
         text = {"$replaceAll": {"input": text, "find": old, "replacement": "_"}}
     for _ in range(3):  # collapses runs of up to 8 underscores, far more than any real spelling has
         text = {"$replaceAll": {"input": text, "find": "__", "replacement": "_"}}
-    # The state machine's own alias table, so the two readings of a status cannot drift apart.
+    blank = {"case": {"$eq": ["$$s", ""]}, "then": domain.BLANK_STATUS.value}
     aliases = [
-        {"case": {"$eq": ["$$s", alias]}, "then": status} for alias, status in domain.STATUS_ALIASES.items()
+        {"case": {"$eq": ["$$s", alias]}, "then": status.value}
+        for alias, status in domain.STATUS_ALIASES.items()
     ]
     return {
-        "$let": {
-            "vars": {"s": text},
-            "in": {
-                "$switch": {
-                    "branches": [{"case": {"$eq": ["$$s", ""]}, "then": "pending"}, *aliases],
-                    "default": "$$s",
-                }
-            },
-        }
+        "$let": {"vars": {"s": text}, "in": {"$switch": {"branches": [blank, *aliases], "default": "$$s"}}}
     }
 
 
@@ -114,7 +109,7 @@ def _priority_expr() -> Doc:
     return {
         "$let": {
             "vars": {"p": {"$replaceAll": {"input": text, "find": " ", "replacement": "_"}}},
-            "in": {"$cond": [{"$in": ["$$p", list(PRIORITIES)]}, "$$p", "medium"]},
+            "in": {"$cond": [{"$in": ["$$p", list(PRIORITIES)]}, "$$p", domain.DEFAULT_PRIORITY]},
         }
     }
 
@@ -181,7 +176,7 @@ def normalise_stages(now: dt.datetime) -> Pipeline:
         {"$set": {NORM: raw}},
         {
             "$set": {
-                f"{NORM}.status": {"$cond": [expired, "failed", f"{n}.status"]},
+                f"{NORM}.status": {"$cond": [expired, Status.FAILED, f"{n}.status"]},
                 f"{NORM}.error": {"$cond": [expired, _expired_message_expr(f"{n}.expires"), f"{n}.error"]},
             }
         },
@@ -218,7 +213,7 @@ def _oldest(status: str, first: int) -> Pipeline:
 def facet_stages(now: dt.datetime, pending_first: int, failed_first: int) -> Pipeline:
     """The stages that turn one agent's states into one document of facets (read by `stats_from_facets`)."""
     n = f"${NORM}"
-    completed_time = {"$cond": [{"$eq": [f"{n}.status", "completed"]}, f"{n}.time", None]}
+    completed_time = {"$cond": [{"$eq": [f"{n}.status", Status.COMPLETED]}, f"{n}.time", None]}
     sorted_times = {"$sortArray": {"input": "$times", "sortBy": 1}}
     rank = {"$ceil": {"$divide": [{"$multiply": [PERCENTILE, {"$size": "$times"}]}, 100]}}
     return [
@@ -263,8 +258,8 @@ def facet_stages(now: dt.datetime, pending_first: int, failed_first: int) -> Pip
                     {"$sort": {"count": -1, "_id": 1}},
                     {"$limit": TOP_ERRORS},
                 ],
-                "pending": _oldest("pending", pending_first),
-                "failed": _oldest("failed", failed_first),
+                Status.PENDING: _oldest(Status.PENDING, pending_first),
+                Status.FAILED: _oldest(Status.FAILED, failed_first),
             }
         },
     ]
@@ -331,7 +326,7 @@ def stats_from_facets(
     by_priority = dict.fromkeys(PRIORITIES, 0)
     for row in facets.get("by_priority") or []:
         by_priority[row["_id"]] = row["count"]
-    finished = by_status["completed"] + by_status["failed"]
+    finished = by_status[Status.COMPLETED] + by_status[Status.FAILED]
     max_attempts = summary.get("max_attempts")
     return AgentStatsData(
         agent_name=agent_name,
@@ -340,13 +335,13 @@ def stats_from_facets(
         by_priority=by_priority,
         average_execution_time_seconds=summary.get("average_time"),
         p95_execution_time_seconds=summary.get("p95_time"),
-        success_rate=by_status["completed"] / finished if finished else None,
+        success_rate=by_status[Status.COMPLETED] / finished if finished else None,
         tasks_retried=summary.get("retried", 0),
         average_attempts_per_task=summary.get("average_attempts"),
         max_attempts=None if max_attempts is None else int(max_attempts),
         top_errors=[(row["_id"], row["count"]) for row in facets.get("top_errors") or []],
-        pending=list(facets.get("pending") or [])[:pending_first],
-        failed=list(facets.get("failed") or [])[:failed_first],
+        pending=list(facets.get(Status.PENDING) or [])[:pending_first],
+        failed=list(facets.get(Status.FAILED) or [])[:failed_first],
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from app.domain import TERMINAL
+from app.domain import TERMINAL, Status
 
 
 class FieldKind(StrEnum):
@@ -215,7 +215,7 @@ RETENTION_INDEX = _idx("task_kind", "updated_at", "_id", partial={"status": {"$i
 #: Concurrency limits and fairness (app/lifecycle/steering.py). Running counts and the slots taken are
 #: read from index keys: these three hold tasks in progress only (a task enters them when claimed and
 #: leaves them when it ends), each with the slot its claim took under that scope's limit.
-RUNNING = {"status": "in_progress"}
+RUNNING = {"status": Status.IN_PROGRESS}
 RUNNING_BY_AGENT = _idx("agent_name", "slot_agent", partial=RUNNING)
 RUNNING_BY_WORKFLOW = _idx("workflow_id", "slot_workflow", partial=RUNNING)
 RUNNING_BY_KEY = _idx(
@@ -224,7 +224,7 @@ RUNNING_BY_KEY = _idx(
 #: The claimable tasks of an agent by priority, then group (workflow or concurrency key), then age: a fair
 #: claim finds the groups with ready work of a priority one index probe per group (`workflow_id > last`),
 #: and each probe answers that group's oldest task. Only claimable tasks have keys here.
-CLAIMABLE: dict[str, Any] = {"status": {"$in": ["pending", "retrying"]}}
+CLAIMABLE: dict[str, Any] = {"status": {"$in": [Status.PENDING, Status.RETRYING]}}
 FAIR_BY_WORKFLOW_INDEX = _idx(
     "agent_name", ("priority_rank", -1), "workflow_id", "created_at", "_id", partial=CLAIMABLE
 )

@@ -25,6 +25,7 @@ from typing import Literal
 import pymongo
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
+from app.domain import ErrorCode
 from app.store.filters import FilterError
 from app.store.types import Db
 
@@ -58,12 +59,9 @@ class DatabaseFailure:
     message: str
 
     @property
-    def graphql_code(self) -> str:
-        return "DATABASE_UNAVAILABLE" if self.kind == "unavailable" else "DATABASE_TIMEOUT"
-
-    @property
-    def rest_code(self) -> str:
-        return "database_unavailable" if self.kind == "unavailable" else "database_timeout"
+    def code(self) -> ErrorCode:
+        """GraphQL's `extensions.code`; REST answers `code.rest`."""
+        return ErrorCode.DATABASE_UNAVAILABLE if self.kind == "unavailable" else ErrorCode.DATABASE_TIMEOUT
 
 
 UNAVAILABLE = DatabaseFailure(

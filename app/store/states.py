@@ -15,6 +15,7 @@ import bson
 import pymongo
 from pymongo import ReturnDocument, UpdateOne
 
+from app.domain import Status
 from app.store.collections import AGENT_TASK_STATES, CLAIM_INDEX, DEADLINE_INDEXES
 from app.store.failures import filter_time_limit
 from app.store.types import BACKGROUND, Collection, Db, Doc, Session
@@ -143,7 +144,7 @@ async def awaited_among(db: Db, ids: list[Any], session: Session = None) -> set[
     if not ids:
         return set()
     cursor = _states(db).find(
-        {"dependencies.task_id": {"$in": ids}, "status": "awaiting_dependency"},
+        {"dependencies.task_id": {"$in": ids}, "status": Status.AWAITING_DEPENDENCY},
         {"dependencies.task_id": 1},
         session=session,
     )
@@ -196,7 +197,7 @@ async def awaiting(db: Db, task_ids: list[Any], session: Session = None) -> list
     """The tasks waiting (`awaiting_dependency`) with one of `task_ids` among their dependencies."""
     match = task_ids[0] if len(task_ids) == 1 else {"$in": task_ids}
     cursor = _states(db).find(
-        {"dependencies.task_id": match, "status": "awaiting_dependency"}, session=session
+        {"dependencies.task_id": match, "status": Status.AWAITING_DEPENDENCY}, session=session
     )
     return [doc async for doc in cursor]
 
@@ -241,7 +242,7 @@ async def claimable(
     """
     query: Doc = {
         "agent_name": agent_name,
-        "status": {"$in": ["pending", "retrying"]},
+        "status": {"$in": [Status.PENDING, Status.RETRYING]},
         "not_before": {"$not": {"$gt": now}},
         "next_attempt_at": {"$not": {"$gt": now}},
         "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}, {"expires_at": {"$type": "string"}}],
@@ -281,7 +282,7 @@ async def lapsed(db: Db, now: dt.datetime, limit: int) -> list[Any]:
     """Ids of up to `limit` states in progress whose lease ran out (`lease_expires_at` <= now), soonest
     first, on the `lease_expires_at` index."""
     cursor = _states(db).find(
-        {"lease_expires_at": {"$lte": now}, "status": "in_progress"},
+        {"lease_expires_at": {"$lte": now}, "status": Status.IN_PROGRESS},
         {"_id": 1},
         sort=[("lease_expires_at", 1), ("_id", 1)],
         limit=limit,
@@ -329,7 +330,7 @@ async def sample_counts(
             [
                 {
                     "$match": {
-                        "status": {"$in": ["pending", "retrying"]},
+                        "status": {"$in": [Status.PENDING, Status.RETRYING]},
                         "not_before": {"$not": {"$gt": now}},
                         "next_attempt_at": {"$not": {"$gt": now}},
                         "$or": [

@@ -17,6 +17,7 @@ from typing import Any
 import pymongo
 from pymongo import ReturnDocument
 
+from app.domain import Status
 from app.store.collections import (
     AGENT_TASK_STATES,
     CLAIM_POLICIES,
@@ -85,7 +86,7 @@ async def touch_slot(db: Db, lid: str, slot: int, session: Session) -> None:
 
 
 def _running_query(scope: str, key: str) -> Doc:
-    query: Doc = {SCOPE_FIELDS[scope]: key, "status": "in_progress"}
+    query: Doc = {SCOPE_FIELDS[scope]: key, "status": Status.IN_PROGRESS}
     if scope == "key":
         query["concurrency_key"] = {"$eq": key, "$type": "string"}
     return query
@@ -205,7 +206,7 @@ async def group_heads(
     while len(heads) < cap:
         query: Doc = {
             "agent_name": agent_name,
-            "status": {"$in": ["pending", "retrying"]},
+            "status": {"$in": [Status.PENDING, Status.RETRYING]},
             "priority_rank": priority_rank,
             **gate,
         }
@@ -251,7 +252,7 @@ async def group_next(
     """The oldest `limit` claimable tasks of one group at one priority."""
     query: Doc = {
         "agent_name": agent_name,
-        "status": {"$in": ["pending", "retrying"]},
+        "status": {"$in": [Status.PENDING, Status.RETRYING]},
         "priority_rank": priority_rank,
         group_field: group,
         **gate,
@@ -275,7 +276,7 @@ async def priorities(db: Db, agent_name: str, gate: Doc, session: Session = None
     collection = db[AGENT_TASK_STATES.name]
     last: Any = None
     for _ in range(16):  # there are 4 ranks; foreign values at most add a few
-        query: Doc = {"agent_name": agent_name, "status": {"$in": ["pending", "retrying"]}, **gate}
+        query: Doc = {"agent_name": agent_name, "status": {"$in": [Status.PENDING, Status.RETRYING]}, **gate}
         if last is not None:
             query["priority_rank"] = {"$lt": last}
         doc = await collection.find_one(
@@ -293,7 +294,12 @@ async def priorities(db: Db, agent_name: str, gate: Doc, session: Session = None
 
 async def count_claimable(db: Db, agent_name: str, gate: Doc, where: Doc, cap: int) -> int:
     """How many of the agent's tasks are claimable now (`where` narrows them), counting up to `cap`."""
-    query: Doc = {"agent_name": agent_name, "status": {"$in": ["pending", "retrying"]}, **gate, **where}
+    query: Doc = {
+        "agent_name": agent_name,
+        "status": {"$in": [Status.PENDING, Status.RETRYING]},
+        **gate,
+        **where,
+    }
     field_name = next(iter(where), "workflow_id")
     return await db[AGENT_TASK_STATES.name].count_documents(
         query, limit=cap, hint=GROUP_INDEXES.get(field_name, FAIR_BY_WORKFLOW_INDEX).name
@@ -357,7 +363,7 @@ def _due(now: dt.datetime) -> Doc:
     """The claim gate (`steering._gate`) as an expression: pending or retrying, due, not expired."""
     return {
         "$and": [
-            {"$in": ["$status", ["pending", "retrying"]]},
+            {"$in": ["$status", [Status.PENDING, Status.RETRYING]]},
             {"$not": [{"$gt": ["$not_before", now]}]},
             {"$not": [{"$gt": ["$next_attempt_at", now]}]},
             {
@@ -390,7 +396,7 @@ async def sample_counts(
             {
                 "$group": {
                     "_id": f"${field_name}",
-                    "running": {"$sum": {"$cond": [{"$eq": ["$status", "in_progress"]}, 1, 0]}},
+                    "running": {"$sum": {"$cond": [{"$eq": ["$status", Status.IN_PROGRESS]}, 1, 0]}},
                     "ready": {"$sum": {"$cond": [due, 1, 0]}},
                 }
             },
@@ -402,7 +408,7 @@ async def sample_counts(
         [
             {
                 "$match": {
-                    "status": {"$in": ["in_progress", "pending", "retrying"]},
+                    "status": {"$in": [Status.IN_PROGRESS, Status.PENDING, Status.RETRYING]},
                     "$or": [{SCOPE_FIELDS[scope]: {"$in": values}} for scope, values in by_scope.items()],
                 }
             },

@@ -14,7 +14,7 @@ documents | errors | models | tracing -> enums (an import-linter contract, pypro
 
 from agent_tasks_client.claimed import ClaimedTask
 from agent_tasks_client.client import AgentTasksClient
-from agent_tasks_client.enums import EventType, TaskKind, TaskPriority, TaskStatus
+from agent_tasks_client.enums import ErrorCode, EventType, TaskKind, TaskPriority, TaskStatus
 from agent_tasks_client.errors import (
     AgentTasksError,
     Conflict,
@@ -37,6 +37,7 @@ __all__ = [
     "BulkResult",
     "ClaimedTask",
     "Conflict",
+    "ErrorCode",
     "Event",
     "EventPage",
     "EventType",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent_tasks_client.enums import TaskStatus
+from agent_tasks_client.enums import ErrorCode, TaskStatus
 
 
 class AgentTasksError(Exception):
@@ -29,7 +29,7 @@ class AgentTasksError(Exception):
 class NotFound(AgentTasksError):
     """The id names no task (`NotFoundError`)."""
 
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND.rest
 
     def __init__(self, message: str, *, id: str | None = None, data: Mapping[str, Any] | None = None) -> None:
         super().__init__(message, data=data)
@@ -39,7 +39,7 @@ class NotFound(AgentTasksError):
 class TransitionRefused(AgentTasksError):
     """The task's status does not allow the change (`TransitionError`); `current_status` is its status now."""
 
-    code = "refused"
+    code = ErrorCode.REFUSED.rest
 
     def __init__(
         self, message: str, *, current_status: str | None = None, data: Mapping[str, Any] | None = None
@@ -51,7 +51,7 @@ class TransitionRefused(AgentTasksError):
 class Conflict(AgentTasksError):
     """The task changed since it was read (`ConflictError`); `current_version` when the server knows it."""
 
-    code = "conflict"
+    code = ErrorCode.CONFLICT.rest
 
     def __init__(
         self, message: str, *, current_version: int | None = None, data: Mapping[str, Any] | None = None
@@ -63,7 +63,7 @@ class Conflict(AgentTasksError):
 class ValidationFailed(AgentTasksError):
     """An argument was refused (`ValidationError`); `path` names it (a dotted GraphQL path)."""
 
-    code = "invalid"
+    code = ErrorCode.INVALID.rest
 
     def __init__(
         self, message: str, *, path: str | None = None, data: Mapping[str, Any] | None = None
@@ -121,14 +121,14 @@ class Unauthorized(TransportError):
     """The server wants credentials, or refused the ones given (HTTP 401, GraphQL `UNAUTHENTICATED`):
     pass `api_key=` (a missing, unknown, expired or revoked key)."""
 
-    code = "unauthenticated"
+    code = ErrorCode.UNAUTHENTICATED.rest
 
 
 class Forbidden(AgentTasksError):
     """The key lacks the scope an operation needs (GraphQL `FORBIDDEN`, `required_scope`), or is bound to
     other agents than the task's (`ForbiddenError`, `agent_name`). Nothing was written."""
 
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN.rest
 
     def __init__(
         self,

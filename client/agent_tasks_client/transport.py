@@ -25,6 +25,7 @@ from agent_tasks_client.documents import (
     TIMEOUT_FIELDS,
     TRACING_FIELDS,
 )
+from agent_tasks_client.enums import ErrorCode
 from agent_tasks_client.errors import Forbidden, TransportError, Unauthorized
 
 logger = logging.getLogger("agent_tasks_client")
@@ -205,9 +206,9 @@ def _data(response: httpx.Response) -> dict[str, Any]:
         messages = "; ".join(str(e.get("message")) for e in errors)
         codes = [(e.get("extensions") or {}) for e in errors if isinstance(e, dict)]
         for extensions in codes:
-            if extensions.get("code") == "FORBIDDEN":
+            if extensions.get("code") == ErrorCode.FORBIDDEN:
                 raise Forbidden(messages, required_scope=extensions.get("requiredScope"), data=body)
-        if response.status_code == 401 or any(x.get("code") == "UNAUTHENTICATED" for x in codes):
+        if response.status_code == 401 or any(x.get("code") == ErrorCode.UNAUTHENTICATED for x in codes):
             raise Unauthorized(messages, status_code=response.status_code, errors=list(errors))
         raise TransportError(
             f"GraphQL error (HTTP {response.status_code}): {messages}",

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from agent_tasks_client.documents import operation
+from agent_tasks_client.enums import ErrorCode
 from agent_tasks_client.errors import TransportError
 from agent_tasks_client.models import Event
 from agent_tasks_client.transport import Transport
@@ -30,7 +31,7 @@ logger = logging.getLogger("agent_tasks_client.watch")
 #: Seconds before the first reconnection; doubled after each failed one, up to `max_backoff`.
 FIRST_BACKOFF = 0.1
 #: The subscription's error codes that mean "resume from your cursor" rather than "your request is wrong".
-RESUMABLE_CODES = frozenset({"SLOW_CONSUMER"})
+RESUMABLE_CODES = frozenset({ErrorCode.SLOW_CONSUMER})
 
 OnReconnect = Callable[[int, BaseException | None], Awaitable[None] | None]
 

@@ -17,6 +17,7 @@ from app.api.lists import Filter
 from app.api.results import ConflictError, ForbiddenError, ValidationError, capture
 from app.api.types.enums import TaskKind, TaskPriority, TaskStatus
 from app.api.types.tasks import AgentTaskState
+from app.domain import ErrorCode
 from app.lifecycle.bulk import BulkResult, bulk_action
 from app.lifecycle.errors import Invalid
 from app.store.failures import FilterTooSlow
@@ -105,13 +106,13 @@ async def _run(
             time_limit_ms=settings.filter_max_time_ms if user else None,
         )
     except FilterError as exc:
-        raise _refused("filter", str(exc), "BAD_FILTER") from exc
+        raise _refused("filter", str(exc), ErrorCode.BAD_FILTER) from exc
     except FilterTooSlow as exc:
-        raise _refused("filter", str(exc), "FILTER_TOO_SLOW") from exc
+        raise _refused("filter", str(exc), ErrorCode.FILTER_TOO_SLOW) from exc
     return _success(result)
 
 
-def _refused(field: str, message: str, code: str) -> Invalid:
+def _refused(field: str, message: str, code: ErrorCode) -> Invalid:
     refusal = Invalid(field, message)
     refusal.code = code
     return refusal

@@ -29,6 +29,7 @@ from app.api.types.convert import from_doc
 from app.api.types.events import TaskEvent, event_from_doc
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.tasks import AgentTaskState, BehaviorTask, MetaWorkflowTask, SubTask
+from app.domain import TaskKind
 from app.lifecycle.errors import Invalid
 from app.lifecycle.hierarchy import LEVELS, Hierarchy, NewTask, Written
 
@@ -138,12 +139,12 @@ class LevelTypes(Generic[NodeT, SuccessT, OutputT]):
     output: type[OutputT]
 
 
-META_WORKFLOW = LevelTypes("meta_workflow", MetaWorkflowTask, MetaWorkflowTaskSuccess, TaskOutput)
-SUB_TASK = LevelTypes("sub_task", SubTask, SubTaskSuccess, SubTaskOutput)
-BEHAVIOR_TASK = LevelTypes("behavior_task", BehaviorTask, BehaviorTaskSuccess, BehaviorTaskOutput)
+META_WORKFLOW = LevelTypes(TaskKind.META_WORKFLOW, MetaWorkflowTask, MetaWorkflowTaskSuccess, TaskOutput)
+SUB_TASK = LevelTypes(TaskKind.SUB_TASK, SubTask, SubTaskSuccess, SubTaskOutput)
+BEHAVIOR_TASK = LevelTypes(TaskKind.BEHAVIOR_TASK, BehaviorTask, BehaviorTaskSuccess, BehaviorTaskOutput)
 
 #: The create input's field holding a level's children (the service's `Level` names the stored id list).
-_CHILDREN_INPUT = {"meta_workflow": "sub_tasks", "sub_task": "behavior_tasks"}
+_CHILDREN_INPUT: dict[str, str] = {TaskKind.META_WORKFLOW: "sub_tasks", TaskKind.SUB_TASK: "behavior_tasks"}
 
 
 def _hierarchy(info: strawberry.Info) -> Hierarchy:

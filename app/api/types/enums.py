@@ -1,5 +1,6 @@
-"""GraphQL enums for the task statuses, priorities and kinds: the domain's own enums (`app.domain`), so
-their values are the stored strings and their order and descriptions are stated once."""
+"""GraphQL enums for the task statuses, priorities, kinds and error codes: the domain's own enums
+(`app.domain`), so their values are the stored strings (and the codes REST answers in lower case) and their
+order and descriptions are stated once."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ strawberry.enum(
 )
 TaskKind = domain.TaskKind
 _describe(TaskKind, domain.TASK_KIND_DESCRIPTIONS)
+
+strawberry.enum(
+    domain.ErrorCode,
+    name="ErrorCode",
+    description="Every machine-readable error code: an error's `extensions.code` (GraphQL errors), and the"
+    " `code` of `ValidationError` and `ForbiddenError` (errors as data). REST's error bodies carry the same"
+    " codes in lower case (`RATE_LIMITED` is REST's `rate_limited`); those marked REST only are never a"
+    " GraphQL answer.",
+)
+ErrorCode = domain.ErrorCode
+_describe(ErrorCode, domain.ERROR_CODE_DESCRIPTIONS)
 
 
 @strawberry.enum(description="Sort direction.")

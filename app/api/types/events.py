@@ -17,8 +17,8 @@ from strawberry.scalars import JSON
 
 from app.api.types.convert import as_datetime
 from app.api.types.enums import TaskStatus
+from app.domain import EventType as StoredEventType
 from app.domain import parse_status
-from app.lifecycle.events import EventType as StoredEventType
 from app.store.events import encode_event_cursor
 
 
@@ -280,23 +280,23 @@ class OtherEvent(TaskEvent):
 
 
 _TYPES: dict[str, type[TaskEvent]] = {
-    "TASK_CREATED": TaskCreatedEvent,
-    "TASK_UPDATED": TaskUpdatedEvent,
-    "TASK_DELETED": TaskDeletedEvent,
-    "TASK_FINALIZED": TaskFinalizedEvent,
-    "STATUS_CHANGED": StatusChangedEvent,
-    "TASK_PROGRESS": TaskProgressEvent,
-    "TASK_COMPLETED": TaskCompletedEvent,
-    "TASK_FAILED": TaskFailedEvent,
-    "LEASE_EXPIRED": LeaseExpiredEvent,
-    "TASK_RESCHEDULED": TaskRescheduledEvent,
-    "TASK_CANCELLED": TaskCancelledEvent,
-    "TASK_TIMED_OUT": TaskTimedOutEvent,
-    "TASK_PAUSED": TaskPausedEvent,
-    "TASK_RESUMED": TaskResumedEvent,
-    "TOOL_CALL": ToolCallEvent,
-    "TOOL_RESULT": ToolResultEvent,
-    "MEMORY_OPERATION": MemoryOperationEvent,
+    EventType.TASK_CREATED: TaskCreatedEvent,
+    EventType.TASK_UPDATED: TaskUpdatedEvent,
+    EventType.TASK_DELETED: TaskDeletedEvent,
+    EventType.TASK_FINALIZED: TaskFinalizedEvent,
+    EventType.STATUS_CHANGED: StatusChangedEvent,
+    EventType.TASK_PROGRESS: TaskProgressEvent,
+    EventType.TASK_COMPLETED: TaskCompletedEvent,
+    EventType.TASK_FAILED: TaskFailedEvent,
+    EventType.LEASE_EXPIRED: LeaseExpiredEvent,
+    EventType.TASK_RESCHEDULED: TaskRescheduledEvent,
+    EventType.TASK_CANCELLED: TaskCancelledEvent,
+    EventType.TASK_TIMED_OUT: TaskTimedOutEvent,
+    EventType.TASK_PAUSED: TaskPausedEvent,
+    EventType.TASK_RESUMED: TaskResumedEvent,
+    EventType.TOOL_CALL: ToolCallEvent,
+    EventType.TOOL_RESULT: ToolResultEvent,
+    EventType.MEMORY_OPERATION: MemoryOperationEvent,
 }
 
 

@@ -8,6 +8,7 @@ import strawberry
 
 from app.api.loaders import Loaders
 from app.api.types.enums import TaskStatus
+from app.domain import Status
 from app.lifecycle.expiry import present
 from app.lifecycle.rollup import rollup
 from app.lifecycle.transitions import utcnow
@@ -65,7 +66,7 @@ async def workflow_progress(
         total=result.total,
         percentage=result.percentage,
         counts=[StatusCount(status=TaskStatus(s), count=n) for s, n in result.counts.items()],
-        completed=result.counts["completed"],
-        failed=result.counts["failed"],
-        in_progress=result.counts["in_progress"],
+        completed=result.counts[Status.COMPLETED],
+        failed=result.counts[Status.FAILED],
+        in_progress=result.counts[Status.IN_PROGRESS],
     )

@@ -23,6 +23,7 @@ from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.fetch import load_many, load_one, paced, prefetch, resolve_one
 from app.api.types.outputs import BehaviorTaskOutput, SubTaskOutput, TaskOutput
 from app.api.types.progress import WorkflowProgress, workflow_progress
+from app.domain import Status, parse_status
 from app.lifecycle import retry_policy
 from app.lifecycle import state_machine as sm
 from app.lifecycle.expiry import present
@@ -176,9 +177,9 @@ class BehaviorTask(Task):
 
 #: Which GraphQL type and collection holds a task of each kind.
 TASK_TYPES: dict[str, type[MetaWorkflowTask] | type[SubTask] | type[BehaviorTask]] = {
-    "meta_workflow": MetaWorkflowTask,
-    "sub_task": SubTask,
-    "behavior_task": BehaviorTask,
+    TaskKind.META_WORKFLOW: MetaWorkflowTask,
+    TaskKind.SUB_TASK: SubTask,
+    TaskKind.BEHAVIOR_TASK: BehaviorTask,
 }
 
 
@@ -228,8 +229,19 @@ class RetryPolicy:
 class TaskDependency:
     task_id: strawberry.ID = strawberry.field(description="Id of the task depended on.")
     status_expected: str = strawberry.field(
-        default="completed", description="Status the task depended on must reach (e.g. `completed`)."
+        default=Status.COMPLETED,
+        description="Status the task depended on must reach, as the stored string (`completed`: lower case).",
+        deprecation_reason="Use `expectedStatus`, the same status as the `TaskStatus` enum (the type"
+        " `DependencyInput.statusExpected` takes). This string stays for existing clients.",
     )
+
+    @strawberry.field(
+        description="Status the task depended on must reach (`DependencyInput.statusExpected`); null only for"
+        " a status this server does not know, stored by another program."
+    )
+    def expected_status(self) -> TaskStatus | None:
+        # Read as every stored status is read (`parse_status`: "canceled", "In-Progress"…); none = completed.
+        return parse_status(self.status_expected or Status.COMPLETED)
 
     @strawberry.field(description="The execution state of the task depended on.")
     @direct
@@ -244,7 +256,7 @@ class TaskDependency:
         state = await load_one(info, AgentTaskState, c.AGENT_TASK_STATES, self.task_id)
         return await load_task(info, self.task_id, state.task_kind if state else None)
 
-    @strawberry.field(description="Whether the task depended on has reached `statusExpected`.")
+    @strawberry.field(description="Whether the task depended on has reached `expectedStatus`.")
     @direct
     def satisfied(self, info: strawberry.Info) -> bool:
         # Compares the stored document directly: building a whole AgentTaskState per dependency just to

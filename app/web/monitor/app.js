@@ -348,7 +348,7 @@ class WorkflowView {
       (s.dependencies || []).length ? h("ul.deps", {}, s.dependencies.map((dep) => h("li", { "data-met": String(dep.satisfied) },
         h("span", { "aria-hidden": "true" }, dep.satisfied ? "✓ " : "✕ "),
         link(`/tasks/${encodeURIComponent(dep.taskId)}`, dep.taskId),
-        ` must be ${statusText(dep.statusExpected.toUpperCase())} — ${dep.satisfied ? "met" : "unmet"}`)))
+        ` must be ${statusText(dep.expectedStatus)} — ${dep.satisfied ? "met" : "unmet"}`)))
         : h("p.muted.small", {}, "none"),
       d.inputParameters && Object.keys(d.inputParameters).length ? h("details", {}, h("summary", {}, "input parameters"), json(d.inputParameters)) : null,
     ].filter(Boolean));
