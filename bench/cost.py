@@ -39,7 +39,7 @@ from pymongo import AsyncMongoClient
 
 from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
-from tests.servers import serve
+from tests.support.servers import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 

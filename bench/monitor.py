@@ -34,7 +34,7 @@ from pymongo import AsyncMongoClient
 from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
 from tests.dropping_proxy import DroppingProxy
-from tests.servers import serve
+from tests.support.servers import serve
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

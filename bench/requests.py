@@ -40,7 +40,7 @@ from pymongo import AsyncMongoClient
 
 from app.demo.documents import state_doc, write_documents
 from app.mongo.embedded import EmbeddedMongod
-from tests.servers import free_port, serve
+from tests.support.servers import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_ID = "bench_lookup"

@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from app.mongo.embedded import EmbeddedMongod
-from tests.servers import serve
+from tests.support.servers import serve
 
 SUBSCRIPTION = (
     """subscription($w: ID!) { taskEvents(workflowId: $w, after: "HEAD") { cursor type timestamp taskId } }"""

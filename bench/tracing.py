@@ -45,7 +45,7 @@ from pymongo import AsyncMongoClient
 
 from app.mongo.embedded import EmbeddedMongod
 from bench.writes import Point, Processes, Server, load_average, log, progress_point
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 #: The ports this benchmark's processes listen on (mongod and the servers): the first free ones here.
 PORTS = range(18300, 18400)

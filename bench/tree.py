@@ -44,7 +44,7 @@ from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
 from app.server import create_app
 from app.settings import Settings
-from tests.servers import serve
+from tests.support.servers import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = "bench_tree"

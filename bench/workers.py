@@ -45,7 +45,7 @@ from pymongo import AsyncMongoClient
 
 from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
-from tests.servers import ServerProcess, serve
+from tests.support.servers import ServerProcess, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The trees: (workflow id, sub-tasks, behavior tasks per sub-task).

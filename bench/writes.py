@@ -126,7 +126,7 @@ from app.settings import Settings
 from app.store.collections import CLAIM_INDEX
 from app.store.indexes import ensure_indexes
 from app.store.states import CLAIM_ORDER
-from tests.servers import ROOT, free_port
+from tests.support.servers import ROOT, free_port
 
 Doc = dict[str, Any]
 

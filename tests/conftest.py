@@ -20,6 +20,7 @@ from app.mongo.embedded import EmbeddedMongod, EmbeddedMongoError
 from app.server import create_app
 from app.settings import Settings
 from app.store.types import BACKGROUND
+from tests.support.servers import ServerGroup, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +101,23 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         if in_memory:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_servers(mongo_uri: str) -> Iterator[ServerGroup]:
+    """Real server processes shared by the tests of one module (`module_servers.start(prefix, env)` in a
+    module-scoped fixture), stopped and their databases dropped after the module's last test."""
+    group = ServerGroup(mongo_uri)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+@pytest.fixture(scope="module")
+def plain_server(module_servers: ServerGroup) -> ServerProcess:
+    """A server process with the default settings, on a database of its own."""
+    return module_servers.start("http")
 
 
 @pytest.fixture

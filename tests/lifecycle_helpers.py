@@ -34,6 +34,13 @@ def task(task_id: str, status: str, agent: str = "AgentA", **kw: Any) -> dict[st
     return state_doc(task_id, "standalone", agent, status, **kw)
 
 
+def keyed_task(task_id: str, status: str, workflow: str, key: str | None, agent: str = "A") -> dict[str, Any]:
+    doc = task(task_id, status, agent, workflow_id=workflow)
+    if key is not None:
+        doc["concurrency_key"] = key
+    return doc
+
+
 async def snapshot(db: Any) -> dict[str, list[dict[str, Any]]]:
     """Every document of every collection, to prove a refusal changed nothing."""
     out = {}
@@ -57,7 +64,7 @@ async def append_stamped(db: Any, events: list[dict[str, Any]]) -> None:
     # Read as the server's readers do (majority-committed): a stamp can be visible to a local read a moment
     # before it is majority-committed, and a page read then would not include it yet.
     coll = db.task_events.with_options(read_concern=ReadConcern("majority"))
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(60):  # generous: the machine may be loaded
         while True:
             stored = {d["_id"]: d.get("seq") async for d in coll.find({"_id": {"$in": ids}})}
             if all(stored.get(i) is not None for i in ids):

@@ -6,7 +6,6 @@ anonymous (the server runs open on loopback) or one of the server's own jobs."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any, get_args
 
@@ -23,7 +22,8 @@ from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import append_stamped, task
-from tests.servers import serve
+from tests.support.graphql import wait_for_subscribers
+from tests.support.servers import serve
 from tests.wsclient import GraphQLWebSocket
 
 CREATE = """mutation { r: createAgentTask(input: {id: "a1", agentName: "AgentA"}) { __typename } }"""
@@ -136,7 +136,7 @@ async def test_keys_are_the_actors_of_what_they_write_and_subscriptions_filter_b
             'subscription($a: String) { taskEvents(actorId: $a, after: "HEAD") { taskId actor { kind id name } } }',
             {"a": first.id},
         )
-        await asyncio.sleep(0.3)  # registered before the writes
+        await wait_for_subscribers(server.url, 1)  # registered before the writes
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             for task_id, secret in (("k1", second_secret), ("k2", first_secret)):
                 create = f'mutation {{ r: createAgentTask(input: {{id: "{task_id}"}}) {{ __typename }} }}'

@@ -20,21 +20,20 @@ and outputs, and a standalone task with a child) under a prefix of its own, on o
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient
 
 from app.auth.keys import KeyService
 from app.auth.scopes import GRAPHQL, REST
 from app.domain import Scope
 from app.rest.routes import ROUTES
 from tests.lifecycle_helpers import snapshot as everything
-from tests.servers import ServerProcess, serve
+from tests.support.servers import ServerGroup, ServerProcess
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
 
@@ -539,33 +538,21 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[tuple[ServerProcess, str]]:
+def server(module_servers: ServerGroup) -> ServerProcess:
     """One server for the module (keys required, no rate limits, leases long enough that the sweeper never
     writes while a case compares the database), on a database of its own."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    env = {
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": name,
-        "AUTH_MODE": "keys",
-        "RATE_LIMITS": "off",
-        "LEASE_SECONDS": "3600",
-    }
-    with serve(env) as process:
-        yield process, name
-    with MongoClient(mongo_uri) as client:
-        client.drop_database(name)
+    return module_servers.start("t", {"AUTH_MODE": "keys", "RATE_LIMITS": "off", "LEASE_SECONDS": "3600"})
 
 
 @pytest.fixture
-async def env(server: tuple[ServerProcess, str], mongo_uri: str) -> Any:
-    process, name = server
+async def env(server: ServerProcess, mongo_uri: str) -> Any:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
-    db = client[name]
+    db = client[server.db_name]
     keys = KeyService(db)
     _, admin = await keys.create("admin", [R, W, A])
     _, bound = await keys.create("bound-to-A", [R, W, A], agents=["A"])
     async with httpx.AsyncClient(
-        base_url=process.url, timeout=30, headers={"Content-Type": "application/json"}
+        base_url=server.url, timeout=30, headers={"Content-Type": "application/json"}
     ) as http:
         yield Env(http, db, {"Authorization": f"Bearer {admin}"}, {"Authorization": f"Bearer {bound}"})
     await client.close()

@@ -15,12 +15,13 @@ from app.api.lists import ORDERS
 from app.api.results import ValidationError, error_from, graphql_path
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Invalid
-from tests.conftest import ROOT, GraphQLClient
+from tests.conftest import ROOT, GraphQLClient, read_query
 from tests.lifecycle_helpers import snapshot
-from tests.test_hierarchy import CREATE
 
 #: Scalars GraphQL or Strawberry define, not this code.
 BUILT_IN = {"String", "Int", "Float", "Boolean", "ID", "DateTime"}
+
+CREATE = read_query("CreateWorkflow.graphql")
 
 
 def _snake(name: str) -> str:

@@ -173,7 +173,7 @@ async def test_keys_cli_creates_lists_and_revokes(settings: Settings, db: Any) -
     ],
 )
 def test_the_start_up_line_says_who_may_call(settings: Settings, mode: str, said: str) -> None:
-    from tests.servers import serve
+    from tests.support.servers import serve
 
     env = {"MONGODB_URI": settings.mongodb_uri or "", "MONGODB_DB": settings.mongodb_db, "AUTH_MODE": mode}
     with serve(env) as server:

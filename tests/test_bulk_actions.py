@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
 from agent_tasks_client import AgentTasksClient, ValidationFailed
-from tests.servers import ServerProcess, serve
+from tests.support.polling import until
+from tests.support.servers import ServerGroup, ServerProcess
 
 DB = f"bulk_{uuid.uuid4().hex[:12]}"
 BULK = """mutation($f: JSON, $agent: String, $status: [TaskStatus!], $limit: Int%s) {
@@ -35,9 +36,8 @@ BULK = """mutation($f: JSON, $agent: String, $status: [TaskStatus!], $limit: Int
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    with serve({"MONGODB_URI": mongo_uri, "MONGODB_DB": DB}) as process:
-        yield process
+def server(module_servers: ServerGroup) -> ServerProcess:
+    return module_servers.start("bulk", db_name=DB)
 
 
 @pytest.fixture
@@ -257,8 +257,7 @@ async def test_bulk_retry_of_1000_failed_tasks_under_concurrent_writes(
 
     slices = [ids[k::WRITERS] for k in range(WRITERS)]
     writers = [asyncio.create_task(writer(s)) for s in slices]
-    while sum(written.values()) < 20:  # the agents are writing
-        await asyncio.sleep(0.05)
+    await until(lambda: sum(written.values()) >= 20, "the agents' first writes")
     started = time.perf_counter()
     result = await bulk(client, "retryTasks", f={"workflow_id": root, "status": "failed"})
     elapsed = time.perf_counter() - started

@@ -11,23 +11,22 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from agent_tasks_client import AgentTasksClient, ClaimedTask, LeaseLost
-from tests.servers import ServerProcess, serve
+from tests.support.polling import DEADLINE, until
+from tests.support.servers import ServerGroup, ServerProcess
 
 SUBS, BEHAVIORS = 20, 50
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": f"cancel_{uuid.uuid4().hex[:12]}"}
-    with serve(env) as process:
-        yield process
+def server(module_servers: ServerGroup) -> ServerProcess:
+    return module_servers.start("cancel")
 
 
 @pytest.fixture
@@ -121,11 +120,10 @@ async def test_the_worker_cancels_its_handler(client: AgentTasksClient) -> None:
             raise
 
     async with client.worker(agent, handler, lease_seconds=5, heartbeat_every=0.3, poll_max=0.2) as worker:
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(started.wait(), DEADLINE)
         await client.cancel(parent.id, reason="stop", subtree=True)
-        await asyncio.wait_for(stopped.wait(), 5)  # within about one heartbeat interval
-        await asyncio.sleep(0.2)
-        assert worker.stats.cancelled == 1
+        await asyncio.wait_for(stopped.wait(), DEADLINE)  # on the next heartbeat (every 0.3 s)
+        await until(lambda: worker.stats.cancelled == 1, "the worker to count the cancellation")
     state = await client.get_task(child.id)
     assert state is not None and state.status == "cancelled"
 

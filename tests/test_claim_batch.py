@@ -262,7 +262,7 @@ def test_a_spread_batch_never_passes_a_priority_level_over() -> None:
 async def test_batches_from_two_server_processes_hand_out_every_task_once(mongo_uri: str) -> None:
     from pymongo import AsyncMongoClient
 
-    from tests.servers import serve
+    from tests.support.servers import serve
 
     name = f"two_{uuid.uuid4().hex[:12]}"
     env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": name}

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,19 +20,14 @@ from agent_tasks_client import (
     TransportError,
     ValidationFailed,
 )
-from tests.servers import ServerProcess, free_port, serve
+from tests.support.polling import until
+from tests.support.servers import ServerGroup, ServerProcess, free_port, serve
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
+def server(module_servers: ServerGroup) -> ServerProcess:
     """One server process for the module (each test uses its own agent names and ids)."""
-    env = {
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": f"client_{uuid.uuid4().hex[:12]}",
-        "EXPIRY_SWEEP_SECONDS": "0.2",
-    }
-    with serve(env) as process:
-        yield process
+    return module_servers.start("client", {"EXPIRY_SWEEP_SECONDS": "0.2"})
 
 
 @pytest.fixture
@@ -175,11 +169,13 @@ async def test_a_stale_attempt_raises_lease_lost(client: AgentTasksClient) -> No
     assert first is not None and first.attempt == 1
     # The sweeper (every 0.2 s here) hands the lapsed task back; another worker claims it.
     second = None
-    for _ in range(100):
+
+    async def claimed_again() -> bool:
+        nonlocal second
         second = await client.claim(name, lease_seconds=30, worker_id="fast")
-        if second is not None:
-            break
-        await asyncio.sleep(0.1)
+        return second is not None
+
+    await until(claimed_again, "the lapsed task to be claimable again", every=0.1)
     assert second is not None and second.attempt == 2
     with pytest.raises(LeaseLost) as lost:
         await first.complete({"late": True})
@@ -261,14 +257,14 @@ async def test_watch_events_resumes_after_the_server_restarts(mongo_uri: str) ->
                 agent_id=name, max_backoff=0.5, on_reconnect=lambda n, e: reconnects.append(n)
             )
             watcher = asyncio.create_task(_collect(stream, seen, until=12))
-            await _wait(lambda: len(seen) >= 1)
+            await until(lambda: len(seen) >= 1)
             for i in range(3):
                 await via_b.record_tool_call(first.id, f"before-{i}")
-            await _wait(lambda: len(seen) >= 4)
+            await until(lambda: len(seen) >= 4)
             assert await asyncio.to_thread(a.stop) == 0  # the stream is completed, then the socket closed
             for i in range(4):  # while A is down
                 await via_b.record_tool_call(first.id, f"down-{i}")
-            await _wait(lambda: len(reconnects) >= 2)  # it keeps trying
+            await until(lambda: len(reconnects) >= 2)  # it keeps trying
             with serve(env, port=port):
                 for i in range(4):
                     await via_b.record_tool_call(first.id, f"after-{i}")
@@ -281,14 +277,6 @@ async def test_watch_events_resumes_after_the_server_restarts(mongo_uri: str) ->
         *(f"down-{i}" for i in range(4)),
         *(f"after-{i}" for i in range(4)),
     ]
-
-
-async def _wait(predicate: Any, within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_with_a_server_from_before_leases_lease_arguments_are_left_out(server: ServerProcess) -> None:

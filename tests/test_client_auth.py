@@ -11,7 +11,7 @@ from agent_tasks_client import AgentTasksClient, Forbidden, Unauthorized
 from app.auth.keys import KeyService
 from app.domain import Scope
 from app.settings import Settings
-from tests.servers import serve
+from tests.support.servers import serve
 
 
 async def test_api_keys_scopes_and_agent_binding_through_the_client(settings: Settings, db: Any) -> None:

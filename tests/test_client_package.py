@@ -19,7 +19,7 @@ from email.parser import Parser
 import pytest
 from packaging.requirements import Requirement
 
-from tests.servers import ROOT, serve
+from tests.support.servers import ROOT, serve
 
 CLIENT = ROOT / "client"
 PACKAGE = CLIENT / "agent_tasks_client"

@@ -41,7 +41,7 @@ from agent_tasks_client.documents import EVENT_FIELDS, WORKFLOW_TREE
 from agent_tasks_client.watch import subscription
 from app.server import create_app
 from app.settings import Settings
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 SCHEMA: GraphQLSchema = build_schema((ROOT / "schema" / "schema.graphql").read_text())
 

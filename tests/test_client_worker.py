@@ -11,12 +11,14 @@ import signal
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from agent_tasks_client import AgentTasksClient, ClaimedTask, FatalError, LeaseLost, RetryableError
-from tests.servers import ROOT, ServerProcess, serve
+from tests.support.graphql import wait_for_subscribers
+from tests.support.polling import until
+from tests.support.servers import ROOT, ServerGroup, ServerProcess
 
 SEED = 20261123
 MAX_ATTEMPTS = 3
@@ -25,29 +27,15 @@ DB = f"worker_{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
+def server(module_servers: ServerGroup) -> ServerProcess:
     # Leases lapse within a fifth of a second of their expiry (the crash test waits for one).
-    env = {
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": DB,
-        "EXPIRY_SWEEP_SECONDS": "0.2",
-    }
-    with serve(env) as process:
-        yield process
+    return module_servers.start("worker", {"EXPIRY_SWEEP_SECONDS": "0.2"}, db_name=DB)
 
 
 @pytest.fixture
 async def client(server: ServerProcess) -> AsyncIterator[AgentTasksClient]:
     async with AgentTasksClient(server.url, timeout=60) as c:
         yield c
-
-
-async def until(predicate: Callable[[], bool], within: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def outcome(task_id: str, attempt: int) -> str:
@@ -272,7 +260,9 @@ async def test_a_handler_whose_task_moved_on_is_cancelled_and_its_result_dropped
     assert not [e for e in await client.all_events(task_id=task_id) if e.type == "TASK_COMPLETED"]
 
 
-async def test_an_idle_worker_is_woken_by_the_agent_s_events(client: AgentTasksClient) -> None:
+async def test_an_idle_worker_is_woken_by_the_agent_s_events(
+    server: ServerProcess, client: AgentTasksClient
+) -> None:
     """With `wake_on_events`, a slot sleeping on a long poll claims a new task when it is created, long
     before the poll would come round again."""
     name = f"Wake-{uuid.uuid4().hex[:8]}"
@@ -283,7 +273,7 @@ async def test_an_idle_worker_is_woken_by_the_agent_s_events(client: AgentTasksC
 
     async with client.worker(name, handler, poll_min=600, poll_max=600, wake_on_events=True) as worker:
         await asyncio.wait_for(worker.wait_idle(), 60)  # found nothing: sleeping for 10 minutes
-        await asyncio.sleep(1)  # the subscription is open by now (it starts at HEAD)
+        await wait_for_subscribers(server.url, 1)  # its subscription (from HEAD) is registered
         task_id = (await client.create_agent_task(name)).id
         await until(lambda: worker.stats.completed == 1, within=60)
     assert handled == [task_id]
@@ -325,7 +315,7 @@ async def test_free_slots_claim_together_in_one_batch(
     async with client.worker(name, handle, concurrency=6, claim_batch=claim_batch) as worker:
         async with asyncio.timeout(60):
             await all_running.wait()
-            await until(lambda: worker.stats.completed == len(ids), 60)
+            await until(lambda: worker.stats.completed == len(ids), within=60)
     assert worker.stats.claimed == len(ids) and running == set(ids)
     mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_uri)
     try:

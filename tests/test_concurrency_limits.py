@@ -19,8 +19,10 @@ from app.domain import as_utc
 from app.settings import Settings
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import task
-from tests.servers import serve
-from tests.test_expiry import serving, wait_for
+from tests.support.app import serving
+from tests.support.cli import cli, one_line_refusal
+from tests.support.polling import until
+from tests.support.servers import serve
 
 CLAIM = """mutation($agent: String!) { r: claimTask(agentName: $agent) {
   __typename
@@ -152,7 +154,7 @@ async def test_a_lapsed_lease_frees_its_slot(settings: Settings, db: Any) -> Non
             got.update(await claim(gql))
             return got.get("__typename") == "TaskTransitionSuccess"
 
-        await wait_for(claimed, within=30)
+        await until(claimed, within=30)
         # The lapsed task itself, returned to retrying by the sweep, is the oldest ready one again.
         assert got["state"]["id"] == "t0" and got["state"]["attempts"] == 2
         assert await db.task_events.count_documents({"type": "LEASE_EXPIRED", "task_id": "t0"}) == 1
@@ -420,8 +422,6 @@ async def test_the_limit_mutations_need_admin(settings: Settings, db: Any) -> No
 
 def test_the_limits_command(mongo_uri: str, settings: Settings, db: Any) -> None:
     """`agent-tasks limits set|list|clear` on the configured database; a bad max is one line, exit 2."""
-    from tests.test_operator_cli import cli, one_line_refusal
-
     env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": settings.mongodb_db}
     done = cli(env, "limits", "set", "workflow", "w1", "3")
     assert (done.returncode, done.stdout) == (0, "workflow:w1\tmax=3\trunning=0\n"), done.stderr

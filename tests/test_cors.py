@@ -4,16 +4,14 @@ processes; with no origin configured nothing changes (no `Access-Control-*` head
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from pydantic import ValidationError
-from pymongo import MongoClient
 from websockets.exceptions import InvalidStatus
 
 from app.settings import Settings
-from tests.servers import ServerProcess, serve
+from tests.support.servers import ServerGroup, ServerProcess
 from tests.wsclient import GraphQLWebSocket
 
 FRONTEND = "http://localhost:5173"
@@ -22,24 +20,15 @@ STRANGER = "https://evil.example.net"
 
 
 @pytest.fixture(scope="module")
-def servers(mongo_uri: str) -> Iterator[dict[str, ServerProcess]]:
+def servers(module_servers: ServerGroup) -> dict[str, ServerProcess]:
     """Three servers on one database: two origins with credentials, any origin, and no CORS setting."""
-    db_name = f"cors_{uuid.uuid4().hex[:12]}"
-    base = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name}
-    try:
-        with (
-            # As an operator would write it: comma-separated, spaces, a trailing slash.
-            serve(
-                base
-                | {"CORS_ALLOW_ORIGINS": f"{FRONTEND}, {OTHER_ALLOWED}/", "CORS_ALLOW_CREDENTIALS": "true"}
-            ) as listed,
-            serve(base | {"CORS_ALLOW_ORIGINS": '["*"]'}) as anyone,
-            serve(base) as plain,
-        ):
-            yield {"listed": listed, "any": anyone, "plain": plain}
-    finally:
-        with MongoClient(mongo_uri) as mongo:
-            mongo.drop_database(db_name)
+    # As an operator would write it: comma-separated, spaces, a trailing slash.
+    listed = module_servers.start(
+        "cors", {"CORS_ALLOW_ORIGINS": f"{FRONTEND}, {OTHER_ALLOWED}/", "CORS_ALLOW_CREDENTIALS": "true"}
+    )
+    anyone = module_servers.start("cors", {"CORS_ALLOW_ORIGINS": '["*"]'}, db_name=listed.db_name)
+    plain = module_servers.start("cors", db_name=listed.db_name)
+    return {"listed": listed, "any": anyone, "plain": plain}
 
 
 def preflight(server: ServerProcess, path: str, origin: str, method: str, headers: str) -> httpx.Response:

@@ -8,33 +8,18 @@ import datetime as dt
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from pymongo import MongoClient
 
-from app.demo.workflow import DEMO_WORKFLOW_ID, demo_documents, demo_events, load_into
-from app.server import create_app
+from app.demo.workflow import DEMO_WORKFLOW_ID, demo_documents, demo_events
 from app.settings import Settings
 from tests.conftest import ROOT, GraphQLClient, read_query
-from tests.servers import serve
+from tests.support.app import demo_server
+from tests.support.servers import serve
 
 TASK_EVENTS = read_query("TaskEvents.graphql")
-
-
-@asynccontextmanager
-async def demo_server(settings: Settings) -> AsyncIterator[GraphQLClient]:
-    """The app, its lifespan running, with the demo loaded into its resources before the first request,
-    as `serve --demo` (`make run`) loads it."""
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
-    ):
-        await load_into(app.state.agent_tasks)
-        yield GraphQLClient(http)
 
 
 async def workflow_events(gql: GraphQLClient) -> dict[str, Any]:

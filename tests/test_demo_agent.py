@@ -7,24 +7,17 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import ROOT, ServerProcess, serve
+from tests.support.servers import ROOT, ServerGroup, ServerProcess, serve
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    env = {
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": f"agent_{uuid.uuid4().hex[:12]}",
-        "EXPIRY_SWEEP_SECONDS": "0.5",
-    }
-    with serve(env, "--demo") as process:
-        yield process
+def server(module_servers: ServerGroup) -> ServerProcess:
+    return module_servers.start("agent", {"EXPIRY_SWEEP_SECONDS": "0.5"}, "--demo")
 
 
 def demo_agent(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:

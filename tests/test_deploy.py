@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 BIN = Path(sys.executable).parent
 

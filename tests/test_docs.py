@@ -24,8 +24,8 @@ from app.demo.workflow import DEMO_WORKFLOW_ID
 from app.settings import Settings
 from app.settings_doc import group_of, render
 from tests.conftest import ROOT
-from tests.servers import serve
-from tests.test_demo import demo_server
+from tests.support.app import demo_server
+from tests.support.servers import serve
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PAGES = sorted((ROOT / "docs").glob("*.md"))

@@ -21,7 +21,7 @@ from app.api.documents import DocumentLimits, DocumentPreparer, prepare_text
 from app.api.schema import _validate, build_schema, validation_target
 from app.server import create_app
 from app.settings import Settings
-from tests.servers import ServerProcess, serve_fresh
+from tests.support.servers import ServerGroup, ServerProcess
 
 GRJ = "application/graphql-response+json"
 SCHEMA = build_schema()._schema
@@ -77,9 +77,8 @@ def fan_out(levels: int, fan: int = 10) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    with serve_fresh(mongo_uri, "doclimits") as process:
-        yield process
+def server(module_servers: ServerGroup) -> ServerProcess:
+    return module_servers.start("doclimits")
 
 
 async def test_a_fragment_fan_out_is_answered_and_the_server_stays_responsive(server: ServerProcess) -> None:

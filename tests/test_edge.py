@@ -18,9 +18,8 @@ from websockets.typing import Subprotocol
 
 from app.rest.openapi import openapi_document
 from app.settings import Settings
-from tests.servers import ServerProcess
-from tests.test_graphql_http import plain_server  # noqa: F401 - a fixture: a real server
-from tests.test_rest import check_declared
+from tests.support.rest import check_declared
+from tests.support.servers import ServerProcess
 
 MIB = 1024 * 1024
 
@@ -258,7 +257,7 @@ async def test_deeply_nested_input_parameters_are_refused_cleanly(
 
 
 async def test_a_websocket_handshake_from_an_untrusted_host_is_refused(
-    plain_server: ServerProcess,  # noqa: F811
+    plain_server: ServerProcess,
 ) -> None:
     """Over a real server (uvicorn): a rebinding page's WebSocket never reaches the subscriptions."""
     url = plain_server.url.replace("http", "ws", 1) + "/graphql"

@@ -605,13 +605,13 @@ async def test_event_positions_follow_commit_order(gql: GraphQLClient, db: Any) 
     slow_task = asyncio.create_task(in_transaction(db, slow))
     await a_appended.wait()
     fast_id = await in_transaction(db, fast)  # no shared counter: it commits at once, before the slow one
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(60):
         while (first := await events_page(gql))["edges"] == []:
             await asyncio.sleep(0.01)
     assert [e["node"]["taskId"] for e in first["edges"]] == ["b"]
     b_committed.set()
     slow_id = await slow_task
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(60):
         while (rest := await events_page(gql, after=first["pageInfo"]["endCursor"]))["edges"] == []:
             await asyncio.sleep(0.01)
     assert [e["node"]["taskId"] for e in rest["edges"]] == ["a"]

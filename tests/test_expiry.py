@@ -7,44 +7,26 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 from bson import ObjectId
 
 from app.demo.workflow import DEMO_WORKFLOW_ID, load_demo
 from app.lifecycle.expiry import ExpirySweeper, expire_overdue
 from app.lifecycle.transitions import Lifecycle, utcnow
-from app.server import create_app
 from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import mutation, snapshot, task
+from tests.support.app import serving
+from tests.support.polling import until
 
 DETAILS = "expires_at passed before the task finished"
 
 
 def expired_message(expires_at: dt.datetime) -> str:
     return f"task expired at {expires_at.isoformat()}"
-
-
-@asynccontextmanager
-async def serving(settings: Settings, sweep_seconds: float | None) -> AsyncIterator[GraphQLClient]:
-    """The app with its lifespan running (so its own sweeper), sweeping every `sweep_seconds`; with None,
-    the sweeper is stopped before the first request (not just slowed: its first sweep runs at start-up as
-    a background task, which could otherwise land after a test's insert)."""
-    app = create_app(settings.model_copy(update={"expiry_sweep_seconds": sweep_seconds or 3600}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
-    ):
-        if sweep_seconds is None:
-            sweeper = app.state.agent_tasks.sweeper
-            assert sweeper is not None
-            await sweeper.stop()
-        yield GraphQLClient(http)
 
 
 @pytest.fixture
@@ -59,14 +41,6 @@ async def lifecycle(db: Any) -> Lifecycle:
     # Collections exist before any transaction writes to them, as the server's lifespan guarantees.
     await ensure_indexes(db)
     return Lifecycle(db)
-
-
-async def wait_for(predicate: Any, within: float = 5.0) -> None:
-    """Poll an async predicate until it holds; fail after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.05)
 
 
 async def test_expire_overdue_fails_exactly_the_overdue_active_tasks(db: Any, lifecycle: Lifecycle) -> None:
@@ -154,7 +128,7 @@ async def test_sweeper_in_the_lifespan_expires_a_task_by_itself(settings: Settin
         async def swept() -> bool:
             return (await db.agent_task_states.find_one({"_id": "t1"}))["status"] == "failed"
 
-        await wait_for(swept)
+        await until(swept)
         state = (await gql.data('{ agentTask(id: "t1") { status version lastError { message } } }'))[
             "agentTask"
         ]
@@ -186,16 +160,16 @@ async def test_sweeper_survives_errors_and_stops_promptly(
             async def swept() -> bool:
                 return (await db.agent_task_states.find_one({"_id": "t1"}))["status"] == "failed"
 
-            await wait_for(swept)
+            await until(swept)
         finally:
-            await asyncio.wait_for(sweeper.stop(), timeout=2)
+            await asyncio.wait_for(sweeper.stop(), timeout=30)
     assert "expiry sweep failed" in caplog.text and "clock hiccup" in caplog.text
     assert not sweeper.running
 
     idle = ExpirySweeper(lifecycle, interval=3600)
     idle.start()
     await asyncio.sleep(0.1)  # let it finish its first sweep and go to sleep
-    await asyncio.wait_for(idle.stop(), timeout=2)  # cancels the long sleep
+    await asyncio.wait_for(idle.stop(), timeout=30)  # cancels the long sleep (of an hour)
     assert not idle.running
     await idle.stop()  # stopping twice is harmless
 
@@ -217,8 +191,8 @@ async def test_sweeper_logs_a_foreign_task_with_an_objectid_as_expired_not_as_a_
             async def swept() -> bool:
                 return (await db.agent_task_states.find_one({"_id": oid}))["status"] == "failed"
 
-            await wait_for(swept)
-            await wait_for(lambda: _logged(caplog, "expired 1 overdue task(s)"))
+            await until(swept)
+            await until(lambda: _logged(caplog, "expired 1 overdue task(s)"))
         finally:
             await sweeper.stop()
     assert str(oid) in caplog.text

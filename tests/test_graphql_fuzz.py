@@ -17,6 +17,7 @@ from app.server import create_app
 from app.settings import Settings
 
 
+@pytest.mark.slow
 def test_fuzzing_graphql_finds_no_server_errors(settings: Settings) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     # JSON arguments (filters, payloads) are free-form: a few literals of each shape, valid or not, as

@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from pymongo import MongoClient
 
-from tests.servers import ServerProcess, serve
+from tests.support.servers import ServerProcess
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,18 +22,6 @@ GRAPHQL_JS_VERSION = "16.15.0"
 
 # npm's error codes when the registry cannot be reached: the test is skipped, not failed, for those.
 _NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENETUNREACH")
-
-
-@pytest.fixture(scope="module")
-def plain_server(mongo_uri: str) -> Iterator[ServerProcess]:
-    """A server with the default settings, on a database of its own (dropped afterwards)."""
-    db_name = f"http_{uuid.uuid4().hex[:12]}"
-    try:
-        with serve({"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name}) as server:
-            yield server
-    finally:
-        with MongoClient(mongo_uri) as mongo:
-            mongo.drop_database(db_name)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ schema from a real server, and `gql`'s WebSocket transport speaking the legacy `
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from pymongo import AsyncMongoClient
 
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import task
-from tests.servers import ServerProcess, serve
+from tests.support.servers import ServerGroup, ServerProcess
 
 SDL = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"
 
@@ -108,10 +108,8 @@ def db_name() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str, db_name: str) -> Iterator[ServerProcess]:
-    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "EXPIRY_SWEEP_SECONDS": "3600"}
-    with serve(env) as process:
-        yield process
+def server(module_servers: ServerGroup, db_name: str) -> ServerProcess:
+    return module_servers.start("introspection", {"EXPIRY_SWEEP_SECONDS": "3600"}, db_name=db_name)
 
 
 @pytest.fixture

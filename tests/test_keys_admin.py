@@ -17,7 +17,7 @@ from app.auth.keys import KeyService
 from app.domain import Scope
 from app.server import create_app
 from app.settings import Settings
-from tests.servers import serve
+from tests.support.servers import serve
 from tests.wsclient import GraphQLWebSocket
 
 CREATE = """mutation($i: CreateApiKeyInput!) { r: createApiKey(input: $i) {

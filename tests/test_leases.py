@@ -21,8 +21,9 @@ from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import snapshot, task
-from tests.servers import serve
-from tests.test_expiry import serving, wait_for
+from tests.support.app import serving
+from tests.support.polling import until
+from tests.support.servers import serve
 
 RESULT = """
   __typename
@@ -282,7 +283,7 @@ async def test_agent_a_loses_its_lapsed_lease_to_agent_b(settings: Settings, db:
         async def swept() -> bool:
             return (await stored(db))["status"] == "retrying"
 
-        await wait_for(swept, within=30)
+        await until(swept, within=30)
         doc = await stored(db)
         message = f"lease held by A expired at {lapsed_at.isoformat()} (attempt 1)"
         assert doc["last_error"]["message"] == message
@@ -326,7 +327,7 @@ async def test_agent_a_loses_its_lapsed_lease_to_agent_b(settings: Settings, db:
         async def stamped() -> bool:
             return len((await gql.data(query))["taskEvents"]["edges"]) == 1
 
-        await wait_for(stamped, within=30)
+        await until(stamped, within=30)
         node = (await gql.data(query))["taskEvents"]["edges"][0]["node"]
         assert node == {
             "__typename": "LeaseExpiredEvent",
@@ -446,7 +447,7 @@ async def test_two_server_processes_lapse_each_lease_exactly_once(settings: Sett
                 async def settled(target: str = target) -> bool:
                     return await statuses() == {target}
 
-                await wait_for(settled, within=60)
+                await until(settled, within=60)
     # Both processes swept all along; each lapse was handled once, with one status change.
     for task_id in ids:
         # (Ids made by two processes do not sort by time: the events are sorted by attempt.)

@@ -8,7 +8,6 @@ import asyncio
 import json
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,8 +17,16 @@ from websockets.exceptions import ConnectionClosed
 
 from app.lifecycle.events import EventType, event_doc
 from app.store.events import append_events
-from tests.servers import ServerProcess, serve
-from tests.test_subscriptions import EVENTS, _env, create_workflow, gql, subscribers, wait_for_subscribers
+from tests.support.graphql import (
+    EVENTS,
+    LIVE,
+    create_workflow,
+    gql,
+    live_env,
+    subscribers,
+    wait_for_subscribers,
+)
+from tests.support.servers import ServerGroup, ServerProcess, serve
 from tests.wsclient import GraphQLWebSocket
 
 SSE = {"Accept": "text/event-stream"}
@@ -31,16 +38,13 @@ def db_name() -> str:
 
 
 @pytest.fixture(scope="module")
-def limited(mongo_uri: str, db_name: str) -> Iterator[ServerProcess]:
-    env = _env(
-        mongo_uri,
-        db_name,
-        MAX_SUBSCRIPTIONS_PER_CONNECTION="2",
-        SUBSCRIPTION_QUEUE_BYTES="65536",
-        SUBSCRIPTION_REPLAY_MAX="5",
-    )
-    with serve(env) as process:
-        yield process
+def limited(module_servers: ServerGroup, db_name: str) -> ServerProcess:
+    limits = {
+        "MAX_SUBSCRIPTIONS_PER_CONNECTION": "2",
+        "SUBSCRIPTION_QUEUE_BYTES": "65536",
+        "SUBSCRIPTION_REPLAY_MAX": "5",
+    }
+    return module_servers.start("limits", LIVE | limits, db_name=db_name)
 
 
 async def _refused_websocket(url: str, protocol: str = "graphql-transport-ws") -> ConnectionClosed:
@@ -51,7 +55,7 @@ async def _refused_websocket(url: str, protocol: str = "graphql-transport-ws") -
 
 
 async def test_connections_over_the_cap_are_refused_naming_it(mongo_uri: str, db_name: str) -> None:
-    with serve(_env(mongo_uri, db_name, WS_MAX_CONNECTIONS="2")) as server:
+    with serve(live_env(mongo_uri, db_name, WS_MAX_CONNECTIONS="2")) as server:
         first = await GraphQLWebSocket.open(server.url)
         second = await GraphQLWebSocket.open(server.url, protocol="graphql-ws")
         reason = "this server holds WS_MAX_CONNECTIONS=2 live connections already; retry later"
@@ -74,7 +78,7 @@ async def test_connections_over_the_cap_are_refused_naming_it(mongo_uri: str, db
         await first.subscribe(EVENTS, {"after": "HEAD"})
         await wait_for_subscribers(server.url, 1)
         await second.close()
-        for _ in range(100):
+        for _ in range(600):  # 60 s
             try:
                 third = await GraphQLWebSocket.open(server.url)
                 break

@@ -18,7 +18,7 @@ import httpx
 from pymongo import MongoClient
 
 from app.logs import redact
-from tests.servers import ROOT, free_port, serve
+from tests.support.servers import ROOT, free_port, serve
 
 # A JWT's shape (header.payload.signature, base64url): what a client of an OIDC provider sends. No `_` in
 # it, so it also passes as a plausible X-Request-ID (the edge keeps such ids, and logs them).

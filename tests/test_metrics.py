@@ -14,7 +14,7 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import serve
+from tests.support.servers import serve
 from tests.wsclient import GraphQLWebSocket
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -93,7 +93,7 @@ def test_metrics_count_requests_by_route_and_follow_live_connections(mongo_uri: 
                 await ws.subscribe(
                     'subscription { taskEvents(workflowId: "meta_podcast_ai_ethics") { type } }'
                 )
-                for _ in range(100):  # the server registers the subscriber a moment after `subscribe`
+                for _ in range(1200):  # 60 s; the server registers the subscriber a moment after `subscribe`
                     samples = await asyncio.to_thread(scrape, server.url)
                     if gauge(samples, "agent_tasks_subscriptions") == 1:
                         return samples

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.mongo.embedded import EmbeddedMongod
-from tests.servers import ServerProcess, serve
+from tests.support.servers import ServerProcess, serve
 
 QUERY = "{ agentTasks(first: 5) { totalCount edges { node { id } } } }"
 MUTATION = 'mutation { r: createAgentTask(input: {id: "a1", agentName: "X"}) { __typename } }'

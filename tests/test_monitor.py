@@ -30,8 +30,8 @@ from app.domain import Scope
 from app.web.monitor_page import FILES, MONITOR_DIR
 from tests.conftest import ROOT, read_query
 from tests.dropping_proxy import DroppingProxy
-from tests.servers import free_port, serve
-from tests.test_web import CHROMIUM, CHROMIUM_FLAGS, HTML, Links, assert_local_only
+from tests.support.servers import free_port, serve
+from tests.support.web import CHROMIUM, CHROMIUM_FLAGS, HTML, Links, assert_local_only
 
 
 def sri(data: bytes) -> str:

@@ -20,7 +20,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
-from tests.servers import ROOT, serve
+from tests.support.servers import ROOT, serve
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

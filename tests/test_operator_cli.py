@@ -7,36 +7,14 @@ one line saying what to pass and exit code 2, never a traceback. And the start-u
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import httpx
 
-from tests.servers import ROOT, free_port, serve
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "MONGODB_DB")}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env={**full_env, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def one_line_refusal(done: subprocess.CompletedProcess[str], code: int) -> str:
-    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
-    assert "Traceback" not in done.stdout + done.stderr, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("agent-tasks: "), done.stderr
-    return lines[0]
+from tests.support.cli import cli, one_line_refusal
+from tests.support.servers import free_port, serve
 
 
 def test_with_nothing_running_each_command_says_in_one_line_what_to_pass(tmp_path: Path) -> None:

@@ -14,27 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from agent_tasks_client import AgentTasksClient, TransitionRefused
-from tests.servers import ServerProcess, serve
+from tests.support.polling import until
+from tests.support.servers import ServerGroup, ServerProcess
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    env = {
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": f"pause_{uuid.uuid4().hex[:12]}",
-        "EXPIRY_SWEEP_SECONDS": "0.2",
-    }
-    with serve(env) as process:
-        yield process
+def server(module_servers: ServerGroup) -> ServerProcess:
+    return module_servers.start("pause", {"EXPIRY_SWEEP_SECONDS": "0.2"})
 
 
 @pytest.fixture
@@ -49,14 +43,6 @@ def agent() -> str:
 
 async def events_of(client: AgentTasksClient, task_id: str, *types: str) -> list[Any]:
     return await client.all_events(task_id=task_id, types=list(types))
-
-
-async def until(predicate: Any, within: float = 30) -> None:
-    """Poll `predicate` (async) until true, or fail after a generous deadline."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_pause_and_resume_a_pending_task(client: AgentTasksClient) -> None:

@@ -21,7 +21,7 @@ from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import snapshot, task
-from tests.servers import ServerProcess, serve_fresh
+from tests.support.servers import ServerGroup, ServerProcess
 from tests.wsclient import GraphQLWebSocket
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +42,8 @@ TREES = (
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    with serve_fresh(mongo_uri, "guards") as process:
-        yield process
+def server(module_servers: ServerGroup) -> ServerProcess:
+    return module_servers.start("guards")
 
 
 def post(server: ServerProcess, body: dict[str, Any], accept: str = "application/json") -> httpx.Response:

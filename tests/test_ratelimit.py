@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from app.auth.keys import KeyService
 from app.domain import Scope
 from app.settings import Settings
-from tests.servers import serve
+from tests.support.servers import serve
 
 CREATE = "mutation($id: ID) { r: createAgentTask(input: {id: $id}) { __typename } }"
 

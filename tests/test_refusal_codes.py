@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.servers import ServerProcess, serve_fresh
+from tests.support.servers import ServerGroup, ServerProcess
 
 GRJ = "application/graphql-response+json"
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
-    with serve_fresh(mongo_uri, "refusals", {"LOG_LEVEL": "info"}) as process:
-        yield process
+def server(module_servers: ServerGroup) -> ServerProcess:
+    return module_servers.start("refusals", {"LOG_LEVEL": "info"})
 
 
 def no_traceback(server: ServerProcess) -> None:

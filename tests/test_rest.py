@@ -22,11 +22,19 @@ from starlette.routing import Route
 
 from app.demo.workflow import load_demo
 from app.rest.entities import ENTITIES
-from app.rest.openapi import openapi_document
 from app.rest.routes import ROUTES
 from app.server import create_app
 from app.settings import Settings
-from tests.servers import serve
+from tests.support.rest import (
+    REST_PREFIXES,
+    SETUP_REQUESTS,
+    checking_answers,
+    declared_codes,
+    error_of,
+    setup_seed_data,
+    template_regex,
+)
+from tests.support.servers import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_FILE_GLOB = "002_*.txt"
@@ -84,57 +92,6 @@ PLACEHOLDER_IDS = {
     "behavior-task-outputs": "beh_out",
 }
 
-# The documents behind the examples, created through the REST API itself: `meta123`/`mw1`/`sub123`/`agent1`
-# are the values the seed's filters use.
-SETUP_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
-    (
-        "POST",
-        "/meta-tasks",
-        {
-            "task_id": "meta123",
-            "meta_workflow_id": "mw1",
-            "dsl_workflow_id": "dsl1",
-            "output": {"task_data_ptr": {"episode": 1}},
-            "state": {"agent_name": "Orchestrator"},
-            "sub_tasks": [
-                {
-                    "sub_task_id": "sub123",
-                    "output": {"is_finalized_step": True, "processor_subject_ids": ["agent1"]},
-                    "behavior_tasks": [
-                        {
-                            "behavior_task_id": "beh_a",
-                            "action_type": "research",
-                            "output": {"processor_subject_ids": ["agent1", "agent2"]},
-                        },
-                        {
-                            "behavior_task_id": "beh_b",
-                            "action_type": "draft",
-                            "output": {"processor_subject_ids": ["agent3"]},
-                        },
-                        {"behavior_task_id": "beh_del", "action_type": "review"},
-                        {
-                            "behavior_task_id": "beh_out",
-                            "action_type": "review",
-                            "output": {"processor_subject_ids": ["agent1"]},
-                        },
-                    ],
-                },
-                {"sub_task_id": "sub_del", "personality_type": "researcher"},
-                {
-                    "sub_task_id": "sub_out",
-                    "output": {"is_finalized_step": True, "output_framedb_ptr": {"frame": "f1"}},
-                },
-            ],
-        },
-    ),
-    ("POST", "/meta-tasks", {"task_id": "meta_del", "meta_workflow_id": "mw1"}),
-    (
-        "POST",
-        "/meta-tasks",
-        {"task_id": "meta_out", "meta_workflow_id": "mw2", "output": {"task_data_ptr": {}}},
-    ),
-]
-
 
 def _ids(body: dict[str, Any], field: str) -> list[str]:
     return [item[field] for item in body["items"]]
@@ -187,79 +144,14 @@ def as_request(args: list[str]) -> tuple[str, str, str | None]:
     return method, url, body
 
 
-async def setup_seed_data(client: httpx.AsyncClient) -> None:
-    for method, path, body in SETUP_REQUESTS:
-        response = await client.request(method, path, json=body)
-        assert response.status_code == 201, response.text
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    assert error["message"]
-    return error
-
-
 # --- every answer is declared -------------------------------------------------------------------------
-
-
-def declared_codes(answer: dict[str, Any]) -> list[str]:
-    """The error codes an error answer of the OpenAPI document declares."""
-    narrowed = answer["content"]["application/json"]["schema"]["allOf"][1]
-    return narrowed["properties"]["error"]["properties"]["code"]["enum"]
-
-
-#: Path parameters that take the rest of the path (`routes.TAIL_PARAMETERS`: a key may hold `/`).
-_TAIL = ("key", "agent_name")
-#: The paths the route table serves under: the entities' and the steering resources'.
-REST_PREFIXES = tuple(sorted({f"/{route.entity.path}" for route in ROUTES}))
-
-
-def _template_regex(template: str) -> re.Pattern[str]:
-    def parameter(match: re.Match[str]) -> str:
-        return ".+" if match[1] in _TAIL else "[^/]+"
-
-    return re.compile(re.sub(r"\\\{(\w+)\\\}", parameter, re.escape(template)))
-
-
-def check_declared(document: dict[str, Any], method: str, path: str, status: int, body: bytes) -> None:
-    """The answer's status (and error code) is one the OpenAPI document declares for its operation; a
-    405 only for a method the document has no operation for. The operation is found as the router finds
-    it: the first path (in route table order) that matches and has the method."""
-    if method == "HEAD" or not path.startswith((*REST_PREFIXES, "/openapi.json")):
-        return
-    matching = [
-        item for template, item in document["paths"].items() if _template_regex(template).fullmatch(path)
-    ]
-    operation = next((item[method.lower()] for item in matching if method.lower() in item), None)
-    if operation is None:
-        assert status == (405 if matching else 404), (method, path, status)
-        return
-    answer = operation["responses"].get(str(status))
-    assert answer is not None, (
-        f"{method} {path} answered {status}, not declared: {sorted(operation['responses'])}"
-    )
-    if status >= 400:
-        code = json.loads(body)["error"]["code"]
-        assert code in declared_codes(answer), f"{method} {path} answered {status} {code}: not declared"
 
 
 @pytest.fixture
 def client(client: httpx.AsyncClient, settings: Settings) -> httpx.AsyncClient:
     """The app's client (conftest), checking every answer any test of this module gets against the
-    OpenAPI document the server serves (`check_declared`): a refusal it does not declare fails the test.
-    (A plain function: an async fixture overriding the async `client` left the app's lifespan hanging
-    at teardown.)"""
-    document = openapi_document(settings)
-
-    async def declared(response: httpx.Response) -> None:
-        body = await response.aread()
-        request = response.request
-        check_declared(document, request.method, request.url.path, response.status_code, body)
-
-    client.event_hooks["response"].append(declared)
-    return client
+    OpenAPI document the server serves: a refusal it does not declare fails the test."""
+    return checking_answers(client, settings)
 
 
 # --- the seed's examples ---------------------------------------------------------------------------------
@@ -853,6 +745,7 @@ def _fuzz(operation: Any, examples: int) -> list[str]:
     return failures
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_errors(settings: Settings) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     from schemathesis.python import asgi
@@ -894,7 +787,7 @@ async def test_405_answers_allow_every_method_the_path_serves(client: httpx.Asyn
     table = [(r.path, r.operation.method) for r in ROUTES] + [("/openapi.json", "GET")]
     for template in sorted(templates):
         path = _concrete(template)
-        expected = {method for other, method in table if _template_regex(other).fullmatch(path)}
+        expected = {method for other, method in table if template_regex(other).fullmatch(path)}
         if "GET" in expected:
             expected.add("HEAD")
         served: set[str] = set()

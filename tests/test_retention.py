@@ -19,7 +19,7 @@ from pymongo import MongoClient
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
-from tests.servers import serve
+from tests.support.servers import serve
 
 HIERARCHY = ("meta_workflow_tasks", "sub_tasks", "behavior_tasks")
 OUTPUTS = ("task_outputs", "sub_task_outputs", "behavior_task_outputs")

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
 
-from agent_tasks_client import AgentTasksClient, RetryPolicy, ValidationFailed
+from agent_tasks_client import AgentTasksClient, ClaimedTask, RetryPolicy, ValidationFailed
 from app.lifecycle import retry_policy
-from tests.servers import ServerProcess, serve
+from tests.support.claims import claims_before
+from tests.support.servers import ServerGroup, ServerProcess
 
 AGENT = "RetryAgent"
 
@@ -26,17 +27,14 @@ DB_NAME = f"retry_{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[ServerProcess]:
+def server(module_servers: ServerGroup) -> ServerProcess:
+    # The server's default policy: what a task's own policy leaves out.
     env = {
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": DB_NAME,
         "EXPIRY_SWEEP_SECONDS": "0.2",
-        # The server's default policy: what a task's own policy leaves out.
         "RETRY_INITIAL_INTERVAL_SECONDS": "0.4",
         "RETRY_BACKOFF_COEFFICIENT": "3",
     }
-    with serve(env) as process:
-        yield process
+    return module_servers.start("retry", env, db_name=DB_NAME)
 
 
 @pytest.fixture
@@ -73,31 +71,37 @@ def test_the_delay_is_the_documented_one() -> None:
     assert retry_policy.jittered(10.0, 0.2, 0.0) == 8.0 and retry_policy.jittered(10.0, 0.2, 1.0) == 12.0
 
 
-async def test_no_claim_before_next_attempt_at_and_the_backoff_grows(client: AgentTasksClient) -> None:
+async def test_no_claim_before_next_attempt_at_and_the_backoff_grows(
+    client: AgentTasksClient, db: Any
+) -> None:
     name = agent()
     policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0, maximum_attempts=4, jitter=0)
     created = await client.create_agent_task(name, retry_policy=policy)
     assert created.max_attempts == 4  # the alias
+    late: ClaimedTask | None = None  # a claim that reached the server once the task was due
     for attempt, delay in ((1, 1.0), (2, 2.0)):
-        claimed = await client.claim(name)
+        claimed = late or await client.claim(name)
         assert claimed is not None and claimed.attempt == attempt
         failed_at = dt.datetime.now(dt.UTC)
         state = await claimed.fail("model timeout", error_type="Timeout")
+        answered_at = dt.datetime.now(dt.UTC)
         assert state.status == "retrying" and state.next_attempt_at is not None
         due = state.next_attempt_at
-        assert abs((due - failed_at).total_seconds() - delay) < 0.5
+        # `delay` after the server's failure time, which lies between the call and its answer (stored
+        # with millisecond precision); how long the call took does not matter.
+        ms = dt.timedelta(milliseconds=1)
+        assert (
+            failed_at + dt.timedelta(seconds=delay) - ms <= due <= answered_at + dt.timedelta(seconds=delay)
+        )
         event = await failed_event(client, created.id)
         assert event["retryDelaySeconds"] == delay and event["appliedDelaySeconds"] == delay
         assert event["errorType"] == "Timeout" and event["isFinal"] is False
         assert event["nextAttemptAt"] is not None
-        # Claims until the task is due: none of them hands it out (counted), and startTask refuses too.
-        early = 0
-        while dt.datetime.now(dt.UTC) < due - dt.timedelta(milliseconds=150):
-            early += (await client.claim(name)) is not None
-            await asyncio.sleep(0.02)
-        assert early == 0
+        # Claims until the task is due: none of them starts it before (by the server's clock).
+        early, late = await claims_before(client, db, name, due)
+        assert early == []
         await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()) + 0.05)
-    again = await client.claim(name)
+    again = late or await client.claim(name)
     assert again is not None and again.attempt == 3
 
 

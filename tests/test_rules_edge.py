@@ -1,8 +1,7 @@
-# ruff: noqa: F811 - `client` is the fixture imported from test_rest
 """Rules no path may bypass (issue 11, finding 5): finalization protects a parent's child list and
 finalized descendants from REST and GraphQL deletes; an idempotency key reused with a different request
 is refused; ids refuse control characters. Every REST answer is checked against the OpenAPI document
-(the `client` fixture of test_rest)."""
+(`checking_answers`)."""
 
 from __future__ import annotations
 
@@ -11,10 +10,17 @@ from typing import Any
 import httpx
 import pytest
 
+from app.settings import Settings
 from tests.conftest import GraphQLClient
-from tests.test_rest import client, error_of, setup_seed_data  # noqa: F401
+from tests.support.rest import checking_answers, error_of, setup_seed_data
 
 COLLECTIONS = ("meta_workflow_tasks", "sub_tasks", "behavior_tasks", "agent_task_states", "task_outputs")
+
+
+@pytest.fixture
+def client(client: httpx.AsyncClient, settings: Settings) -> httpx.AsyncClient:
+    """The app's client, every answer checked against the OpenAPI document."""
+    return checking_answers(client, settings)
 
 
 async def snapshot(db: Any) -> dict[str, list[dict[str, Any]]]:

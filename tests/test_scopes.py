@@ -13,14 +13,14 @@ import pytest
 
 from app.api.access import root_fields
 from app.api.schema import build_schema
-from app.auth.keys import KeyService
 from app.auth.scopes import GRAPHQL, REST
 from app.domain import Scope
 from app.rest.routes import OPERATIONS
 from app.server import create_app
 from app.settings import Settings
 from tests.lifecycle_helpers import snapshot as everything
-from tests.servers import serve
+from tests.support.auth import bearer
+from tests.support.servers import serve
 from tests.wsclient import GraphQLWebSocket
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
@@ -42,11 +42,6 @@ async def app_client(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncCl
         assert sweeper is not None
         await sweeper.stop()
         yield http
-
-
-async def bearer(db: Any, *scopes: Scope, agents: list[str] | None = None) -> dict[str, str]:
-    _, secret = await KeyService(db).create("-".join(s.value for s in scopes) or "none", list(scopes), agents)
-    return {"Authorization": f"Bearer {secret}"}
 
 
 async def graphql(

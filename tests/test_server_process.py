@@ -10,7 +10,7 @@ import httpx
 
 from app.mongo.embedded import EmbeddedMongod
 from tests.conftest import read_query
-from tests.servers import serve
+from tests.support.servers import serve
 
 
 def test_uvicorn_process_serves_the_demo_tree(mongo_uri: str) -> None:
@@ -54,7 +54,7 @@ def test_taken_port_ends_in_one_clear_sentence(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.servers import ROOT
+    from tests.support.servers import ROOT
 
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))

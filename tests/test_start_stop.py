@@ -21,7 +21,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from app.mongo.embedded import find_mongod_binary
-from tests.servers import BIND_FAILED, ROOT, free_port, serve
+from tests.support.graphql import wait_for_subscribers
+from tests.support.servers import BIND_FAILED, ROOT, free_port, serve
 from tests.wsclient import GraphQLWebSocket
 
 EVENTS = 'subscription($w: ID) { taskEvents(workflowId: $w, after: "HEAD") { cursor type } }'
@@ -256,13 +257,7 @@ async def test_sigterm_ends_sse_and_websocket_subscribers_and_exits_0(mongo_uri:
         opened = asyncio.Event()
         sse = asyncio.create_task(_sse_until_complete(server.url, wid, opened))
         await asyncio.wait_for(opened.wait(), 10)
-        for _ in range(200):
-            async with httpx.AsyncClient(base_url=server.url) as http:
-                if (await http.get("/healthz")).json()["event_hub"]["subscribers"] == 2:
-                    break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the two subscriptions did not register")
+        await wait_for_subscribers(server.url, 2)
 
         server.process.send_signal(signal.SIGTERM)
         # The WebSocket subscription completes, then the connection is closed with 1001 "going away".

@@ -19,8 +19,8 @@ from pymongo import MongoClient
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
-from tests.servers import serve
-from tests.test_steering_rest import keyed_task
+from tests.lifecycle_helpers import keyed_task
+from tests.support.servers import serve
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -16,9 +16,9 @@ from app.domain import Scope
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
+from tests.lifecycle_helpers import keyed_task
 from tests.lifecycle_helpers import snapshot as everything
-from tests.lifecycle_helpers import task
-from tests.test_scopes import bearer
+from tests.support.auth import bearer
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
 
@@ -33,13 +33,6 @@ def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     error = response.json()["error"]
     assert error["code"] == code, error
     return error
-
-
-def keyed_task(task_id: str, status: str, workflow: str, key: str | None, agent: str = "A") -> dict[str, Any]:
-    doc = task(task_id, status, agent, workflow_id=workflow)
-    if key is not None:
-        doc["concurrency_key"] = key
-    return doc
 
 
 async def stored(db: Any, collection: str) -> list[dict[str, Any]]:

@@ -4,27 +4,28 @@ limits, the legacy protocol, SSE, and two server processes on one database behav
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import read_query
-from tests.servers import ServerProcess, serve
+from tests.support.graphql import (
+    EVENTS,
+    LIVE,
+    create_workflow,
+    gql,
+    live_env,
+    subscribers,
+    wait_for_subscribers,
+)
+from tests.support.servers import ServerGroup, ServerProcess, serve
 from tests.wsclient import GraphQLWebSocket
 
 WATCH = read_query("WatchWorkflow.graphql")
-EVENTS = """subscription($w: ID, $t: ID, $types: [EventType!], $after: String) {
-  taskEvents(workflowId: $w, taskId: $t, types: $types, after: $after) { cursor type taskId } }"""
-
-
-def _env(mongo_uri: str, db_name: str, **extra: str) -> dict[str, str]:
-    return {"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, "EXPIRY_SWEEP_SECONDS": "3600", **extra}
 
 
 @pytest.fixture(scope="module")
@@ -33,36 +34,8 @@ def db_name() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str, db_name: str) -> Iterator[ServerProcess]:
-    with serve(_env(mongo_uri, db_name)) as process:
-        yield process
-
-
-async def gql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        body = (await http.post("/graphql", json={"query": query, "variables": variables or {}})).json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
-async def create_workflow(url: str, agent: str = "Agent") -> str:
-    """A workflow with two sub-tasks (the second waits for the first); returns its id."""
-    wid = f"wf_{uuid.uuid4().hex[:8]}"
-    workflow = {
-        "id": wid,
-        "state": {"agentName": "Orchestrator"},
-        "subTasks": [
-            {"id": f"{wid}_s1", "state": {"agentName": agent}},
-            {"id": f"{wid}_s2", "state": {"agentName": agent, "dependencies": [{"taskId": f"{wid}_s1"}]}},
-        ],
-    }
-    data = await gql(
-        url,
-        "mutation($i: CreateMetaWorkflowTaskInput!) { createWorkflow(input: $i) { __typename } }",
-        {"i": workflow},
-    )
-    assert data["createWorkflow"]["__typename"] == "MetaWorkflowTaskSuccess"
-    return wid
+def server(module_servers: ServerGroup, db_name: str) -> ServerProcess:
+    return module_servers.start("live", LIVE, db_name=db_name)
 
 
 async def transition(url: str, name: str, task_id: str, args: str = "") -> None:
@@ -83,19 +56,6 @@ async def stored_events(url: str, workflow_id: str) -> list[dict[str, Any]]:
         {"w": workflow_id},
     )
     return [e["node"] for e in data["taskEvents"]["edges"]]
-
-
-async def subscribers(url: str) -> int:
-    async with httpx.AsyncClient(base_url=url) as http:
-        return (await http.get("/healthz")).json()["event_hub"]["subscribers"]
-
-
-async def wait_for_subscribers(url: str, count: int) -> None:
-    for _ in range(200):
-        if await subscribers(url) == count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"hub has {await subscribers(url)} subscribers, expected {count}")
 
 
 async def test_events_arrive_in_commit_order_with_filters(server: ServerProcess) -> None:
@@ -229,7 +189,7 @@ async def test_task_states_with_nested_fields_and_progress(server: ServerProcess
 async def test_two_server_processes_behave_as_one(
     mongo_uri: str, db_name: str, server: ServerProcess
 ) -> None:
-    with serve(_env(mongo_uri, db_name)) as other:
+    with serve(live_env(mongo_uri, db_name)) as other:
         wid = await create_workflow(other.url)
         ws = await GraphQLWebSocket.open(server.url)  # watching on the first process...
         await ws.subscribe(EVENTS, {"w": wid, "after": "HEAD"})
@@ -253,7 +213,7 @@ async def test_two_processes_stamp_every_position_once_between_them(
     mutation on either answers with cursors after one stream hop, and its subscribers get every event
     once. Between them each position is written once: the second write of the same position matches it
     and changes nothing. One process holds the orphan-sweep lease."""
-    with serve(_env(mongo_uri, db_name)) as other:
+    with serve(live_env(mongo_uri, db_name)) as other:
         before = [(await hub_health(url))["stamped"] for url in (server.url, other.url)]
         wid = await create_workflow(other.url)
         ws = await GraphQLWebSocket.open(other.url)
@@ -311,13 +271,13 @@ async def test_server_sent_events(server: ServerProcess) -> None:
 
 
 async def test_connection_init_timeout_and_subscription_cap(mongo_uri: str, db_name: str) -> None:
-    env = _env(
+    env = live_env(
         mongo_uri, db_name, CONNECTION_INIT_TIMEOUT_SECONDS="0.5", MAX_SUBSCRIPTIONS_PER_CONNECTION="2"
     )
     with serve(env) as limited:
         silent = await GraphQLWebSocket.open(limited.url, init=False)
         with pytest.raises(Exception) as closed:
-            await silent.receive(wait=5)
+            await silent.receive(wait=60)
         assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 4408
 
         ws = await GraphQLWebSocket.open(limited.url)
@@ -325,7 +285,7 @@ async def test_connection_init_timeout_and_subscription_cap(mongo_uri: str, db_n
         await ws.subscribe(EVENTS, {"after": "HEAD"})
         await wait_for_subscribers(limited.url, 2)
         third = await ws.subscribe(EVENTS, {"after": "HEAD"})
-        refused = await ws.receive(wait=5)
+        refused = await ws.receive(wait=60)
         assert refused["id"] == third and refused["type"] == "error"
         assert "(MAX_SUBSCRIPTIONS_PER_CONNECTION=2)" in refused["payload"][0]["message"]
         assert await subscribers(limited.url) == 2
@@ -341,7 +301,7 @@ async def test_a_slow_consumer_is_disconnected_and_cleaned_up(mongo_uri: str, db
 
     T0 = __import__("datetime").datetime(2026, 1, 1, tzinfo=__import__("datetime").UTC)
 
-    with serve(_env(mongo_uri, db_name, SUBSCRIPTION_QUEUE_SIZE="20")) as slow_server:
+    with serve(live_env(mongo_uri, db_name, SUBSCRIPTION_QUEUE_SIZE="20")) as slow_server:
         wid = f"wf_{uuid.uuid4().hex[:8]}"
         # A tiny receive buffer and no reading: the server's sends back up, its buffer overflows.
         ws = await GraphQLWebSocket.open(slow_server.url, max_queue=1, max_size=2**24)

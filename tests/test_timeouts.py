@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -20,27 +20,29 @@ from pymongo import AsyncMongoClient
 
 from agent_tasks_client import AgentTasksClient, LeaseLost, RetryPolicy, Timeouts, ValidationFailed
 from app.settings import Settings
-from tests.servers import ServerProcess, serve
+from tests.support.polling import until
+from tests.support.servers import ServerGroup, ServerProcess, serve
 
 DB_NAME = f"timeouts_{uuid.uuid4().hex[:12]}"
 #: The server default of the module's servers: a task naming no schedule-to-close timeout takes it.
 DEFAULT_SCHEDULE_TO_CLOSE = 3600.0
 
 
-def env(mongo_uri: str, db_name: str = DB_NAME) -> dict[str, str]:
-    return {
-        "MONGODB_URI": mongo_uri,
-        "MONGODB_DB": db_name,
-        "EXPIRY_SWEEP_SECONDS": "0.1",
-        "SCHEDULE_TO_CLOSE_TIMEOUT_SECONDS": str(DEFAULT_SCHEDULE_TO_CLOSE),
-    }
+# The module's servers sweep every 0.1 s.
+SWEEPING = {
+    "EXPIRY_SWEEP_SECONDS": "0.1",
+    "SCHEDULE_TO_CLOSE_TIMEOUT_SECONDS": str(DEFAULT_SCHEDULE_TO_CLOSE),
+}
+
+
+def env(mongo_uri: str, db_name: str) -> dict[str, str]:
+    return {"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, **SWEEPING}
 
 
 @pytest.fixture(scope="module")
-def servers(mongo_uri: str) -> Iterator[list[ServerProcess]]:
+def servers(module_servers: ServerGroup) -> list[ServerProcess]:
     """Two server processes sweeping the same database every 0.1 s."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(serve(env(mongo_uri))) for _ in range(2)]
+    return [module_servers.start("timeouts", SWEEPING, db_name=DB_NAME) for _ in range(2)]
 
 
 @pytest.fixture
@@ -63,14 +65,6 @@ def agent() -> str:
     return f"TimeoutAgent-{uuid.uuid4().hex[:8]}"
 
 
-async def wait_for(predicate: Any, within: float = 60.0) -> None:
-    """Poll an async predicate until it holds (a generous deadline: the machine is shared)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.1)
-
-
 async def statuses(db: Any, ids: list[str]) -> dict[str, str]:
     return {d["_id"]: d["status"] async for d in db.agent_task_states.find({"_id": {"$in": ids}})}
 
@@ -79,7 +73,7 @@ async def settle(db: Any, ids: list[str], status: str) -> None:
     async def done() -> bool:
         return set((await statuses(db, ids)).values()) == {status}
 
-    await wait_for(done)
+    await until(done)
 
 
 async def timed_out(db: Any, task_id: str) -> list[dict[str, Any]]:
@@ -173,14 +167,15 @@ async def test_start_to_close_fails_the_attempt_and_the_task_is_retried(
     with pytest.raises(LeaseLost):  # the timed-out attempt is fenced
         await first.heartbeat()
 
-    async def claimed_again() -> Any:
-        return await client.claim(name, lease_seconds=3600)
-
     second = None
-    while second is None:  # claimable once its backoff ends, then runs under a fresh deadline
-        second = await claimed_again()
-        await asyncio.sleep(0.1)
-    assert second.attempt == 2 and second.state.start_to_close_deadline is not None
+
+    async def claimed_again() -> bool:  # claimable once its backoff ends, then runs under a fresh deadline
+        nonlocal second
+        second = await client.claim(name, lease_seconds=3600)
+        return second is not None
+
+    await until(claimed_again, "the retry to be claimable", every=0.1)
+    assert second is not None and second.attempt == 2 and second.state.start_to_close_deadline is not None
     done = await second.complete({"ok": True})
     assert done.status == "completed" and done.start_to_close_deadline is None
     assert done.schedule_to_close_deadline is None  # the server's default, cleared with the task done

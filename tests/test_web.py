@@ -10,10 +10,8 @@ import base64
 import hashlib
 import json
 import re
-import shutil
 import tempfile
 import uuid
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -23,44 +21,12 @@ import pytest
 
 from app.web.assets import ASSETS_DIR, IMMUTABLE, MANIFEST, manifest
 from tests.conftest import read_query
-from tests.servers import serve
-
-HTML = {"Accept": "text/html"}
-
-
-class Links(HTMLParser):
-    """Every `src`, `href` and `integrity` attribute of a page."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.refs: list[str] = []
-        self.integrity: dict[str, str] = {}
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        ref = values.get("src") or values.get("href")
-        if ref is not None:
-            self.refs.append(ref)
-            if values.get("integrity"):
-                self.integrity[ref] = values["integrity"] or ""
+from tests.support.servers import serve
+from tests.support.web import CHROMIUM, CHROMIUM_FLAGS, HTML, Links, assert_local_only
 
 
 def sri(data: bytes, algorithm: str = "sha384") -> str:
     return f"{algorithm}-{base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
-
-
-def assert_local_only(html: str) -> Links:
-    """No URL with a scheme or a host anywhere in the page; every link is a path on this server."""
-    assert not re.search(r"(?i)\b(https?|wss?):?//[a-z0-9]", html), re.findall(r"(?i)\S*//[a-z0-9]\S*", html)
-    assert "unpkg" not in html and "cdn" not in html.lower()
-    links = Links(html)
-    for ref in links.refs:
-        # a path on this server, the empty icon, or a place on the same page (the skip link)
-        assert (ref.startswith("/") and not ref.startswith("//")) or ref == "data:," or ref.startswith("#"), (
-            ref
-        )
-    return links
 
 
 @pytest.mark.parametrize("path", ["/", "/about"])
@@ -186,17 +152,6 @@ async def test_unknown_assets_are_404(client: httpx.AsyncClient) -> None:
 
 # --- In a browser ------------------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 SUBSCRIPTION = """subscription {
   taskEvents(workflowId: "meta_podcast_ai_ethics", after: "HEAD") {

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import ROOT, ServerProcess, serve
+from tests.support.polling import wait_until
+from tests.support.servers import ROOT, ServerProcess, serve
 
 READY = re.compile(r"agent-tasks: (\d+) worker processes serving \(pids ([\d, ]+)\)")
 
@@ -44,16 +45,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_for(condition: object, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def worker_pids(server: ServerProcess) -> list[int]:
     """The pids the parent announced once every worker served."""
-    wait_for(lambda: any(READY.search(line) for line in server.output), "the workers' ready line")
+    wait_until(lambda: any(READY.search(line) for line in server.output), "the workers' ready line")
     match = next(m for line in server.output if (m := READY.search(line)))
     return [int(p) for p in match.group(2).split(", ")]
 
@@ -124,7 +118,7 @@ def test_two_workers_serve_one_port_and_metrics_add_up(mongo_uri: str) -> None:
 
         family = children(server.process.pid)
         assert server.stop() == 0
-        wait_for(lambda: not any(alive(pid) for pid in family), "every child process to exit")
+        wait_until(lambda: not any(alive(pid) for pid in family), "every child process to exit")
         output = "".join(server.output)
         assert "Traceback" not in output
         assert "killed" not in output
@@ -136,7 +130,7 @@ def test_a_crashed_worker_is_replaced_and_sigint_stops_all(mongo_uri: str) -> No
         first, second = worker_pids(server)
         before = children(server.process.pid)
         os.kill(first, signal.SIGKILL)
-        wait_for(
+        wait_until(
             lambda: any(
                 f"worker {first} exited (killed by SIGKILL); starting another" in line
                 for line in server.output
@@ -144,13 +138,13 @@ def test_a_crashed_worker_is_replaced_and_sigint_stops_all(mongo_uri: str) -> No
             "the parent to notice the crash",
         )
         # Replaced: two workers again, the survivor among them, and the port still answers.
-        wait_for(lambda: children(server.process.pid) - before, "a replacement worker")
+        wait_until(lambda: children(server.process.pid) - before, "a replacement worker")
         assert alive(second)
-        wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, "the port to answer")
+        wait_until(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, "the port to answer")
         family = children(server.process.pid)
         server.process.send_signal(signal.SIGINT)  # Ctrl-C, to the parent alone
         assert server.process.wait(60) == 0
-        wait_for(lambda: not any(alive(pid) for pid in family), "every child process to exit")
+        wait_until(lambda: not any(alive(pid) for pid in family), "every child process to exit")
         assert "Traceback" not in "".join(server.output)
 
 
@@ -162,7 +156,7 @@ def test_workers_stop_when_the_parent_is_killed(mongo_uri: str) -> None:
         family = children(server.process.pid)
         server.process.kill()
         server.process.wait(30)
-        wait_for(lambda: not any(alive(pid) for pid in family), "the orphaned workers to stop")
+        wait_until(lambda: not any(alive(pid) for pid in family), "the orphaned workers to stop")
         assert set(pids) <= family
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/healthz")

@@ -1,4 +1,9 @@
-"""Starting real `agent-tasks serve` processes (uvicorn) for tests that need a server over the network."""
+"""Starting real `agent-tasks serve` processes (uvicorn) for tests that need a server over the network.
+
+`serve` starts one for a `with` block; `ServerGroup` (the `module_servers` fixture of conftest.py) starts
+the ones a test module shares, each on a database of its own unless told otherwise: a module states only
+how its servers' settings differ from the defaults.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from pymongo import MongoClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -33,6 +38,8 @@ class ServerProcess:
     url: str
     # What the process printed so far, read by a thread (so a full pipe never blocks the server).
     output: list[str] = field(default_factory=list)
+    # The database it serves (MONGODB_DB), for the tests that read it directly.
+    db_name: str = ""
 
     def _drain(self) -> None:
         assert self.process.stdout is not None
@@ -69,7 +76,7 @@ def _start(env: Mapping[str, str], args: tuple[str, ...], timeout: float, port: 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}")
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", db_name=full_env.get("MONGODB_DB", ""))
     drain = threading.Thread(target=server._drain, name="server-output", daemon=True)
     drain.start()
     try:
@@ -123,11 +130,39 @@ def serve(
 @contextmanager
 def serve_fresh(mongo_uri: str, prefix: str, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
     """`serve` on a database of its own (named `<prefix>_<random>`), dropped afterwards."""
-    db_name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    group = ServerGroup(mongo_uri)
     try:
-        with serve({"MONGODB_URI": mongo_uri, "MONGODB_DB": db_name, **(env or {})}) as process:
-            yield process
+        yield group.start(prefix, env)
     finally:
-        mongo: MongoClient[dict[str, object]] = MongoClient(mongo_uri)
-        with mongo:
-            mongo.drop_database(db_name)
+        group.close()
+
+
+class ServerGroup:
+    """Server processes that live until `close` (a test module's, through the `module_servers` fixture:
+    start-up is the suite's main cost, so a module's tests share them), and their databases, dropped once
+    every one of them has stopped."""
+
+    def __init__(self, mongo_uri: str) -> None:
+        self.mongo_uri = mongo_uri
+        self._stack = ExitStack()
+        self._databases: set[str] = set()
+
+    def start(
+        self, prefix: str, env: Mapping[str, str] | None = None, *args: str, db_name: str | None = None
+    ) -> ServerProcess:
+        """`agent-tasks serve *args` with `env` over the defaults, on database `db_name` (shared with the
+        servers already started on it) or else on a new one named `<prefix>_<random>`."""
+        name = db_name or f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self._databases.add(name)
+        return self._stack.enter_context(
+            serve({"MONGODB_URI": self.mongo_uri, "MONGODB_DB": name, **(env or {})}, *args)
+        )
+
+    def close(self) -> None:
+        try:
+            self._stack.close()
+        finally:
+            mongo: MongoClient[dict[str, object]] = MongoClient(self.mongo_uri)
+            with mongo:
+                for name in self._databases:
+                    mongo.drop_database(name)
