@@ -541,7 +541,9 @@ class Env:
 def server(module_servers: ServerGroup) -> ServerProcess:
     """One server for the module (keys required, no rate limits, leases long enough that the sweeper never
     writes while a case compares the database), on a database of its own."""
-    return module_servers.start("t", {"AUTH_MODE": "keys", "RATE_LIMITS": "off", "LEASE_SECONDS": "3600"})
+    return module_servers.start(
+        "binding", {"AUTH_MODE": "keys", "RATE_LIMITS": "off", "LEASE_SECONDS": "3600"}
+    )
 
 
 @pytest.fixture
