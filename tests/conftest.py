@@ -17,9 +17,9 @@ from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
 from app.mongo.embedded import EmbeddedMongod, EmbeddedMongoError
-from app.server import create_app
 from app.settings import Settings
 from app.store.types import BACKGROUND
+from tests.support.inprocess import in_process
 from tests.support.servers import ServerGroup, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,17 +143,7 @@ def command_log(settings: Settings) -> CommandLog:
 @pytest.fixture
 async def client(settings: Settings, command_log: CommandLog, db: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app, with the app's lifespan running (indexes created, client open)."""
-    app = create_app(settings, mongo_listeners=[command_log])
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://localhost",
-            # REST takes POST and PATCH only as JSON, with a body or without (CSRF); tests send other
-            # types explicitly.
-            headers={"Content-Type": "application/json"},
-        ) as http,
-    ):
+    async with in_process(settings, listeners=[command_log]) as http:
         yield http
 
 

@@ -16,10 +16,10 @@ from app.api.schema import build_schema
 from app.auth.scopes import GRAPHQL, REST
 from app.domain import Scope
 from app.rest.routes import OPERATIONS
-from app.server import create_app
 from app.settings import Settings
 from tests.lifecycle_helpers import snapshot as everything
 from tests.support.auth import bearer
+from tests.support.inprocess import in_process
 from tests.support.servers import serve
 from tests.wsclient import GraphQLWebSocket
 
@@ -29,18 +29,7 @@ R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
 @pytest.fixture
 async def app_client(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app requiring keys (AUTH_MODE=keys), with its sweeper stopped (nothing writes by itself)."""
-    app = create_app(settings.model_copy(update={"auth_mode": "keys"}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://localhost",
-            headers={"Content-Type": "application/json"},
-        ) as http,
-    ):
-        sweeper = app.state.agent_tasks.sweeper
-        assert sweeper is not None
-        await sweeper.stop()
+    async with in_process(settings, sweeping=False, auth_mode="keys") as http:
         yield http
 
 

@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
-from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import keyed_task
+from tests.support.inprocess import in_process
 from tests.support.servers import serve
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -44,15 +44,7 @@ def series(samples: Samples, name: str) -> list[dict[str, str]]:
 @pytest.fixture
 async def app_client(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app sampling at most every second, with series for the first two limits of each kind."""
-    app = create_app(settings.model_copy(update={"metrics_sample_seconds": 1, "metrics_label_values_max": 2}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://localhost",
-            headers={"Content-Type": "application/json"},
-        ) as http,
-    ):
+    async with in_process(settings, metrics_sample_seconds=1, metrics_label_values_max=2) as http:
         yield http
 
 

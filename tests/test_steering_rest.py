@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from app.domain import Scope
-from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
 from tests.lifecycle_helpers import keyed_task
 from tests.lifecycle_helpers import snapshot as everything
 from tests.support.auth import bearer
+from tests.support.inprocess import in_process
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
 
@@ -196,15 +196,7 @@ async def test_bad_input_is_refused_naming_it_and_changes_nothing(client: httpx.
 
 @pytest.fixture
 async def two_limits_app(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"max_concurrency_limits": 2}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://localhost",
-            headers={"Content-Type": "application/json"},
-        ) as http,
-    ):
+    async with in_process(settings, max_concurrency_limits=2) as http:
         yield http
 
 
@@ -231,15 +223,7 @@ async def test_the_number_of_limits_is_bounded(two_limits_app: httpx.AsyncClient
 @pytest.fixture
 async def keyed(settings: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app requiring keys (AUTH_MODE=keys)."""
-    app = create_app(settings.model_copy(update={"auth_mode": "keys"}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://localhost",
-            headers={"Content-Type": "application/json"},
-        ) as http,
-    ):
+    async with in_process(settings, auth_mode="keys") as http:
         yield http
 
 
