@@ -862,7 +862,10 @@ def partitioned_batch(candidates: list[Doc], count: int, share: tuple[int, int])
     """Up to `count` of `candidates` (in claim order) in this process's `share` (place, processes) of the
     queue, level by level: a level holding another share's tasks is the last one taken from, so no task of
     a priority level is passed over for a lower one. When the share holds none of the top level read, a
-    random sample (`spread_batch`)."""
+    random sample (`spread_batch`).
+
+    A process that died still counts until its registration lapses (PROCESS_LAPSE_SECONDS): while batches
+    spread, its share waits for the others' batches to run short of their own tasks, at most that long."""
     place, processes = share
     if processes <= 1:
         return spread_batch(candidates, count)
