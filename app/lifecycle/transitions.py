@@ -438,9 +438,7 @@ class Lifecycle:
         async def work(session: AsyncClientSession) -> Applied | None:
             nonlocal attempts
             attempts += 1
-            for task_id in held:  # a retried attempt lets go of its earlier pick
-                self._claiming.pop(task_id, None)
-            held.clear()
+            self._let_go(held)  # a retried attempt lets go of its earlier pick
             for pick in picked:
                 self.steering.release(pick, agent_name)
             picked.clear()
@@ -469,9 +467,7 @@ class Lifecycle:
             if not picks:
                 return None
             state = random.choice(picks) if spread else picks[0]
-            held.add(state["_id"])
-            self._claiming[state["_id"]] = math.inf
-            self._claimed_version.pop(state["_id"], None)  # in flight: skipped whatever its version
+            self._hold(held, [state])
             transition = _decide(start, state, now)
             if steered and picked and picked[-1].fields:  # the concurrency slots it took
                 transition = dataclasses.replace(
@@ -491,8 +487,7 @@ class Lifecycle:
                 await self.steering.settled(busy, CLAIM_BUSY_WAIT_SECONDS)
                 attempts = 0
         except BaseException:
-            for task_id in held:
-                self._claiming.pop(task_id, None)
+            self._let_go(held)
             raise
         finally:
             for pick in picked:
@@ -501,13 +496,7 @@ class Lifecycle:
             await self.steering.served(
                 picked[-1], agent_name, as_utc(applied.state.get("started_at")) or self.clock()
             )
-        if attempts > 1:  # collided (with another process: claims here skip each other's)
-            self._contended_until = time.monotonic() + CLAIM_CONTENTION_SECONDS
-        linger = time.monotonic() + CLAIM_LINGER_SECONDS
-        for task_id in held:
-            self._claiming[task_id] = linger
-            if applied is not None and applied.state["_id"] == task_id:
-                self._claimed_version[task_id] = version_of(applied.state)
+        self._linger(held, attempts, [] if applied is None else [applied])
         return applied
 
     async def claim_many(
@@ -570,9 +559,7 @@ class Lifecycle:
         async def work(session: AsyncClientSession) -> list[Applied]:
             nonlocal attempts
             attempts += 1
-            for task_id in held:  # a retried attempt lets go of its earlier picks
-                self._claiming.pop(task_id, None)
-            held.clear()
+            self._let_go(held)  # a retried attempt lets go of its earlier picks
             now = self.clock()
             spread = attempts > 1 or time.monotonic() < self._contended_until
             share = self.partition() if spread else (0, 1)
@@ -581,10 +568,7 @@ class Lifecycle:
                 session, agent_name, now, workflow_id, task_kinds, spread=False, batch=window
             )
             picks = partitioned_batch(candidates, max_tasks, share) if spread else candidates[:max_tasks]
-            for state in picks:
-                held.add(state["_id"])
-                self._claiming[state["_id"]] = math.inf
-                self._claimed_version.pop(state["_id"], None)
+            self._hold(held, picks)
             return await self._apply_starts(session, picks, start, now)
 
         try:
@@ -595,9 +579,31 @@ class Lifecycle:
                 {"max": max_tasks, "workflow_id": workflow_id, "task_kinds": task_kinds},
             )
         except BaseException:
-            for task_id in held:
-                self._claiming.pop(task_id, None)
+            self._let_go(held)
             raise
+        self._linger(held, attempts, claimed)
+        if not claimed and why is not None:
+            why[:] = ["no pending task with its dependencies met is waiting for this agent"]
+        return claimed
+
+    def _hold(self, held: set[str], states: list[Doc]) -> None:
+        """Mark a claim's picks as in flight: the other claimers here skip them, whatever their version."""
+        for state in states:
+            held.add(state["_id"])
+            self._claiming[state["_id"]] = math.inf
+            self._claimed_version.pop(state["_id"], None)
+
+    def _let_go(self, held: set[str]) -> None:
+        """Forget the picks of a claim attempt that is retried or failed: the claimers here may take them."""
+        for task_id in held:
+            self._claiming.pop(task_id, None)
+        held.clear()
+
+    def _linger(self, held: set[str], attempts: int, claimed: list[Applied]) -> None:
+        """After a claim's transaction: its picks stay skipped here for `CLAIM_LINGER_SECONDS` (those it
+        started, only while what a claimer reads is their image before the claim), and a claim that had to
+        run more than once (it collided with another process's: claims here skip each other's) makes every
+        claim here spread for `CLAIM_CONTENTION_SECONDS`."""
         if attempts > 1:
             self._contended_until = time.monotonic() + CLAIM_CONTENTION_SECONDS
         linger = time.monotonic() + CLAIM_LINGER_SECONDS
@@ -606,9 +612,6 @@ class Lifecycle:
             self._claiming[task_id] = linger
             if task_id in versions:
                 self._claimed_version[task_id] = versions[task_id]
-        if not claimed and why is not None:
-            why[:] = ["no pending task with its dependencies met is waiting for this agent"]
-        return claimed
 
     def _skipped(self, state: Mapping[str, Any]) -> bool:
         """Whether a candidate is being claimed here, or is the stale image of a claim made here."""
