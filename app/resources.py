@@ -184,16 +184,12 @@ async def _services(
             owner=process_id,
             queue_size=settings.subscription_queue_size,
             queue_bytes=settings.subscription_queue_bytes,
-            orphan_grace_seconds=settings.event_orphan_grace_seconds,
-            settle_seconds=settings.event_settle_seconds,
-            batch_seconds=settings.event_batch_seconds,
         )
         await hub.start()
         lifecycle = Lifecycle(
             db,
             settle=hub.settle,
             writing=hub.writing,
-            claim_spread=settings.claim_spread,
             max_claim_batch=settings.max_claim_batch,
             partition=presence.partition,
             lease_seconds=settings.lease_seconds,

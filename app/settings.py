@@ -189,27 +189,6 @@ class Settings(BaseSettings):
     connection_init_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long a WebSocket client has to send `connection_init`."
     )
-    event_settle_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        le=60,
-        description="How long a mutation waits for its events' commit-order positions (cursors) before"
-        " answering without them (only when the change stream is down).",
-    )
-    event_batch_seconds: float = Field(
-        default=0.02,
-        ge=0,
-        le=1,
-        description="How long a server process may hold events that no request of its own waits for (another"
-        " process's writes) before stamping them, in one write, and passing them to its subscribers; its"
-        " own requests' events are stamped at once. 0: every event at once.",
-    )
-    event_orphan_grace_seconds: float = Field(
-        default=90.0,
-        ge=1,
-        description="Age after which an event no change stream saw committed is stamped by the orphan sweep;"
-        " longer than MongoDB's transaction lifetime (60 s), so its transaction has surely ended.",
-    )
     process_heartbeat_seconds: float = Field(
         default=1.0,
         gt=0,
@@ -225,15 +204,6 @@ class Settings(BaseSettings):
         description="A server process that has not renewed its registration for this long (its host went"
         " down, or it is cut off from MongoDB) is taken for dead and the transactions it left open are"
         " aborted; at least 3 x PROCESS_HEARTBEAT_SECONDS.",
-    )
-    claim_spread: int = Field(
-        default=8,
-        ge=1,
-        le=100,
-        description="A claim that collided with another process's (and, for 2 s after one, every claim of"
-        " this process) picks at random among this many of the agent's most urgent, oldest ready tasks,"
-        " plus one per claim in flight here, so claimers in different processes rarely race for the same"
-        " one.",
     )
     max_claim_batch: int = Field(
         default=100,

@@ -68,7 +68,6 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "start_to_close_timeout_seconds",
             "schedule_to_close_timeout_seconds",
             "expiry_sweep_seconds",
-            "claim_spread",
             "max_claim_batch",
             "bulk_action_",
             "concurrency_limits_refresh_seconds",
@@ -109,14 +108,13 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "Live limits",
-        "Subscriptions and WebSockets: queues, replays, connections, and the event stream's pacing"
+        "Subscriptions and WebSockets: what one client may hold (queues, replays, connections)"
         " (docs/LIVE.md).",
         (
             "subscription_",
             "max_subscriptions_per_connection",
             "ws_",
             "connection_init_timeout_seconds",
-            "event_",
         ),
     ),
     (

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.monitoring import CommandListener, CommandStartedEvent
 
 from app.lifecycle.events import EventType, event_doc
+from app.live import orphans
 from app.live.hub import ALL, GAP, EventHub, HubUnavailable, SlowConsumer
 from app.mongo.embedded import find_mongod_binary
 from app.store.events import append_events
@@ -147,7 +148,9 @@ async def test_a_subscriber_is_bounded_in_bytes_as_well_as_events(db: Any) -> No
         await hub.stop()
 
 
-async def test_after_a_gap_subscriptions_reread_what_the_stream_missed(settings: Any, db: Any) -> None:
+async def test_after_a_gap_subscriptions_reread_what_the_stream_missed(
+    settings: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hub lost its resume token while events were written: the subscription re-reads from the
     collection, and the events no stream saw committed are stamped by the orphan sweep (after its grace
     period) and delivered then: every event once, the lost ones in the order they were written."""
@@ -155,7 +158,7 @@ async def test_after_a_gap_subscriptions_reread_what_the_stream_missed(settings:
     from app.api.schema import build_schema
     from app.server import create_app
 
-    settings.event_orphan_grace_seconds = 1
+    monkeypatch.setattr(orphans, "GRACE_SECONDS", 1.0)  # a constant: no operator chooses it
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         state = app.state.agent_tasks

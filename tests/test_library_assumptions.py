@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import pcre2
 import pcre2._cy as pcre2_compiler
@@ -21,6 +22,7 @@ from strawberry.types.execution import ExecutionContext
 
 from app.api.execution import PER_EVENT_CACHES, EventScopedExecutor
 from app.api.schema import build_schema
+from app.live.reader import buffered
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +35,7 @@ KNOWN = {
     ("app/api/http.py", "_schema"),
     ("app/api/execution.py", "_relevant_sub_fields"),
     ("app/store/regexes.py", "pcre2._cy"),
+    ("app/live/reader.py", "_cursor._data"),
 }
 
 
@@ -82,6 +85,21 @@ def test_pcre2_compiles_with_options_turned_off() -> None:
     assert issubclass(pcre2.PatternError, Exception)
 
 
+async def test_a_pymongo_change_stream_shows_how_many_changes_it_holds(db: Any) -> None:
+    """`AsyncChangeStream._cursor._data`: the changes a change stream fetched and has not handed out yet.
+    The event reader pauses only once they are all handled (`app.live.reader.buffered`); PyMongo has no
+    public way to ask. Without it the reader never pauses: correct, only costlier."""
+    stream = await db.task_events.watch([{"$match": {"operationType": "insert"}}])
+    async with stream:
+        await db.task_events.insert_many([{"n": 1}, {"n": 2}])
+        first = await stream.next()
+        assert first["fullDocument"]["n"] == 1
+        assert buffered(stream) in (0, 1)  # the second came in the same batch, or is still on the server
+        if buffered(stream) == 1:
+            await stream.next()
+        assert buffered(stream) == 0
+
+
 def test_no_other_private_name_of_a_library_is_used() -> None:
     """Scans app/ for `._name` on library objects and `from lib._module` imports; each hit must be KNOWN."""
     found: set[tuple[str, str]] = set()
@@ -91,6 +109,7 @@ def test_no_other_private_name_of_a_library_is_used() -> None:
         "_provided_operation_name": re.compile(r"\._provided_operation_name\b"),
         "_relevant_sub_fields": re.compile(r"\"_relevant_sub_fields\""),
         "pcre2._cy": re.compile(r"import pcre2\._cy\b"),
+        "_cursor._data": re.compile(r"[\"']_cursor[\"'].*[\"']_data[\"']"),
     }
     private_import = re.compile(r"^\s*(?:from|import)\s+(?!app\b)([\w.]*\._\w+)", re.M)
     for path in sorted((ROOT / "app").rglob("*.py")):

@@ -1,11 +1,10 @@
-"""Root subscription fields: live events, task states and workflow progress, fed by the process's event hub.
+"""Root subscription fields: live events, task states and workflow progress, over the process's event hub.
 
-Each subscription registers with the hub *before* reading history, then replays stored events after
-the client's cursor, then tails live ones; events carry commit-order positions (the hub dispatches an
-event only once its position is stored), so anything seen twice at the hand-over is dropped by position
-and nothing falls in between. Subscriptions are async generators:
-leaving them (client gone, error, server shutting down) unregisters them in `finally`. On shutdown the hub
-ends them (`HubClosing`): they return, so the client sees a completed stream, not an error.
+The protocol (register with the hub, replay stored events after the client's cursor, tail live ones, each
+event exactly once) is `app.live.feed`'s; these resolvers only turn its events into GraphQL values and its
+refusals into errors. Subscriptions are async generators: leaving them (client gone, error, server
+shutting down) closes the feed (`aclosing`), which unregisters it. On shutdown the hub ends them: they
+return, so the client sees a completed stream, not an error.
 
 Nested fields of a subscription result resolve through loaders made fresh for every event (never a cache
 as old as the socket).
@@ -13,9 +12,9 @@ as old as the socket).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, Mapping
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 
@@ -26,95 +25,46 @@ from app.api.types.events import EventType, TaskEvent, event_from_doc
 from app.api.types.progress import WorkflowProgress, workflow_progress
 from app.api.types.tasks import AgentTaskState
 from app.domain import ErrorCode
-from app.live.hub import ALL, GAP, HubClosing, Key, SlowConsumer, Subscriber
+from app.live import feed
+from app.live.hub import GAP, SlowConsumer
 from app.store import collections as c
 from app.store.cursors import CursorError
-from app.store.events import (
-    ORIGIN,
-    count_events,
-    decode_event_cursor,
-    events_filter,
-    find_events,
-    latest_position,
-)
+from app.store.events import decode_event_cursor
 
-#: Events replayed per read when a subscriber catches up from a cursor.
-REPLAY_BATCH = 500
+_T = TypeVar("_T")
 #: Events that never change a task's state or a workflow's progress.
 NOT_STATE_CHANGES = frozenset({EventType.TOOL_CALL, EventType.TOOL_RESULT, EventType.MEMORY_OPERATION})
-
-
-def _key(task_id: str | None, workflow_id: str | None, agent_id: str | None) -> Key:
-    """The most selective routing key, so the hub only asks the subscribers that may want an event."""
-    if task_id is not None:
-        return ("task", task_id)
-    if workflow_id is not None:
-        return ("workflow", workflow_id)
-    if agent_id is not None:
-        return ("agent", agent_id)
-    return ALL
-
-
-def _predicate(query: Mapping[str, Any]) -> Any:
-    """The hub-side test equivalent to `events_filter(...)` for one event document."""
-    wanted = {k: v for k, v in query.items() if k != "type"}
-    types = set(query["type"]["$in"]) if "type" in query else None
-
-    def accepts(event: Mapping[str, Any]) -> bool:
-        return all(_value(event, k) == v for k, v in wanted.items()) and (
-            types is None or event["type"] in types
-        )
-
-    return accepts
-
-
-def _value(event: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path of an event document (`actor.id`), None where it is absent."""
-    value: Any = event
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
 
 
 def _slow(exc: SlowConsumer) -> UserInputError:
     return UserInputError(str(exc), ErrorCode.SLOW_CONSUMER)
 
 
-async def _check_replay(
-    info: strawberry.Info, query: Mapping[str, Any], after: Any, cursor: str | None
-) -> None:
-    """Refuse a replay longer than `SUBSCRIPTION_REPLAY_MAX` events, before anything is sent: each replayed
-    event costs a GraphQL execution and a message, so a few replays of a long history from one socket would
-    hold the CPU for minutes. The `taskEvents` query pages the same history far more cheaply."""
-    settings = info.context.settings
-    limit = settings.subscription_replay_max
-    count = await count_events(info.context.store.db, query, after=after, limit=limit + 1)
-    if count > limit:
-        start = "this cursor" if cursor else "the start of the history"
-        raise UserInputError(
-            f"more than {limit} stored events follow {start},"
-            " the most a subscription replays"
-            f" (SUBSCRIPTION_REPLAY_MAX={limit}); read them with the `taskEvents` query (`first` up to"
-            f" {settings.max_page_size}, `after` its `pageInfo.endCursor`), then subscribe with `after` set"
-            " to the last cursor it returned",
-            ErrorCode.REPLAY_LIMIT_EXCEEDED,
-        )
+def _too_long(info: strawberry.Info, exc: feed.ReplayTooLong) -> UserInputError:
+    start = "the start of the history" if exc.from_start else "this cursor"
+    return UserInputError(
+        f"more than {exc.limit} stored events follow {start},"
+        " the most a subscription replays"
+        f" (SUBSCRIPTION_REPLAY_MAX={exc.limit}); read them with the `taskEvents` query (`first` up to"
+        f" {info.context.settings.max_page_size}, `after` its `pageInfo.endCursor`), then subscribe with"
+        " `after` set to the last cursor it returned",
+        ErrorCode.REPLAY_LIMIT_EXCEEDED,
+    )
+
+
+async def _live(items: AsyncGenerator[_T, None]) -> AsyncGenerator[_T, None]:
+    """The feed's items, with a subscriber cut off for falling behind told so as a GraphQL error; closing
+    this closes the feed (which unregisters it) at once, not when the garbage collector gets to it."""
+    async with aclosing(items):
+        try:
+            async for item in items:
+                yield item
+        except SlowConsumer as exc:
+            raise _slow(exc) from exc
 
 
 def _fresh_loaders(info: strawberry.Info) -> None:
     info.context.loaders = Loaders.create(info.context.store)
-
-
-async def _changes(subscriber: Subscriber) -> AsyncGenerator[list[dict[str, Any]], None]:
-    """Batches of live events: everything buffered at once, so a burst is handled as one change."""
-    while True:
-        try:
-            first = await subscriber.next()
-        except SlowConsumer as exc:
-            raise _slow(exc) from exc
-        except HubClosing:  # the server is shutting down: the stream ends
-            return
-        yield [first, *subscriber.drain()]
 
 
 async def _states_after_gap(
@@ -160,43 +110,21 @@ class Subscription:
             strawberry.argument(description='Resume after this event cursor; "HEAD" for live events only.'),
         ] = None,
     ) -> AsyncGenerator[TaskEvent, None]:
-        db = info.context.store.db
-        query = events_filter(
+        selector = feed.Selector.of(
             task_id=task_id, workflow_id=workflow_id, agent_id=agent_id, actor_id=actor_id, types=types
         )
         try:
-            last = ORIGIN if after in (None, "HEAD") else decode_event_cursor(after)
+            start = feed.HEAD if after == "HEAD" else None if after is None else decode_event_cursor(after)
         except CursorError as exc:
             raise UserInputError(str(exc), ErrorCode.BAD_CURSOR) from exc
-        if after != "HEAD":
-            await _check_replay(info, query, last, after)
-        hub = info.context.app.hub
-        async with hub.subscribe(_key(task_id, workflow_id, agent_id), _predicate(query)) as subscriber:
-            # Registered first: whatever commits from now on is buffered, so the replay below can't miss it.
-            replay = after != "HEAD"
-            if not replay:
-                last = await latest_position(db)
-            while True:
-                while replay:  # catch up from the collection, a batch at a time
-                    docs = await find_events(db, query, after=last, limit=REPLAY_BATCH)
-                    for doc in docs:
-                        last = doc["seq"]
-                        # Back to the event loop before each event: sending one rarely waits, so a replay
-                        # would otherwise hold the loop for a whole batch and starve every other client.
-                        await asyncio.sleep(0)
-                        yield event_from_doc(doc)
-                    replay = len(docs) == REPLAY_BATCH
-                try:
-                    event = await subscriber.next()
-                except SlowConsumer as exc:
-                    raise _slow(exc) from exc
-                except HubClosing:  # the server is shutting down: the stream ends
-                    return
-                if event is GAP:  # the hub may have missed events: read them from the collection
-                    replay = True
-                elif event["seq"] > last:  # seen already during the replay otherwise
-                    last = event["seq"]
-                    yield event_from_doc(event)
+        db = info.context.store.db
+        try:
+            await feed.check_replay(db, selector, start, info.context.settings.subscription_replay_max)
+        except feed.ReplayTooLong as exc:
+            raise _too_long(info, exc) from exc
+        async with aclosing(_live(feed.events(info.context.app.hub, db, selector, start))) as events:
+            async for event in events:
+                yield event_from_doc(event)
 
     @strawberry.subscription(
         description="A task's execution state after each change to it (or to any task of a workflow)."
@@ -211,11 +139,10 @@ class Subscription:
     ) -> AsyncGenerator[AgentTaskState, None]:
         if task_id is None and workflow_id is None:
             raise UserInputError("give `taskId` or `workflowId`", ErrorCode.BAD_USER_INPUT)
-        query = events_filter(task_id=task_id, workflow_id=workflow_id)
-        accepts = _predicate(query)
+        selector = feed.Selector.of(task_id=task_id, workflow_id=workflow_id)
         hub = info.context.app.hub
-        async with hub.subscribe(_key(task_id, workflow_id, None), accepts) as subscriber:
-            async for batch in _changes(subscriber):
+        async with aclosing(_live(feed.changes(hub, selector))) as changes:
+            async for batch in changes:
                 # Tasks changed in this burst, in commit order; a gap means "any may have changed".
                 changed = list(
                     dict.fromkeys(
@@ -239,10 +166,9 @@ class Subscription:
             strawberry.ID, strawberry.argument(description="Id of the meta workflow task.")
         ],
     ) -> AsyncGenerator[WorkflowProgress, None]:
-        query = events_filter(workflow_id=workflow_id)
-        hub = info.context.app.hub
-        async with hub.subscribe(("workflow", workflow_id), _predicate(query)) as subscriber:
-            async for batch in _changes(subscriber):
+        selector = feed.Selector.of(workflow_id=workflow_id)
+        async with aclosing(_live(feed.changes(info.context.app.hub, selector))) as changes:
+            async for batch in changes:
                 if all(e is not GAP and e["type"] in NOT_STATE_CHANGES for e in batch):
                     continue
                 _fresh_loaders(info)
