@@ -8,7 +8,7 @@ MonitorTree request's time from request start to the last byte (Resource Timing)
 view, `--mutations` progress reports at `--rate` per second on tasks in view: for each, the time from
 sending it to the page drawing its node with the new value (a MutationObserver in the page); p50 / p95 / max.
 Then `--drop-runs` times: the 521-task view with a task's panel open, loaded through a proxy
-(tests/dropping_proxy.py) that resets the page's connections `--drop-at` seconds into `--mutations`
+(tests/support/dropping_proxy.py) that resets the page's connections `--drop-at` seconds into `--mutations`
 progress reports at `--rate`/s and refuses new ones for `--drop-hold` s; the page's events (the follower's
 and the panel's log) are compared with the stored event log: missed, duplicated, out of order.
 Targets (issue 19): first paint <= 1 s (521) and <= 2 s (2,051); mutation -> page p95 <= 500 ms at 20/s;
@@ -33,7 +33,7 @@ from pymongo import AsyncMongoClient
 
 from app.demo.documents import synthetic_tree, write_documents
 from app.mongo.embedded import EmbeddedMongod
-from tests.dropping_proxy import DroppingProxy
+from tests.support.dropping_proxy import DroppingProxy
 from tests.support.servers import serve
 
 CHROMIUM = "/usr/bin/chromium"

@@ -21,10 +21,10 @@ from app.principal import Principal, PrincipalKind, acting_as
 from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import append_stamped, task
 from tests.support.graphql import wait_for_subscribers
+from tests.support.lifecycle_helpers import append_stamped, task
 from tests.support.servers import serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 CREATE = """mutation { r: createAgentTask(input: {id: "a1", agentName: "AgentA"}) { __typename } }"""
 START = """mutation { r: startTask(id: "a1") { __typename } }"""

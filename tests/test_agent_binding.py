@@ -32,7 +32,7 @@ from app.auth.keys import KeyService
 from app.auth.scopes import GRAPHQL, REST
 from app.domain import Scope
 from app.rest.routes import ROUTES
-from tests.lifecycle_helpers import snapshot as everything
+from tests.support.lifecycle_helpers import snapshot as everything
 from tests.support.servers import ServerGroup, ServerProcess
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN

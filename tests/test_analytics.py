@@ -20,7 +20,7 @@ from app.lifecycle.expiry import expire_overdue, present
 from app.lifecycle.transitions import Lifecycle
 from app.store.analytics import agent_stats_pipeline, agents_stats_pipeline
 from tests.conftest import CommandLog, GraphQLClient, read_query
-from tests.lifecycle_helpers import snapshot, task
+from tests.support.lifecycle_helpers import snapshot, task
 
 EXPIRES = dt.datetime(2020, 1, 1, 0, 0, 0, 250_000, tzinfo=dt.UTC)
 

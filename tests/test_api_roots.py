@@ -16,7 +16,7 @@ from app.api.results import ValidationError, error_from, graphql_path
 from app.lifecycle import state_machine as sm
 from app.lifecycle.errors import Invalid
 from tests.conftest import ROOT, GraphQLClient, read_query
-from tests.lifecycle_helpers import snapshot
+from tests.support.lifecycle_helpers import snapshot
 
 #: Scalars GraphQL or Strawberry define, not this code.
 BUILT_IN = {"String", "Int", "Float", "Boolean", "ID", "DateTime"}

@@ -19,7 +19,7 @@ from app.domain import Scope
 from app.settings import Settings
 from tests.support.polling import DEADLINE
 from tests.support.servers import serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])

@@ -14,7 +14,7 @@ import httpx
 
 from app.lifecycle.transitions import partitioned_batch, spread_batch
 from tests.conftest import CommandLog, GraphQLClient
-from tests.lifecycle_helpers import snapshot, task
+from tests.support.lifecycle_helpers import snapshot, task
 
 CLAIM_MANY = """mutation($agent: String!, $max: Int!, $key: String, $worker: String) {
   r: claimTasks(agentName: $agent, max: $max, idempotencyKey: $key, workerId: $worker, leaseSeconds: 600) {

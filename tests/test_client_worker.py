@@ -134,7 +134,7 @@ async def test_a_killed_worker_s_task_is_finished_by_another(client: AgentTasksC
     task_id = (await client.create_agent_task(name, max_attempts=3)).id
     doomed = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(ROOT / "tests" / "crash_worker.py"),
+        str(ROOT / "tests" / "support" / "crash_worker.py"),
         client.endpoint,
         name,
         cwd=ROOT,

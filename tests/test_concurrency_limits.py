@@ -18,9 +18,9 @@ import pytest
 from app.domain import as_utc
 from app.settings import Settings
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import task
 from tests.support.app import serving
 from tests.support.cli import cli, one_line_refusal
+from tests.support.lifecycle_helpers import task
 from tests.support.polling import until
 from tests.support.servers import serve
 

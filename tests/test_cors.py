@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 
 from app.settings import Settings
 from tests.support.servers import ServerGroup, ServerProcess
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 FRONTEND = "http://localhost:5173"
 OTHER_ALLOWED = "https://app.example.com"

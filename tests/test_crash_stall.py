@@ -40,7 +40,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from app.mongo.embedded import EmbeddedMongoError, find_mongod_binary
-from tests.lifecycle_helpers import held
+from tests.support.lifecycle_helpers import held
 from tests.support.servers import ServerProcess, serve
 
 try:

@@ -21,7 +21,7 @@ from app.settings import Settings
 from app.store.failures import TIMEOUT, UNAVAILABLE, classify, filter_time_limit
 from app.store.filters import FilterError
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import mutation, task
+from tests.support.lifecycle_helpers import mutation, task
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from app.demo.workflow import DEMO_WORKFLOW_ID, load_demo
 from app.lifecycle.events import EventType, event_doc
 from app.store.events import append_events
 from tests.conftest import CommandLog, GraphQLClient, read_query
-from tests.lifecycle_helpers import append_stamped, mutation, snapshot, task
+from tests.support.lifecycle_helpers import append_stamped, mutation, snapshot, task
 
 TASK_EVENTS = read_query("TaskEvents.graphql")
 RECORD_TOOL_CALL = read_query("RecordToolCall.graphql")

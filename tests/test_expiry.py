@@ -18,8 +18,8 @@ from app.lifecycle.transitions import Lifecycle, utcnow
 from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import mutation, snapshot, task
 from tests.support.app import serving
+from tests.support.lifecycle_helpers import mutation, snapshot, task
 from tests.support.polling import until
 
 DETAILS = "expires_at passed before the task finished"

@@ -1,6 +1,6 @@
 """Failover on a real three-node replica set: the primary is SIGKILLed under a steady write load.
 
-One `agent-tasks serve` process talks to a three-member replica set (`tests/replset.py`, elections in
+One `agent-tasks serve` process talks to a three-member replica set (`tests/support/replset.py`, elections in
 ~2-4 s). Several clients drive it over HTTP the way agent runtimes do — lifecycle workers each create a
 standalone task, claim or start it, report progress and complete it; a hierarchy worker creates workflows
 and then adds a sub-task and a behavior task to each — every mutation with an idempotency key and retried
@@ -43,10 +43,10 @@ from pymongo.read_concern import ReadConcern
 from websockets.exceptions import ConnectionClosed
 
 from app.mongo.embedded import EmbeddedMongoError, find_mongod_binary
-from tests.replset import ReplicaSet
 from tests.support.polling import until
+from tests.support.replset import ReplicaSet
 from tests.support.servers import ServerProcess, serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 try:
     find_mongod_binary()

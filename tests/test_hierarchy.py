@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GraphQLClient, read_query
-from tests.lifecycle_helpers import snapshot
+from tests.support.lifecycle_helpers import snapshot
 
 WORKFLOW: dict[str, Any] = {
     "id": "wf1",

@@ -30,7 +30,7 @@ from graphql import (
 from pymongo import AsyncMongoClient
 
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import task
+from tests.support.lifecycle_helpers import task
 from tests.support.servers import ServerGroup, ServerProcess
 
 SDL = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"

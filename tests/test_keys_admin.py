@@ -18,7 +18,7 @@ from app.domain import Scope
 from app.server import create_app
 from app.settings import Settings
 from tests.support.servers import serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 CREATE = """mutation($i: CreateApiKeyInput!) { r: createApiKey(input: $i) {
   __typename ... on Error { message } ... on ValidationError { field }

@@ -46,3 +46,11 @@ def test_the_check_finds_such_an_import() -> None:
         "from tests.test_rest import client\nfrom tests import test_web\nimport tests.support.rest"
     )
     assert sorted(n for n in imported(tree) if is_test_module(n)) == ["tests.test_rest", "tests.test_web"]
+
+
+def test_the_top_of_tests_holds_only_conftest_and_test_modules() -> None:
+    """Helpers live in tests/support/, so a file at the top is a test module (or conftest.py)."""
+    others = sorted(
+        p.name for p in TESTS.glob("*.py") if p.name != "conftest.py" and not p.name.startswith("test_")
+    )
+    assert others == []

@@ -20,8 +20,8 @@ from app.rest.openapi import openapi_document
 from app.settings import Settings
 from app.store.indexes import ensure_indexes
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import snapshot, task
 from tests.support.app import serving
+from tests.support.lifecycle_helpers import snapshot, task
 from tests.support.polling import until
 from tests.support.servers import serve
 

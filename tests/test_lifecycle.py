@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import mutation, snapshot, task
+from tests.support.lifecycle_helpers import mutation, snapshot, task
 
 
 async def test_start_progress_complete_round_trip(gql: GraphQLClient, db: Any) -> None:

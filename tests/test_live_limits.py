@@ -27,7 +27,7 @@ from tests.support.graphql import (
     wait_for_subscribers,
 )
 from tests.support.servers import ServerGroup, ServerProcess, serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -15,7 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.servers import serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -29,7 +29,7 @@ from app.auth.keys import KeyService
 from app.domain import Scope
 from app.web.monitor_page import FILES, MONITOR_DIR
 from tests.conftest import ROOT, read_query
-from tests.dropping_proxy import DroppingProxy
+from tests.support.dropping_proxy import DroppingProxy
 from tests.support.servers import free_port, serve
 from tests.support.web import CHROMIUM, CHROMIUM_FLAGS, HTML, Links, assert_local_only
 

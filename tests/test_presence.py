@@ -25,7 +25,7 @@ from app.live.presence import Presence
 from app.mongo.client import app_name, make_client
 from app.settings import Settings
 from app.store import processes
-from tests.lifecycle_helpers import held
+from tests.support.lifecycle_helpers import held
 from tests.support.polling import until
 
 HEARTBEAT = 0.2

@@ -20,9 +20,9 @@ from app.api.types.fetch import PACE, paced
 from app.server import create_app
 from app.settings import Settings
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import snapshot, task
+from tests.support.lifecycle_helpers import snapshot, task
 from tests.support.servers import ServerGroup, ServerProcess
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 ROOT = Path(__file__).resolve().parents[1]
 GRJ = "application/graphql-response+json"

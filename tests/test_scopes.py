@@ -17,11 +17,11 @@ from app.auth.scopes import GRAPHQL, REST
 from app.domain import Scope
 from app.rest.routes import OPERATIONS
 from app.settings import Settings
-from tests.lifecycle_helpers import snapshot as everything
 from tests.support.auth import bearer
 from tests.support.inprocess import in_process
+from tests.support.lifecycle_helpers import snapshot as everything
 from tests.support.servers import serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
 

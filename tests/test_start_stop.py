@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from app.mongo.embedded import find_mongod_binary
 from tests.support.graphql import wait_for_subscribers
 from tests.support.servers import BIND_FAILED, ROOT, free_port, serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 EVENTS = 'subscription($w: ID) { taskEvents(workflowId: $w, after: "HEAD") { cursor type } }'
 

@@ -18,8 +18,8 @@ from pymongo import MongoClient
 
 from app.settings import Settings
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import keyed_task
 from tests.support.inprocess import in_process
+from tests.support.lifecycle_helpers import keyed_task
 from tests.support.servers import serve
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -15,10 +15,10 @@ import pytest
 from app.domain import Scope
 from app.settings import Settings
 from tests.conftest import GraphQLClient
-from tests.lifecycle_helpers import keyed_task
-from tests.lifecycle_helpers import snapshot as everything
 from tests.support.auth import bearer
 from tests.support.inprocess import in_process
+from tests.support.lifecycle_helpers import keyed_task
+from tests.support.lifecycle_helpers import snapshot as everything
 
 R, W, A = Scope.READ, Scope.WRITE, Scope.ADMIN
 

