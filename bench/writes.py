@@ -834,35 +834,42 @@ async def seed_floor(db: AsyncDatabase[Doc], agent: str, seeded: Mapping[str, st
     await db["agent_task_states"].insert_many(docs)
 
 
+def floor_filter(agent: str, now: dt.datetime) -> Doc:
+    """The filter of `app.store.states.claimable` (no workflow or kind narrowing)."""
+    return {
+        "agent_name": agent,
+        "status": {"$in": ["pending", "retrying"]},
+        "not_before": {"$not": {"$gt": now}},
+        "next_attempt_at": {"$not": {"$gt": now}},
+        "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}, {"expires_at": {"$type": "string"}}],
+    }
+
+
+def floor_start(agent: str, now: dt.datetime) -> Doc:
+    """What a floor claim writes: the task started under a lease, its attempt and version counted."""
+    return {
+        "$set": {
+            "status": "in_progress",
+            "started_at": now,
+            "updated_at": now,
+            "lease_holder": agent,
+            "lease_expires_at": now + FLOOR_LEASE,
+            "last_heartbeat_at": None,
+        },
+        "$inc": {"attempts": 1, "version": 1},
+    }
+
+
 def floor_claimer(db: AsyncDatabase[Doc], agent: str) -> ClaimFn:
     """A bare claim: one `find_one_and_update` with the server's claim filter and order, on its index."""
     states = db.get_collection("agent_task_states", write_concern=WriteConcern("majority"))
 
     async def claim() -> Answer:
         now = dt.datetime.now(dt.UTC)
-        # The filter of `app.store.states.claimable` (no workflow or kind narrowing).
-        query: Doc = {
-            "agent_name": agent,
-            "status": {"$in": ["pending", "retrying"]},
-            "not_before": {"$not": {"$gt": now}},
-            "next_attempt_at": {"$not": {"$gt": now}},
-            "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}, {"expires_at": {"$type": "string"}}],
-        }
-        update: Doc = {
-            "$set": {
-                "status": "in_progress",
-                "started_at": now,
-                "updated_at": now,
-                "lease_holder": agent,
-                "lease_expires_at": now + FLOOR_LEASE,
-                "last_heartbeat_at": None,
-            },
-            "$inc": {"attempts": 1, "version": 1},
-        }
         try:
             doc = await states.find_one_and_update(
-                query,
-                update,
+                floor_filter(agent, now),
+                floor_start(agent, now),
                 projection={"priority": 1},
                 sort=CLAIM_ORDER,
                 hint=CLAIM_INDEX.name,
