@@ -255,6 +255,42 @@ async def test_fair_claims_serve_small_workflows_beside_a_big_one(steered: Graph
     assert len(order) == len(set(order))
 
 
+async def test_claims_racing_limits_set_and_cleared_never_fail(steered: GraphQLClient, db: Any) -> None:
+    """Limits cleared and set again while 8 claimers claim (the cache is re-read on every claim, so a
+    refresh lands while claims await MongoDB): every claim answers a task or NothingToClaim, never an
+    unexpected error, and no task is handed out twice. (A claim used to look a limit's `max` up in the
+    cache after its await, and failed with "Unexpected error." when the limit had been cleared meanwhile:
+    `bench.fairness` found it.)"""
+    gql = steered
+    docs = [wf_task(f"T{n:03}", f"w{n % 5}", minute=n / 100) for n in range(300)]
+    await db.agent_task_states.insert_many(docs)
+    claimed: list[str] = []
+    done = False
+
+    async def churn() -> None:
+        while not done:
+            for n in range(5):
+                await set_limit(gql, "WORKFLOW", f"w{n}", 50)
+            for n in range(5):
+                await gql.data(CLEAR_LIMIT, {"scope": "WORKFLOW", "key": f"w{n}"})
+
+    async def claimer() -> None:
+        while True:
+            got = await claim(gql)  # `data` asserts the answer has no errors
+            if got["__typename"] == "TaskTransitionSuccess":
+                claimed.append(got["state"]["id"])
+            elif len(claimed) >= len(docs) or await running(db) == len(docs):
+                return
+
+    changing = asyncio.ensure_future(churn())
+    try:
+        await asyncio.gather(*(claimer() for _ in range(8)))
+    finally:
+        done = True
+        await changing
+    assert sorted(claimed) == sorted(d["_id"] for d in docs)
+
+
 async def test_a_fair_policy_rotates_among_workflows_without_limits(steered: GraphQLClient, db: Any) -> None:
     """No limit: FIFO hands out the big, older workflow first; FAIR_BY_WORKFLOW rotates among the three,
     so its first 30 claims hold every task of B and C (and FAIR_BY_KEY does the same over keys)."""

@@ -192,6 +192,10 @@ class Pick:
     fields: dict[str, Any] = field(default_factory=dict)
     #: The slots held under each limit in the claim's snapshot (read when choosing, used by the guard).
     held: dict[str, list[Any]] = field(default_factory=dict)
+    #: Each limit's `max` and each rate limit's (max, per seconds) as the choice saw them: what the guard
+    #: goes by for a limit the cache no longer holds (deleted while the claim awaited MongoDB).
+    maxima: dict[str, int] = field(default_factory=dict)
+    rate_defs: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def check_key(value: str, field_name: str) -> str:
@@ -539,11 +543,16 @@ class Steering:
                 w.cancel()
 
     async def _count(
-        self, session: AsyncClientSession, lid: str, counts: dict[str, int], held: dict[str, list[Any]]
+        self,
+        session: AsyncClientSession,
+        lid: str,
+        maximum: int,
+        counts: dict[str, int],
+        held: dict[str, list[Any]],
     ) -> None:
         """The slots held under a limit in this snapshot (up to max + 1 of them), and so its count."""
         scope, _, key = lid.partition(":")
-        held[lid] = await store.slots(self.db, scope, key, self._limits[lid] + 1, session)
+        held[lid] = await store.slots(self.db, scope, key, maximum + 1, session)
         counts[lid] = len(held[lid])
 
     async def _guard(self, session: AsyncClientSession, pick: Pick) -> bool:
@@ -553,7 +562,9 @@ class Steering:
         fields: dict[str, Any] = dict.fromkeys(store.SLOT_FIELDS.values())
         for lid in pick.limits:
             scope = lid.partition(":")[0]
-            maximum = self._limits[lid]
+            # The limit as it is now if it still exists (lowered meanwhile: the lower one binds), else as
+            # the choice saw it (deleted meanwhile: as if deleted just after this claim).
+            maximum = self._limits.get(lid, pick.maxima[lid])
             held = pick.held[lid]
             if len(held) >= maximum:
                 return False
@@ -577,7 +588,7 @@ class Steering:
                     await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS))
                 raise
         for rid, (window, taken) in pick.rates.items():
-            maximum, per = self._rates[rid]
+            maximum, per = self._rates.get(rid, pick.rate_defs[rid])
             here = self._in_flight_slots.get(_RATE + rid, set())
             free = [n for n in _draws(0, maximum) if n not in taken and n not in here]
             free = free or [n for n in range(maximum) if n not in taken and n not in here]
@@ -608,7 +619,12 @@ class Steering:
     ) -> Pick:
         """FIFO: the first few tasks in claim order, the first one no limit holds back; only when they
         are all held back, the groups (one index probe each). Fair: the groups, least recently served
-        first. Limits are counted lazily, for the candidates looked at."""
+        first. Limits are counted lazily, for the candidates looked at.
+
+        The limits are read once, here: a refresh of the cache while this choice awaits MongoDB (a limit
+        set or deleted meanwhile) replaces `_limits` and `_rates`, and a choice must not see two versions
+        (a limit it found over a task would be gone when it looks up its `max`)."""
+        maxima, rate_defs = self._limits, self._rates
         counts: dict[str, int] = {}
         pick_slots: dict[str, list[Any]] = {}
         windows: dict[str, tuple[int, set[int]]] = {}
@@ -618,19 +634,19 @@ class Steering:
 
         async def verdict(state: Doc) -> tuple[bool, list[str], list[str]]:
             """(usable, its limits, the limits that hold it back: full or taken here)."""
-            limits = self.limit_ids(state)
+            limits = self.limit_ids(state, maxima)
             held: list[str] = []
             for lid in limits:
                 if lid not in counts:
-                    await self._count(session, lid, counts, pick_slots)
-                if counts[lid] >= self._limits[lid]:
+                    await self._count(session, lid, maxima[lid], counts, pick_slots)
+                if counts[lid] >= maxima[lid]:
                     held.append(lid)
                     blocked.add(lid)
-                elif counts[lid] + self._in_flight[lid] >= self._limits[lid]:
+                elif counts[lid] + self._in_flight[lid] >= maxima[lid]:
                     held.append(lid)  # its free slots are being taken here: wait for those claims
                     busy.add(lid)
-            for rid in self.limit_ids(state, self._rates):
-                maximum, per = self._rates[rid]
+            for rid in self.limit_ids(state, rate_defs):
+                maximum, per = rate_defs[rid]
                 if rid not in windows:
                     window = _window(now, per)
                     windows[rid] = (window, await store.window_starts(self.db, rid, window, maximum, session))
@@ -650,11 +666,11 @@ class Steering:
             return usable, limits, held
 
         agent_limit = store.limit_id("agent", agent_name)
-        if agent_limit in self._limits:
-            await self._count(session, agent_limit, counts, pick_slots)
-            if counts[agent_limit] >= self._limits[agent_limit]:
-                return Pick(None, reason=self._reason([agent_limit], counts))
-            if counts[agent_limit] + self._in_flight[agent_limit] >= self._limits[agent_limit]:
+        if agent_limit in maxima:
+            await self._count(session, agent_limit, maxima[agent_limit], counts, pick_slots)
+            if counts[agent_limit] >= maxima[agent_limit]:
+                return Pick(None, reason=self._reason([agent_limit], counts, maxima))
+            if counts[agent_limit] + self._in_flight[agent_limit] >= maxima[agent_limit]:
                 return Pick(None, busy=[agent_limit])
         policy = self.policy(agent_name)
         group_field = "concurrency_key" if policy is Policy.FAIR_BY_KEY else "workflow_id"
@@ -663,13 +679,21 @@ class Steering:
 
         def chosen(state: Doc, limits: list[str]) -> Pick:
             group = state.get(group_field)
-            rates = {rid: windows[rid] for rid in self.limit_ids(state, self._rates)}
+            rates = {rid: windows[rid] for rid in self.limit_ids(state, rate_defs)}
             for lid in [*limits, *(_RATE + rid for rid in rates)]:
                 self._in_flight[lid] += 1
                 self._ended.setdefault(lid, asyncio.Event())
             self._serving[(agent_name, group)] += 1
             held = {lid: pick_slots[lid] for lid in limits}
-            return Pick(state, limits=limits, group=group, held=held, rates=rates)
+            return Pick(
+                state,
+                limits=limits,
+                group=group,
+                held=held,
+                rates=rates,
+                maxima={lid: maxima[lid] for lid in limits},
+                rate_defs={rid: rate_defs[rid] for rid in rates},
+            )
 
         if policy is Policy.FIFO:
             heads = await state_store.claimable(
@@ -691,7 +715,7 @@ class Steering:
                 if usable:
                     return chosen(state, limits)
             if len(heads) < FIFO_LOOKAHEAD and all(h.get("priority_rank") == top for h in heads):
-                return self._nothing(blocked, busy, counts, next_start)
+                return self._nothing(blocked, busy, counts, maxima, rate_defs, next_start)
 
         gate = _gate(now)
         if task_kinds:
@@ -735,23 +759,24 @@ class Steering:
                             )
                             if d["_id"] != head["_id"]
                         ]
-        return self._nothing(blocked, busy, counts, next_start)
+        return self._nothing(blocked, busy, counts, maxima, rate_defs, next_start)
 
     def _nothing(
         self,
         blocked: set[str],
         busy: set[str],
         counts: Mapping[str, int],
+        maxima: Mapping[str, int],
+        rate_defs: Mapping[str, tuple[int, int]],
         next_start: Mapping[str, dt.datetime] | None = None,
     ) -> Pick:
         if busy:
             return Pick(None, busy=sorted(busy))
-        reasons = [self._reason(sorted(blocked), counts)] if blocked else []
+        reasons = [self._reason(sorted(blocked), counts, maxima)] if blocked else []
         if next_start:
             soonest = min(next_start.values())
             names = ", ".join(
-                f"{rid} ({self._rates[rid][0]} per {self._rates[rid][1]} s)"
-                for rid in sorted(next_start)[:10]
+                f"{rid} ({rate_defs[rid][0]} per {rate_defs[rid][1]} s)" for rid in sorted(next_start)[:10]
             )
             reasons.append(
                 f"claimable tasks wait on start rate limits: {names}; the next start is allowed at"
@@ -793,8 +818,8 @@ class Steering:
             ordered.insert(0, ordered.pop(first))
         return ordered
 
-    def _reason(self, blocked: list[str], counts: Mapping[str, int]) -> str:
-        parts = [f"{lid} ({counts.get(lid, '?')}/{self._limits.get(lid, '?')})" for lid in blocked[:10]]
+    def _reason(self, blocked: list[str], counts: Mapping[str, int], maxima: Mapping[str, int]) -> str:
+        parts = [f"{lid} ({counts.get(lid, '?')}/{maxima.get(lid, '?')})" for lid in blocked[:10]]
         more = f" and {len(blocked) - 10} more" if len(blocked) > 10 else ""
         plural = "s" if len(blocked) != 1 else ""
         return (
