@@ -205,10 +205,6 @@ class EventHub:
         return self._registry.count
 
     @property
-    def closing(self) -> bool:
-        return self._registry.closing
-
-    @property
     def backlog(self) -> int:
         """Changes read off the stream and not yet stamped and released."""
         return self._queue.qsize()

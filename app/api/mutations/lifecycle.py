@@ -75,6 +75,11 @@ WorkerId = Annotated[
     str | None,
     strawberry.argument(description="Who holds the lease (e.g. a worker process); default: the agent name."),
 ]
+#: The narrowing a claim (one task or a batch) takes.
+ClaimWorkflow = Annotated[
+    strawberry.ID | None, strawberry.argument(description="Only tasks of this workflow.")
+]
+ClaimKinds = Annotated[list[TaskKind] | None, strawberry.argument(description="Only tasks of these kinds.")]
 Writer = Annotated[
     str | None,
     strawberry.argument(
@@ -271,12 +276,8 @@ class LifecycleMutation:
         self,
         info: strawberry.Info,
         agent_name: Annotated[str, strawberry.argument(description="The agent asking for work.")],
-        workflow_id: Annotated[
-            strawberry.ID | None, strawberry.argument(description="Only tasks of this workflow.")
-        ] = None,
-        task_kinds: Annotated[
-            list[TaskKind] | None, strawberry.argument(description="Only tasks of these kinds.")
-        ] = None,
+        workflow_id: ClaimWorkflow = None,
+        task_kinds: ClaimKinds = None,
         lease_seconds: LeaseSeconds = None,
         worker_id: WorkerId = None,
         idempotency_key: IdempotencyKey = None,
@@ -298,12 +299,8 @@ class LifecycleMutation:
         max: Annotated[
             int, strawberry.argument(description="Most tasks to start (1 to the server's MAX_CLAIM_BATCH).")
         ],
-        workflow_id: Annotated[
-            strawberry.ID | None, strawberry.argument(description="Only tasks of this workflow.")
-        ] = None,
-        task_kinds: Annotated[
-            list[TaskKind] | None, strawberry.argument(description="Only tasks of these kinds.")
-        ] = None,
+        workflow_id: ClaimWorkflow = None,
+        task_kinds: ClaimKinds = None,
         lease_seconds: LeaseSeconds = None,
         worker_id: WorkerId = None,
         idempotency_key: IdempotencyKey = None,
