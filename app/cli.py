@@ -281,14 +281,31 @@ def _worker(sock: socket.socket, ready: Connection, settings: Settings) -> None:
 
 
 def _run_loop(main: Coroutine[Any, Any, _T]) -> _T:
-    """Run on uvloop when it is installed, as `uvicorn.run` would."""
+    """Run on uvloop when it is installed, as `uvicorn.run` would.
+
+    A stop signal before the server's own handlers are installed raises `_Stopped` wherever the main thread
+    is, and that can be inside the loop's start-up (uvloop sets up its signal pipe in `run_forever`): the
+    loop is then left marked as running, and closing it fails ("this event loop is already running",
+    "Cannot close a running event loop"). That failure would replace the stop, and a SIGTERM during
+    start-up would exit 1 with a traceback instead of 0 (seen once in `tests/test_start_stop.py`). The
+    process is exiting: the stop goes on, the loop is left to the interpreter."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(main)
+    runner = asyncio.Runner(loop_factory=loop_factory)
+    try:
+        result = runner.run(main)
+    except _Stopped:
+        with contextlib.suppress(RuntimeError):
+            runner.close()
+        raise
+    except BaseException:
+        runner.close()
+        raise
+    runner.close()
+    return result
 
 
 def freeze_start_up_heap() -> None:
