@@ -70,8 +70,13 @@ async def test_not_claimed_before_not_before(client: AgentTasksClient, db: Any) 
                 claimed.add(task.id)
     states = await db.agent_task_states.find({"_id": {"$in": list(ids)}}).to_list()
     assert len(states) == 20
-    early = [(s["_id"], s["started_at"]) for s in states if s["started_at"].replace(tzinfo=dt.UTC) < at]
+    # Against the stored `not_before`: MongoDB keeps milliseconds, so `at` itself (microseconds) may lie
+    # up to 1 ms after what the server gates on, and a claim in that millisecond is on time, not early.
+    early = [
+        (s["_id"], s["started_at"], s["not_before"]) for s in states if s["started_at"] < s["not_before"]
+    ]
     assert early == []
+    assert all(abs((s["not_before"].replace(tzinfo=dt.UTC) - at).total_seconds()) < 0.001 for s in states)
 
 
 async def started_ids(db: Any, ids: set[str]) -> set[str]:
